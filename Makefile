@@ -1,0 +1,37 @@
+# Two commands on a fresh machine: `make report` and `make test` (each sets up .venv first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SCALE ?= quick
+PORT ?= 8888
+PYTEST_ARGS ?=
+
+.PHONY: install data report test lab clean-venv
+
+# Re-install only when the project's requirements change.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST: found, or installed from Debian's package (root + apt), or downloaded; else says how.
+data: install
+	$(PY) -m vitstudy data
+
+report: install data
+	$(PY) -m vitstudy report --scale $(SCALE)
+
+test: install data
+	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
+
+lab: install data
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port $(PORT)
+
+clean-venv:
+	rm -rf $(VENV)

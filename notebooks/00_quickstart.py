@@ -1,0 +1,116 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 00 · Quickstart: the default baseline on Fashion-MNIST
+#
+# Every later notebook starts from this model: a depth-12 ViT (`vitstudy_tiny_patch4_28`, registered in
+# timm) trained from scratch on the real Fashion-MNIST. It is trained once per scale and then loaded from
+# `data/cache/baselines/`. Change the scale in the next cell (or set `VITSTUDY_SCALE`): `smoke` (seconds),
+# `quick` (the report default), `full` (whole data set, three seeds).
+
+# %% tags=["parameters"]
+import os
+
+SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
+
+# %%
+import ipywidgets as widgets
+import pandas as pd
+
+from vitstudy import bench, config, data, plots, report, train
+from vitstudy.widgets import checked_interactive, set_controls
+
+scale = config.get_scale(SCALE)
+print(scale.description)
+scale.train
+
+# %% [markdown]
+# ## The data
+# Fixed splits: the validation images are held out of the official training split with a fixed
+# permutation, and the test images come from the official test split, so every run sees the same images.
+
+# %%
+splits = data.build_splits(scale.train)
+splits.sizes()
+
+# %%
+images, titles = data.class_examples(splits.test, per_class=3)
+fig = plots.image_grid(images, titles, columns=splits.num_classes)
+report.save_figure(fig, "00_samples")
+fig
+
+# %% [markdown]
+# ## Train (or load) the baseline
+
+# %%
+result = train.baseline(scale)
+result.history.round(3)
+
+# %%
+fig = plots.learning_curves(result.history)
+report.save_figure(fig, "00_learning_curves")
+fig
+
+# %% [markdown]
+# ## Test accuracy and inference speed
+# Throughput is measured by `vitstudy.bench` (warm-up, median of several timed batches) on this machine.
+
+# %%
+speed = bench.measure_inference(
+    result.model,
+    batch_size=scale.eval_batch_size,
+    input_size=splits.input_size,
+    settings=bench.TimingSettings(warmup=scale.bench_warmup, runs=scale.bench_runs),
+)
+summary = pd.DataFrame([{"scale": scale.name, **result.summary(), "inference_im_s": speed["images_per_s"]}])
+report.save_table(summary, "00_baseline")
+summary.T
+
+# %%
+test_loader = data.make_loader(splits.test, scale.eval_batch_size, train=False)
+predictions, targets = train.predict(result.model, test_loader)
+fig = plots.confusion_matrix(predictions, targets, splits.classes)
+report.save_figure(fig, "00_confusion_matrix")
+fig
+
+# %%
+per_class = pd.DataFrame(
+    {
+        "class": splits.classes,
+        "test_images": [(targets == k).sum() for k in range(splits.num_classes)],
+        "top1": [100 * (predictions[targets == k] == k).mean() for k in range(splits.num_classes)],
+    }
+)
+report.save_table(per_class, "00_per_class_accuracy")
+per_class
+
+# %% [markdown]
+# ## Browse the test predictions
+# Titles read "predicted (true)"; wrong ones are red.
+
+
+# %%
+def show_predictions(start: int, only_errors: bool):
+    return plots.prediction_grid(splits.test, predictions, targets, splits.classes, start, 24, only_errors)
+
+
+browser = checked_interactive(
+    show_predictions,
+    start=widgets.IntSlider(0, 0, max(0, len(targets) - 24), 24, description="first image"),
+    only_errors=widgets.Checkbox(False, description="only mistakes"),
+)
+
+# %%
+# Move the controls as a user would: a callback error here fails the notebook (and the report).
+set_controls(browser, {"only_errors": True, "start": 24 if (predictions != targets).sum() > 24 else 0})

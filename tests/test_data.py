@@ -1,0 +1,162 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from vitstudy import data
+from vitstudy.config import TrainConfig
+
+
+def test_digits_splits_have_requested_sizes(digits_cfg):
+    """Subsets by size: train and val as asked, test the fixed 20% hold-out."""
+    splits = data.build_splits(digits_cfg)
+    assert splits.sizes() == {"train": 512, "val": 128, "test": 359}
+
+
+def test_splits_do_not_depend_on_training_seed(digits_cfg):
+    """The training seed changes the run, never which images are in which split."""
+    import dataclasses
+
+    a = data.build_splits(digits_cfg)
+    b = data.build_splits(dataclasses.replace(digits_cfg, seed=7))
+    assert torch.equal(a.val.images, b.val.images) and torch.equal(a.train.images, b.train.images)
+
+
+def test_smaller_subset_is_nested_in_larger(digits_cfg):
+    """A smaller train_size takes a prefix of the same fixed order: subsets nest."""
+    import dataclasses
+
+    small = data.build_splits(dataclasses.replace(digits_cfg, train_size=100)).train
+    large = data.build_splits(digits_cfg).train
+    small_set = {bytes(x.numpy()) for x in small.images}
+    assert small_set <= {bytes(x.numpy()) for x in large.images}
+
+
+def test_splits_are_disjoint(digits_cfg):
+    """No image index is in both train and validation (same source array)."""
+    splits = data.build_splits(TrainConfig(dataset="fashion_mnist", train_size=2000, val_size=500, test_size=100))
+    train = {bytes(x.numpy()) for x in splits.train.images}
+    val = {bytes(x.numpy()) for x in splits.val.images}
+    assert len(train & val) <= 5  # Fashion-MNIST has a few exact duplicate images; indices never overlap
+
+
+def test_fashion_mnist_is_the_real_data_set():
+    """The default data set is the full real Fashion-MNIST: 60k train, 10k test, 28x28, 10 classes."""
+    images, labels = data.load_fashion_mnist_arrays("train")
+    test_images, _ = data.load_fashion_mnist_arrays("test")
+    assert images.shape == (60000, 28, 28) and test_images.shape == (10000, 28, 28)
+    assert np.bincount(labels).tolist() == [6000] * 10
+
+
+def test_items_are_normalised_single_channel(digits_cfg):
+    """A dataset item is a [1, H, W] float tensor and an int label."""
+    image, label = data.build_splits(digits_cfg).train[0]
+    assert image.shape == (1, 8, 8) and image.dtype == torch.float32 and isinstance(label, int)
+
+
+def test_unknown_dataset_is_named():
+    """An unknown data set name is refused with the allowed names."""
+    with pytest.raises(ValueError, match=r"dataset='cifar10'.*fashion_mnist"):
+        TrainConfig(dataset="cifar10")
+
+
+def test_val_size_too_large_is_named(digits_cfg):
+    """Asking for more validation images than exist names the value and the available count."""
+    import dataclasses
+
+    with pytest.raises(ValueError, match=r"val_size=5000 .* 1438"):
+        data.build_splits(dataclasses.replace(digits_cfg, val_size=5000))
+
+
+def test_missing_fashion_mnist_root_is_named(tmp_path):
+    """An explicit data_root without the files is an error naming that folder."""
+    with pytest.raises(data.DataNotFound, match=str(tmp_path / "nowhere")):
+        data.build_splits(TrainConfig(data_root=str(tmp_path / "nowhere")))
+
+
+def test_corrupt_idx_file_is_named(tmp_path):
+    """A truncated idx file gives an error naming the file, not a numpy reshape traceback."""
+    source = data.find_fashion_mnist()
+    for name in (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ):
+        (tmp_path / f"{name}.gz").write_bytes(data._idx_file(source, name).read_bytes())
+    broken = tmp_path / "t10k-images-idx3-ubyte.gz"
+    broken.write_bytes(gzip.compress(gzip.decompress(broken.read_bytes())[:5000]))
+    with pytest.raises(data.CorruptImageError, match="t10k-images-idx3-ubyte.gz is truncated"):
+        data.load_fashion_mnist_arrays("test", root=tmp_path)
+
+
+def test_torchvision_layout_is_found(tmp_path):
+    """A torchvision download (root/FashionMNIST/raw) is recognised."""
+    source = data.find_fashion_mnist()
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    for path in source.iterdir():
+        (raw / path.name).symlink_to(path)
+    assert data.find_fashion_mnist(tmp_path) == raw
+
+
+def test_distributed_shards_union_equals_single_process_batches(digits_cfg):
+    """Two ranks with batch b see, step by step, exactly the single process's batch 2b."""
+    dataset = data.build_splits(digits_cfg).train
+    single = [y for _, y in data.make_loader(dataset, 32, train=True, seed=3)]
+    ranks = [[y for _, y in data.make_loader(dataset, 16, train=True, seed=3, rank=r, world_size=2)] for r in (0, 1)]
+    assert len(single) == len(ranks[0]) == len(ranks[1])
+    for whole, a, b in zip(single, *ranks):
+        assert sorted(whole.tolist()) == sorted(a.tolist() + b.tolist())
+
+
+def _write_image_tree(root, corrupt: bool = False):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for label in ("cat", "dog"):
+            folder = root / split / label
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    if corrupt:
+        (root / "train" / "cat" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+
+
+def test_imagefolder_uses_timm_transforms(tmp_path):
+    """An ImageNet-layout tree loads through timm's pipeline at the model's input size."""
+    _write_image_tree(tmp_path)
+    cfg = TrainConfig(model="deit_tiny_patch16_224", dataset="imagefolder", data_root=str(tmp_path), val_size=2)
+    splits = data.build_splits(cfg)
+    image, label = splits.test[0]
+    assert splits.sizes() == {"train": 4, "val": 2, "test": 6} and image.shape == (3, 224, 224)
+    assert splits.classes == ("cat", "dog")
+
+
+def test_corrupt_image_is_named(tmp_path):
+    """An undecodable image file is an error naming the file, not a silent skip."""
+    _write_image_tree(tmp_path, corrupt=True)
+    cfg = TrainConfig(model="deit_tiny_patch16_224", dataset="imagefolder", data_root=str(tmp_path), val_size=0)
+    dataset = data.build_splits(cfg).train.dataset
+    index = [i for i in range(len(dataset)) if dataset.reader.filename(i).endswith("cat/0.png")][0]
+    with pytest.raises(data.CorruptImageError, match=r"cat/0\.png"):
+        dataset[index]
+
+
+def test_imagefolder_without_train_folder_is_named(tmp_path):
+    """A root without train/ says which layout is expected."""
+    (tmp_path / "val").mkdir()
+    cfg = TrainConfig(model="deit_tiny_patch16_224", dataset="imagefolder", data_root=str(tmp_path), val_size=0)
+    with pytest.raises(data.DataNotFound, match="has no train/ folder"):
+        data.build_splits(cfg)
+
+
+def test_empty_imagefolder_is_named(tmp_path):
+    """Class folders without images are reported with the folder's path."""
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    (tmp_path / "val" / "cat").mkdir(parents=True)
+    cfg = TrainConfig(model="deit_tiny_patch16_224", dataset="imagefolder", data_root=str(tmp_path), val_size=0)
+    with pytest.raises(data.DataNotFound, match="holds no images"):
+        data.build_splits(cfg)

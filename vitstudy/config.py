@@ -1,0 +1,135 @@
+"""Experiment settings: frozen dataclasses plus named presets.
+
+Notebooks change a preset with ``dataclasses.replace``; every results row records the resolved settings
+(``asdict``), so a number can always be traced back to what produced it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+DATASETS = ("fashion_mnist", "digits", "imagefolder")
+
+
+def _check(ok: bool, name: str, value: object, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run depends on. ``batch_size`` is global: torchrun splits it over ranks."""
+
+    model: str = "vitstudy_tiny_patch4_28"
+    dataset: str = "fashion_mnist"
+    data_root: str | None = None  # None: search the default places (see vitstudy.data)
+    train_size: int | None = None  # None: the whole training split minus the validation hold-out
+    val_size: int = 5000  # carved from the official training split, so the test set stays untouched
+    test_size: int | None = None  # None: the whole official test split
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    warmup_lr: float = 1e-6
+    min_lr: float = 1e-5
+    mixup: float = 0.0  # Beta(alpha, alpha) mixup; 0 switches it off
+    label_smoothing: float = 0.0
+    drop_path: float = 0.0
+    grad_clip: float | None = 1.0  # small ViTs trained from scratch spike early without it
+    augment: bool = True  # random crop + horizontal flip on the small data sets
+    amp: bool = True  # bf16/fp16 autocast, used only on CUDA
+    seed: int = 0
+    num_workers: int | None = None  # None: sized to the machine and the data set
+    model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
+
+    def __post_init__(self) -> None:
+        _check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {DATASETS}")
+        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _check(self.lr > 0, "lr", self.lr, "a positive number")
+        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, "0 ... epochs")
+        _check(self.mixup >= 0, "mixup", self.mixup, "alpha >= 0 (0 = off)")
+        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)")
+        _check(0 <= self.drop_path < 1, "drop_path", self.drop_path, "[0, 1)")
+        _check(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
+        for name in ("train_size", "test_size"):
+            value = getattr(self, name)
+            _check(value is None or value >= 1, name, value, "None (whole split) or an integer >= 1")
+
+
+# SkipViT paper, Table 2: ViT-S trained from scratch on ImageNet-1k at 224 px.
+SKIPVIT_TABLE2 = TrainConfig(
+    model="vit_small_patch16_224",
+    dataset="imagefolder",
+    epochs=100,
+    batch_size=288,
+    weight_decay=0.5,
+    lr=1e-3,
+    warmup_lr=1e-6,
+    mixup=0.1,
+    warmup_epochs=5.0,  # not in the paper's table; timm's DeiT recipe default
+    val_size=0,  # ImageNet has its own val/ folder, used as the test split
+)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """A named size for every notebook: how much data, how long to train, how hard to time."""
+
+    name: str
+    train: TrainConfig
+    seeds: tuple[int, ...] = (0,)
+    eval_batch_size: int = 256
+    bench_warmup: int = 3
+    bench_runs: int = 10
+    description: str = ""
+
+
+SCALES: dict[str, Scale] = {
+    "smoke": Scale(
+        "smoke",
+        TrainConfig(train_size=512, val_size=256, test_size=512, epochs=1, batch_size=64, warmup_epochs=0.5),
+        bench_warmup=1,
+        bench_runs=2,
+        description="CI: seconds per notebook, numbers meaningless",
+    ),
+    "quick": Scale(
+        "quick",
+        TrainConfig(train_size=10_000, val_size=2_000, epochs=6, warmup_epochs=1.0),
+        description="the default report: all notebooks <= 20 min on a 2-core CPU; one seed",
+    ),
+    "full": Scale(
+        "full",
+        TrainConfig(train_size=None, val_size=5_000, epochs=30, warmup_epochs=3.0, drop_path=0.05),
+        seeds=(0, 1, 2),
+        description="whole Fashion-MNIST, three seeds: hours on a CPU, minutes on a GPU",
+    ),
+    "paper": Scale(
+        "paper",
+        SKIPVIT_TABLE2,
+        eval_batch_size=256,
+        description="ImageNet (VITSTUDY_IMAGENET=/path with train/ and val/) and the papers' timm models; GPU",
+    ),
+}
+
+
+def get_scale(name: str | None = None) -> Scale:
+    """The named scale; ``None`` reads ``VITSTUDY_SCALE`` (default ``quick``)."""
+    name = name or os.environ.get("VITSTUDY_SCALE", "quick")
+    if name not in SCALES:
+        raise ValueError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}")
+    scale = SCALES[name]
+    if name == "paper" and scale.train.data_root is None:
+        root = os.environ.get("VITSTUDY_IMAGENET")
+        if not root:
+            raise ValueError(
+                "scale 'paper' needs ImageNet: set VITSTUDY_IMAGENET=/path/to/imagenet (with train/ and val/ "
+                "class folders) or replace(scale.train, data_root=...)"
+            )
+        scale = dataclasses.replace(scale, train=dataclasses.replace(scale.train, data_root=root))
+    return scale

@@ -1,0 +1,52 @@
+"""Where things live, and atomic writes: a reader never sees a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def project_root() -> Path:
+    """The repository checkout holding this package (editable install), else the working directory."""
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").is_file() else Path.cwd()
+
+
+def cache_dir() -> Path:
+    """Trained baselines and downloaded data: ``$VITSTUDY_CACHE``, else ``data/cache`` in the project."""
+    return Path(os.environ.get("VITSTUDY_CACHE") or project_root() / "data" / "cache")
+
+
+def output_dir() -> Path:
+    """Where notebooks write figures: ``$VITSTUDY_OUT`` (set by the report runner), else ``figures/``."""
+    return Path(os.environ.get("VITSTUDY_OUT") or project_root() / "figures")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename, else vanishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory, so os.replace is a rename within one file system: atomic on POSIX.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

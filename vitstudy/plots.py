@@ -1,0 +1,104 @@
+"""Plot functions: data in, a matplotlib Figure out; no ``plt.show()``, no file I/O (see ``report.save_figure``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+from matplotlib.figure import Figure
+
+
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    # plt.ioff keeps notebooks from showing each figure twice (once inline, once when returned).
+    with plt.ioff():
+        return plt.figure(figsize=figsize, layout="constrained")
+
+
+def image_grid(
+    images: torch.Tensor | np.ndarray,
+    titles: Sequence[str] | None = None,
+    columns: int = 8,
+    title_colors: Sequence[str] | None = None,
+    cmap: str = "gray",
+) -> Figure:
+    """A grid of images ``[N, C, H, W]`` or ``[N, H, W]`` (any value range; each is scaled for display)."""
+    images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    fig = _new_figure((1.3 * columns, 1.45 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index >= count:
+            continue
+        image = images[index].float()
+        image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
+        ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap=cmap if image.shape[0] == 1 else None)
+        if titles is not None:
+            color = title_colors[index] if title_colors is not None else "black"
+            ax.set_title(titles[index], fontsize=7, color=color)
+    return fig
+
+
+def learning_curves(history: pd.DataFrame) -> Figure:
+    """Loss and top-1 per epoch, train next to validation."""
+    fig = _new_figure((9, 3.2))
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    for split, style in (("train", "-o"), ("val", "--s")):
+        loss_ax.plot(history["epoch"], history[f"{split}_loss"], style, label=split)
+        acc_ax.plot(history["epoch"], history[f"{split}_top1"], style, label=split)
+    loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    acc_ax.set(xlabel="epoch", ylabel="top-1 (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def confusion_matrix(
+    predictions: np.ndarray, targets: np.ndarray, classes: Sequence[str], normalize: bool = True
+) -> Figure:
+    """Confusion matrix heat map (rows: true class; columns: predicted), row-normalised to % by default."""
+    count = len(classes)
+    matrix = np.zeros((count, count), dtype=np.float64)
+    np.add.at(matrix, (np.asarray(targets), np.asarray(predictions)), 1)
+    if normalize:
+        matrix = 100 * matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
+    fig = _new_figure((6.5, 5.5))
+    ax = fig.subplots()
+    sns.heatmap(
+        matrix, annot=True, fmt=".0f" if normalize else "g", cmap="Blues", cbar=False,
+        xticklabels=classes, yticklabels=classes, ax=ax, annot_kws={"fontsize": 7},
+    )  # fmt: skip
+    ax.set(
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix (% of each true class)" if normalize else "",
+    )
+    ax.tick_params(labelsize=7)
+    return fig
+
+
+def prediction_grid(
+    dataset: torch.utils.data.Dataset,
+    predictions: np.ndarray,
+    targets: np.ndarray,
+    classes: Sequence[str],
+    start: int = 0,
+    count: int = 24,
+    only_errors: bool = False,
+    columns: int = 8,
+) -> Figure:
+    """Images of ``dataset`` titled "predicted (true)", wrong ones in red; optionally only the wrong ones."""
+    shown = np.flatnonzero(predictions != targets) if only_errors else np.arange(len(predictions))
+    shown = shown[start : start + count]
+    images = torch.stack([dataset[int(i)][0] for i in shown]) if len(shown) else torch.zeros(0, 1, 8, 8)
+    titles = [f"{classes[predictions[i]]}\n({classes[targets[i]]})" for i in shown]
+    colors = ["tab:red" if predictions[i] != targets[i] else "black" for i in shown]
+    return image_grid(images, titles, columns=columns, title_colors=colors)

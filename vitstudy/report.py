@@ -1,0 +1,218 @@
+"""Regenerate the report: run the numbered notebooks headless, collect their figures and tables atomically.
+
+Notebooks write through ``save_figure`` / ``save_table`` into ``$VITSTUDY_OUT``. The runner points that at a
+staging folder per notebook and moves the files into place only when the whole notebook succeeded, so a
+failed run leaves the last good figures where they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .files import atomic_path, atomic_write_json, atomic_write_text, output_dir, project_root
+
+FIGURE_FORMATS = ("png", "svg")
+NAME_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+$")
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
+MANIFEST = "manifest.json"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names the notebook, the cell and the error."""
+
+
+def _check_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(
+            f"output name {name!r} is not allowed: it must start with the notebook's two-digit number and use "
+            "lower-case letters, digits and underscores, e.g. '00_learning_curves'"
+        )
+    return name
+
+
+def save_figure(fig: Any, name: str, out: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write ``fig`` as PNG and SVG to the output folder (``figures/`` unless the report runner redirects it)."""
+    folder = Path(out) if out is not None else output_dir()
+    paths = []
+    for fmt in FIGURE_FORMATS:
+        path = folder / f"{_check_name(name)}.{fmt}"
+        with atomic_path(path) as tmp:
+            # metadata without dates keeps re-generated SVGs diff-stable
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=_figure_metadata(fmt))
+        paths.append(path)
+    return paths
+
+
+def _figure_metadata(fmt: str) -> dict[str, Any]:
+    return {"Date": None} if fmt == "svg" else {}
+
+
+def save_table(frame: Any, name: str, out: str | os.PathLike[str] | None = None, floatfmt: str = ".2f") -> list[Path]:
+    """Write a DataFrame as CSV and Markdown to ``tables/`` in the output folder."""
+    folder = (Path(out) if out is not None else output_dir()) / "tables"
+    csv_path, md_path = folder / f"{_check_name(name)}.csv", folder / f"{name}.md"
+    with atomic_path(csv_path) as tmp:
+        frame.to_csv(tmp, index=False)
+    atomic_write_text(md_path, frame.to_markdown(index=False, floatfmt=floatfmt) + "\n")
+    return [csv_path, md_path]
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def list_notebooks(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.py``, jupytext percent format), in order."""
+    folder = Path(folder) if folder is not None else notebooks_dir()
+    return sorted(p for p in folder.glob("*.py") if NOTEBOOK_PATTERN.match(p.name))
+
+
+def select_notebooks(only: Sequence[str] | None, folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Notebooks whose number (``01``) or name (``01_max_speed_exit``) is in ``only``; all when empty."""
+    available = list_notebooks(folder)
+    if not only:
+        return available
+    chosen = []
+    for key in only:
+        matches = [p for p in available if p.stem == key or p.stem.split("_")[0] == key.zfill(2)]
+        if not matches:
+            names = ", ".join(p.stem for p in available)
+            raise ValueError(f"no notebook {key!r}: choose numbers or names among {names}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return sorted(chosen)
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute_notebook(path: Path, scale: str, staging: Path, timeout: int | None = None) -> Any:
+    """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception."""
+    import jupytext
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    notebook = jupytext.read(path)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    executed_path = staging / f"{path.stem}.ipynb"
+    with _environ(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg"):
+        try:
+            return papermill.execute_notebook(
+                notebook,
+                str(executed_path),
+                parameters={"SCALE": scale},
+                kernel_name="python3",
+                cwd=str(path.parent),
+                progress_bar=False,
+                execution_timeout=timeout,
+            )
+        except PapermillExecutionError as err:
+            raise NotebookFailed(
+                f"notebook {path.name} failed in cell {err.exec_count or err.cell_index} "
+                f"(cell index {err.cell_index}): {err.ename}: {err.evalue} — executed copy: {executed_path}"
+            ) from None
+
+
+def run_report(
+    scale: str = "quick",
+    only: Sequence[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    notebooks: str | os.PathLike[str] | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Execute the chosen notebooks in order; write their files and ``manifest.json`` into ``out``."""
+    from .bench import environment_info
+    from .config import get_scale
+
+    get_scale(scale)  # unknown scale: fail before running anything
+    out = Path(out) if out is not None else output_dir()
+    chosen = select_notebooks(only, notebooks)
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest.setdefault("notebooks", {})
+    for number, path in enumerate(chosen, start=1):
+        log(f"[{number}/{len(chosen)}] {path.stem} (scale {scale}) ...", flush=True)
+        started = time.perf_counter()
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".staging-{path.stem}-", dir=out))
+        try:
+            execute_notebook(path, scale, staging)
+            files = _publish(staging, out, prefix=path.stem.split("_")[0])
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        seconds = time.perf_counter() - started
+        device = "cuda" if _cuda_available() else "cpu"
+        manifest["notebooks"][path.stem] = {
+            "scale": scale,
+            "seconds": round(seconds, 1),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "files": files,
+            "environment": environment_info(device),
+        }
+        atomic_write_json(manifest_path, manifest)
+        log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
+    return manifest
+
+
+def _publish(staging: Path, out: Path, prefix: str) -> list[str]:
+    """Move a successful notebook's files into ``out`` (one rename each) and drop its stale older files."""
+    produced = []
+    for sub in ("", "tables"):
+        source, target = staging / sub, out / sub
+        if not source.is_dir():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(source.iterdir()):
+            if path.is_file() and path.name.startswith(f"{prefix}_") and path.suffix != ".ipynb":
+                os.replace(path, target / path.name)
+                produced.append(str(Path(sub) / path.name))
+        for path in target.glob(f"{prefix}_*"):
+            if path.is_file() and str(Path(sub) / path.name) not in produced:
+                path.unlink()
+    return sorted(produced)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m vitstudy report`` entry point."""
+    import argparse
+
+    from .config import SCALES
+
+    parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", default=os.environ.get("VITSTUDY_SCALE", "quick"), choices=list(SCALES))
+    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 00 02")
+    parser.add_argument("--out", default=None, help="output folder (default: figures/)")
+    args = parser.parse_args(argv)
+    try:
+        run_report(args.scale, args.only, args.out)
+    except (NotebookFailed, ValueError) as err:
+        print(f"report failed: {err}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,367 @@
+"""One training loop for every experiment: AdamW, warm-up + cosine, optional mixup / label smoothing, AMP on GPU.
+
+The same code runs in one process or under ``torchrun`` (DDP: gloo on CPU, NCCL on GPU). Each epoch reseeds
+every generator from ``(seed, epoch)``, so a run resumed from its last checkpoint draws exactly what an
+uninterrupted run would have drawn, and the two end with the same metrics.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from timm.data import Mixup
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, read_checkpoint_index, save_checkpoint
+from .config import Scale, TrainConfig, get_scale
+from .data import Splits, build_splits, make_loader
+from .files import atomic_path, atomic_write_json, cache_dir
+from .models import create_model
+
+METRICS_FILE = "metrics.csv"
+FINAL_FILE = "final.json"
+
+ModelFactory = Callable[[TrainConfig, Splits], nn.Module]
+EpochHook = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class TrainResult:
+    """A trained model with its per-epoch history and final metrics (test top-1 among them)."""
+
+    model: nn.Module
+    history: pd.DataFrame
+    metrics: dict[str, Any]
+    run_dir: Path
+    splits: Splits
+
+    def summary(self) -> dict[str, Any]:
+        """One flat results row: settings, sizes, time, accuracy, and where it ran."""
+        from .bench import environment_info
+
+        cfg = self.metrics["config"]
+        device = next(self.model.parameters()).device
+        return {
+            "model": cfg["model"],
+            "parameters_m": sum(p.numel() for p in self.model.parameters()) / 1e6,
+            "dataset": cfg["dataset"],
+            "train_images": self.metrics["sizes"]["train"],
+            "test_images": self.metrics["sizes"]["test"],
+            "epochs": cfg["epochs"],
+            "batch_size": cfg["batch_size"],
+            "seed": cfg["seed"],
+            "train_minutes": self.metrics["train_seconds"] / 60,
+            "val_top1": self.metrics["val_top1"],
+            "test_top1": self.metrics["test_top1"],
+            **{k: v for k, v in environment_info(device).items() if k in ("device_name", "torch", "timm")},
+        }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; without them this is a single process.
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | torch.device | None = None) -> Dist:
+    """Join the torchrun process group when launched by torchrun; pick the device."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if world_size > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    return Dist(rank=rank, world_size=world_size, device=device)
+
+
+def _all_reduce_sum(values: torch.Tensor, world: Dist) -> torch.Tensor:
+    if world.world_size > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+def _barrier(world: Dist) -> None:
+    if world.world_size > 1:
+        dist.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------------
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seed python, numpy (timm's Mixup draws from it) and torch from (seed, epoch, rank)."""
+    value = (seed * 1_000_003 + epoch * 1_009 + rank) % 2**32
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+def config_fingerprint(cfg: TrainConfig) -> str:
+    """Short stable hash of a config: names cached runs, detects a resume against different settings."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def default_model_factory(cfg: TrainConfig, splits: Splits) -> nn.Module:
+    channels, height, width = splits.input_size
+    kwargs: dict[str, Any] = dict(num_classes=splits.num_classes, drop_path_rate=cfg.drop_path)
+    if cfg.dataset != "imagefolder":
+        kwargs.update(in_chans=channels, img_size=(height, width))
+    return create_model(cfg.model, **{**kwargs, **cfg.model_kwargs})
+
+
+def _autocast(device: torch.device, enabled: bool):
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    device: torch.device,
+    world: Dist | None = None,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Top-1 accuracy (%) and mean cross-entropy over a (possibly sharded) loader."""
+    world = world or Dist(device=device)
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=device)  # [loss sum, correct, count]
+    for images, targets in loader:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with _autocast(device, amp):
+            logits = model(images)
+        totals[0] += nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        totals[1] += (logits.argmax(-1) == targets).sum()
+        totals[2] += len(targets)
+    loss_sum, correct, count = _all_reduce_sum(totals, world).tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "top1": 100.0 * correct / count}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, loader: torch.utils.data.DataLoader, device: str | torch.device = "cpu"):
+    """Predicted classes and targets over a loader, as numpy arrays (for confusion matrices)."""
+    model.eval()
+    predictions, targets = [], []
+    for images, labels in loader:
+        predictions.append(model(images.to(device)).argmax(-1).cpu())
+        targets.append(labels)
+    return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+
+
+def train(
+    cfg: TrainConfig,
+    run_dir: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    model_factory: ModelFactory = default_model_factory,
+    on_epoch_start: EpochHook | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``run_dir`` (checkpoint every epoch), resuming from its last checkpoint if any.
+
+    A run that already finished is loaded, not retrained. ``on_epoch_start(model, epoch)`` lets a method
+    change the model between epochs (e.g. switch token dropping on after its warm-up).
+    """
+    world = init_distributed(device)
+    run_dir = Path(run_dir)
+    splits = build_splits(cfg)
+    if cfg.batch_size % world.world_size:
+        raise ValueError(
+            f"batch_size={cfg.batch_size} is not divisible by the {world.world_size} torchrun processes: "
+            "batch_size is the global batch, split evenly over processes"
+        )
+    local_batch = cfg.batch_size // world.world_size
+    train_loader = make_loader(
+        splits.train, local_batch, train=True, seed=cfg.seed, rank=world.rank,
+        world_size=world.world_size, num_workers=cfg.num_workers,
+    )  # fmt: skip
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(splits.train)} training images")
+    val_loader = make_loader(splits.val, local_batch * 2, train=False, rank=world.rank, world_size=world.world_size)
+    test_loader = make_loader(splits.test, local_batch * 2, train=False, rank=world.rank, world_size=world.world_size)
+
+    seed_epoch(cfg.seed, -1)  # weight initialisation depends on the seed alone
+    model = model_factory(cfg, splits).to(world.device)
+    optimizer = create_optimizer_v2(model, "adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=cfg.epochs * steps_per_epoch,
+        lr_min=cfg.min_lr,
+        warmup_t=round(cfg.warmup_epochs * steps_per_epoch),
+        warmup_lr_init=cfg.warmup_lr,
+        warmup_prefix=True,
+        t_in_epochs=False,  # stepped per update: short runs need a smooth warm-up, not an epoch staircase
+    )
+    mixup = (
+        Mixup(mixup_alpha=cfg.mixup, label_smoothing=cfg.label_smoothing, num_classes=splits.num_classes)
+        if cfg.mixup > 0
+        else None
+    )
+    criterion = SoftTargetCrossEntropy() if mixup else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    use_amp = cfg.amp and world.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+
+    fingerprint = config_fingerprint(cfg)
+    start_epoch, history = 0, []
+    index = read_checkpoint_index(run_dir) if resume else None
+    if index is not None:
+        if index.get("fingerprint") != fingerprint:
+            raise ValueError(
+                f"{run_dir} holds a run with other settings (fingerprint {index.get('fingerprint')} != "
+                f"{fingerprint}): use a new run_dir or resume=False"
+            )
+        load_checkpoint(run_dir, model, optimizer)
+        start_epoch = index["epoch"] + 1
+        history = _read_history(run_dir, up_to_epoch=index["epoch"])
+
+    ddp_model = model
+    if world.world_size > 1:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[world.device.index] if world.device.type == "cuda" else None
+        )
+
+    for epoch in range(start_epoch, cfg.epochs):
+        seed_epoch(cfg.seed, epoch, world.rank)
+        train_loader.sampler.set_epoch(epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(model, epoch)
+        ddp_model.train()
+        started = time.perf_counter()
+        totals = torch.zeros(3, dtype=torch.float64, device=world.device)  # [loss sum, correct, count]
+        bar = tqdm(
+            train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+            disable=not (progress and world.is_main),
+        )  # fmt: skip
+        for step, (images, targets) in enumerate(bar):
+            images, targets = (
+                images.to(world.device, non_blocking=True),
+                targets.to(world.device, non_blocking=True),
+            )
+            hard_targets = targets
+            if mixup is not None:
+                images, targets = mixup(images, targets)
+            with _autocast(world.device, use_amp):
+                logits = ddp_model(images)
+                loss = criterion(logits, targets)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step_update(epoch * steps_per_epoch + step + 1)
+            totals += torch.stack(
+                [
+                    loss.detach().double() * len(images),
+                    (logits.detach().argmax(-1) == hard_targets).sum().double(),
+                    torch.tensor(float(len(images)), dtype=torch.float64, device=world.device),
+                ]
+            )
+            if world.is_main and step % 10 == 0:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        seconds = time.perf_counter() - started
+        loss_sum, correct, count = _all_reduce_sum(totals, world).tolist()
+        val = evaluate(model, val_loader, world.device, world, use_amp) if len(splits.val) else {}
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": loss_sum / count,
+            "train_top1": 100.0 * correct / count,
+            "val_loss": val.get("loss", float("nan")),
+            "val_top1": val.get("top1", float("nan")),
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": seconds,
+            "train_images_per_s": count / seconds,
+        }
+        history.append(row)
+        if world.is_main:
+            _write_history(run_dir, history)
+            save_checkpoint(
+                run_dir, model, optimizer,
+                {"epoch": epoch, "fingerprint": fingerprint, "config": dataclasses.asdict(cfg), "metrics": row},
+            )  # fmt: skip
+        _barrier(world)  # no rank may start the next epoch (or finish) before the checkpoint is committed
+
+    final_path = run_dir / FINAL_FILE
+    if start_epoch >= cfg.epochs and final_path.is_file():
+        metrics = json.loads(final_path.read_text())  # finished earlier: the loaded weights are the final ones
+    else:
+        test = evaluate(model, test_loader, world.device, world, use_amp)
+        last = history[-1] if history else {}
+        metrics = {
+            "test_top1": test["top1"],
+            "test_loss": test["loss"],
+            "val_top1": last.get("val_top1"),
+            "epochs": cfg.epochs,
+            "train_seconds": float(sum(r["seconds"] for r in history)),
+            "world_size": world.world_size,
+            "sizes": splits.sizes(),
+            "fingerprint": fingerprint,
+            "config": dataclasses.asdict(cfg),
+        }
+        if world.is_main:
+            atomic_write_json(final_path, metrics)
+        _barrier(world)
+    return TrainResult(model.eval(), pd.DataFrame(history), metrics, run_dir, splits)
+
+
+def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
+    with atomic_path(run_dir / METRICS_FILE) as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False)
+
+
+def _read_history(run_dir: Path, up_to_epoch: int) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return []
+    frame = pd.read_csv(path)
+    # metrics.csv is written just before checkpoint.json: a kill between the two leaves one row too many.
+    return frame[frame["epoch"] <= up_to_epoch + 1].to_dict("records")
+
+
+def baseline_run_dir(scale: Scale, seed: int = 0) -> Path:
+    cfg = dataclasses.replace(scale.train, seed=seed)
+    return cache_dir() / "baselines" / f"{scale.name}-{cfg.model}-{config_fingerprint(cfg)}-seed{seed}"
+
+
+def baseline(scale: Scale | str | None = None, seed: int = 0, progress: bool = True) -> TrainResult:
+    """The default baseline model of a scale: trained once, then loaded from the cache by every notebook."""
+    scale = get_scale(scale) if not isinstance(scale, Scale) else scale
+    cfg = dataclasses.replace(scale.train, seed=seed)
+    return train(cfg, baseline_run_dir(scale, seed), resume=True, progress=progress)
