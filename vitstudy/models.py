@@ -98,7 +98,8 @@ def create_model(
                     f"({_hub_cache_dir()}) and the download failed ({type(err).__name__}: {err}). Offline, save the "
                     f"weights as a .safetensors file on a machine with internet "
                     f"(timm.create_model({name!r}, pretrained=True) then "
-                    f"safetensors.torch.save_file(model.state_dict(), '{name}.safetensors')) and pass weights='/path/to/{name}.safetensors'."
+                    f"safetensors.torch.save_file(model.state_dict(), '{name}.safetensors')) "
+                    f"and pass weights='/path/to/{name}.safetensors'."
                 ) from err
     else:
         model = timm.create_model(name, pretrained=False, **kwargs)
