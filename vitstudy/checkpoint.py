@@ -55,7 +55,12 @@ def unflatten_optimizer_state(tensors: dict[str, torch.Tensor], rest: dict[str, 
         state.setdefault(int(param_id), {})[key] = value
     for param_id, values in rest["scalars"].items():
         state.setdefault(int(param_id), {}).update(values)
-    return {"state": state, "param_groups": rest["param_groups"]}
+    # JSON turned tuples (AdamW's betas) into lists; optimizers expect them back as tuples.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in g.items()}
+        for g in rest["param_groups"]
+    ]
+    return {"state": state, "param_groups": groups}
 
 
 def save_checkpoint(

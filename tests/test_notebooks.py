@@ -1,0 +1,26 @@
+"""Every numbered notebook runs top to bottom headless at smoke scale, through the report runner."""
+
+import json
+
+import pytest
+
+from vitstudy import report
+
+NOTEBOOKS = [p.stem for p in report.list_notebooks()]
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_runs_at_smoke_scale(name, tmp_path):
+    """The notebook executes without an exception (widget callbacks included) and writes its files."""
+    manifest = report.run_report("smoke", only=[name], out=tmp_path, log=lambda *a, **k: None)
+    files = manifest["notebooks"][name]["files"]
+    assert files and all(f.split("/")[-1].startswith(name[:3]) for f in files)
+    assert all((tmp_path / f).is_file() for f in files)
+    assert json.loads((tmp_path / "manifest.json").read_text())["notebooks"][name]["scale"] == "smoke"
+
+
+def test_notebooks_are_numbered_and_start_at_00():
+    """Notebooks are found, numbered from 00 without duplicates."""
+    numbers = [n[:2] for n in NOTEBOOKS]
+    assert numbers and numbers[0] == "00" and len(numbers) == len(set(numbers))

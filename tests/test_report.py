@@ -1,0 +1,111 @@
+import json
+import textwrap
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from vitstudy import report
+
+GOOD = """
+# %% tags=["parameters"]
+SCALE = "quick"
+# %%
+import matplotlib.pyplot as plt
+import pandas as pd
+from vitstudy import report
+fig = plt.figure()
+plt.plot([1, 2], [3, 4])
+report.save_figure(fig, "{n}_line")
+report.save_table(pd.DataFrame({{"scale": [SCALE]}}), "{n}_scale")
+"""
+
+WIDGET_FAILS = """
+# %% tags=["parameters"]
+SCALE = "quick"
+# %%
+import ipywidgets
+from vitstudy.widgets import checked_interactive
+def broken(x):
+    return 1 / (x - 2)
+# %%
+checked_interactive(broken, x=ipywidgets.IntSlider(2, 0, 4))
+"""
+
+
+def _write(folder, name, text):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(text))
+
+
+def test_save_figure_writes_png_and_svg(tmp_path):
+    """save_figure writes both formats under the notebook-numbered name."""
+    fig = plt.figure()
+    paths = report.save_figure(fig, "01_example", out=tmp_path)
+    assert sorted(p.name for p in paths) == ["01_example.png", "01_example.svg"]
+    assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_save_table_writes_csv_and_markdown(tmp_path):
+    """save_table writes CSV and Markdown into tables/."""
+    report.save_table(pd.DataFrame({"a": [1.234]}), "02_table", out=tmp_path)
+    assert pd.read_csv(tmp_path / "tables" / "02_table.csv")["a"].tolist() == [1.234]
+    assert "1.23" in (tmp_path / "tables" / "02_table.md").read_text()
+
+
+def test_output_name_must_carry_notebook_number(tmp_path):
+    """A file name without the notebook's number is refused with an example of a good one."""
+    with pytest.raises(ValueError, match="'learning_curves'.*00_learning_curves"):
+        report.save_table(pd.DataFrame(), "learning_curves", out=tmp_path)
+
+
+def test_report_runs_notebooks_and_writes_manifest(tmp_path):
+    """A run executes each notebook with the scale, publishes its files and records it in the manifest."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    _write(notebooks, "01_second", GOOD.format(n="01"))
+    manifest = report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    assert (out / "00_line.png").is_file() and (out / "01_line.svg").is_file()
+    assert pd.read_csv(out / "tables" / "01_scale.csv")["scale"].tolist() == ["smoke"]
+    saved = json.loads((out / "manifest.json").read_text())
+    assert saved == json.loads(json.dumps(manifest))
+    entry = saved["notebooks"]["01_second"]
+    assert entry["scale"] == "smoke" and entry["seconds"] > 0 and "torch" in entry["environment"]
+    assert entry["files"] == ["01_line.png", "01_line.svg", "tables/01_scale.csv", "tables/01_scale.md"]
+
+
+def test_only_selects_notebooks_by_number(tmp_path):
+    """--only 01 runs notebook 01 alone."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    _write(notebooks, "01_second", GOOD.format(n="01"))
+    report.run_report("smoke", only=["01"], out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    assert not (out / "00_line.png").exists() and (out / "01_line.png").exists()
+
+
+def test_unknown_notebook_is_named(tmp_path):
+    """--only with a number that has no notebook names it and lists the notebooks."""
+    _write(tmp_path, "00_first", GOOD.format(n="00"))
+    with pytest.raises(ValueError, match="no notebook '07'.*00_first"):
+        report.select_notebooks(["07"], tmp_path)
+
+
+def test_widget_callback_error_fails_the_report_and_keeps_old_files(tmp_path):
+    """An exception inside a widget callback fails the run, naming notebook and cell; old outputs stay."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "03_widget", GOOD.format(n="03"))
+    report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    before = (out / "03_line.png").read_bytes()
+    _write(notebooks, "03_widget", WIDGET_FAILS)
+    with pytest.raises(report.NotebookFailed, match=r"03_widget.py failed in cell .*ZeroDivisionError"):
+        report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    assert (out / "03_line.png").read_bytes() == before
+    assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
+
+
+def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
+    """`python -m vitstudy report` exits non-zero with the reason on a bad --only."""
+    from vitstudy.__main__ import main
+
+    assert main(["report", "--scale", "smoke", "--only", "99", "--out", str(tmp_path)]) == 1
+    assert "no notebook '99'" in capsys.readouterr().err

@@ -1,0 +1,100 @@
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from vitstudy import train
+from vitstudy.checkpoint import read_checkpoint_index
+
+
+def test_training_learns_digits(digits_cfg, tmp_path):
+    """Six short epochs on digits beat chance (10%) by far: the loop really trains."""
+    cfg = dataclasses.replace(digits_cfg, epochs=6, lr=3e-3, train_size=1024)
+    result = train.train(cfg, tmp_path, progress=False)
+    assert result.metrics["test_top1"] > 30
+    assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
+
+
+def test_metrics_csv_has_one_row_per_epoch(digits_cfg, tmp_path):
+    """metrics.csv holds the per-epoch history with losses, accuracies, lr and throughput."""
+    import pandas as pd
+
+    train.train(digits_cfg, tmp_path, progress=False)
+    frame = pd.read_csv(tmp_path / "metrics.csv")
+    assert list(frame["epoch"]) == [1, 2]
+    assert {"train_loss", "val_top1", "lr", "train_images_per_s"} <= set(frame.columns)
+
+
+def test_finished_run_is_loaded_not_retrained(digits_cfg, tmp_path):
+    """Calling train again on a finished run loads it: same weights, same metrics, no new epochs."""
+    first = train.train(digits_cfg, tmp_path, progress=False)
+    second = train.train(digits_cfg, tmp_path, progress=False)
+    assert second.metrics == first.metrics
+    assert torch.equal(first.model.head.weight, second.model.head.weight)
+
+
+def test_same_seed_same_result(digits_cfg, tmp_path):
+    """Two runs with one seed end with identical metrics."""
+    a = train.train(digits_cfg, tmp_path / "a", progress=False)
+    b = train.train(digits_cfg, tmp_path / "b", progress=False)
+    assert a.history.drop(columns=["seconds", "train_images_per_s"]).equals(
+        b.history.drop(columns=["seconds", "train_images_per_s"])
+    )
+
+
+def test_resume_with_other_settings_is_refused(digits_cfg, tmp_path):
+    """Resuming a run folder with different settings is an error, not a silent mix."""
+    train.train(digits_cfg, tmp_path, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        train.train(dataclasses.replace(digits_cfg, lr=5e-3), tmp_path, progress=False)
+
+
+def test_mixup_and_label_smoothing_train(digits_cfg, tmp_path):
+    """The Table 2 style options (mixup, label smoothing) run and give finite losses."""
+    cfg = dataclasses.replace(digits_cfg, mixup=0.1, label_smoothing=0.1, epochs=1)
+    result = train.train(cfg, tmp_path, progress=False)
+    assert torch.isfinite(torch.tensor(result.history["train_loss"].to_numpy())).all()
+
+
+def test_warmup_then_cosine_schedule(digits_cfg, tmp_path):
+    """The learning rate rises during warm-up, then decays: last epoch's lr is below the peak."""
+    cfg = dataclasses.replace(digits_cfg, epochs=3, warmup_epochs=1.0)
+    history = train.train(cfg, tmp_path, progress=False).history
+    assert history["lr"].iloc[0] == pytest.approx(cfg.lr, rel=0.02)
+    assert history["lr"].iloc[-1] < cfg.lr / 2
+
+
+def test_epoch_hook_sees_every_epoch(digits_cfg, tmp_path):
+    """on_epoch_start is called once per epoch with the model."""
+    seen = []
+    train.train(digits_cfg, tmp_path, progress=False, on_epoch_start=lambda model, epoch: seen.append(epoch))
+    assert seen == [0, 1]
+
+
+def test_checkpoint_records_config(digits_cfg, tmp_path):
+    """The committed checkpoint carries the resolved config and the last epoch's metrics."""
+    train.train(digits_cfg, tmp_path, progress=False)
+    index = read_checkpoint_index(tmp_path)
+    assert index["epoch"] == 1 and index["config"] == json.loads(json.dumps(dataclasses.asdict(digits_cfg)))
+    assert "val_top1" in index["metrics"]
+
+
+def test_baseline_is_cached_per_scale(monkeypatch):
+    """The baseline of a scale is trained once, then every call loads the same run."""
+    from vitstudy.config import Scale
+
+    calls = []
+    original = train.train
+
+    def counting_train(cfg, run_dir, **kwargs):
+        calls.append(run_dir)
+        return original(cfg, run_dir, **kwargs)
+
+    monkeypatch.setattr(train, "train", counting_train)
+    scale = Scale("unit", train.TrainConfig(dataset="digits", train_size=128, val_size=64, epochs=1, batch_size=32,
+                                            model_kwargs=dict(depth=1, patch_size=2)))  # fmt: skip
+    first = train.baseline(scale, progress=False)
+    second = train.baseline(scale, progress=False)
+    assert calls[0] == calls[1] and first.metrics == second.metrics
+    assert (calls[0] / "final.json").is_file()
