@@ -166,7 +166,7 @@ def run_report(
         manifest["notebooks"][path.stem] = {
             "scale": scale,
             "seconds": round(seconds, 1),
-            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "files": files,
             "environment": environment_info(device),
         }
