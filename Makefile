@@ -7,7 +7,7 @@ SCALE ?= quick
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install data report test lab clean-venv
+.PHONY: install data browser report test lab clean-venv
 
 # Re-install only when the project's requirements change.
 $(VENV)/.installed: pyproject.toml
@@ -24,10 +24,17 @@ install: $(VENV)/.installed
 data: install
 	$(PY) -m vitstudy data
 
+# Debian's Chromium for the JupyterLab browser test (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -q && apt-get install -y -q chromium; \
+	  else echo "chromium missing: the browser test will be skipped (sudo apt-get install -y chromium)"; fi; }
+
 report: install data
 	$(PY) -m vitstudy report --scale $(SCALE)
 
-test: install data
+test: install data browser
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
 lab: install data
