@@ -18,7 +18,7 @@ pytestmark = pytest.mark.slow
 # Depth-12 so that one epoch lasts a few seconds on a CPU: long enough to be killed in the middle of one.
 SETTINGS = [
     "dataset=digits", "train_size=1024", "val_size=128", "epochs=3", "batch_size=16", "augment=false",
-    'model_kwargs={"patch_size": 2}', "warmup_epochs=0.5",
+    'model_kwargs={"patch_size": 2}', "warmup_epochs=0.5", "lr=0.001",
 ]  # fmt: skip
 COMPARED = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr"]
 
@@ -57,7 +57,8 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tmp_path):
 
 def test_torchrun_two_cpu_processes_match_one(tmp_path):
     """torchrun --nproc_per_node 2 (gloo) ends with the weights and metrics of one process, within tolerance."""
-    extra = ["epochs=2"]
+    # Shallower and gentler than the resume test: float-order differences must not be amplified into another run.
+    extra = ["epochs=2", 'model_kwargs={"patch_size": 2, "depth": 4}', "lr=0.0005"]
     single, double = tmp_path / "single", tmp_path / "double"
     subprocess.run(_train_command(single, *extra), check=True, env=_env(), capture_output=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
