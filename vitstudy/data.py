@@ -199,12 +199,6 @@ class ArrayImageDataset(Dataset):
             image = image.flip(-1)
         return image
 
-    def without_augmentation(self) -> ArrayImageDataset:
-        """The same images for evaluation: no crop, no flip."""
-        view = ArrayImageDataset.__new__(ArrayImageDataset)
-        view.__dict__.update(self.__dict__, augment=False)
-        return view
-
 
 @dataclass
 class Splits:
