@@ -1,0 +1,56 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 07 · Exit explorer
+#
+# Move the threshold and pick a variant, an exit set and a policy: the grid shows test images labelled with the
+# block they left after, the confidence they had there, and whether the prediction was right (wrong in red);
+# the histogram shows where the whole test set leaves; the title gives top-1 and the FLOP-ideal speed-up.
+# Everything is computed offline from the features notebook 02 recorded (`vitstudy.exitstudy.explore`), so the
+# widget answers at once.
+
+# %% tags=["parameters"]
+import os
+
+SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
+
+# %%
+from vitstudy import config, exitstudy, report
+from vitstudy.widgets import set_controls
+
+scale = config.get_scale(SCALE)
+study = exitstudy.prepare(scale)
+print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
+
+# %% [markdown]
+# ## One setting, saved for the report
+# Our `separate` heads at exits 3, 6, 9, per-sample policy, at the operating point notebook 02 chose on the
+# validation split.
+
+# %%
+point = exitstudy.choose_operating_point(study)
+view = exitstudy.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
+report.save_figure(view.figure, "07_exit_explorer")
+view.figure
+
+# %% [markdown]
+# ## The explorer
+
+# %%
+explorer = exitstudy.explorer_widget(study)
+
+# %%
+# Move the controls as a user would: a callback error here fails the notebook (and the report).
+set_controls(explorer, {"policy": "batch", "threshold": 0.99})
+set_controls(explorer, {"variant": "finetune", "exits": "3", "policy": "sample", "threshold": 0.5, "start": 24}).summary
