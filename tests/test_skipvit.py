@@ -329,5 +329,102 @@ def test_training_with_warmup_hook_trains_with_dropping_from_epoch_w(digits_cfg,
         sv.warmup_hook(1)(model, epoch)
         seen.append(model.skipvit.enabled)
 
-    result = train.train(digits_cfg, tmp_path / "run", progress=False, model_factory=factory, on_epoch_start=hook)
+    cfg = dataclasses.replace(digits_cfg, num_workers=0)
+    result = train.train(cfg, tmp_path / "run", progress=False, model_factory=factory, on_epoch_start=hook)
     assert seen == [False, True] and result.model.skipvit == dataclasses.replace(settings, enabled=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Explorer (notebook 06) and study tables (notebooks 04, 05)
+
+
+@pytest.fixture
+def explorer():
+    from vitstudy.skipvit_explorer import build_explorer
+
+    model = sv.apply_skipvit(tiny_vit())
+    return build_explorer(model, images(batch=2), labels=[3, 5], classes=[str(k) for k in range(10)], show=False)
+
+
+def test_explorer_moves_show_each_stage(explorer):
+    """Moving the explorer's sliders to 4,7 → 10 at 30% shows two stages keeping 35 then 25 of 49 patches."""
+    from vitstudy.widgets import set_controls
+
+    summary = set_controls(explorer, {"first_layer": 4, "second_layer": 7, "ratio": 0.3, "skip_layer": 10})
+    assert summary["kept_per_stage"] == [35, 25] and summary["patches"] == 49
+    assert summary["label"] == "5" or summary["label"] == "3"
+
+
+def test_explorer_invalid_combination_shows_a_message(explorer):
+    """A skip layer before the drop layer gives a message naming the value, not a callback error."""
+    from vitstudy.widgets import set_controls
+
+    summary = set_controls(explorer, {"first_layer": 6, "second_layer": 0, "skip_layer": 4})
+    assert "skip_layer=4" in summary["error"]
+
+
+def test_explore_predicts_with_and_without_dropping():
+    """explore reports the prediction with dropping on and off; the off one is the stock model's."""
+    from vitstudy.skipvit_explorer import explore
+
+    model, x = tiny_vit(), images(batch=1)
+    expected = str(int(model(x).argmax()))
+    fig, summary = explore(sv.apply_skipvit(model), x[0], sv.TABLE1["skip_6_55_s11"])
+    assert summary["prediction_drop_off"] == expected and summary["kept_per_stage"] == [23]
+    assert len(fig.axes) == 3
+
+
+def test_load_image_uses_the_models_transform(tmp_path):
+    """An image file becomes the model's input size and channels (grey 28×28 for the small model)."""
+    from PIL import Image
+
+    from vitstudy.skipvit_explorer import load_image
+
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(path)
+    assert load_image(path, tiny_vit(depth=1)).shape == (1, 28, 28)
+
+
+def test_load_image_names_an_undecodable_file(tmp_path):
+    """A file that is not an image raises an error naming it."""
+    from vitstudy.data import CorruptImageError
+    from vitstudy.skipvit_explorer import load_image
+
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"not an image")
+    with pytest.raises(CorruptImageError, match="broken.jpg"):
+        load_image(path, tiny_vit(depth=1))
+
+
+def test_table1_puts_the_papers_numbers_beside_ours():
+    """table1 has one row per preset with the paper's throughput and top-1 next to our columns."""
+    import pandas as pd
+
+    from vitstudy import skipvit_study as st
+
+    names = list(sv.TABLE1)
+    speed = pd.DataFrame({"row": names, "setting": [sv.TABLE1[n].label for n in names], "train_im_s": 1.0,
+                          "gain_pct": 0.0, "ideal_gain_pct": 1.0, "measured_over_ideal": 0.0})  # fmt: skip
+    runs = pd.DataFrame({"row": names, "setting": "x", "seed": 0, "top1_drop_on": 80.0, "top1_drop_off": 81.0,
+                         "loop_im_s": 1.0})  # fmt: skip
+    table = st.table1(st.accuracy_summary(runs), speed, speed)
+    assert list(table["row"]) == names
+    assert table.loc[8, "paper_gain_pct"] == 13.23 and table.loc[8, "top1_on_diff"] == 0
+
+
+def test_quick_budgets_fit_their_warmup():
+    """At quick scale Table 1 rows fine-tune the baseline without warm-up; Table 3 warms up 1 of 7 epochs."""
+    from vitstudy import skipvit_study as st
+
+    table1 = st.table1_budget("quick")
+    assert (table1.start, table1.warmup_epochs) == ("baseline", 0)
+    table3 = st.table3_budget("quick")
+    assert (table3.start, table3.warmup_epochs, table3.train.epochs) == ("scratch", 1, 7)
+
+
+def test_full_budget_trains_from_scratch_with_three_seeds_and_warmup():
+    """At full scale every row trains from scratch, 3 seeds, warm-up 15% of 30 epochs (5, rounded half up)."""
+    from vitstudy import skipvit_study as st
+
+    budget = st.table1_budget("full")
+    assert (budget.start, budget.seeds, budget.warmup_epochs) == ("scratch", (0, 1, 2), 5)

@@ -84,8 +84,12 @@ class SkipViTSettings:
             )
         if self.mode == "skip":
             if layers and self.skip_layer is None:
-                raise ValueError("skip_layer=None is not allowed with mode='skip': give the block that gets the tokens back")
-            if self.skip_layer is not None and (not isinstance(self.skip_layer, int) or (layers and self.skip_layer <= layers[-1])):
+                raise ValueError(
+                    "skip_layer=None is not allowed with mode='skip': give the block that gets the tokens back"
+                )
+            if self.skip_layer is not None and (
+                not isinstance(self.skip_layer, int) or (layers and self.skip_layer <= layers[-1])
+            ):
                 raise ValueError(
                     f"skip_layer={self.skip_layer!r} is not allowed: expected an integer after the last drop layer "
                     f"({layers[-1] if layers else 0}), i.e. >= {layers[-1] + 1 if layers else 1}"
@@ -422,12 +426,15 @@ def trace_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
         return model.forward_head(model.norm(x)), trace
 
 
-def flop_gain(model: nn.Module, input_size: tuple[int, int, int]) -> dict[str, float]:
-    """Forward FLOPs per image with dropping off and on, and the FLOP-ideal throughput gain (%)."""
+def flop_gain(model: nn.Module, input_size: tuple[int, int, int], flops_off: float | None = None) -> dict[str, float]:
+    """Forward FLOPs per image with dropping off and on, and the FLOP-ideal throughput gain (%).
+
+    ``flops_off`` skips counting the dropping-off model again (it is the same for every setting of one model).
+    """
     from .bench import flops_per_image
 
     with dropping(model, False):
-        off = flops_per_image(model, input_size)
+        off = flops_per_image(model, input_size) if flops_off is None else flops_off
     with dropping(model, True):
         on = flops_per_image(model, input_size)
     return {"gflops_off": off / 1e9, "gflops_on": on / 1e9, "ideal_gain_pct": 100 * (off / on - 1)}
