@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+
 from .files import atomic_path, atomic_write_json, atomic_write_text, output_dir, project_root
 
 FIGURE_FORMATS = ("png", "svg")
@@ -47,8 +49,8 @@ def save_figure(fig: Any, name: str, out: str | os.PathLike[str] | None = None) 
     paths = []
     for fmt in FIGURE_FORMATS:
         path = folder / f"{_check_name(name)}.{fmt}"
-        with atomic_path(path) as tmp:
-            # metadata without dates keeps re-generated SVGs diff-stable
+        # No date and a fixed id salt: a re-generated SVG differs only where the figure does.
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "vitstudy"}):
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=_figure_metadata(fmt))
         paths.append(path)
     return paths
