@@ -120,9 +120,9 @@ pairs
 
 # %% [markdown]
 # ## Reading the numbers
-# - At `quick` scale every row is one seed of a short from-scratch run: one seed cannot separate top-1
-#   differences under about 1 point (a few points at this tiny budget), so the accuracy columns show the
-#   direction at best. `full` trains every row on the whole data set with three seeds and shows the spread.
+# - At `quick` scale every row is one seed of a one-epoch fine-tune of the cached baseline: one seed cannot
+#   separate top-1 differences under about 1 point, so the accuracy columns show the direction at best. `full`
+#   trains every row from scratch on the whole data set with three seeds and shows the spread.
 # - The paper's throughput is from an Ascend 910A cluster and its gains are ~40–60% of the FLOP-ideal; ours are
 #   from `device_name` in the speed tables. The small model has only 49 patch tokens, so its gain is limited
 #   by the per-step costs that do not shrink with the tokens (patch embedding, head, optimizer step, Python

@@ -178,38 +178,32 @@ def test_cls_scores_match_timm_explicit_attention_map():
     torch.testing.assert_close(sv.cls_attention_from_qkv(qkv["out"], attn), reference)
 
 
-def test_dropped_tokens_get_gradients_through_the_skip():
-    """With the skip, the dropped tokens' outputs of block L receive gradient (their earlier layers train)."""
+def _block6_output_grad(preset: str):
+    """Gradient magnitude [B, N] reaching block 6's output tokens, and the drop trace, for a 2-image batch."""
     model, x = tiny_vit(), images(batch=2)
-    sv.apply_skipvit(model, "skip_6_55_s11")
+    sv.apply_skipvit(model, preset)
     _, trace = sv.trace_forward(model, x)
     saved = {}
 
-    def keep_grad(_m, _i, out):
+    def keep_grad(_module, _inputs, out):
         out.retain_grad()
         saved["out"] = out
 
     model.blocks[5].register_forward_hook(keep_grad)
     model(x).sum().backward()
-    grad = saved["out"].grad.abs().sum(-1)  # [B, N]
+    return saved["out"].grad.abs().sum(-1), trace
+
+
+def test_dropped_tokens_get_gradients_through_the_skip():
+    """With the skip, the dropped tokens' outputs of block L receive gradient (their earlier layers train)."""
+    grad, trace = _block6_output_grad("skip_6_55_s11")
     for b in range(2):
         assert (grad[b, 1 + trace[0].dropped[b]] > 0).all()
 
 
 def test_plain_dropping_cuts_dropped_tokens_gradient():
     """Without a skip, the dropped tokens' outputs of block L get no gradient (the contrast to the skip)."""
-    model, x = tiny_vit(), images(batch=2)
-    sv.apply_skipvit(model, "drop_6_55")
-    _, trace = sv.trace_forward(model, x)
-    saved = {}
-
-    def keep_grad(_m, _i, out):
-        out.retain_grad()
-        saved["out"] = out
-
-    model.blocks[5].register_forward_hook(keep_grad)
-    model(x).sum().backward()
-    grad = saved["out"].grad.abs().sum(-1)
+    grad, trace = _block6_output_grad("drop_6_55")
     assert grad[0, 1 + trace[0].dropped[0]].eq(0).all()
 
 

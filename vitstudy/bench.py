@@ -255,6 +255,29 @@ def measure_train_step(
         }
 
     was_training = model.training
+    step = make_train_step(model, batch_size, input_size, num_classes, device, optimizer_factory)
+    try:
+        timing = time_callable(step, device, settings)
+    finally:
+        model.train(was_training)
+    return {
+        **_throughput_row("train", batch_size, input_size, device, settings, timing),
+        "num_classes": num_classes,
+    }
+
+
+def make_train_step(
+    model: nn.Module,
+    batch_size: int,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    optimizer_factory: Callable[[Iterator[nn.Parameter]], torch.optim.Optimizer] | None = None,
+) -> Callable[[], None]:
+    """The step ``measure_train_step`` times: forward, cross-entropy, backward, optimizer step (model in train mode).
+
+    Exposed so that studies timing several models in turn (one step each) time exactly the same work.
+    """
     model.to(device).train()
     optimizer = (optimizer_factory or torch.optim.AdamW)(model.parameters())
     # Fixed random data: the step's cost does not depend on the values, and no loader time is timed.
@@ -266,14 +289,7 @@ def measure_train_step(
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
 
-    try:
-        timing = time_callable(step, device, settings)
-    finally:
-        model.train(was_training)
-    return {
-        **_throughput_row("train", batch_size, input_size, device, settings, timing),
-        "num_classes": num_classes,
-    }
+    return step
 
 
 def batch_size_sweep(measure: Callable[[int], dict[str, Any]], batch_sizes: Sequence[int]) -> list[dict[str, Any]]:

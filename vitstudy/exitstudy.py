@@ -38,7 +38,7 @@ from .multiexit import (
     exit_costs,
     record_loader,
 )
-from .plots import _new_figure
+from .plots import new_figure
 
 PAPER_MODEL = "vit_base_patch16_224"  # the report's model, with timm's ImageNet-1k weights
 EXIT_SETS: tuple[tuple[int, ...], ...] = ((3,), (6,), (9,), DEFAULT_EXITS)
@@ -684,7 +684,7 @@ def chance_floor_table(classes: Sequence[int] = (10, 1000), threshold: float = 0
 
 def speed_bars(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> Figure:
     """Table 5.1 as bars: measured and FLOP-ideal speed-up per exit block, the report's measured beside them."""
-    fig = _new_figure((7, 3.4))
+    fig = new_figure((7, 3.4))
     ax = fig.subplots()
     table = table.sort_values("exit_block")
     x = np.arange(len(table))
@@ -709,7 +709,7 @@ def accuracy_speed_curves(
 ) -> Figure:
     """Top-1 vs FLOP-ideal speed-up per variant (one panel each), a line per exit set; measured points on top."""
     variants = list(dict.fromkeys(sweep["variant"]))
-    fig = _new_figure((3.2 * len(variants), 3.4))
+    fig = new_figure((3.2 * len(variants), 3.4))
     axes = fig.subplots(1, len(variants), sharey=True, squeeze=False)[0]
     for ax, variant in zip(axes, variants):
         part = sweep[sweep["variant"] == variant]
@@ -731,7 +731,7 @@ def accuracy_speed_curves(
 
 def batch_rule_plot(rates: pd.DataFrame) -> Figure:
     """Exit rate of the ``batch`` rule vs batch size, one line per threshold, with the independence model dashed."""
-    fig = _new_figure((6, 3.4))
+    fig = new_figure((6, 3.4))
     ax = fig.subplots()
     for threshold, part in rates.groupby("threshold"):
         line = ax.plot(part["batch_size"], part["batch_exited_pct"], "-o", ms=3, label=f"threshold {threshold:g}")
@@ -747,7 +747,7 @@ def batch_rule_plot(rates: pd.DataFrame) -> Figure:
 
 def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = ("cpu", "cuda")) -> Figure:
     """Measured speed-up per setting, one bar per device; a device that was not measured is named, not drawn."""
-    fig = _new_figure((max(6.0, 0.45 * len(table)), 3.6))
+    fig = new_figure((max(6.0, 0.45 * len(table)), 3.6))
     ax = fig.subplots()
     x = np.arange(len(table))
     width = 0.8 / len(devices)
@@ -822,7 +822,7 @@ def explorer_figure(
 ) -> Figure:
     """Image grid (wrong ones red) beside a histogram of exit blocks, with top-1 and speed-up in the title."""
     rows = max(1, -(-len(images) // columns))
-    fig = _new_figure((1.2 * columns + 3.2, max(3.0, 1.4 * rows)))
+    fig = new_figure((1.2 * columns + 3.2, max(3.0, 1.4 * rows)))
     grid, side = fig.subfigures(1, 2, width_ratios=[1.2 * columns, 3.2])
     axes = grid.subplots(rows, columns, squeeze=False)
     for index, ax in enumerate(axes.flat):

@@ -12,7 +12,7 @@ import torch
 from matplotlib.figure import Figure
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
+def new_figure(figsize: tuple[float, float]) -> Figure:
     # plt.ioff keeps notebooks from showing each figure twice (once inline, once when returned).
     with plt.ioff():
         return plt.figure(figsize=figsize, layout="constrained")
@@ -31,7 +31,7 @@ def image_grid(
         images = images.unsqueeze(1)
     count = len(images)
     rows = max(1, -(-count // columns))
-    fig = _new_figure((1.3 * columns, 1.45 * rows))
+    fig = new_figure((1.3 * columns, 1.45 * rows))
     axes = fig.subplots(rows, columns, squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
@@ -48,7 +48,7 @@ def image_grid(
 
 def learning_curves(history: pd.DataFrame) -> Figure:
     """Loss and top-1 per epoch, train next to validation."""
-    fig = _new_figure((9, 3.2))
+    fig = new_figure((9, 3.2))
     loss_ax, acc_ax = fig.subplots(1, 2)
     for split, style in (("train", "-o"), ("val", "--s")):
         loss_ax.plot(history["epoch"], history[f"{split}_loss"], style, label=split)
@@ -70,7 +70,7 @@ def confusion_matrix(
     np.add.at(matrix, (np.asarray(targets), np.asarray(predictions)), 1)
     if normalize:
         matrix = 100 * matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
-    fig = _new_figure((6.5, 5.5))
+    fig = new_figure((6.5, 5.5))
     ax = fig.subplots()
     sns.heatmap(
         matrix, annot=True, fmt=".0f" if normalize else "g", cmap="Blues", cbar=False,

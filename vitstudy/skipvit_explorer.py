@@ -18,7 +18,7 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .plots import _new_figure
+from .plots import new_figure
 from .skipvit import MODES, SkipViTSettings, apply_skipvit, configure, dropping, trace_forward
 from .widgets import checked_interactive
 
@@ -105,7 +105,7 @@ def explore(
         "confidence_drop_off": float(prob_off.max()),
         "label": names[label] if label is not None else None,
     }
-    fig = _new_figure((2.6 * (1 + 2 * max(len(trace), 1)), 3.1))
+    fig = new_figure((2.6 * (1 + 2 * max(len(trace), 1)), 3.1))
     axes = fig.subplots(1, 1 + 2 * max(len(trace), 1), squeeze=False)[0]
     shown = _display(image)
     cmap = "gray" if shown.ndim == 2 else None
@@ -171,7 +171,7 @@ def explore_controls(
             settings = explorer_settings(first_layer, second_layer, ratio, skip_layer, mode)
             settings.check_depth(len(model.blocks))
         except ValueError as err:
-            fig = _new_figure((6, 1.2))
+            fig = new_figure((6, 1.2))
             fig.text(0.02, 0.5, f"not a valid setting: {err}", fontsize=7, va="center", wrap=True)
             return fig, {"error": str(err)}
         label = int(labels[index]) if labels is not None else None

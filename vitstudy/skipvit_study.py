@@ -26,7 +26,7 @@ from .config import Scale, TrainConfig, get_scale
 from .data import make_loader
 from .files import cache_dir
 from .models import create_model
-from .plots import _new_figure
+from .plots import new_figure
 from .reference import load_reference
 from .skipvit import (
     BASELINE,
@@ -233,8 +233,10 @@ def timing_runs(
     flops_off = bench.flops_per_image(configure(model, BASELINE), input_size)
     flops = {name: flop_gain(configure(model, s), input_size, flops_off) for name, s in rows.items()}
     rows = {"baseline": BASELINE, **rows}
-    steps = {name: _train_step(configure(copy.deepcopy(model), s), batch_size, input_size, num_classes, device)
-             for name, s in rows.items()}  # fmt: skip
+    steps = {
+        name: bench.make_train_step(configure(copy.deepcopy(model), s), batch_size, input_size, num_classes, device)
+        for name, s in rows.items()
+    }
     for step in steps.values():
         for _ in range(budget.timing.warmup):
             step()
@@ -266,24 +268,6 @@ def timing_runs(
             **{k: environment[k] for k in ("device_name", "cpu_threads", "torch", "timm")},
         })  # fmt: skip
     return pd.DataFrame(out)
-
-
-def _train_step(model: Any, batch_size: int, input_size: tuple[int, int, int], num_classes: int, device: Any):
-    """One training step on fixed random data, as ``bench.measure_train_step`` times it (AdamW included)."""
-    import torch
-    import torch.nn.functional as F
-
-    model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters())
-    x = torch.randn(batch_size, *input_size, device=device)
-    y = torch.randint(0, num_classes, (batch_size,), device=device)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
-        optimizer.step()
-
-    return step
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -370,7 +354,7 @@ def warmup_runs(budget: StudyBudget, progress: bool = False) -> tuple[pd.DataFra
 def gain_plot(table: pd.DataFrame) -> Figure:
     """Per row: measured training-throughput gain vs the FLOP-ideal gain (ViT-S/16 and the small model) and
     the paper's gain."""
-    fig = _new_figure((10, 4))
+    fig = new_figure((10, 4))
     ax = fig.subplots()
     rows = table[table["row"] != "baseline"]
     x = np.arange(len(rows))
@@ -395,7 +379,7 @@ def gain_plot(table: pd.DataFrame) -> Figure:
 
 def accuracy_plot(table: pd.DataFrame) -> Figure:
     """Top-1 difference from the baseline vs throughput gain: ours (small model, dropping on) and the paper's."""
-    fig = _new_figure((6.5, 4.5))
+    fig = new_figure((6.5, 4.5))
     ax = fig.subplots()
     rows = table[table["row"] != "baseline"]
     ax.errorbar(rows["small_gain_pct"], rows["top1_on_diff"], yerr=rows["top1_on_std"].fillna(0), fmt="o",
@@ -413,7 +397,7 @@ def accuracy_plot(table: pd.DataFrame) -> Figure:
 
 def warmup_plot(histories: pd.DataFrame) -> Figure:
     """Validation top-1 per epoch with and without warm-up (dropping on during validation once it is on)."""
-    fig = _new_figure((6.5, 3.8))
+    fig = new_figure((6.5, 3.8))
     ax = fig.subplots()
     for (warmup, seed), run in histories.groupby(["warmup_epochs", "seed"]):
         label = f"warm-up {warmup} epoch(s)" if warmup else "no warm-up"
