@@ -268,3 +268,12 @@ def test_flops_per_image_absent_cuda_counts_on_cpu(no_cuda: None) -> None:
 def test_format_measurement(value: float | int | str, text: str) -> None:
     """Numbers get one decimal; a not-measured string is shown unchanged."""
     assert format_measurement(value) == text
+
+
+def test_time_interleaved_alternates_callables():
+    """time_interleaved calls each callable once per round, in turn, after the warm-up rounds."""
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b")}
+    seconds = bench.time_interleaved(fns, "cpu", bench.TimingSettings(warmup=1, runs=2))
+    assert calls == ["a", "b"] * 3
+    assert {k: len(v) for k, v in seconds.items()} == {"a": 2, "b": 2}

@@ -109,3 +109,14 @@ def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
 
     assert main(["report", "--scale", "smoke", "--only", "99", "--out", str(tmp_path)]) == 1
     assert "no notebook '99'" in capsys.readouterr().err
+
+
+def test_cell_timeout_is_retried_once_then_fails(tmp_path, monkeypatch):
+    """A cell that outlives the smoke timeout makes the runner try again once, then fail naming the notebook."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "04_slow", '# %% tags=["parameters"]\nSCALE = "quick"\n# %%\nimport time\ntime.sleep(30)\n')
+    monkeypatch.setattr(report, "SMOKE_CELL_TIMEOUT", 2)
+    lines = []
+    with pytest.raises(report.NotebookFailed, match="04_slow.py: a cell ran longer than 2 s"):
+        report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
+    assert sum("running the notebook again" in line for line in lines) == 1

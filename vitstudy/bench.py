@@ -13,7 +13,7 @@ import dataclasses
 import platform
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -158,6 +158,32 @@ def time_callable(
         "seconds_iqr": (p75 - p25).item(),
         "runs": len(seconds),
     }
+
+
+def time_interleaved(
+    fns: Mapping[str, Callable[[], Any]],
+    device: str | torch.device = "cpu",
+    settings: TimingSettings = TimingSettings(),
+) -> dict[str, list[float]]:
+    """Seconds of each call of several callables, timed round-robin: one call of each per round.
+
+    For comparing variants of one model: timed one after the other, a slow spell of a shared machine lands on
+    one variant and passes for a speed difference; interleaved, it slows them alike. ``settings.warmup``
+    untimed rounds come first, then ``settings.runs`` timed rounds. The device must be present.
+    """
+    device = torch.device(device)
+    for _ in range(settings.warmup):
+        for fn in fns.values():
+            fn()
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(settings.runs):
+        for name, fn in fns.items():
+            _synchronize(device)
+            start = time.perf_counter()
+            fn()
+            _synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def _throughput_row(

@@ -324,17 +324,11 @@ def measure_interleaved(
         return {name: {"images_per_s": bench.NOT_MEASURED_NO_CUDA, "device": f"{device.type}: not available"}
                 for name in models}  # fmt: skip
     x = inputs.to(device)
-    one_call = bench.TimingSettings(warmup=0, runs=1)
-    seconds: dict[str, list[float]] = {name: [] for name in models}
     for model in models.values():
         model.to(device).eval()
     with torch.inference_mode():
-        for _ in range(settings.warmup):
-            for model in models.values():
-                model(x)
-        for _ in range(settings.runs):
-            for name, model in models.items():
-                seconds[name].append(bench.time_callable(lambda m=model: m(x), device, one_call)["seconds_median"])
+        calls = {name: (lambda m=model: m(x)) for name, model in models.items()}
+        seconds = bench.time_interleaved(calls, device, settings)
     env = bench.environment_info(device)
     rows = {}
     for name, values in seconds.items():

@@ -136,6 +136,28 @@ def execute_notebook(path: Path, scale: str, staging: Path, timeout: int | None 
             ) from None
 
 
+# Seconds one cell may take at the smoke scale, where every cell takes seconds. It turns nbclient's rare lost
+# reply after a cell that builds a widget (jupyter/nbclient#312: kernel idle, client waiting forever) into an
+# error the runner can retry, instead of a test run that never ends. Larger scales train for hours: no limit.
+SMOKE_CELL_TIMEOUT = 300
+CELL_TIMEOUT_RETRIES = 1
+
+
+def _execute_with_retry(path: Path, scale: str, staging: Path, log) -> None:
+    """``execute_notebook``, run again once if a cell timed out (never after an exception in a cell)."""
+    from nbclient.exceptions import CellTimeoutError
+
+    timeout = SMOKE_CELL_TIMEOUT if scale == "smoke" else None
+    for attempt in range(CELL_TIMEOUT_RETRIES + 1):
+        try:
+            execute_notebook(path, scale, staging, timeout=timeout)
+            return
+        except CellTimeoutError as err:
+            if attempt == CELL_TIMEOUT_RETRIES:
+                raise NotebookFailed(f"notebook {path.name}: a cell ran longer than {timeout} s ({err})") from None
+            log(f"    {path.stem}: a cell timed out after {timeout} s; running the notebook again", flush=True)
+
+
 def run_report(
     scale: str = "quick",
     only: Sequence[str] | None = None,
@@ -159,7 +181,7 @@ def run_report(
         out.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".staging-{path.stem}-", dir=out))
         try:
-            execute_notebook(path, scale, staging)
+            _execute_with_retry(path, scale, staging, log)
             files = _publish(staging, out, prefix=path.stem.split("_")[0])
         finally:
             shutil.rmtree(staging, ignore_errors=True)

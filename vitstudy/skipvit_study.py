@@ -237,14 +237,8 @@ def timing_runs(
         name: bench.make_train_step(configure(copy.deepcopy(model), s), batch_size, input_size, num_classes, device)
         for name, s in rows.items()
     }
-    for step in steps.values():
-        for _ in range(budget.timing.warmup):
-            step()
-    one_step = bench.TimingSettings(warmup=0, runs=1)
-    seconds: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(budget.timing.runs * budget.timing_rounds):
-        for name, step in steps.items():
-            seconds[name].append(bench.time_callable(step, device, one_step)["seconds_median"])
+    rounds = dataclasses.replace(budget.timing, runs=budget.timing.runs * budget.timing_rounds)
+    seconds = bench.time_interleaved(steps, device, rounds)
     base = np.array(seconds["baseline"])
     environment = bench.environment_info(device)
     out = []
