@@ -273,19 +273,15 @@ def measure_train_step(
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     device = torch.device(device)
-    if not device_available(device):
-        timing = time_callable(lambda: None, device, settings)
-        return {
-            **_throughput_row("train", batch_size, input_size, device, settings, timing),
-            "num_classes": num_classes,
-        }
-
-    was_training = model.training
-    step = make_train_step(model, batch_size, input_size, num_classes, device, optimizer_factory)
-    try:
-        timing = time_callable(step, device, settings)
-    finally:
-        model.train(was_training)
+    if device_available(device):
+        was_training = model.training
+        step = make_train_step(model, batch_size, input_size, num_classes, device, optimizer_factory)
+        try:
+            timing = time_callable(step, device, settings)
+        finally:
+            model.train(was_training)
+    else:
+        timing = time_callable(lambda: None, device, settings)  # the not-measured row, same keys
     return {
         **_throughput_row("train", batch_size, input_size, device, settings, timing),
         "num_classes": num_classes,
