@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import itertools
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -139,11 +141,12 @@ def test_time_callable_extends_runs_to_min_run_seconds(monkeypatch: pytest.Monke
 
 
 def test_time_callable_absent_cuda_not_measured(no_cuda: None) -> None:
-    """On an absent CUDA device fn is never called and every statistic is the not-measured string."""
+    """On an absent CUDA device fn is never called, every statistic is NaN and the note says why."""
     calls = []
     result = time_callable(lambda: calls.append(1), "cuda", FAST)
     assert calls == []
-    assert set(result.values()) == {NOT_MEASURED_NO_CUDA}
+    assert result.pop("note") == NOT_MEASURED_NO_CUDA
+    assert all(math.isnan(v) for v in result.values())
 
 
 def test_measure_inference_row() -> None:
@@ -182,7 +185,8 @@ def test_measure_inference_absent_cuda_not_measured(no_cuda: None) -> None:
     model = Recorder()
     row = measure_inference(model, 2, INPUT_SIZE, "cuda", FAST)
     assert row.keys() == measure_inference(Recorder(), 2, INPUT_SIZE, "cpu", FAST).keys()
-    assert row["images_per_s"] == row["seconds_median"] == NOT_MEASURED_NO_CUDA
+    assert math.isnan(row["images_per_s"]) and math.isnan(row["seconds_median"])
+    assert row["note"] == NOT_MEASURED_NO_CUDA
     assert model.calls == []
 
 
@@ -214,7 +218,7 @@ def test_measure_train_step_absent_cuda_not_measured(no_cuda: None) -> None:
     model = Recorder()
     row = measure_train_step(model, 2, INPUT_SIZE, NUM_CLASSES, "cuda", FAST)
     assert row.keys() == measure_train_step(Recorder(), 2, INPUT_SIZE, NUM_CLASSES, "cpu", FAST).keys()
-    assert row["images_per_s"] == NOT_MEASURED_NO_CUDA
+    assert math.isnan(row["images_per_s"]) and row["note"] == NOT_MEASURED_NO_CUDA
     assert model.calls == []
 
 
@@ -263,10 +267,10 @@ def test_flops_per_image_absent_cuda_counts_on_cpu(no_cuda: None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "text"), [(123.456, "123.5"), (7, "7.0"), (NOT_MEASURED_NO_CUDA, NOT_MEASURED_NO_CUDA)]
+    ("value", "text"), [(123.456, "123.5"), (7, "7.0"), (math.nan, "not measured")]
 )
-def test_format_measurement(value: float | int | str, text: str) -> None:
-    """Numbers get one decimal; a not-measured string is shown unchanged."""
+def test_format_measurement(value: float, text: str) -> None:
+    """Numbers get one decimal; NaN (not measured) is written as words."""
     assert format_measurement(value) == text
 
 

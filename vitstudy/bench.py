@@ -1,15 +1,14 @@
-"""Timing and FLOP counting for ViT speed studies.
+"""Timing and FLOP counting for ViT speed studies, shared by both methods.
 
 Every measurement is a flat dict (one results row, like timm's ``benchmark.py``) that carries the
-environment and the resolved timing settings. On a device that is not present (e.g. ``"cuda"`` on
-a CPU-only machine) measurements return :data:`NOT_MEASURED_NO_CUDA` in place of every number
-instead of raising, so notebooks and sweeps run anywhere and never show a made-up figure.
-"""
-
+environment and the resolved timing settings. Numbers stay numbers: on a device that is not present
+(e.g. ``"cuda"`` on a CPU-only machine) every measured number is NaN and the row's ``note`` says
+:data:`NOT_MEASURED_NO_CUDA`, so notebooks and sweeps run anywhere and never show a made-up figure.
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import platform
 import sys
 import time
@@ -18,13 +17,14 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
+import numpy as np
 import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-NOT_MEASURED_NO_CUDA = "not measured (no CUDA device)"
+NOT_MEASURED_NO_CUDA = "not measured (no CUDA device)"  # the `note` of a row whose device is absent
 
 # Keys of time_callable's result; listed once so the not-measured row has exactly the same keys.
 _TIMING_KEYS = (
@@ -75,6 +75,11 @@ def device_available(device: str | torch.device) -> bool:
     if device.type == "mps":
         return torch.backends.mps.is_available()
     return False
+
+
+def default_device() -> str:
+    """``"cuda"`` when a CUDA device is present, else ``"cpu"``: where the study computes by default."""
+    return "cuda" if device_available("cuda") else "cpu"
 
 
 def _cpu_name() -> str:
@@ -136,7 +141,7 @@ def time_callable(
     """Call `fn` `settings.warmup` times untimed, then time each further call; seconds per call."""
     device = torch.device(device)
     if not device_available(device):
-        return dict.fromkeys(_TIMING_KEYS, NOT_MEASURED_NO_CUDA)
+        return {**dict.fromkeys(_TIMING_KEYS, math.nan), "note": NOT_MEASURED_NO_CUDA}
     for _ in range(settings.warmup):
         fn()
     seconds: list[float] = []
@@ -146,17 +151,22 @@ def time_callable(
         fn()
         _synchronize(device)
         seconds.append(time.perf_counter() - start)
-    p25, p50, p75 = torch.tensor(seconds, dtype=torch.float64).quantile(
-        torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)
-    )
+    return {**timing_spread(seconds), "note": ""}
+
+
+def timing_spread(seconds: Sequence[float]) -> dict[str, float]:
+    """The package's one convention for the spread of repeated timings: median, min, max, quartiles
+    (numpy's linear interpolation), interquartile range and the count."""
+    values = np.asarray(seconds, dtype=np.float64)
+    p25, p50, p75 = np.percentile(values, [25, 50, 75])
     return {
-        "seconds_median": p50.item(),
-        "seconds_min": min(seconds),
-        "seconds_max": max(seconds),
-        "seconds_p25": p25.item(),
-        "seconds_p75": p75.item(),
-        "seconds_iqr": (p75 - p25).item(),
-        "runs": len(seconds),
+        "seconds_median": float(p50),
+        "seconds_min": float(values.min()),
+        "seconds_max": float(values.max()),
+        "seconds_p25": float(p25),
+        "seconds_p75": float(p75),
+        "seconds_iqr": float(p75 - p25),
+        "runs": len(values),
     }
 
 
@@ -194,16 +204,13 @@ def _throughput_row(
     settings: TimingSettings,
     timing: dict[str, Any],
 ) -> dict[str, Any]:
-    """One results row; images/s fields are the not-measured string whenever timing is."""
-    if isinstance(timing["seconds_median"], str):
-        speed = dict.fromkeys(("images_per_s", "images_per_s_min", "images_per_s_max"), timing["seconds_median"])
-    else:
-        # The fastest run gives the highest throughput, so min/max swap here.
-        speed = {
-            "images_per_s": batch_size / timing["seconds_median"],
-            "images_per_s_min": batch_size / timing["seconds_max"],
-            "images_per_s_max": batch_size / timing["seconds_min"],
-        }
+    """One results row; images/s fields are NaN whenever timing is (the ``note`` says why)."""
+    # The fastest run gives the highest throughput, so min/max swap here.
+    speed = {
+        "images_per_s": batch_size / timing["seconds_median"],
+        "images_per_s_min": batch_size / timing["seconds_max"],
+        "images_per_s_max": batch_size / timing["seconds_min"],
+    }
     return {
         "mode": mode,
         **speed,
@@ -335,17 +342,23 @@ def flops_per_image(
     device = torch.device(device) if device_available(device) else torch.device("cpu")
     # A copy, so counting neither moves the caller's model nor changes its train/eval mode.
     counted = copy.deepcopy(model).to(device).eval()
-    x = torch.randn(1, *input_size, device=device)
-    # In torch 2.15 FlopCounterMode counts F.scaled_dot_product_attention on CPU too
-    # (aten._scaled_dot_product_flash_attention_for_cpu has a formula), so timm's fused attention
-    # needs no correction here; tests/test_bench.py checks the total against a hand count.
+    return count_flops(counted, torch.randn(1, *input_size, device=device))
+
+
+def count_flops(fn: Callable[..., Any], *args: Any) -> float:
+    """FLOPs of one call ``fn(*args)`` (multiply-add = 2), counted by torch's FlopCounterMode without grad.
+
+    In torch 2.15 FlopCounterMode counts F.scaled_dot_product_attention on CPU too
+    (aten._scaled_dot_product_flash_attention_for_cpu has a formula), so timm's fused attention
+    needs no correction here; tests/test_bench.py checks a total against a hand count.
+    """
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        counted(x)
+        fn(*args)
     return float(counter.get_total_flops())
 
 
-def format_measurement(value: float | int | str, digits: int = 1) -> str:
-    """Table cell text: a number with `digits` decimals, or a not-measured string unchanged."""
-    if isinstance(value, str):
-        return value
+def format_measurement(value: float, digits: int = 1) -> str:
+    """Table cell text: a number with `digits` decimals, or "not measured" for NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return "not measured"
     return f"{value:.{digits}f}"

@@ -8,15 +8,26 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 DATASETS = ("fashion_mnist", "digits", "imagefolder")
 
+T = TypeVar("T")
 
-def _check(ok: bool, name: str, value: object, allowed: str) -> None:
+
+# One validation style for the whole package: the message names the value and what is allowed.
+def check(ok: bool, name: str, value: object, allowed: str) -> None:
+    """Raise ``ValueError("name=value is not allowed: expected allowed")`` unless ``ok``."""
     if not ok:
         raise ValueError(f"{name}={value!r} is not allowed: expected {allowed}")
+
+
+def check_choice(name: str, value: T, allowed: Sequence[T]) -> T:
+    """``value`` when it is one of ``allowed``, else the package's one-line ValueError."""
+    check(value in allowed, name, value, f"one of {tuple(allowed)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,19 +58,19 @@ class TrainConfig:
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
 
     def __post_init__(self) -> None:
-        _check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {DATASETS}")
-        _check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
-        _check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
-        _check(self.lr > 0, "lr", self.lr, "a positive number")
-        _check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
-        _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, "0 ... epochs")
-        _check(self.mixup >= 0, "mixup", self.mixup, "alpha >= 0 (0 = off)")
-        _check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)")
-        _check(0 <= self.drop_path < 1, "drop_path", self.drop_path, "[0, 1)")
-        _check(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
+        check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {DATASETS}")
+        check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
+        check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        check(self.lr > 0, "lr", self.lr, "a positive number")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "a number >= 0")
+        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, "0 ... epochs")
+        check(self.mixup >= 0, "mixup", self.mixup, "alpha >= 0 (0 = off)")
+        check(0 <= self.label_smoothing < 1, "label_smoothing", self.label_smoothing, "[0, 1)")
+        check(0 <= self.drop_path < 1, "drop_path", self.drop_path, "[0, 1)")
+        check(self.val_size >= 0, "val_size", self.val_size, "an integer >= 0")
         for name in ("train_size", "test_size"):
             value = getattr(self, name)
-            _check(value is None or value >= 1, name, value, "None (whole split) or an integer >= 1")
+            check(value is None or value >= 1, name, value, "None (whole split) or an integer >= 1")
 
 
 # SkipViT paper, Table 2: ViT-S trained from scratch on ImageNet-1k at 224 px.
@@ -122,8 +133,7 @@ SCALES: dict[str, Scale] = {
 def get_scale(name: str | None = None) -> Scale:
     """The named scale; ``None`` reads ``VITSTUDY_SCALE`` (default ``quick``)."""
     name = name or os.environ.get("VITSTUDY_SCALE", "quick")
-    if name not in SCALES:
-        raise ValueError(f"unknown scale {name!r}: choose one of {', '.join(SCALES)}")
+    check(name in SCALES, "scale", name, f"one of {', '.join(SCALES)}")
     scale = SCALES[name]
     if name == "paper" and scale.train.data_root is None:
         root = os.environ.get("VITSTUDY_IMAGENET")

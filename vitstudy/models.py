@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from timm.models import VisionTransformer, generate_default_cfgs, register_model
 from timm.models.vision_transformer import _cfg, _create_vision_transformer
 
@@ -141,6 +142,13 @@ def check_is_vit(model: object) -> VisionTransformer:
             "timm.models.VisionTransformer and its subclasses (vit_*, deit_*, vitstudy_*)"
         )
     return model
+
+
+def forward_start(vit: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+    """Images ``[B, C, H, W]`` to the first block's input tokens ``[B, N, D]``, as timm's ``forward_features``
+    starts (patch embedding, position embedding and prefix tokens, patch dropout, pre-norm): both methods
+    extend timm's forward from this point."""
+    return vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))
 
 
 def cached_pretrained_file(name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -18,6 +19,43 @@ def new_figure(figsize: tuple[float, float]) -> Figure:
         return plt.figure(figsize=figsize, layout="constrained")
 
 
+def display_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """One image ``[C, H, W]`` (any value range, e.g. normalised model input) scaled to [0, 1] for ``imshow``:
+    ``[H, W]`` for one channel, ``[H, W, C]`` otherwise."""
+    image = torch.as_tensor(np.asarray(image)) if not torch.is_tensor(image) else image.detach().cpu()
+    image = image.float()
+    image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
+    return image.permute(1, 2, 0).squeeze(-1).numpy()
+
+
+def draw_image_grid(
+    axes: Sequence[Axes],
+    images: torch.Tensor | np.ndarray,
+    titles: Sequence[str] | None = None,
+    title_colors: Sequence[str] | None = None,
+    cmap: str = "gray",
+    fontsize: float = 7,
+) -> None:
+    """Draw images ``[N, C, H, W]`` or ``[N, H, W]`` into the given axes (one each, the rest left blank)."""
+    images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
+    if images.ndim == 3:
+        images = images.unsqueeze(1)
+    for index, ax in enumerate(axes):
+        ax.axis("off")
+        if index >= len(images):
+            continue
+        shown = display_image(images[index])
+        ax.imshow(shown, cmap=cmap if shown.ndim == 2 else None)
+        if titles is not None:
+            color = title_colors[index] if title_colors is not None else "black"
+            ax.set_title(titles[index], fontsize=fontsize, color=color)
+
+
+def grid_shape(count: int, columns: int) -> tuple[int, int]:
+    """Rows and columns of a grid holding ``count`` panels, ``columns`` wide (at least one row)."""
+    return max(1, -(-count // columns)), columns
+
+
 def image_grid(
     images: torch.Tensor | np.ndarray,
     titles: Sequence[str] | None = None,
@@ -26,24 +64,33 @@ def image_grid(
     cmap: str = "gray",
 ) -> Figure:
     """A grid of images ``[N, C, H, W]`` or ``[N, H, W]`` (any value range; each is scaled for display)."""
-    images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    count = len(images)
-    rows = max(1, -(-count // columns))
+    rows, columns = grid_shape(len(images), columns)
     fig = new_figure((1.3 * columns, 1.45 * rows))
-    axes = fig.subplots(rows, columns, squeeze=False)
-    for index, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if index >= count:
-            continue
-        image = images[index].float()
-        image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
-        ax.imshow(image.permute(1, 2, 0).squeeze(-1).numpy(), cmap=cmap if image.shape[0] == 1 else None)
-        if titles is not None:
-            color = title_colors[index] if title_colors is not None else "black"
-            ax.set_title(titles[index], fontsize=7, color=color)
+    draw_image_grid(fig.subplots(rows, columns, squeeze=False).flat, images, titles, title_colors, cmap)
     return fig
+
+
+def grouped_bars(
+    ax: Axes,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float]]],
+    colors: Sequence[str | None] | None = None,
+    value_format: str | None = None,
+) -> None:
+    """Bars of several series side by side per group: ``series`` is ``(label, one value per group)``.
+
+    NaN values (not measured) leave a gap. ``value_format`` (e.g. ``"%.2f"``) writes each value on its bar.
+    """
+    x = np.arange(len(groups))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, values) in enumerate(series):
+        offset = (i - (len(series) - 1) / 2) * width  # centres the group of bars on its tick
+        color = colors[i] if colors is not None else None
+        values = pd.to_numeric(pd.Series(list(values)), errors="coerce").to_numpy(dtype=float)
+        bars = ax.bar(x + offset, values, width, label=label, color=color)
+        if value_format:
+            ax.bar_label(bars, fmt=value_format, fontsize=7)
+    ax.set_xticks(x, list(groups))
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:

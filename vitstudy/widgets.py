@@ -9,14 +9,54 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets
+import matplotlib.pyplot as plt
 from IPython.display import display
+from matplotlib.figure import Figure
 
 
 class WidgetCallbackError(RuntimeError):
     """A widget callback raised; the original exception is the cause."""
+
+
+@dataclass
+class ExplorerView:
+    """What an explorer shows for one setting of its controls, computed without a browser.
+
+    Both methods' ``explore()`` return this: ``summary`` holds the numbers the view states (a flat dict),
+    ``figure`` the drawing, ``details`` what they were computed from (multi-exit: the ``Simulation``;
+    SkipViT: the per-stage ``Stage`` traces).
+    """
+
+    summary: dict[str, Any]
+    figure: Figure
+    details: Any = None
+
+
+def show_and_close(fig: Figure, show: bool = True) -> None:
+    """Display a widget callback's figure, then close it: pyplot keeps every open figure, and a slider
+    session would pile them up (and show each twice under ``%matplotlib inline``)."""
+    if show:
+        display(fig)
+    plt.close(fig)
+
+
+def explorer_interactive(
+    view: Callable[..., ExplorerView], show: bool = True, **controls: Any
+) -> ipywidgets.interactive:
+    """An explorer widget: ``controls`` drive ``view``; each move shows the new figure and returns its
+    :class:`ExplorerView` as ``widget.result`` (callback errors raised, as ``checked_interactive`` does)."""
+
+    def shown(**values: Any) -> ExplorerView:
+        result = view(**values)
+        show_and_close(result.figure, show)
+        return result
+
+    functools.update_wrapper(shown, view)
+    return checked_interactive(shown, show=show, **controls)
 
 
 def checked_interactive(fn: Callable[..., Any], show: bool = True, **widgets: Any) -> ipywidgets.interactive:
