@@ -4,6 +4,8 @@ Every measurement is a flat dict (one results row, like timm's ``benchmark.py``)
 environment and the resolved timing settings. Numbers stay numbers: on a device that is not present
 (e.g. ``"cuda"`` on a CPU-only machine) every measured number is NaN and the row's ``note`` says
 :data:`NOT_MEASURED_NO_CUDA`, so notebooks and sweeps run anywhere and never show a made-up figure.
+"""
+
 from __future__ import annotations
 
 import copy
