@@ -15,24 +15,25 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .checkpoint import load_checkpoint, read_checkpoint_index, save_checkpoint
 from .config import Scale, TrainConfig, get_scale
 from .data import Splits, build_splits, make_loader
+from .distributed import Dist, all_reduce_sum, barrier, init_distributed
 from .files import atomic_path, atomic_write_json, cache_dir
 from .models import create_model
 
@@ -73,50 +74,6 @@ class TrainResult:
             "test_top1": self.metrics["test_top1"],
             **{k: v for k, v in environment_info(device).items() if k in ("device_name", "torch", "timm")},
         }
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Distributed set-up: torchrun sets WORLD_SIZE / RANK / LOCAL_RANK; without them this is a single process.
-
-
-@dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str | torch.device | None = None) -> Dist:
-    """Join the torchrun process group when launched by torchrun; pick the device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if world_size > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    return Dist(rank=rank, world_size=world_size, device=device)
-
-
-def _all_reduce_sum(values: torch.Tensor, world: Dist) -> torch.Tensor:
-    if world.world_size > 1:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-    return values
-
-
-def _barrier(world: Dist) -> None:
-    if world.world_size > 1:
-        dist.barrier()
-
-
-# ----------------------------------------------------------------------------------------------------------
 
 
 def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
@@ -166,7 +123,7 @@ def evaluate(
         totals[0] += nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
         totals[1] += (logits.argmax(-1) == targets).sum()
         totals[2] += len(targets)
-    loss_sum, correct, count = _all_reduce_sum(totals, world).tolist()
+    loss_sum, correct, count = all_reduce_sum(totals, world).tolist()
     count = max(count, 1.0)
     return {"loss": loss_sum / count, "top1": 100.0 * correct / count}
 
@@ -180,6 +137,38 @@ def predict(model: nn.Module, loader: torch.utils.data.DataLoader, device: str |
         predictions.append(model(images.to(device)).argmax(-1).cpu())
         targets.append(labels)
     return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop, split as timm's train.py splits it: set-up, one epoch, validation (``evaluate``), finish.
+
+
+@dataclass
+class TrainingRun:
+    """One run's state between epochs: built by ``_setup``, advanced by ``train_one_epoch``, closed by ``_finish``."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    world: Dist
+    splits: Splits
+    train_loader: DataLoader
+    val_loader: DataLoader
+    test_loader: DataLoader
+    model: nn.Module
+    ddp_model: nn.Module  # the model itself in one process; its DistributedDataParallel wrapper under torchrun
+    optimizer: torch.optim.Optimizer
+    scheduler: CosineLRScheduler
+    mixup: Mixup | None
+    criterion: nn.Module
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    fingerprint: str
+    start_epoch: int = 0  # the first epoch still to train (> 0 after a resume)
+    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per finished epoch
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader)
 
 
 def train(
@@ -197,8 +186,22 @@ def train(
     A run that already finished is loaded, not retrained. ``on_epoch_start(model, epoch)`` lets a method
     change the model between epochs (e.g. switch token dropping on after its warm-up).
     """
+    run = _setup(cfg, Path(run_dir), resume=resume, device=device, model_factory=model_factory)
+    for epoch in range(run.start_epoch, cfg.epochs):
+        seed_epoch(cfg.seed, epoch, run.world.rank)
+        run.train_loader.sampler.set_epoch(epoch)
+        if on_epoch_start is not None:
+            on_epoch_start(run.model, epoch)
+        stats = train_one_epoch(run, epoch, progress=progress)
+        _end_epoch(run, epoch, stats)
+    return _finish(run)
+
+
+def _setup(
+    cfg: TrainConfig, run_dir: Path, *, resume: bool, device: str | torch.device | None, model_factory: ModelFactory
+) -> TrainingRun:
+    """Data, loaders, model, optimizer, schedule and loss of ``cfg``; the last checkpoint loaded when resuming."""
     world = init_distributed(device)
-    run_dir = Path(run_dir)
     splits = build_splits(cfg)
     if cfg.batch_size % world.world_size:
         raise ValueError(
@@ -255,90 +258,97 @@ def train(
         ddp_model = nn.parallel.DistributedDataParallel(
             model, device_ids=[world.device.index] if world.device.type == "cuda" else None
         )
+    return TrainingRun(
+        cfg, run_dir, world, splits, train_loader, val_loader, test_loader, model, ddp_model, optimizer,
+        scheduler, mixup, criterion, scaler, use_amp, fingerprint, start_epoch, history,
+    )  # fmt: skip
 
-    for epoch in range(start_epoch, cfg.epochs):
-        seed_epoch(cfg.seed, epoch, world.rank)
-        train_loader.sampler.set_epoch(epoch)
-        if on_epoch_start is not None:
-            on_epoch_start(model, epoch)
-        ddp_model.train()
-        started = time.perf_counter()
-        totals = torch.zeros(3, dtype=torch.float64, device=world.device)  # [loss sum, correct, count]
-        bar = tqdm(
-            train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-            disable=not (progress and world.is_main),
-        )  # fmt: skip
-        for step, (images, targets) in enumerate(bar):
-            images, targets = (
-                images.to(world.device, non_blocking=True),
-                targets.to(world.device, non_blocking=True),
-            )
-            hard_targets = targets
-            if mixup is not None:
-                images, targets = mixup(images, targets)
-            with _autocast(world.device, use_amp):
-                logits = ddp_model(images)
-                loss = criterion(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if cfg.grad_clip:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step_update(epoch * steps_per_epoch + step + 1)
-            totals += torch.stack(
-                [
-                    loss.detach().double() * len(images),
-                    (logits.detach().argmax(-1) == hard_targets).sum().double(),
-                    torch.tensor(float(len(images)), dtype=torch.float64, device=world.device),
-                ]
-            )
-            if world.is_main and step % 10 == 0:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        seconds = time.perf_counter() - started
-        loss_sum, correct, count = _all_reduce_sum(totals, world).tolist()
-        val = evaluate(model, val_loader, world.device, world, use_amp) if len(splits.val) else {}
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": loss_sum / count,
-            "train_top1": 100.0 * correct / count,
-            "val_loss": val.get("loss", float("nan")),
-            "val_top1": val.get("top1", float("nan")),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": seconds,
-            "train_images_per_s": count / seconds,
-        }
-        history.append(row)
-        if world.is_main:
-            _write_history(run_dir, history)
-            save_checkpoint(
-                run_dir, model, optimizer,
-                {"epoch": epoch, "fingerprint": fingerprint, "config": dataclasses.asdict(cfg), "metrics": row},
-            )  # fmt: skip
-        _barrier(world)  # no rank may start the next epoch (or finish) before the checkpoint is committed
 
-    final_path = run_dir / FINAL_FILE
-    if start_epoch >= cfg.epochs and final_path.is_file():
+def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict[str, float]:
+    """One pass over this process's training shard: mean loss, top-1 (%), seconds and images/s over all ranks."""
+    cfg, world, model = run.cfg, run.world, run.ddp_model
+    model.train()
+    started = time.perf_counter()
+    totals = torch.zeros(3, dtype=torch.float64, device=world.device)  # [loss sum, correct, count]
+    bar = tqdm(
+        run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+        disable=not (progress and world.is_main),
+    )  # fmt: skip
+    for step, (images, targets) in enumerate(bar):
+        images, targets = images.to(world.device, non_blocking=True), targets.to(world.device, non_blocking=True)
+        hard_targets = targets
+        if run.mixup is not None:
+            images, targets = run.mixup(images, targets)
+        with _autocast(world.device, run.use_amp):
+            logits = model(images)
+            loss = run.criterion(logits, targets)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.scheduler.step_update(epoch * run.steps_per_epoch + step + 1)
+        totals += torch.stack(
+            [
+                loss.detach().double() * len(images),
+                (logits.detach().argmax(-1) == hard_targets).sum().double(),
+                torch.tensor(float(len(images)), dtype=torch.float64, device=world.device),
+            ]
+        )
+        if world.is_main and step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    seconds = time.perf_counter() - started
+    loss_sum, correct, count = all_reduce_sum(totals, world).tolist()
+    return dict(loss=loss_sum / count, top1=100.0 * correct / count, seconds=seconds, images_per_s=count / seconds)
+
+
+def _end_epoch(run: TrainingRun, epoch: int, stats: dict[str, float]) -> None:
+    """Validate, append the epoch's metrics row, and commit metrics.csv plus a checkpoint (main process)."""
+    val = evaluate(run.model, run.val_loader, run.world.device, run.world, run.use_amp) if len(run.splits.val) else {}
+    row = {
+        "epoch": epoch + 1,
+        "train_loss": stats["loss"],
+        "train_top1": stats["top1"],
+        "val_loss": val.get("loss", float("nan")),
+        "val_top1": val.get("top1", float("nan")),
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "seconds": stats["seconds"],
+        "train_images_per_s": stats["images_per_s"],
+    }
+    run.history.append(row)
+    if run.world.is_main:
+        _write_history(run.run_dir, run.history)
+        meta = {"epoch": epoch, "fingerprint": run.fingerprint, "config": dataclasses.asdict(run.cfg), "metrics": row}
+        save_checkpoint(run.run_dir, run.model, run.optimizer, meta)
+    barrier(run.world)  # no rank may start the next epoch (or finish) before the checkpoint is committed
+
+
+def _finish(run: TrainingRun) -> TrainResult:
+    """Test the trained model once and write final.json; a run that had finished before keeps its metrics."""
+    cfg, world = run.cfg, run.world
+    final_path = run.run_dir / FINAL_FILE
+    if run.start_epoch >= cfg.epochs and final_path.is_file():
         metrics = json.loads(final_path.read_text())  # finished earlier: the loaded weights are the final ones
     else:
-        test = evaluate(model, test_loader, world.device, world, use_amp)
-        last = history[-1] if history else {}
+        test = evaluate(run.model, run.test_loader, world.device, world, run.use_amp)
+        last = run.history[-1] if run.history else {}
         metrics = {
             "test_top1": test["top1"],
             "test_loss": test["loss"],
             "val_top1": last.get("val_top1"),
             "epochs": cfg.epochs,
-            "train_seconds": float(sum(r["seconds"] for r in history)),
+            "train_seconds": float(sum(r["seconds"] for r in run.history)),
             "world_size": world.world_size,
-            "sizes": splits.sizes(),
-            "fingerprint": fingerprint,
+            "sizes": run.splits.sizes(),
+            "fingerprint": run.fingerprint,
             "config": dataclasses.asdict(cfg),
         }
         if world.is_main:
             atomic_write_json(final_path, metrics)
-        _barrier(world)
-    return TrainResult(model.eval(), pd.DataFrame(history), metrics, run_dir, splits)
+        barrier(world)
+    return TrainResult(run.model.eval(), pd.DataFrame(run.history), metrics, run.run_dir, run.splits)
 
 
 def _write_history(run_dir: Path, history: list[dict[str, Any]]) -> None:
