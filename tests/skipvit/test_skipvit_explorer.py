@@ -1,0 +1,140 @@
+"""The dropped-patch explorer (notebook 06): inputs, computing a trace, drawing it, the widget."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from PIL import Image
+
+from vitstudy import skipvit as sv
+from vitstudy.data import CorruptImageError
+from vitstudy.skipvit import explorer as explorer_module
+from vitstudy.widgets import ExplorerView, set_controls
+
+
+@pytest.fixture
+def explorer(tiny_vit, images):
+    model = sv.apply_skipvit(tiny_vit())
+    return sv.explorer_widget(model, images(batch=2), labels=[3, 5], classes=[str(k) for k in range(10)], show=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The widget
+
+
+def test_explorer_moves_show_each_stage(explorer):
+    """Moving the explorer's sliders to 4,7 → 10 at 30% shows two stages keeping 35 then 25 of 49 patches."""
+    view = set_controls(explorer, {"first_layer": 4, "second_layer": 7, "ratio": 0.3, "skip_layer": 10})
+    assert isinstance(view, ExplorerView)
+    assert view.summary["kept_per_stage"] == [35, 25] and view.summary["patches"] == 49
+    assert view.summary["label"] == "5" or view.summary["label"] == "3"
+
+
+def test_explorer_invalid_combination_shows_a_message(explorer):
+    """A skip layer before the drop layer gives a message naming the value, not a callback error."""
+    view = set_controls(explorer, {"first_layer": 6, "second_layer": 0, "skip_layer": 4})
+    assert "skip_layer=4" in view.summary["error"] and view.details == []
+
+
+def test_explorer_settings_reads_second_layer_zero_as_one_stage():
+    """Slider values → settings: second drop 0 means one stage; fused mode has no skip layer."""
+    assert sv.explorer_settings(6, 0, 0.55, 11, "skip") == sv.preset("skip_6_55_s11")
+    assert sv.explorer_settings(6, 0, 0.45, 11, "fused") == sv.preset("fused_6_45")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Computing and drawing
+
+
+def test_explore_predicts_with_and_without_dropping(tiny_vit, images):
+    """explore reports the prediction with dropping on and off; the off one is the stock model's."""
+    model, x = tiny_vit(), images(batch=1)
+    expected = str(int(model(x).argmax()))
+    view = sv.explore(sv.apply_skipvit(model), x[0], sv.TABLE1["skip_6_55_s11"])
+    assert view.summary["prediction_dropping_off"] == expected and view.summary["kept_per_stage"] == [23]
+    assert len(view.figure.axes) == 3
+    assert [stage.layer for stage in view.details] == [6] and isinstance(view.details[0], sv.Stage)
+
+
+def test_trace_image_counts_kept_and_dropped_patches(tiny_vit, images):
+    """Per stage, kept + dropped = the patches present; probabilities sum to 1; the model's settings are restored."""
+    model = sv.apply_skipvit(tiny_vit(), "drop_6_55")
+    trace = sv.trace_image(model, images(batch=1)[0], sv.TABLE1["skip_4_7_30_s10"], label=2)
+    summary = trace.summary
+    assert summary["kept_per_stage"] == [35, 25] and summary["dropped_per_stage"] == [14, 10]
+    assert [s.present.shape[1] for s in trace.stages] == [49, 35] and trace.grid_size == (7, 7)
+    for probabilities in (trace.probabilities_dropping_on, trace.probabilities_dropping_off):
+        assert probabilities.shape == (10,) and float(probabilities.sum()) == pytest.approx(1)
+    assert summary["confidence_dropping_on"] == pytest.approx(float(trace.probabilities_dropping_on.max()))
+    assert summary["label"] == "2" and model.skipvit == sv.preset("drop_6_55")
+
+
+def test_explorer_figure_draws_a_trace_without_the_model(tiny_vit, images):
+    """explorer_figure needs only the image and the trace: 1 + 2 panels per stage, predictions in the title."""
+    image = images(batch=1)[0]
+    trace = sv.trace_image(tiny_vit(), image, sv.TABLE1["skip_4_7_30_s10"], label=1)
+    fig = sv.explorer_figure(image, trace)
+    assert len(fig.axes) == 1 + 2 * 2
+    title = fig.axes[0].get_title()
+    assert "true: 1" in title and f"dropping on: {trace.summary['prediction_dropping_on']}" in title
+    assert "35/49 kept" in fig.axes[2].get_title() and "skip blocks 5–9 / 8–9" in fig._suptitle.get_text()
+
+
+def test_explorer_figure_says_when_nothing_is_dropped(tiny_vit, images):
+    """The baseline setting draws the image and a panel saying no dropping happens."""
+    image = images(batch=1)[0]
+    fig = sv.explorer_figure(image, sv.trace_image(tiny_vit(), image, sv.BASELINE))
+    assert len(fig.axes) == 3 and "no dropping" in fig.axes[1].texts[0].get_text()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def test_load_image_uses_the_models_transform(tiny_vit, tmp_path):
+    """An image file becomes the model's input size and channels (grey 28×28 for the small model)."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(path)
+    assert sv.load_image(path, tiny_vit(depth=1)).shape == (1, 28, 28)
+
+
+def test_load_image_names_an_undecodable_file(tiny_vit, tmp_path):
+    """A file that is not an image raises an error naming it."""
+    path = tmp_path / "broken.jpg"
+    path.write_bytes(b"not an image")
+    with pytest.raises(CorruptImageError, match="broken.jpg"):
+        sv.load_image(path, tiny_vit(depth=1))
+
+
+def test_class_names_fall_back_to_indices(tiny_vit):
+    """Given names are kept; a 10-class head without names gets '0' … '9'."""
+    assert sv.class_names(tiny_vit(depth=1), ["a", "b"]) == ["a", "b"]
+    assert sv.class_names(tiny_vit(depth=1)) == [str(k) for k in range(10)]
+
+
+def test_explorer_inputs_model_name_needs_an_image_path():
+    """MODEL_NAME without IMAGE_PATH is refused in one line that says what to set."""
+    with pytest.raises(ValueError, match=r"MODEL_NAME='vit_small_patch16_224' needs IMAGE_PATH: .* MODEL_NAME = None"):
+        sv.explorer_inputs("smoke", model_name="vit_small_patch16_224")
+
+
+def test_explorer_inputs_model_name_with_an_image_file(tmp_path):
+    """A timm model name and an image file: the patched model, one image in its input size, no labels."""
+    path = tmp_path / "photo.png"
+    Image.new("RGB", (60, 40), (200, 10, 10)).save(path)
+    inputs = sv.explorer_inputs("smoke", image_path=path, model_name="vitstudy_tiny_patch4_28")
+    assert isinstance(inputs.model, sv.SkipViTMixin) and not inputs.model.training
+    assert inputs.images.shape == (1, 1, 28, 28) and inputs.labels is None and inputs.classes is None
+
+
+def test_explorer_inputs_default_is_the_baseline_on_test_images(monkeypatch, tiny_vit):
+    """By default: the scale's baseline model, its class names, the first test images with their labels."""
+    test = [(torch.full((1, 28, 28), float(i)), i % 3) for i in range(5)]
+    run = SimpleNamespace(model=tiny_vit(depth=2), splits=SimpleNamespace(classes=["a", "b", "c"], test=test))
+    monkeypatch.setattr(explorer_module, "baseline", lambda scale: run)
+    model, images, labels, classes = sv.explorer_inputs("smoke", count=4)
+    assert model is run.model and isinstance(model, sv.SkipViTMixin)
+    assert images.shape == (4, 1, 28, 28) and torch.equal(images[3], test[3][0])
+    assert labels == [0, 1, 2, 0] and classes == ["a", "b", "c"]

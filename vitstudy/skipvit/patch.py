@@ -1,0 +1,217 @@
+"""SkipViT on a timm VisionTransformer: the forward over the blocks and the class swap that installs it.
+
+:func:`apply_skipvit` swaps the model's class for a subclass whose ``forward_features`` loops over
+``self.blocks`` itself (ToMe's pattern; nothing of timm's Block or Attention is copied) and keeps every knob
+in one frozen :class:`~vitstudy.skipvit.settings.SkipViTSettings` on ``model.skipvit``. The state dict is
+untouched, so checkpoints load into plain timm models and back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..bench import flops_per_image
+from ..config import check
+from ..models import check_is_vit, forward_start
+from .settings import BASELINE, SkipViTSettings, preset
+from .tokens import cls_attention_from_qkv, drop_count, fuse_tokens, gather_tokens, reinsert_tokens, topk_keep_indices
+
+
+@dataclass
+class Stage:
+    """What one drop stage did, in original patch numbering (0 = first patch after the prefix tokens)."""
+
+    layer: int
+    scores: torch.Tensor  # [B, n_patches_at_stage] CLS attention of the patches present at this stage
+    present: torch.Tensor  # [B, n_patches_at_stage] their original patch indices
+    kept: torch.Tensor  # [B, n_kept] original patch indices kept
+    dropped: torch.Tensor  # [B, n_dropped] original patch indices dropped
+
+
+@contextlib.contextmanager
+def _capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    captured: dict[str, torch.Tensor] = {}
+    handle = module.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def skipvit_blocks(
+    blocks: Sequence[nn.Module],
+    x: torch.Tensor,
+    settings: SkipViTSettings,
+    num_prefix_tokens: int = 1,
+    trace: list[Stage] | None = None,
+) -> torch.Tensor:
+    """Run ``blocks`` over x [B, N, C] with token dropping; returns [B, N', C] (N' = N in skip mode).
+
+    ``trace``, when given, receives one :class:`Stage` per drop layer (for the explorer and the tests).
+    """
+    B, N, _ = x.shape
+    P = num_prefix_tokens
+    stages = dict(zip(settings.drop_layers, settings.drop_ratios))
+    index = torch.arange(N, device=x.device).expand(B, N)  # original position of each prefix/patch token
+    held: list[tuple[torch.Tensor, torch.Tensor]] = []  # dropped (tokens [B, M, C], positions [B, M]) awaiting S
+    fused: list[torch.Tensor] = []  # mode "fused": one [B, 1, C] token per stage, kept after the patches
+    for layer, block in enumerate(blocks, start=1):
+        if layer == settings.skip_layer and held:
+            # Token-level skip connection: every held token rejoins at its original index as block S's input.
+            x = reinsert_tokens(torch.cat([x, *(t for t, _ in held)], 1), torch.cat([index, *(i for _, i in held)], 1))
+            index, held = torch.arange(N, device=x.device).expand(B, N), []
+        if layer not in stages:
+            x = block(x)
+            continue
+        with _capture_output(block.attn.qkv) as captured:
+            x = block(x)
+        n_patches = index.shape[1] - P
+        with torch.set_grad_enabled(torch.is_grad_enabled() and settings.mode == "fused"):
+            scores = cls_attention_from_qkv(captured["out"], block.attn)[:, P : P + n_patches]  # [B, n]
+        reference = N - P if settings.ratio_of == "original" else n_patches
+        n_drop = min(drop_count(stages[layer], reference), n_patches - 1)
+        keep, drop = topk_keep_indices(scores.detach(), n_patches - n_drop)  # positions within the patches
+        patches, positions = x[:, P : P + n_patches], index[:, P:]
+        if trace is not None:
+            trace.append(Stage(layer, scores.detach(), positions - P, gather_tokens(positions, keep) - P,
+                               gather_tokens(positions, drop) - P))  # fmt: skip
+        if settings.mode == "skip" and n_drop:
+            held.append((gather_tokens(patches, drop), gather_tokens(positions, drop)))
+        if settings.mode == "fused" and n_drop:
+            fused.append(fuse_tokens(gather_tokens(patches, drop), gather_tokens(scores, drop)))
+        x = torch.cat([x[:, :P], gather_tokens(patches, keep), *fused], 1)
+        index = torch.cat([index[:, :P], gather_tokens(positions, keep)], 1)
+    return x
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Patching a timm VisionTransformer
+
+
+class SkipViTMixin:
+    """Mixed in before a timm VisionTransformer class by :func:`apply_skipvit`; reads ``self.skipvit``."""
+
+    skipvit: SkipViTSettings
+
+    def forward_features(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False):
+        if not self.skipvit.active:
+            return super().forward_features(x, attn_mask=attn_mask, is_causal=is_causal)
+        if attn_mask is not None or is_causal:
+            raise ValueError("SkipViT token dropping does not support attn_mask / is_causal: switch dropping off")
+        x = skipvit_blocks(self.blocks, forward_start(self, x), self.skipvit, self.num_prefix_tokens)
+        return self.norm(x)
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def _skipvit_class(base: type) -> type:
+    if issubclass(base, SkipViTMixin):
+        return base
+    if base not in _CLASSES:
+        _CLASSES[base] = type(f"SkipViT{base.__name__}", (SkipViTMixin, base), {})
+    return _CLASSES[base]
+
+
+def apply_skipvit(model: nn.Module, settings: SkipViTSettings | str = BASELINE) -> nn.Module:
+    """Give a timm VisionTransformer SkipViT token dropping, in place (weights untouched); returns the model.
+
+    ``settings`` is a :class:`SkipViTSettings` or a preset name. Change it later with :func:`configure`,
+    switch dropping off and on with :func:`set_dropping` / :func:`dropping`.
+    """
+    check_is_vit(model)
+    if getattr(model, "cls_token", None) is None:
+        raise ValueError(
+            f"{type(model).__name__} has no [CLS] token (class_token=False): SkipViT ranks tokens by [CLS] "
+            "attention, so it needs a ViT with a class token"
+        )
+    for number, block in enumerate(model.blocks, start=1):
+        attn = getattr(block, "attn", None)
+        if not (isinstance(getattr(attn, "qkv", None), nn.Linear) and hasattr(attn, "num_heads")):
+            raise TypeError(
+                f"block {number} of {type(model).__name__} has attention {type(attn).__name__} without a fused "
+                "qkv Linear and num_heads (timm's Attention): SkipViT scores tokens from that projection"
+            )
+    model.__class__ = _skipvit_class(type(model))
+    return configure(model, settings)
+
+
+def configure(model: nn.Module, settings: SkipViTSettings | str) -> nn.Module:
+    """Replace the SkipViT settings of a patched model (checked against its depth); returns the model."""
+    if not isinstance(model, SkipViTMixin):
+        raise TypeError(f"{type(model).__name__} has no SkipViT patch: call apply_skipvit(model, settings) first")
+    settings = preset(settings) if isinstance(settings, str) else settings
+    settings.check_depth(len(model.blocks))
+    model.skipvit = settings
+    return model
+
+
+def remove_skipvit(model: nn.Module) -> nn.Module:
+    """Undo :func:`apply_skipvit`: the model is its stock timm class again."""
+    if isinstance(model, SkipViTMixin):
+        model.__class__ = next(c for c in type(model).__mro__[1:] if not issubclass(c, SkipViTMixin))
+        del model.skipvit
+    return model
+
+
+def set_dropping(model: nn.Module, enabled: bool) -> nn.Module:
+    """Switch token dropping on or off (off = stock timm forward); the other settings stay."""
+    return configure(model, dataclasses.replace(model.skipvit, enabled=enabled))
+
+
+@contextlib.contextmanager
+def dropping(model: nn.Module, enabled: bool) -> Iterator[nn.Module]:
+    """``with dropping(model, False): ...`` evaluates with dropping off, then restores the previous switch."""
+    before = model.skipvit.enabled
+    set_dropping(model, enabled)
+    try:
+        yield model
+    finally:
+        set_dropping(model, before)
+
+
+def warmup_epochs_for(epochs: int, fraction: float = 0.15) -> int:
+    """Warm-up epochs as a fraction of the run (the paper: 15 of 100), rounded half up."""
+    check(0 <= fraction < 1, "warm-up fraction", fraction, "[0, 1)")
+    return math.floor(fraction * epochs + 0.5)
+
+
+def warmup_hook(warmup_epochs: int) -> Callable[[nn.Module, int], None]:
+    """``train(..., on_epoch_start=warmup_hook(W))``: no dropping in epochs 0 … W-1, dropping from epoch W on."""
+    check(warmup_epochs >= 0, "warmup_epochs", warmup_epochs, "an integer >= 0")
+
+    def hook(model: nn.Module, epoch: int) -> None:
+        set_dropping(model, epoch >= warmup_epochs)
+
+    return hook
+
+
+def trace_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list[Stage]]:
+    """Logits [B, classes] of a patched model and what each drop stage kept (no grad, eval as it is)."""
+    trace: list[Stage] = []
+    with torch.no_grad():
+        x = forward_start(model, images)
+        if model.skipvit.active:
+            x = skipvit_blocks(model.blocks, x, model.skipvit, model.num_prefix_tokens, trace)
+        else:
+            x = model.blocks(x)
+        return model.forward_head(model.norm(x)), trace
+
+
+def flop_gain(model: nn.Module, input_size: tuple[int, int, int], flops_off: float | None = None) -> dict[str, float]:
+    """Forward FLOPs per image with dropping off and on, and the FLOP-ideal throughput gain (%).
+
+    ``flops_off`` skips counting the dropping-off model again (it is the same for every setting of one model).
+    """
+    with dropping(model, False):
+        off = flops_per_image(model, input_size) if flops_off is None else flops_off
+    with dropping(model, True):
+        on = flops_per_image(model, input_size)
+    return {"gflops_off": off / 1e9, "gflops_on": on / 1e9, "ideal_gain_pct": 100 * (off / on - 1)}

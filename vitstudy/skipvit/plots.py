@@ -1,0 +1,67 @@
+"""SkipViT figures (data in, Figure out): Table 1's speed-ups and accuracy, Table 3's warm-up curves."""
+
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from ..plots import grouped_bars, new_figure
+
+# Table 1 columns of gain_plot's bars: (column, legend label, colour).
+GAIN_BARS = (
+    ("paper_gain_pct", "paper (Ascend 910A)", "tab:gray"),
+    ("vits_gain_pct", "ours ViT-S/16 measured", "tab:blue"),
+    ("vits_ideal_gain_pct", "ours ViT-S/16 FLOP-ideal", "lightsteelblue"),
+    ("small_gain_pct", "ours small model measured", "tab:orange"),
+    ("small_ideal_gain_pct", "ours small model FLOP-ideal", "navajowhite"),
+)
+
+
+def gain_plot(table: pd.DataFrame) -> Figure:
+    """Per row of :func:`~vitstudy.skipvit.tables.table_1`: measured training-throughput gain vs the FLOP-ideal
+    gain (ViT-S/16 and the small model) and the paper's gain."""
+    fig = new_figure((10, 4))
+    ax = fig.subplots()
+    rows = table[table["row"] != "baseline"]
+    series = [(label, rows[column]) for column, label, _ in GAIN_BARS]
+    grouped_bars(ax, list(rows["setting"]), series, colors=[color for *_, color in GAIN_BARS])
+    for tick in ax.get_xticklabels():
+        tick.set(rotation=25, ha="right", fontsize=8)
+    ax.set(ylabel="training throughput gain (%)", title="Table 1: speed-up over the baseline")
+    ax.axhline(0, color="black", lw=0.8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7, ncols=2)
+    return fig
+
+
+def accuracy_plot(table: pd.DataFrame) -> Figure:
+    """Top-1 difference from the baseline vs throughput gain: ours (small model, dropping on) and the paper's."""
+    fig = new_figure((6.5, 4.5))
+    ax = fig.subplots()
+    rows = table[table["row"] != "baseline"]
+    ax.errorbar(rows["small_gain_pct"], rows["top1_dropping_on_diff"], yerr=rows["top1_dropping_on_std"].fillna(0),
+                fmt="o", color="tab:orange", label="ours: small model, Fashion-MNIST")  # fmt: skip
+    ax.scatter(rows["paper_gain_pct"], rows["paper_top1_diff"], marker="s", color="tab:gray",
+               label="paper: ViT-S, ImageNet")  # fmt: skip
+    for _, row in rows.iterrows():
+        ax.annotate(row["setting"], (row["small_gain_pct"], row["top1_dropping_on_diff"]), fontsize=6, alpha=0.8)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set(xlabel="training throughput gain (%)", ylabel="top-1 minus baseline (points)", title="accuracy vs speed")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
+
+
+def warmup_plot(histories: pd.DataFrame) -> Figure:
+    """Validation top-1 per epoch with and without warm-up (dropping on during validation once it is on)."""
+    fig = new_figure((6.5, 3.8))
+    ax = fig.subplots()
+    for (warmup, seed), run in histories.groupby(["warmup_epochs", "seed"]):
+        label = f"warm-up {warmup} epoch(s)" if warmup else "no warm-up"
+        ax.plot(run["epoch"], run["val_top1"], "-o" if warmup else "--s", label=f"{label}, seed {seed}")
+        if warmup:
+            ax.axvline(warmup + 0.5, color="gray", ls=":", lw=1)
+    ax.set(xlabel="epoch", ylabel="validation top-1 (%)", title="4,7 / 30% / skip 10: warm-up or not")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return fig
