@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import itertools
+import math
 from collections.abc import Iterator
 from types import SimpleNamespace
 
@@ -68,7 +67,7 @@ def fake_clock(monkeypatch: pytest.MonkeyPatch, durations: list[float]) -> None:
             state["now"] += next(cycle)
         return state["now"]
 
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=perf_counter))
+    monkeypatch.setattr(bench.timing, "time", SimpleNamespace(perf_counter=perf_counter))
 
 
 def test_environment_info_records_imported_versions() -> None:
@@ -130,6 +129,7 @@ def test_time_callable_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
         "seconds_p75": 4.0,
         "seconds_iqr": 2.0,
         "runs": 5,
+        "note": "",
     }
 
 
@@ -266,9 +266,7 @@ def test_flops_per_image_absent_cuda_counts_on_cpu(no_cuda: None) -> None:
     assert flops_per_image(model, INPUT_SIZE, "cuda") == flops_per_image(model, INPUT_SIZE, "cpu")
 
 
-@pytest.mark.parametrize(
-    ("value", "text"), [(123.456, "123.5"), (7, "7.0"), (math.nan, "not measured")]
-)
+@pytest.mark.parametrize(("value", "text"), [(123.456, "123.5"), (7, "7.0"), (math.nan, "not measured")])
 def test_format_measurement(value: float, text: str) -> None:
     """Numbers get one decimal; NaN (not measured) is written as words."""
     assert format_measurement(value) == text

@@ -1,0 +1,119 @@
+"""Tests for the comparison engine (vitstudy.bench.compare): known-cost arms, the A/A control, the FLOP bound."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from vitstudy.bench import compare as engine
+from vitstudy.bench.compare import CompareSettings, compare, control_note, flop_bound_verdict, round_orders
+
+FAST = CompareSettings(rounds=9, min_run_time=0.02, warmup_calls=1, bootstrap=500)
+
+
+class FakeClock:
+    """A clock that only moves when an arm runs: each call costs ``cost × exp(noise · z)`` fake seconds
+    (log-normal, so the median cost is exactly ``cost``)."""
+
+    def __init__(self, seed: int = 0, noise: float = 0.1) -> None:
+        self.now = 0.0
+        self.rng = np.random.default_rng(seed)
+        self.noise = noise
+
+    def __call__(self) -> float:
+        return self.now
+
+    def arm(self, cost: float):
+        def run() -> None:
+            self.now += cost * math.exp(self.noise * self.rng.standard_normal())
+
+        return run
+
+
+def test_known_ratio_is_inside_its_interval():
+    """Arms of cost 1 and 2 (noisy, fake clock): the speed-up of the cheaper arm is 2.00 inside its interval."""
+    clock = FakeClock()
+    result = compare({"slow": clock.arm(2.0), "fast": clock.arm(1.0)}, "slow",
+                     settings=CompareSettings(rounds=15, min_run_time=5, bootstrap=1000), timer=clock)  # fmt: skip
+    row = result.speedup("fast")
+    assert row["speedup_low"] <= 2.0 <= row["speedup_high"]
+    assert row["speedup"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_aa_control_reads_one():
+    """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty."""
+    clock = FakeClock(seed=3)
+    base = clock.arm(1.0)
+    result = compare({"base": base, "copy": clock.arm(1.0)}, "base", control="copy",
+                     settings=CompareSettings(rounds=15, min_run_time=5, bootstrap=1000), timer=clock)  # fmt: skip
+    row = result.speedup("copy")
+    assert row["speedup_low"] <= 1.0 <= row["speedup_high"]
+    assert result.control_note() == ""
+
+
+def test_real_busy_loops_in_a_1_to_2_ratio():
+    """Real CPU work in a 1:2 ratio measures close to 2 (loose: the machine is shared)."""
+
+    def loop(n: int):
+        return lambda: sum(range(n))
+
+    result = compare({"double": loop(40_000), "single": loop(20_000)}, "double", settings=FAST)
+    assert 1.6 < result.speedup("single")["speedup"] < 2.4
+
+
+def test_arms_alternate_in_abba_order():
+    """Each round reverses the previous round's order, so every arm runs first as often as last."""
+    assert round_orders(["a", "b", "c"], 4) == [["a", "b", "c"], ["c", "b", "a"], ["a", "b", "c"], ["c", "b", "a"]]
+    shuffled = round_orders(["a", "b", "c"], 6, order="random", seed=3)
+    assert all(sorted(r) == ["a", "b", "c"] for r in shuffled)
+
+
+def test_raw_times_are_kept_per_block():
+    """The raw table has one row per timed block with the arm, round and position in the round."""
+    clock = FakeClock()
+    result = compare({"a": clock.arm(1.0), "b": clock.arm(1.0)}, "a", settings=FAST, timer=clock)
+    assert set(result.raw.columns) >= {"arm", "round", "position", "seconds_per_call", "calls"}
+    assert sorted(result.raw["round"].unique()) == list(range(FAST.rounds))
+    rows = result.rows()
+    assert list(rows["arm"]) == ["a", "b"] and rows["rounds"].eq(FAST.rounds).all()
+
+
+def test_absent_device_gives_nan_and_a_note(monkeypatch):
+    """On an absent CUDA device nothing is called; speed-ups are NaN and the note says why."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    calls = []
+    result = compare({"a": lambda: calls.append(1)}, "a", device="cuda", settings=FAST)
+    assert calls == [] and math.isnan(result.speedup("a")["speedup"])
+    assert result.note == engine.NOT_MEASURED_NO_CUDA
+
+
+def test_control_outside_tolerance_is_noted():
+    """An A/A reading outside 1.00 ± 3% produces a note; inside it, none."""
+    assert control_note(1.02) == ""
+    assert "outside" in control_note(1.05) and "outside" in control_note(0.96)
+
+
+@pytest.mark.parametrize(
+    ("ratio", "verdict"),
+    [
+        (1.10, "exceeds the FLOP bound — measurement suspect"),
+        (1.00, "within target (0.97–1.03)"),
+        (0.90, "below target (0.97–1.03)"),
+        (math.nan, "not measured"),
+    ],
+)
+def test_ratio_above_the_flop_bound_is_flagged(ratio, verdict):
+    """A measured/ideal ratio above 1.03 is never 'within target'; it is flagged as suspect."""
+    assert flop_bound_verdict(ratio, (0.97, 1.03)) == verdict
+
+
+def test_bad_settings_name_the_value():
+    """Settings are checked at the boundary with the value and what is allowed."""
+    with pytest.raises(ValueError, match=r"rounds=1 is not allowed"):
+        CompareSettings(rounds=1)
+    with pytest.raises(ValueError, match=r"order='zigzag' is not allowed"):
+        CompareSettings(order="zigzag")

@@ -1,0 +1,194 @@
+"""The comparison engine: several arms (a baseline, its faster variants, an A/A copy) timed against each other.
+
+Every timed table of the study goes through :func:`compare`:
+
+- arms run in a balanced order: ``abba`` reverses the order every round (A B C, C B A, ...), so drift over a
+  round (a warming CPU, a background process starting) lands on every arm alike; ``random`` shuffles per round;
+- each arm is timed for a fixed minimum time per round by ``torch.utils.benchmark.Timer.blocked_autorange``
+  (its own block sizing, CUDA synchronisation and thread setting), after untimed warm-up calls;
+- between arms the garbage collector runs, so one arm's freed tensors are not paid for by the next;
+- a result per arm is the median over rounds of the per-round paired ratio (baseline time / arm time) with a
+  95% bootstrap interval over rounds; the raw per-call times are kept (:attr:`Comparison.raw`) for a CSV;
+- an A/A control (the baseline against an identical copy of itself) shows the protocol's own bias: it must read
+  1.00 within ±3%, else the table's ``note`` says so (:func:`control_note`).
+
+A FLOP-ideal speed-up counts every FLOP a faster arm skips and none it adds, so :func:`flop_bound_verdict`
+writes a measured ÷ ideal ratio above 1.03 as a suspect measurement, never as a target met.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.benchmark import Timer
+
+from ..config import check, check_choice
+from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
+
+ORDERS = ("abba", "random")
+CONTROL_TOLERANCE = 0.03  # the A/A control must read 1.00 ± 3%
+FLOP_BOUND_SLACK = 1.03  # measured / FLOP-ideal above this is a measurement error until explained
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """How hard :func:`compare` times. Non-obvious defaults carry their reason."""
+
+    rounds: int = 7  # paired rounds; 7 gives a bootstrap interval that is not just the extreme rounds
+    min_run_time: float = 0.4  # seconds each arm is timed per round; blocked_autorange fits the calls in
+    warmup_calls: int = 2  # untimed calls per arm before round 1: lazy init, allocator growth, kernel choice
+    threads: int | None = None  # torch CPU threads while timing; None: the current setting (recorded)
+    order: str = "abba"
+    bootstrap: int = 2000  # resamples for the 95% interval of the median ratio
+    seed: int = 0  # for the random order and the bootstrap
+
+    def __post_init__(self) -> None:
+        check(self.rounds >= 2, "rounds", self.rounds, "an integer >= 2 (a paired interval needs rounds)")
+        check(self.min_run_time > 0, "min_run_time", self.min_run_time, "seconds > 0")
+        check(self.warmup_calls >= 0, "warmup_calls", self.warmup_calls, "an integer >= 0")
+        check(self.threads is None or self.threads >= 1, "threads", self.threads, "None or an integer >= 1")
+        check_choice("order", self.order, ORDERS)
+        check(self.bootstrap >= 100, "bootstrap", self.bootstrap, "an integer >= 100")
+
+
+def round_orders(arms: Sequence[str], rounds: int, order: str = "abba", seed: int = 0) -> list[list[str]]:
+    """The order of the arms in each round: ``abba`` alternates forward and reversed; ``random`` shuffles."""
+    check_choice("order", order, ORDERS)
+    if order == "abba":
+        return [list(arms) if r % 2 == 0 else list(reversed(arms)) for r in range(rounds)]
+    rng = random.Random(seed)
+    return [rng.sample(list(arms), len(arms)) for _ in range(rounds)]
+
+
+def median_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """Median of ``values`` and a 95% percentile-bootstrap interval of it: ``(median, low, high)``."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0 or np.isnan(values).all():
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    medians = np.median(values[rng.integers(0, len(values), (resamples, len(values)))], axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(np.median(values)), float(low), float(high)
+
+
+@dataclass
+class Comparison:
+    """Raw times of every arm in every round, and the paired ratios derived from them."""
+
+    raw: pd.DataFrame  # one row per timed block: arm, round, position, seconds_per_call, calls
+    baseline: str
+    control: str | None
+    settings: CompareSettings
+    environment: dict[str, Any]
+    note: str = ""  # set when the device is absent: then every number is NaN
+
+    def round_seconds(self) -> pd.DataFrame:
+        """Seconds per call of each arm in each round (median over the round's blocks): rounds × arms."""
+        if self.raw.empty:
+            return pd.DataFrame()
+        return self.raw.groupby(["round", "arm"], sort=False)["seconds_per_call"].median().unstack("arm")
+
+    def speedup(self, arm: str) -> dict[str, float]:
+        """Median over rounds of (baseline time / arm time) with its 95% interval, and the median seconds."""
+        per_round = self.round_seconds()
+        if per_round.empty:
+            return dict.fromkeys(("seconds", "speedup", "speedup_low", "speedup_high"), math.nan)
+        ratios = (per_round[self.baseline] / per_round[arm]).to_numpy()
+        mid, low, high = median_interval(ratios, self.settings.bootstrap, self.settings.seed)
+        return {"seconds": float(per_round[arm].median()), "speedup": mid, "speedup_low": low, "speedup_high": high}
+
+    def rows(self) -> pd.DataFrame:
+        """One row per arm: median seconds per call, speed-up over the baseline with its interval, the protocol."""
+        arms = list(dict.fromkeys(self.raw["arm"])) if not self.raw.empty else []
+        rows = [{"arm": arm, **self.speedup(arm)} for arm in arms]
+        frame = pd.DataFrame(rows)
+        frame["rounds"] = self.settings.rounds
+        frame["min_run_time_s"] = self.settings.min_run_time
+        frame["order"] = self.settings.order
+        frame["threads"] = self.environment["cpu_threads"]
+        frame["device"] = f"{self.environment['device_type']}: {self.environment['device_name']}"
+        frame["torch"] = self.environment["torch"]
+        return frame
+
+    @property
+    def control_speedup(self) -> float:
+        return self.speedup(self.control)["speedup"] if self.control else math.nan
+
+    def control_note(self) -> str:
+        """Empty when the A/A control reads 1.00 ± 3%; else a sentence for the table's ``note``."""
+        return control_note(self.control_speedup) if self.control else "no A/A control in this comparison"
+
+
+def control_note(control_speedup: float) -> str:
+    """The table note for an A/A control reading: empty inside 1.00 ± 3%, else why the table is suspect."""
+    if math.isnan(control_speedup):
+        return "A/A control not measured"
+    if abs(control_speedup - 1) <= CONTROL_TOLERANCE:
+        return ""
+    return (
+        f"A/A control read {control_speedup:.3f} (outside 1.00 ± {CONTROL_TOLERANCE:.0%}): the protocol is biased "
+        "or the machine was disturbed on this run; speed-ups in this table are not trustworthy"
+    )
+
+
+def flop_bound_verdict(measured_over_ideal: float, target: tuple[float, float], explained: bool = False) -> str:
+    """Verdict for a measured ÷ FLOP-ideal speed-up against a two-sided target ``(low, high)``.
+
+    Above :data:`FLOP_BOUND_SLACK` the measurement is suspect (or explained by a committed profile): never "met".
+    """
+    if math.isnan(measured_over_ideal):
+        return "not measured"
+    if measured_over_ideal > FLOP_BOUND_SLACK:
+        return "above the FLOP ideal: explained by profile" if explained else (
+            "exceeds the FLOP bound — measurement suspect"
+        )  # fmt: skip
+    low, high = target
+    if measured_over_ideal < low:
+        return f"below target ({low:g}–{high:g})"
+    return f"within target ({low:g}–{high:g})" if measured_over_ideal <= high else f"above target ({low:g}–{high:g})"
+
+
+def compare(
+    arms: Mapping[str, Callable[[], Any]],
+    baseline: str,
+    control: str | None = None,
+    settings: CompareSettings = CompareSettings(),
+    device: str | torch.device = "cpu",
+    timer: Callable[[], float] | None = None,
+) -> Comparison:
+    """Time every arm in balanced order over ``settings.rounds`` rounds; see the module docstring.
+
+    ``arms`` maps a name to a no-argument callable (one forward, one training step…); ``baseline`` names the arm
+    every ratio divides; ``control`` names an arm that is an identical copy of the baseline (the A/A control).
+    ``timer`` replaces the clock (tests); the default is ``torch.utils.benchmark``'s, which syncs CUDA.
+    """
+    check(baseline in arms, "baseline", baseline, f"one of the arms {list(arms)}")
+    check(control is None or control in arms, "control", control, f"None or one of the arms {list(arms)}")
+    device = torch.device(device)
+    env = environment_info(device)
+    if not device_available(device):
+        return Comparison(pd.DataFrame(), baseline, control, settings, env, note=NOT_MEASURED_NO_CUDA)
+    threads = settings.threads or torch.get_num_threads()
+    env["cpu_threads"] = threads
+    for fn in arms.values():
+        for _ in range(settings.warmup_calls):
+            fn()
+    extra = {} if timer is None else {"timer": timer}
+    records = []
+    for round_index, names in enumerate(round_orders(list(arms), settings.rounds, settings.order, settings.seed)):
+        for position, name in enumerate(names):
+            gc.collect()  # the previous arm's freed tensors are released here, not inside the next arm's time
+            measurement = Timer(stmt="fn()", globals={"fn": arms[name]}, num_threads=threads, **extra)
+            result = measurement.blocked_autorange(min_run_time=settings.min_run_time)
+            for block, seconds in enumerate(result.times):
+                records.append({"arm": name, "round": round_index, "position": position, "block": block,
+                                "seconds_per_call": seconds, "calls": result.number_per_run})  # fmt: skip
+    return Comparison(pd.DataFrame(records), baseline, control, settings, env)
