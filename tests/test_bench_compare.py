@@ -117,3 +117,16 @@ def test_bad_settings_name_the_value():
         CompareSettings(rounds=1)
     with pytest.raises(ValueError, match=r"order='zigzag' is not allowed"):
         CompareSettings(order="zigzag")
+
+
+def test_operator_breakdown_names_the_heavier_operator():
+    """The profile table has one column per arm and a total; a matmul-heavy arm shows more addmm/mm time."""
+    import torch
+
+    from vitstudy.bench import operator_breakdown
+
+    a, b = torch.randn(256, 256), torch.randn(256, 256)
+    table = operator_breakdown({"one": lambda: a @ b, "four": lambda: [a @ b for _ in range(4)]}, calls=2)
+    assert list(table.columns) == ["operator", "one", "four"]
+    total = table.set_index("operator").loc["total"]
+    assert total["four"] > total["one"]

@@ -3,13 +3,27 @@
 - ``environment``: device presence, :func:`default_device`, :func:`environment_info` (recorded in every row).
 - ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups).
 - ``timing``: :func:`time_callable` and throughput rows (one model, warm-up, sync, :func:`timing_spread`).
+- ``compare``: the comparison engine every timed table uses (:func:`compare`: balanced rounds, paired ratios
+  with 95% intervals, raw times, the A/A control, :func:`flop_bound_verdict`).
+- ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
 ``note`` says :data:`NOT_MEASURED_NO_CUDA`.
 """
 
+from .compare import (
+    CONTROL_TOLERANCE,
+    FLOP_BOUND_SLACK,
+    CompareSettings,
+    Comparison,
+    compare,
+    control_note,
+    flop_bound_verdict,
+    median_interval,
+)
 from .environment import NOT_MEASURED_NO_CUDA, default_device, device_available, environment_info, synchronize
 from .flops import count_flops, flops_per_image
+from .profile import operator_breakdown, operator_times
 from .timing import (
     TimingSettings,
     batch_size_sweep,
@@ -23,6 +37,16 @@ from .timing import (
 )
 
 __all__ = [
+    "CONTROL_TOLERANCE",
+    "FLOP_BOUND_SLACK",
+    "Comparison",
+    "CompareSettings",
+    "compare",
+    "control_note",
+    "flop_bound_verdict",
+    "median_interval",
+    "operator_breakdown",
+    "operator_times",
     "NOT_MEASURED_NO_CUDA",
     "TimingSettings",
     "batch_size_sweep",
