@@ -26,23 +26,22 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-from vitstudy import bench, config, exitstudy, models, reference, report
+from vitstudy import bench, config, models, multiexit, reference, report
 
 scale = config.get_scale(SCALE)
-device = "cuda" if bench.device_available("cuda") else "cpu"
-# ViT-B/16 runs ~5 im/s on a 2-core CPU: a small batch keeps the notebook within its time budget there.
-BATCH_SIZE = 64 if device == "cuda" else (2 if scale.name == "smoke" else 8)  # batch 4 on a CPU is noisy
-settings = bench.TimingSettings(warmup=min(scale.bench_warmup, 2), runs=scale.bench_runs)
-vit = models.create_model("vit_base_patch16_224").eval()
-print(f"{scale.name}: batch {BATCH_SIZE}, {settings}, device {device}")
+budget = multiexit.exit_budget(scale)  # batch and timing per scale and device: see multiexit.EXIT_BUDGETS
+device = bench.default_device()
+batch_size, settings = budget.max_speed_batch(device), budget.max_speed_timing
+vit = models.create_model(multiexit.PAPER_MODEL).eval()
+print(f"{scale.name}: batch {batch_size}, {settings}, device {device}")
 
 # %% [markdown]
 # ## Measured vs FLOP-ideal speed-up
-# Every timed model runs on the same batch, one call each in turn (`exitstudy.measure_interleaved`), so load
+# Every timed model runs on the same batch, one call each in turn (`multiexit.measure_interleaved`), so load
 # on a shared machine hits all of them alike.
 
 # %%
-ours = exitstudy.max_speed_table(vit, (3, 224, 224), BATCH_SIZE, settings=settings, device=device)
+ours = multiexit.table_5_1(vit, (3, 224, 224), batch_size, settings=settings, device=device)
 ours
 
 # %% [markdown]
@@ -50,12 +49,7 @@ ours
 
 # %%
 paper = reference.load_reference("multiexit_5.1")
-paper_wide = paper.pivot_table(index="exit_block", columns="metric", values="value").add_prefix("report_")
-table = ours.merge(paper_wide, left_on="exit_block", right_index=True, how="left")
-table = table[
-    ["setting", "exit_block", "images_per_s", "speedup", "ideal_speedup", "measured_over_ideal",
-     "report_inference_speed_im_s", "report_speed_improvement", "gflops_per_image", "batch_size", "device"]
-]  # fmt: skip
+table = multiexit.beside_report_5_1(ours, paper)
 report.save_table(table, "01_max_speed_exit")
 table
 
@@ -64,6 +58,6 @@ table
 # (the exit head is tiny next to nine blocks); our measured ÷ ideal column shows how close this machine gets.
 
 # %%
-fig = exitstudy.speed_bars(ours, paper)
+fig = multiexit.speed_bars(ours, paper)
 report.save_figure(fig, "01_max_speed_exit")
 fig

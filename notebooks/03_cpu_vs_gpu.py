@@ -18,7 +18,7 @@
 # reason open. Here the Table 5.2 measurements run once per device on the default baseline: the report's `same`
 # and `finetune` variants and our `separate`, exits 3 / 6 / 9, both policies. Top-1 and exit shares do not
 # depend on the device (they are computed once, offline); images/s does. Without a CUDA device the GPU cells
-# read "not measured (no CUDA device)": never a guessed number.
+# stay empty and the `note` column says "not measured (no CUDA device)": never a guessed number.
 #
 # The report's own Table 5.3 lost most of its row labels in text extraction; `data/reference/README.md`
 # explains which labels are printed, which are inferred and which stay ambiguous (`label_status`).
@@ -29,26 +29,26 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-from vitstudy import bench, config, exitstudy, reference, report
+from vitstudy import bench, config, multiexit, reference, report
 
 scale = config.get_scale(SCALE)
-BATCH_SIZE = 64 if scale.name == "smoke" else scale.eval_batch_size
-THRESHOLD = 0.9  # the same setting as notebook 02's Table 5.2
-settings = exitstudy.timing_settings(scale, runs=max(3, scale.bench_runs // 2))
-print(f"{scale.name}: batch {BATCH_SIZE}, threshold {THRESHOLD}, CUDA present: {bench.device_available('cuda')}")
+budget = multiexit.exit_budget(scale)  # the same batch, threshold and table timing as notebook 02's Table 5.2
+cuda = bench.device_available("cuda")
+print(f"{scale.name}: batch {budget.batch_size}, threshold {budget.threshold}, CUDA present: {cuda}")
 
 # %%
-study = exitstudy.prepare(scale, variants=("same", "finetune", "separate"), exit_sets=((3,), (6,), (9,)))
+variants, exit_sets = ("same", "finetune", "separate"), ((3,), (6,), (9,))
+study = multiexit.prepare(scale, variants=variants, exit_sets=exit_sets, head_epochs=budget.head_epochs)
 print(f"plain model test top-1 {study.plain_top1:.2f}%")
 
 # %% [markdown]
 # ## Table 5.3: every setting on CPU and on GPU
 
 # %%
-table53 = exitstudy.device_table(study, THRESHOLD, BATCH_SIZE, settings)
+table53 = multiexit.table_5_3(study, budget.threshold, budget.batch_size, budget.table_timing, variants, exit_sets)
 paper53 = reference.load_reference("multiexit_5.3")
 paper53 = paper53[paper53["label_status"] != "ambiguous"]  # rows whose labels the extracted text settles
-table53 = exitstudy.beside_report(table53, paper53[paper53["device"] == "CPU"], prefix="report_cpu_")
+table53 = multiexit.beside_report(table53, paper53[paper53["device"] == "CPU"], prefix="report_cpu_")
 report.save_table(table53, "03_table_5_3")
 table53
 
@@ -58,6 +58,6 @@ table53
 # i.e. with no image exiting: they are run-to-run variation of the timing, not early exits.
 
 # %%
-fig = exitstudy.device_speedup_bars(table53)
+fig = multiexit.device_speedup_bars(table53)
 report.save_figure(fig, "03_cpu_vs_gpu")
 fig

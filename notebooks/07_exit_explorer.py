@@ -17,7 +17,7 @@
 # Move the threshold and pick a variant, an exit set and a policy: the grid shows test images labelled with the
 # block they left after, the confidence they had there, and whether the prediction was right (wrong in red);
 # the histogram shows where the whole test set leaves; the title gives top-1 and the FLOP-ideal speed-up.
-# Everything is computed offline from the features notebook 02 recorded (`vitstudy.exitstudy.explore`), so the
+# Everything is computed offline from the features notebook 02 recorded (`vitstudy.multiexit.explore`), so the
 # widget answers at once.
 
 # %% tags=["parameters"]
@@ -26,11 +26,12 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-from vitstudy import config, exitstudy, report
+from vitstudy import config, multiexit, report
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)
-study = exitstudy.prepare(scale)
+budget = multiexit.exit_budget(scale)
+study = multiexit.prepare(scale, head_epochs=budget.head_epochs)
 print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
 
 # %% [markdown]
@@ -39,8 +40,8 @@ print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
 # validation split.
 
 # %%
-point = exitstudy.choose_operating_point(study)
-view = exitstudy.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
+point = multiexit.choose_operating_point(study, max_loss=budget.max_loss)
+view = multiexit.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
 report.save_figure(view.figure, "07_exit_explorer")
 view.figure
 
@@ -48,7 +49,7 @@ view.figure
 # ## The explorer
 
 # %%
-explorer = exitstudy.explorer_widget(study)
+explorer = multiexit.explorer_widget(study)
 
 # %%
 # Move the controls as a user would: a callback error here fails the notebook (and the report).

@@ -1,0 +1,145 @@
+"""The exit maths as pure tensor functions: confidence, exit decision, batch compaction, scatter-back.
+
+``MultiExitViT`` (``model``) strings these together in its forward; :func:`simulate` replays the same decision on
+recorded logits, so any threshold, policy or batch size can be evaluated without running the backbone again.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..config import check, check_choice
+
+POLICIES = ("batch", "sample")
+CONFIDENCES = ("softmax", "entropy", "margin")
+
+
+def max_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Highest class probability, ``[B, C] -> [B]`` in [1/C, 1] (the report's confidence)."""
+    return logits.float().softmax(-1).amax(-1)
+
+
+def entropy_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """``1 - H(p) / log C``, ``[B, C] -> [B]`` in [0, 1]: 1 for a one-hot prediction, 0 for a uniform one."""
+    log_p = logits.float().log_softmax(-1)
+    classes = logits.shape[-1]
+    if classes < 2:
+        return torch.ones(logits.shape[:-1], device=logits.device)
+    entropy = -(log_p.exp() * log_p).sum(-1)
+    return (1 - entropy / math.log(classes)).clamp(0, 1)
+
+
+def margin_confidence(logits: torch.Tensor) -> torch.Tensor:
+    """Top-1 minus top-2 probability, ``[B, C] -> [B]`` in [0, 1]."""
+    if logits.shape[-1] < 2:
+        return torch.ones(logits.shape[:-1], device=logits.device)
+    top2 = logits.float().softmax(-1).topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
+CONFIDENCE_FNS = {"softmax": max_softmax, "entropy": entropy_confidence, "margin": margin_confidence}
+
+
+def confidence(logits: torch.Tensor, kind: str = "softmax") -> torch.Tensor:
+    """Confidence of each row of ``logits`` ``[..., C] -> [...]`` by name (``CONFIDENCES``)."""
+    return CONFIDENCE_FNS[check_choice("confidence", kind, CONFIDENCES)](logits)
+
+
+def exit_decision(conf: torch.Tensor, threshold: float, policy: str) -> torch.Tensor:
+    """Which images leave at this exit, ``[B] -> [B]`` bool.
+
+    ``sample``: each image whose confidence reaches the threshold. ``batch``: all of them when the least
+    confident one does (the report continues while ``min(conf) < threshold``), else none.
+    """
+    confident = conf >= threshold
+    if policy == "batch":
+        return confident.all().expand_as(confident)
+    return confident
+
+
+def split_exiting(leave: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row indices ``(stay, leave)`` of a ``[B]`` mask with ``count`` True entries, each in input order.
+
+    One stable sort instead of two ``nonzero`` calls: the only host sync is the caller's ``count``.
+    """
+    order = torch.argsort(leave.to(torch.uint8), stable=True)  # staying rows first, both groups in order
+    stay_count = leave.shape[0] - count
+    return order[:stay_count], order[stay_count:]
+
+
+def compact(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The batch rows that continue, ``[B, N, C] -> [b, N, C]`` (one ``index_select``)."""
+    return x.index_select(0, rows)
+
+
+def scatter_rows(out: torch.Tensor, origin: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Write ``rows`` ``[b, ...]`` into ``out`` ``[B, ...]`` at input positions ``origin`` ``[b]``; returns ``out``."""
+    return out.index_copy_(0, origin, rows.to(out.dtype))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Boundary checks
+
+
+def check_threshold(threshold: float) -> float:
+    check(isinstance(threshold, int | float) and 0.0 <= threshold <= 1.0, "threshold", threshold, "a number in [0, 1]")
+    return float(threshold)
+
+
+def check_exits(exits: Iterable[int], depth: int) -> tuple[int, ...]:
+    exits = tuple(exits)
+    check(bool(exits), "exits", exits, f"at least one block in 1...{depth - 1}")
+    in_range = all(isinstance(b, int) and 1 <= b <= depth - 1 for b in exits)
+    allowed = f"blocks in 1...{depth - 1} (the model has {depth} blocks; exiting after the last one is the plain model)"
+    check(in_range, "exits", exits, allowed)
+    check(len(set(exits)) == len(exits), "exits", exits, "each block at most once")
+    return tuple(sorted(exits))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The same decision, replayed offline on recorded logits
+
+
+@dataclass
+class Simulation:
+    """Per image: the prediction, the block it left after (depth = the end) and the column of its exit."""
+
+    predictions: torch.Tensor  # [N]
+    exit_block: torch.Tensor  # [N]
+    exit_column: torch.Tensor  # [N] index into exits + (final,)
+
+
+def simulate(
+    logits: torch.Tensor,
+    exits: Sequence[int],
+    depth: int,
+    threshold: float,
+    policy: str,
+    confidence_kind: str = "softmax",
+    batch_size: int | None = None,
+) -> Simulation:
+    """What ``MultiExitViT`` would do, from recorded logits ``[N, exits + 1, C]`` (last column: the end).
+
+    ``sample`` decides per image; ``batch`` per consecutive group of ``batch_size`` images in recorded order
+    (the last group may be smaller, as a loader's last batch is).
+    """
+    check_threshold(threshold)
+    check_choice("policy", policy, POLICIES)
+    count, columns = logits.shape[0], logits.shape[1]
+    confident = confidence(logits[:, :-1], confidence_kind) >= threshold  # [N, exits]
+    if policy == "batch":
+        ok = isinstance(batch_size, int) and batch_size >= 1
+        check(ok, "batch_size", batch_size, "an integer >= 1 for policy 'batch'")
+        groups = torch.arange(count) // batch_size  # [N] batch of each image
+        # A batch leaves at an exit when all its images are confident there: the min over the batch.
+        per_batch = torch.ones(int(groups[-1]) + 1, columns - 1, dtype=torch.long)
+        per_batch.scatter_reduce_(0, groups[:, None].expand_as(confident), confident.long(), reduce="amin")
+        confident = per_batch[groups].bool()
+    first = torch.where(confident.any(1), confident.long().argmax(1), torch.full((count,), columns - 1))
+    blocks = torch.tensor([*exits, depth])
+    predictions = logits[torch.arange(count), first].argmax(-1)
+    return Simulation(predictions, blocks[first], first)

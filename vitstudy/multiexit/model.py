@@ -1,0 +1,219 @@
+"""``MultiExitViT``: an intermediate block feeds a classifier and confident images return early.
+
+A thin wrapper around any timm ``VisionTransformer``: it calls timm's own pieces (``models.forward_start``,
+``blocks[i]``, ``norm``, ``forward_head``) and copies none of their code, so timm's fused attention stays in use.
+Exits sit "after block k" (1-indexed, as in the report); each exit is the model's final norm plus a classifier.
+The class holds the knobs and the forward only; recording features and fitting heads are functions in
+``features`` that take the model.
+
+Classifier variants (the report's three, plus one):
+
+- ``same``: the trained final head, untouched, on every exit.
+- ``finetune``: one head shared by the exits and the final output, fine-tuned on exit and final features
+  (backbone frozen). The final output uses it too, which is why the report's "original model" accuracy moves.
+- ``scratch``: the same shared head, trained from a fresh init.
+- ``separate``: one head per exit (each starts as a copy of the final head); the final head is left intact.
+
+Exit policies: ``batch`` (the report's rule: the whole batch leaves when the least confident image reaches the
+threshold) and ``sample`` (each image leaves on its own; the rest go on as a smaller batch).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from timm.models import VisionTransformer
+from torch import nn
+
+from ..config import check, check_choice
+from ..models import check_is_vit, forward_start
+from .exits import (
+    CONFIDENCES,
+    POLICIES,
+    check_exits,
+    check_threshold,
+    compact,
+    confidence,
+    exit_decision,
+    scatter_rows,
+    split_exiting,
+)
+
+VARIANTS = ("same", "finetune", "scratch", "separate")
+DEFAULT_EXITS = (3, 6, 9)  # the report's "residual path" positions in a depth-12 ViT
+
+
+@dataclass
+class ExitOutput:
+    """What a multi-exit forward returns, rows in input order."""
+
+    logits: torch.Tensor  # [B, classes]
+    exit_block: torch.Tensor  # [B] long: the block each image left after; depth = it ran the whole model
+    confidence: torch.Tensor  # [B, exits] confidence seen at each exit; nan where the image never got there
+    exits: tuple[int, ...]
+    depth: int
+
+    @property
+    def exited_share(self) -> float:
+        """Fraction of images that left before the last block."""
+        return (self.exit_block < self.depth).float().mean().item()
+
+
+def _linear_head(vit: VisionTransformer) -> nn.Linear:
+    if not isinstance(vit.head, nn.Linear):
+        raise ValueError(
+            f"the model's head is {type(vit.head).__name__}, not a classifier: create it with num_classes >= 1"
+        )
+    return vit.head
+
+
+class MultiExitViT(nn.Module):
+    """A timm ViT with early exits after ``exits`` (1-indexed blocks); knobs are plain attributes.
+
+    ``threshold``, ``policy``, ``confidence`` and ``forced_exit`` are checked when set. ``forced_exit=k``
+    sends every image out after block k and computes only k blocks (the report's Table 5.1).
+    """
+
+    def __init__(
+        self,
+        vit: nn.Module,
+        exits: Iterable[int] = DEFAULT_EXITS,
+        variant: str = "same",
+        threshold: float = 1.0,
+        policy: str = "sample",
+        confidence: str = "softmax",
+        forced_exit: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.vit = check_is_vit(vit)
+        self.depth = len(vit.blocks)
+        self.exits = check_exits(exits, self.depth)
+        self.variant = check_choice("variant", variant, VARIANTS)
+        head = _linear_head(vit)
+        if variant == "same":
+            exit_heads, final_head = [head] * len(self.exits), head
+        elif variant in ("finetune", "scratch"):
+            shared = copy.deepcopy(head)
+            if variant == "scratch":
+                shared.reset_parameters()
+            exit_heads, final_head = [shared] * len(self.exits), shared
+        else:  # separate: each exit starts from the final head, which stays as trained
+            exit_heads, final_head = [copy.deepcopy(head) for _ in self.exits], head
+        self.exit_heads = nn.ModuleList(exit_heads)
+        self.final_head = final_head
+        # Exits only need the [CLS] token when the model pools it: the norm then runs on 1 token, not all.
+        self._token_pool = vit.global_pool == "token" and getattr(vit, "attn_pool", None) is None
+        self.threshold = threshold
+        self.policy = policy
+        self.confidence = confidence
+        self.forced_exit = forced_exit
+
+    # Knobs, validated at the boundary --------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold = check_threshold(value)
+
+    @property
+    def policy(self) -> str:
+        return self._policy
+
+    @policy.setter
+    def policy(self, value: str) -> None:
+        self._policy = check_choice("policy", value, POLICIES)
+
+    @property
+    def confidence(self) -> str:
+        return self._confidence
+
+    @confidence.setter
+    def confidence(self, value: str) -> None:
+        self._confidence = check_choice("confidence", value, CONFIDENCES)
+
+    @property
+    def forced_exit(self) -> int | None:
+        return self._forced_exit
+
+    @forced_exit.setter
+    def forced_exit(self, value: int | None) -> None:
+        check(value is None or value in self.exits, "forced_exit", value, f"None or one of the exits {self.exits}")
+        self._forced_exit = value
+
+    # Pieces (timm's own modules) ---------------------------------------------------------------------------
+
+    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks ``start+1 ... stop`` (1-indexed; i.e. ``blocks[start:stop]``) on tokens ``[B, N, D]``."""
+        for block in self.vit.blocks[start:stop]:
+            x = block(x)
+        return x
+
+    def exit_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-logits features at an exit: final norm + timm's pooling, ``[B, N, D] -> [B, D]``."""
+        if self._token_pool:
+            x = x[:, :1]  # LayerNorm is per token: normalising only [CLS] gives the same pooled vector
+        return self.vit.forward_head(self.vit.norm(x), pre_logits=True)
+
+    def final_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Pre-logits features after the last block, exactly as timm computes them, ``[B, N, D] -> [B, D]``."""
+        return self.vit.forward_head(self.vit.norm(x), pre_logits=True)
+
+    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits after the last block ``[B, N, D] -> [B, classes]``: timm's own head path when it is kept."""
+        if self.final_head is self.vit.head:
+            return self.vit.forward_head(self.vit.norm(x))
+        return self.final_head(self.final_features(x))
+
+    # Forward ------------------------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, forced_exit: int | None = None) -> ExitOutput:
+        forced = forced_exit if forced_exit is not None else self.forced_exit
+        if forced_exit is not None:
+            check(forced_exit in self.exits, "forced_exit", forced_exit, f"one of the exits {self.exits}")
+        batch = x.shape[0]
+        tokens = forward_start(self.vit, x)
+        conf_seen = torch.full((len(self.exits), batch), math.nan, device=x.device)  # [exits, B]
+        if forced is not None:
+            index = self.exits.index(forced)
+            tokens = self.run_blocks(tokens, 0, forced)
+            logits = self.exit_heads[index](self.exit_features(tokens))
+            conf_seen[index] = confidence(logits, self.confidence)
+            exit_block = torch.full((batch,), forced, dtype=torch.long, device=x.device)
+            return ExitOutput(logits, exit_block, conf_seen.t(), self.exits, self.depth)
+
+        exit_block = torch.full((batch,), self.depth, dtype=torch.long, device=x.device)
+        origin = torch.arange(batch, device=x.device)  # input position of each row still running
+        out: torch.Tensor | None = None
+        done = 0
+        for index, block in enumerate(self.exits):
+            tokens = self.run_blocks(tokens, done, block)
+            done = block
+            logits = self.exit_heads[index](self.exit_features(tokens))
+            conf = confidence(logits, self.confidence)
+            conf_seen[index].index_copy_(0, origin, conf)
+            leave = exit_decision(conf, self.threshold, self.policy)
+            count = int(leave.sum())  # the one host sync per exit: the next batch's size depends on it
+            if count == 0:
+                continue
+            if out is None:
+                out = logits.new_empty(batch, logits.shape[-1])
+            if count == len(origin):
+                scatter_rows(out, origin, logits)
+                exit_block.index_fill_(0, origin, block)
+                return ExitOutput(out, exit_block, conf_seen.t(), self.exits, self.depth)
+            stay, gone = split_exiting(leave, count)
+            gone_origin = origin.index_select(0, gone)
+            scatter_rows(out, gone_origin, logits.index_select(0, gone))
+            exit_block.index_fill_(0, gone_origin, block)
+            tokens, origin = compact(tokens, stay), origin.index_select(0, stay)
+        logits = self.final_logits(self.run_blocks(tokens, done, self.depth))
+        if out is not None:
+            logits = scatter_rows(out, origin, logits)
+        return ExitOutput(logits, exit_block, conf_seen.t(), self.exits, self.depth)
