@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import matplotlib.pyplot as plt
@@ -6,6 +9,7 @@ import pandas as pd
 import pytest
 
 from vitstudy import report
+from vitstudy.report import MANIFEST
 
 GOOD = """
 # %% tags=["parameters"]
@@ -14,6 +18,7 @@ SCALE = "quick"
 import matplotlib.pyplot as plt
 import pandas as pd
 from vitstudy import report
+from vitstudy.report import MANIFEST
 fig = plt.figure()
 plt.plot([1, 2], [3, 4])
 report.save_figure(fig, "{n}_line")
@@ -31,6 +36,22 @@ def broken(x):
 # %%
 checked_interactive(broken, x=ipywidgets.IntSlider(2, 0, 4))
 """
+
+
+WHERE = """
+# %% tags=["parameters"]
+SCALE = "quick"
+# %%
+import os
+import pandas as pd
+from vitstudy import report
+from vitstudy.report import MANIFEST
+report.save_table(pd.DataFrame({{"staging": [os.environ["VITSTUDY_OUT"]]}}), "{n}_where")
+"""
+
+
+def _quiet(*args, **kwargs):
+    pass
 
 
 def _write(folder, name, text):
@@ -104,11 +125,12 @@ def test_widget_callback_error_fails_the_report_and_keeps_old_files(tmp_path):
 
 
 def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
-    """`python -m vitstudy report` exits non-zero with the reason on a bad --only."""
+    """`python -m vitstudy report` exits 2 with the reason, in one line, on a bad --only."""
     from vitstudy.__main__ import main
 
-    assert main(["report", "--scale", "smoke", "--only", "99", "--out", str(tmp_path)]) == 1
-    assert "no notebook '99'" in capsys.readouterr().err
+    assert main(["report", "--scale", "smoke", "--only", "99", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no notebook '99'" in err and err.count("\n") == 1
 
 
 def test_cell_timeout_is_retried_once_then_fails(tmp_path, monkeypatch):
@@ -120,3 +142,85 @@ def test_cell_timeout_is_retried_once_then_fails(tmp_path, monkeypatch):
     with pytest.raises(report.NotebookFailed, match="04_slow.py: a cell ran longer than 2 s"):
         report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
     assert sum("running the notebook again" in line for line in lines) == 1
+
+
+def test_default_scale_writes_to_figures(tmp_path):
+    """A quick-scale run without out= writes to the figures folder itself."""
+    notebooks = tmp_path / "nb"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    report.run_report("quick", notebooks=notebooks, log=_quiet)
+    assert (report.output_dir() / "00_line.png").is_file()
+
+
+def test_other_scale_writes_to_its_own_folder(tmp_path):
+    """A smoke run without out= writes to figures/smoke/ and leaves the quick report's files alone."""
+    notebooks = tmp_path / "nb"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    report.run_report("quick", notebooks=notebooks, log=_quiet)
+    quick_png = (report.output_dir() / "00_line.png").read_bytes()
+    report.run_report("smoke", notebooks=notebooks, log=_quiet)
+    assert report.default_out("smoke") == report.output_dir() / "smoke"
+    assert pd.read_csv(report.output_dir() / "smoke" / "tables" / "00_scale.csv")["scale"].tolist() == ["smoke"]
+    assert pd.read_csv(report.output_dir() / "tables" / "00_scale.csv")["scale"].tolist() == ["quick"]
+    assert (report.output_dir() / "00_line.png").read_bytes() == quick_png
+
+
+def test_manifest_of_another_scale_is_refused(tmp_path):
+    """Running one scale into a folder whose manifest records another is refused before any notebook runs."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    report.run_report("quick", out=out, notebooks=notebooks, log=_quiet)
+    before = (out / MANIFEST).read_text()
+    with pytest.raises(ValueError, match=r"records a report at scale 'quick'.*would mix scales.*figures/smoke"):
+        report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+    assert (out / MANIFEST).read_text() == before
+    assert json.loads(before)["scale"] == "quick"
+
+
+def test_published_files_have_the_umask_default_mode(tmp_path):
+    """Figures and tables published by a run are readable by others (0644 under umask 022), not 0600."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    old = os.umask(0o022)
+    try:
+        report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+    finally:
+        os.umask(old)
+    published = [out / "00_line.png", out / "00_line.svg", out / "tables" / "00_scale.csv", out / MANIFEST]
+    assert {oct(p.stat().st_mode & 0o777) for p in published} == {"0o644"}
+
+
+def test_staging_is_outside_the_output_folder(tmp_path):
+    """Notebooks write into a staging folder in the cache, not under the output folder, and it is removed after."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "05_where", WHERE.format(n="05"))
+    report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+    staging = pd.read_csv(out / "tables" / "05_where.csv")["staging"].item()
+    assert staging.startswith(str(report.staging_root())) and not staging.startswith(str(out))
+    assert not os.path.exists(staging)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tables"]
+
+
+def test_staging_left_by_a_killed_run_is_removed(tmp_path):
+    """A staging folder whose process is gone (SIGKILLed run) is deleted by the next run; a live one stays."""
+    notebooks = tmp_path / "nb"
+    _write(notebooks, "00_first", GOOD.format(n="00"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = report.staging_root() / f"staging-{dead.pid}-00_first-abc123"
+    live = report.staging_root() / f"staging-{os.getpid()}-00_first-def456"
+    for folder in (stale, live):
+        (folder / "tables").mkdir(parents=True)
+        (folder / "00_half.png").write_bytes(b"half")
+    report.run_report("smoke", out=tmp_path / "out", notebooks=notebooks, log=_quiet)
+    assert not stale.exists() and live.exists()
+
+
+def test_failed_notebook_keeps_its_executed_copy(tmp_path):
+    """A failure names the executed copy of the notebook, and that file is there to open."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "03_widget", WIDGET_FAILS)
+    with pytest.raises(report.NotebookFailed, match="executed copy: ") as caught:
+        report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+    executed = str(caught.value).rsplit("executed copy: ", 1)[1]
+    assert executed.endswith("03_widget.ipynb") and os.path.isfile(executed)

@@ -1,13 +1,28 @@
-"""Command line: ``python -m vitstudy {report,train,data} ...``."""
+"""Command line: ``python -m vitstudy {report,train,data} ...``.
+
+A mistake a user can fix (a bad setting, scale, model name, path; missing or damaged data) is printed as one
+line naming the value and the fix, with exit status 2; a failed notebook exits 1. ``VITSTUDY_DEBUG=1`` shows
+the full traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import sys
-from collections.abc import Sequence
+import types
+import typing
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from . import report
+from .config import SCALES, TrainConfig, get_scale
+from .errors import CorruptImageError
+from .fashion_mnist import ensure_fashion_mnist
+from .models import PretrainedWeightsUnavailable
+from .train import train
 
 USAGE = """usage: python -m vitstudy COMMAND [options]
 
@@ -15,11 +30,22 @@ commands:
   report   execute the numbered notebooks and regenerate figures/ (--scale, --only, --out)
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
+
+A mistake in the options or the data is one line on stderr and exit status 2 (VITSTUDY_DEBUG=1: a traceback).
 """
+
+# What a user's mistake raises: settings and names (ValueError), a model that is not a ViT (TypeError), files
+# and data (FileNotFoundError, DataNotFound among them), damaged images, weights that cannot be had offline.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, CorruptImageError, PretrainedWeightsUnavailable)
 
 
 def parse_overrides(pairs: Sequence[str], cls: type) -> dict[str, Any]:
-    """``key=value`` strings into dataclass field values (JSON where it parses, else the raw string)."""
+    """``key=value`` strings into dataclass field values: JSON where it parses, else the raw string.
+
+    Each value is checked against the field's annotation, so ``epochs=ten`` names the field and the type it
+    needs instead of failing later inside a comparison. A text field takes the raw text (``model=123``).
+    """
+    hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
     overrides: dict[str, Any] = {}
     for pair in pairs:
@@ -29,16 +55,52 @@ def parse_overrides(pairs: Sequence[str], cls: type) -> dict[str, Any]:
         if key not in fields:
             raise ValueError(f"--set {key!r} is not a setting: choose among {', '.join(sorted(fields))}")
         try:
-            overrides[key] = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError:
-            overrides[key] = raw
+            value = raw
+        overrides[key] = _typed(key, value, raw, hints[key])
     return overrides
 
 
-def train_main(argv: Sequence[str]) -> int:
-    from .config import TrainConfig, get_scale
-    from .train import train
+def _typed(key: str, value: Any, raw: str, hint: Any) -> Any:
+    options = typing.get_args(hint) if typing.get_origin(hint) in (types.UnionType, typing.Union) else (hint,)
+    for option in options:
+        if option is type(None) and value is None:
+            return None
+        base = typing.get_origin(option) or option  # dict[str, Any] -> dict
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)  # lr=1 and lr=1.0 are one setting (and one run fingerprint)
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if base not in (int, float) and isinstance(value, base):
+            return value
+    if str in options:
+        return raw
+    expected = hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    raise ValueError(f"--set {key}={raw} is not allowed: expected {expected}, written as JSON (10, 0.5, true, null)")
 
+
+def report_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=report.__doc__.splitlines()[0])
+    parser.add_argument(
+        "--scale",
+        default=os.environ.get("VITSTUDY_SCALE", report.DEFAULT_SCALE),
+        help=f"one of {', '.join(SCALES)} (default: $VITSTUDY_SCALE, else {report.DEFAULT_SCALE})",
+    )
+    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 00 02")
+    parser.add_argument(
+        "--out", default=None, help=f"output folder (default: figures/ at {report.DEFAULT_SCALE}, else figures/SCALE/)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        report.run_report(args.scale, args.only, args.out)
+    except report.NotebookFailed as err:
+        print(f"report failed: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def train_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitstudy train")
     parser.add_argument("--scale", default=None, help="start from this scale's settings (default: quick)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
@@ -46,30 +108,23 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--no-resume", action="store_true", help="start over even if run-dir has a checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
-    try:
-        cfg = dataclasses.replace(get_scale(args.scale).train, **parse_overrides(args.overrides, TrainConfig))
-    except (ValueError, TypeError) as err:
-        print(f"train: {err}", file=sys.stderr)
-        return 2
+    cfg = dataclasses.replace(get_scale(args.scale).train, **parse_overrides(args.overrides, TrainConfig))
     result = train(cfg, args.run_dir, resume=not args.no_resume, progress=not args.quiet)
     print(json.dumps({k: result.metrics[k] for k in ("test_top1", "val_top1", "epochs", "world_size")}))
     return 0
 
 
 def data_main(argv: Sequence[str]) -> int:
-    from .data import DataNotFound, ensure_fashion_mnist
-
     parser = argparse.ArgumentParser(prog="python -m vitstudy data")
     parser.add_argument("--root", default=None, help="look only here")
     parser.add_argument("--no-install", action="store_true", help="only look, never install or download")
     args = parser.parse_args(argv)
-    try:
-        folder = ensure_fashion_mnist(install=not args.no_install, root=args.root)
-    except DataNotFound as err:
-        print(err, file=sys.stderr)
-        return 1
+    folder = ensure_fashion_mnist(install=not args.no_install, root=args.root)
     print(f"Fashion-MNIST: {folder}")
     return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"report": report_main, "train": train_main, "data": data_main}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -78,16 +133,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    if command == "report":
-        from .report import main as report_main
-
-        return report_main(rest)
-    if command == "train":
-        return train_main(rest)
-    if command == "data":
-        return data_main(rest)
-    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
-    return 2
+    if command not in COMMANDS:
+        print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    try:
+        return COMMANDS[command](rest)
+    except USER_ERRORS as err:
+        if os.environ.get("VITSTUDY_DEBUG"):
+            raise
+        print(f"{command}: {' '.join(str(err).splitlines())}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,16 +1,16 @@
 """Data sets: Fashion-MNIST (the default, real and offline), scikit-learn's digits (tests), any ImageFolder tree.
 
+Fashion-MNIST's files (search, install, idx format) live in ``vitstudy.fashion_mnist``; the errors a user can fix
+(``DataNotFound``, ``CorruptImageError``) in ``vitstudy.errors``; both are importable from here too.
+
 Splits are deterministic and independent of the training seed: the validation hold-out is carved from the
 official training split with a fixed permutation, so every run of every notebook sees the same images.
 """
 
 from __future__ import annotations
 
-import gzip
+import logging
 import os
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,139 +18,23 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import ImageDataset, create_transform, resolve_data_config
+from timm.models import get_pretrained_cfg
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from .config import DATASETS, TrainConfig
-from .files import cache_dir
+from .errors import CorruptImageError, DataNotFound
+from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays, require_fashion_mnist
+
+# Re-exported (``x as x``) for callers that know them as vitstudy.data.*:
+from .fashion_mnist import _idx_file as _idx_file
+from .fashion_mnist import ensure_fashion_mnist as ensure_fashion_mnist
+from .fashion_mnist import find_fashion_mnist as find_fashion_mnist
 from .models import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 SPLIT_SEED = 20240601  # fixed on purpose: splits must not move when the training seed changes
 
-FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
-FASHION_MNIST_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-APT_INSTALL_COMMAND = "sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
-
-
-class DataNotFound(FileNotFoundError):
-    """A data set is not where it was asked for, or nowhere it is looked for; the message says what to do."""
-
-
-class CorruptImageError(RuntimeError):
-    """An image file could not be decoded; the message names the file."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Fashion-MNIST files
-
-
-def fashion_mnist_search_path(root: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Folders searched in order: an explicit root (alone), else the project cache, then Debian's package."""
-    if root is not None:
-        return [Path(root)]
-    return [cache_dir() / "fashion_mnist", DEBIAN_FASHION_MNIST]
-
-
-def find_fashion_mnist(root: str | os.PathLike[str] | None = None) -> Path | None:
-    """The first folder holding all four idx files (plain or .gz, also torchvision's FashionMNIST/raw layout)."""
-    for folder in fashion_mnist_search_path(root):
-        for candidate in (folder, folder / "FashionMNIST" / "raw"):
-            if all(_idx_file(candidate, name) for pair in FASHION_MNIST_FILES.values() for name in pair):
-                return candidate
-    return None
-
-
-def ensure_fashion_mnist(install: bool = True, root: str | os.PathLike[str] | None = None) -> Path:
-    """Locate Fashion-MNIST; if absent, install Debian's package (as root with apt) or download with torchvision."""
-    found = find_fashion_mnist(root)
-    if found is not None or root is not None:
-        return _require_fashion_mnist(root)
-    if install and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("Fashion-MNIST not found: installing Debian's dataset-fashion-mnist", file=sys.stderr)
-        for command in (
-            ["apt-get", "update", "-q"],
-            ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"],
-        ):
-            if subprocess.run(command, check=False).returncode != 0:
-                break
-        if find_fashion_mnist() is not None:
-            return _require_fashion_mnist(None)
-    if install:
-        _download_fashion_mnist()
-    return _require_fashion_mnist(None)
-
-
-def _download_fashion_mnist() -> None:
-    import torchvision
-
-    target = cache_dir() / "fashion_mnist"
-    try:
-        torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
-        torchvision.datasets.FashionMNIST(str(target), train=False, download=True)
-    except Exception as err:  # offline: URLError, OSError, RuntimeError depending on where it fails
-        print(f"torchvision could not download Fashion-MNIST ({type(err).__name__}: {err})", file=sys.stderr)
-
-
-def _require_fashion_mnist(root: str | os.PathLike[str] | None) -> Path:
-    found = find_fashion_mnist(root)
-    if found is not None:
-        return found
-    if root is not None:
-        raise DataNotFound(
-            f"data_root {str(root)!r} does not hold Fashion-MNIST: expected the four files "
-            f"{', '.join(n for pair in FASHION_MNIST_FILES.values() for n in pair)} (plain or .gz) in it or in "
-            f"its FashionMNIST/raw/ folder"
-        )
-    searched = ", ".join(str(p) for p in fashion_mnist_search_path())
-    raise DataNotFound(
-        f"Fashion-MNIST not found (searched {searched}). Install it with: {APT_INSTALL_COMMAND}  "
-        "(or run `python -m vitstudy data` once with internet; or pass data_root=)"
-    )
-
-
-def _idx_file(folder: Path, name: str) -> Path | None:
-    for path in (folder / name, folder / f"{name}.gz"):
-        if path.is_file():
-            return path
-    return None
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (MNIST format; gzip or plain) into a uint8 array, checking its header."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as err:
-        raise CorruptImageError(f"cannot read {path}: {err}; delete it and run `python -m vitstudy data`") from err
-    # Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one int32 per dim.
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] not in (1, 3):
-        raise CorruptImageError(f"{path} is not a uint8 idx file (bad header); delete it and fetch it again")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(shape)):
-        raise CorruptImageError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes")
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
-
-
-def load_fashion_mnist_arrays(split: str, root: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images [N, 28, 28] uint8 and labels [N] of the official ``train`` (60k) or ``test`` (10k) split."""
-    if split not in FASHION_MNIST_FILES:
-        raise ValueError(f"split={split!r} is not allowed: expected one of {tuple(FASHION_MNIST_FILES)}")
-    folder = _require_fashion_mnist(root)
-    images_name, labels_name = FASHION_MNIST_FILES[split]
-    images = read_idx(_idx_file(folder, images_name))
-    labels = read_idx(_idx_file(folder, labels_name))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-        raise CorruptImageError(f"Fashion-MNIST {split} files in {folder} disagree: {images.shape} vs {labels.shape}")
-    return images, labels
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -300,26 +184,26 @@ def class_examples(dataset: ArrayImageDataset, per_class: int = 3) -> tuple[torc
 # ImageFolder / ImageNet through timm's data pipeline
 
 
-def _image_dataset_class():
-    from timm.data import ImageDataset
+class CheckedImageDataset(ImageDataset):
+    """timm's ImageDataset, but an unreadable file is an error that names it, not a silent skip."""
 
-    class CheckedImageDataset(ImageDataset):
-        """timm's ImageDataset, but an unreadable file is an error that names it, not a silent skip."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._max_retries = 1  # timm retries the *next* file on a decode error; we want to hear about it
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self._max_retries = 1  # timm retries the *next* file on a decode error; we want to hear about it
-
-        def __getitem__(self, index: int):
-            try:
-                return super().__getitem__(index)
-            except RuntimeError as err:
-                if "consecutive samples" not in str(err):
-                    raise
-                path = self.reader.filename(index, absolute=True)
-                raise CorruptImageError(f"cannot read image {path}: delete or replace the file") from err
-
-    return CheckedImageDataset
+    def __getitem__(self, index: int):
+        # timm logs "Skipped sample" before its next try; with one try nothing is skipped: the error below says it.
+        timm_log = logging.getLogger(ImageDataset.__module__)
+        was_disabled, timm_log.disabled = timm_log.disabled, True
+        try:
+            return super().__getitem__(index)
+        except RuntimeError as err:
+            if "consecutive samples" not in str(err):
+                raise
+            path = self.reader.filename(index, absolute=True)
+            raise CorruptImageError(f"cannot read image {path}: delete or replace the file") from err
+        finally:
+            timm_log.disabled = was_disabled
 
 
 def imagefolder_split_dir(root: Path, split: str) -> Path:
@@ -339,25 +223,37 @@ def imagefolder_split_dir(root: Path, split: str) -> Path:
     return folder
 
 
-def _imagefolder_splits(cfg: TrainConfig, data_config: dict[str, Any] | None) -> Splits:
-    from timm.data import create_transform, resolve_data_config
-    from timm.models import get_pretrained_cfg
-
+def imagefolder_root(cfg: TrainConfig) -> Path:
+    """``cfg.data_root``, checked to be a folder; DataNotFound saying what to pass when it is not."""
     if cfg.data_root is None:
         raise DataNotFound("dataset='imagefolder' needs data_root=/path/to/root with train/ and val/ class folders")
     root = Path(cfg.data_root)
     if not root.is_dir():
         raise DataNotFound(f"data_root {str(root)!r} does not exist or is not a folder")
+    return root
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """Raise DataNotFound, naming the folder and the fix, unless ``cfg``'s data set is there (reads no image)."""
+    if cfg.dataset == "fashion_mnist":
+        require_fashion_mnist(cfg.data_root)
+    elif cfg.dataset == "imagefolder":
+        root = imagefolder_root(cfg)
+        for split in ("train", "val"):
+            imagefolder_split_dir(root, split)
+
+
+def _imagefolder_splits(cfg: TrainConfig, data_config: dict[str, Any] | None) -> Splits:
+    root = imagefolder_root(cfg)
     if data_config is None:
         pretrained_cfg = get_pretrained_cfg(cfg.model)
         data_config = resolve_data_config(pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
-    dataset_class = _image_dataset_class()
     train_transform = create_transform(**data_config, is_training=cfg.augment)
     eval_transform = create_transform(**data_config, is_training=False)
     train_dir, test_dir = imagefolder_split_dir(root, "train"), imagefolder_split_dir(root, "val")
-    train_full = dataset_class(str(train_dir), transform=train_transform)
-    train_eval = dataset_class(str(train_dir), transform=eval_transform)
-    test_full = dataset_class(str(test_dir), transform=eval_transform)
+    train_full = CheckedImageDataset(str(train_dir), transform=train_transform)
+    train_eval = CheckedImageDataset(str(train_dir), transform=eval_transform)
+    test_full = CheckedImageDataset(str(test_dir), transform=eval_transform)
     order = np.random.default_rng(SPLIT_SEED).permutation(len(train_full))
     val_index, train_index = _take(order, cfg.val_size, cfg.train_size, len(train_full), str(root))
     test_order = np.random.default_rng(SPLIT_SEED + 1).permutation(len(test_full))

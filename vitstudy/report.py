@@ -3,17 +3,26 @@
 Notebooks write through ``save_figure`` / ``save_table`` into ``$VITSTUDY_OUT``. The runner points that at a
 staging folder per notebook and moves the files into place only when the whole notebook succeeded, so a
 failed run leaves the last good figures where they were.
+
+Where a report goes: the default scale (``quick``) writes to ``figures/``, the committed report; any other scale
+writes to ``figures/<scale>/`` unless ``out`` says otherwise, so a smoke or full run never overwrites it. One
+output folder holds one scale: a run into a folder whose manifest records another scale is refused (one line
+naming both and the folder to use instead) rather than started afresh, because starting afresh would leave the
+other scale's figures beside the new ones with nothing saying which is which.
+
+Staging folders live in the cache (``data/cache/report/``, ignored by git), never under ``figures/``: a report
+killed with SIGKILL leaves nothing for git to pick up, and the next run removes what a dead run left.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -21,13 +30,17 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 
-from .files import atomic_path, atomic_write_json, atomic_write_text, output_dir, project_root
+from .config import get_scale
+from .data import check_data
+from .files import atomic_path, atomic_write_json, atomic_write_text, cache_dir, output_dir, project_root
 
 FIGURE_FORMATS = ("png", "svg")
 NAME_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+$")
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 MANIFEST = "manifest.json"
+DEFAULT_SCALE = "quick"  # the scale of the committed report in figures/
 
 
 class NotebookFailed(RuntimeError):
@@ -109,15 +122,20 @@ def _environ(**values: str) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def execute_notebook(path: Path, scale: str, staging: Path, timeout: int | None = None) -> Any:
-    """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception."""
+def execute_notebook(
+    path: Path, scale: str, staging: Path, timeout: int | None = None, executed_path: Path | None = None
+) -> Any:
+    """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception.
+
+    The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``.
+    """
     import jupytext
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     notebook = jupytext.read(path)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    executed_path = staging / f"{path.stem}.ipynb"
+    executed_path = executed_path or staging / f"{path.stem}.ipynb"
     with _environ(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg"):
         try:
             return papermill.execute_notebook(
@@ -143,14 +161,14 @@ SMOKE_CELL_TIMEOUT = 300
 CELL_TIMEOUT_RETRIES = 1
 
 
-def _execute_with_retry(path: Path, scale: str, staging: Path, log) -> None:
+def _execute_with_retry(path: Path, scale: str, staging: Path, executed_path: Path, log) -> None:
     """``execute_notebook``, run again once if a cell timed out (never after an exception in a cell)."""
     from nbclient.exceptions import CellTimeoutError
 
     timeout = SMOKE_CELL_TIMEOUT if scale == "smoke" else None
     for attempt in range(CELL_TIMEOUT_RETRIES + 1):
         try:
-            execute_notebook(path, scale, staging, timeout=timeout)
+            execute_notebook(path, scale, staging, timeout=timeout, executed_path=executed_path)
             return
         except CellTimeoutError as err:
             if attempt == CELL_TIMEOUT_RETRIES:
@@ -158,35 +176,56 @@ def _execute_with_retry(path: Path, scale: str, staging: Path, log) -> None:
             log(f"    {path.stem}: a cell timed out after {timeout} s; running the notebook again", flush=True)
 
 
+def default_out(scale: str) -> Path:
+    """``figures/`` for the default scale, ``figures/<scale>/`` for any other (``$VITSTUDY_OUT`` moves both)."""
+    return output_dir() if scale == DEFAULT_SCALE else output_dir() / scale
+
+
+def staging_root() -> Path:
+    """Where notebooks write while they run, and where the last executed copy of each stays: in the cache."""
+    return cache_dir() / "report"
+
+
 def run_report(
-    scale: str = "quick",
+    scale: str = DEFAULT_SCALE,
     only: Sequence[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     notebooks: str | os.PathLike[str] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Execute the chosen notebooks in order; write their files and ``manifest.json`` into ``out``."""
-    from .bench import environment_info
-    from .config import get_scale
+    """Execute the chosen notebooks in order; write their files and ``manifest.json`` into ``out``.
 
-    get_scale(scale)  # unknown scale: fail before running anything
-    out = Path(out) if out is not None else output_dir()
+    ``out`` defaults to ``default_out(scale)``. Everything a user can get wrong (scale, notebook names, missing
+    data, an output folder of another scale) raises before the first notebook runs.
+    """
+    check_data(get_scale(scale).train)
+    out = Path(out) if out is not None else default_out(scale)
     chosen = select_notebooks(only, notebooks)
     manifest_path = out / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    _check_one_scale(manifest, scale, manifest_path)
+    manifest["scale"] = scale
     manifest.setdefault("notebooks", {})
+    root = staging_root()
+    _remove_dead_staging(root)
     for number, path in enumerate(chosen, start=1):
         log(f"[{number}/{len(chosen)}] {path.stem} (scale {scale}) ...", flush=True)
         started = time.perf_counter()
         out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".staging-{path.stem}-", dir=out))
+        root.mkdir(parents=True, exist_ok=True)
+        # The pid in the name tells a later run whether the run that made this folder is still alive.
+        staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
         try:
-            _execute_with_retry(path, scale, staging, log)
+            _execute_with_retry(path, scale, staging, root / f"{path.stem}.ipynb", log)
             files = _publish(staging, out, prefix=path.stem.split("_")[0])
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         seconds = time.perf_counter() - started
-        device = "cuda" if _cuda_available() else "cpu"
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        # Imported here, not at the top: vitstudy.bench imports torch.utils.benchmark, whose import logs "No CUDA
+        # runtime is found" on machines with the CUDA toolkit and no GPU; an error before this point stays one line.
+        from .bench import environment_info
+
         manifest["notebooks"][path.stem] = {
             "scale": scale,
             "seconds": round(seconds, 1),
@@ -199,6 +238,36 @@ def run_report(
     return manifest
 
 
+def _check_one_scale(manifest: dict[str, Any], scale: str, manifest_path: Path) -> None:
+    """Refuse to add ``scale`` results to a manifest that records another scale."""
+    found = {entry.get("scale") for entry in manifest.get("notebooks", {}).values()} | {manifest.get("scale")}
+    others = sorted(s for s in found if s is not None and s != scale)
+    if others:
+        raise ValueError(
+            f"{manifest_path} records a report at scale {', '.join(map(repr, others))}: a {scale!r} run there "
+            f"would mix scales; use --out {default_out(scale)} (the default for {scale!r}) or another empty "
+            "folder, or delete that folder's report first"
+        )
+
+
+def _remove_dead_staging(root: Path) -> None:
+    """Delete staging folders whose report process is gone (killed runs); live runs' folders stay."""
+    for folder in root.glob("staging-*"):
+        pid = folder.name.split("-")[1]
+        if folder.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
 def _publish(staging: Path, out: Path, prefix: str) -> list[str]:
     """Move a successful notebook's files into ``out`` (one rename each) and drop its stale older files."""
     produced = []
@@ -209,7 +278,7 @@ def _publish(staging: Path, out: Path, prefix: str) -> list[str]:
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(source.iterdir()):
             if path.is_file() and path.name.startswith(f"{prefix}_") and path.suffix != ".ipynb":
-                os.replace(path, target / path.name)
+                _move(path, target / path.name)
                 produced.append(str(Path(sub) / path.name))
         for path in target.glob(f"{prefix}_*"):
             if path.is_file() and str(Path(sub) / path.name) not in produced:
@@ -217,26 +286,12 @@ def _publish(staging: Path, out: Path, prefix: str) -> list[str]:
     return sorted(produced)
 
 
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m vitstudy report`` entry point."""
-    import argparse
-
-    from .config import SCALES
-
-    parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=__doc__.splitlines()[0])
-    parser.add_argument("--scale", default=os.environ.get("VITSTUDY_SCALE", "quick"), choices=list(SCALES))
-    parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 00 02")
-    parser.add_argument("--out", default=None, help="output folder (default: figures/)")
-    args = parser.parse_args(argv)
+def _move(source: Path, target: Path) -> None:
+    """One rename; across file systems (``$VITSTUDY_CACHE`` on another disk) a copy, then one rename."""
     try:
-        run_report(args.scale, args.only, args.out)
-    except (NotebookFailed, ValueError) as err:
-        print(f"report failed: {err}", file=sys.stderr)
-        return 1
-    return 0
+        os.replace(source, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
