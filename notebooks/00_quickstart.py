@@ -25,11 +25,9 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-import ipywidgets as widgets
 import pandas as pd
 
-from vitstudy import bench, config, data, plots, report, train
-from vitstudy.widgets import checked_interactive, set_controls
+from vitstudy import bench, config, data, plots, report, train, widgets
 
 scale = config.get_scale(SCALE)
 print(scale.description)
@@ -85,13 +83,7 @@ report.save_figure(fig, "00_confusion_matrix")
 fig
 
 # %%
-per_class = pd.DataFrame(
-    {
-        "class": splits.classes,
-        "test_images": [(targets == k).sum() for k in range(splits.num_classes)],
-        "top1": [100 * (predictions[targets == k] == k).mean() for k in range(splits.num_classes)],
-    }
-)
+per_class = train.per_class_accuracy(predictions, targets, splits.classes)
 report.save_table(per_class, "00_per_class_accuracy")
 per_class
 
@@ -99,18 +91,9 @@ per_class
 # ## Browse the test predictions
 # Titles read "predicted (true)"; wrong ones are red.
 
-
 # %%
-def show_predictions(start: int, only_errors: bool):
-    return plots.prediction_grid(splits.test, predictions, targets, splits.classes, start, 24, only_errors)
-
-
-browser = checked_interactive(
-    show_predictions,
-    start=widgets.IntSlider(0, 0, max(0, len(targets) - 24), 24, description="first image"),
-    only_errors=widgets.Checkbox(False, description="only mistakes"),
-)
+browser = widgets.prediction_browser(splits.test, predictions, targets, splits.classes, count=24)
 
 # %%
 # Move the controls as a user would: a callback error here fails the notebook (and the report).
-set_controls(browser, {"only_errors": True, "start": 24 if (predictions != targets).sum() > 24 else 0})
+widgets.set_controls(browser, {"only_errors": True, "start": 24 if (predictions != targets).sum() > 24 else 0})

@@ -98,3 +98,19 @@ def test_baseline_is_cached_per_scale(monkeypatch):
     second = train.baseline(scale, progress=False)
     assert calls[0] == calls[1] and first.metrics == second.metrics
     assert (calls[0] / "final.json").is_file()
+
+
+def test_per_class_accuracy_matches_sklearn_recall():
+    """Per-class top-1 is each class's recall (sklearn's reference); a class without images is NaN."""
+    import numpy as np
+    from sklearn.metrics import recall_score
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 200)  # class 3 never occurs
+    predictions = np.where(rng.random(200) < 0.7, targets, rng.integers(0, 4, 200))
+    table = train.per_class_accuracy(predictions, targets, ["a", "b", "c", "d"])
+    expected = 100 * recall_score(targets, predictions, labels=[0, 1, 2], average=None)
+    assert table["class"].tolist() == ["a", "b", "c", "d"]
+    assert table["test_images"].tolist() == [*np.bincount(targets).tolist(), 0]
+    np.testing.assert_allclose(table["top1"].iloc[:3], expected)
+    assert np.isnan(table["top1"].iloc[3])

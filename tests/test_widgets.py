@@ -44,3 +44,42 @@ def test_unknown_control_is_named():
     widget = checked_interactive(_square, show=False, x=ipywidgets.IntSlider(1, 0, 5))
     with pytest.raises(ValueError, match=r"no control 'y'.*\['x'\]"):
         set_controls(widget, {"y": 1})
+
+
+def _predictions():
+    """Ten 8x8 images of classes 0/1; images 2, 5 and 7 are predicted wrong."""
+    import numpy as np
+    import torch
+
+    targets = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1])
+    predictions = targets.copy()
+    predictions[[2, 5, 7]] = 1 - predictions[[2, 5, 7]]
+    dataset = [(torch.rand(1, 8, 8), int(t)) for t in targets]
+    return dataset, predictions, targets, ("zero", "one")
+
+
+def _titles(fig):
+    return [ax.get_title() for ax in fig.axes if ax.get_title()]
+
+
+def test_prediction_browser_pages_through_predictions():
+    """The browser shows `count` images from `start`, titled "predicted (true)"."""
+    from vitstudy.widgets import prediction_browser
+
+    dataset, predictions, targets, classes = _predictions()
+    browser = prediction_browser(dataset, predictions, targets, classes, count=4, show=False)
+    assert _titles(browser.result) == ["zero\n(zero)", "one\n(one)", "one\n(zero)", "one\n(one)"]
+    second_page = ["zero\n(zero)", "zero\n(one)", "zero\n(zero)", "zero\n(one)"]
+    assert _titles(set_controls(browser, {"start": 4})) == second_page
+
+
+def test_prediction_browser_shows_only_mistakes():
+    """With "only mistakes" ticked, every image shown is a wrong prediction, titled in red."""
+    from vitstudy.widgets import prediction_browser
+
+    dataset, predictions, targets, classes = _predictions()
+    browser = prediction_browser(dataset, predictions, targets, classes, count=4, show=False)
+    fig = set_controls(browser, {"only_errors": True, "start": 0})
+    titles = [ax.title for ax in fig.axes if ax.get_title()]
+    assert [t.get_text() for t in titles] == ["one\n(zero)", "zero\n(one)", "zero\n(one)"]
+    assert {t.get_color() for t in titles} == {"tab:red"}

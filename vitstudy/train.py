@@ -14,7 +14,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -137,6 +137,16 @@ def predict(model: nn.Module, loader: torch.utils.data.DataLoader, device: str |
         predictions.append(model(images.to(device)).argmax(-1).cpu())
         targets.append(labels)
     return torch.cat(predictions).numpy(), torch.cat(targets).numpy()
+
+
+def per_class_accuracy(predictions: np.ndarray, targets: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """One row per class: its name, its number of images in ``targets`` and top-1 (%) on them (NaN if none)."""
+    predictions, targets = np.asarray(predictions), np.asarray(targets)
+    counts = np.bincount(targets, minlength=len(classes))
+    correct = np.bincount(targets[predictions == targets], minlength=len(classes))
+    with np.errstate(invalid="ignore"):  # a class without images: 0 / 0 is NaN, not a warning
+        top1 = 100 * (correct / counts)
+    return pd.DataFrame({"class": list(classes), "test_images": counts, "top1": top1})
 
 
 # ----------------------------------------------------------------------------------------------------------

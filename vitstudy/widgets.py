@@ -97,3 +97,30 @@ def set_controls(widget: ipywidgets.interactive, values: Mapping[str, Any]) -> A
         controls[name].value = value
     raise_callback_errors(widget)
     return widget.result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Browsers built on the plot functions
+
+
+def prediction_browser(
+    dataset: Any, predictions: Any, targets: Any, classes: Any, count: int = 24, show: bool = True
+) -> ipywidgets.interactive:
+    """Page through a data set's predictions ``count`` images at a time, or only through the mistakes.
+
+    Titles read "predicted (true)", mistakes in red (``plots.prediction_grid``); ``widget.result`` is the page
+    shown. Arguments as ``prediction_grid``'s: a dataset of (image, label), predicted and true class indices.
+    """
+    from .plots import prediction_grid  # appended block: plots is only needed here
+
+    def page(start: int, only_errors: bool) -> Figure:
+        fig = prediction_grid(dataset, predictions, targets, classes, start, count, only_errors)
+        show_and_close(fig, show)
+        return fig
+
+    return checked_interactive(
+        page,
+        show=show,
+        start=ipywidgets.IntSlider(0, 0, max(0, len(targets) - count), count, description="first image"),
+        only_errors=ipywidgets.Checkbox(False, description="only mistakes"),
+    )
