@@ -56,6 +56,9 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         """One flat results row: settings, sizes, time, accuracy, and where it ran."""
+        # Not at the top: vitstudy.bench imports torch.utils.benchmark, whose import logs "No CUDA runtime is
+        # found" where the CUDA toolkit is installed without a GPU, and `python -m vitstudy train` imports this
+        # module before it can print a user's mistake as one line.
         from .bench import environment_info
 
         cfg = self.metrics["config"]
