@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.benchmark import Timer
 
 from ..config import check, check_choice
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
@@ -181,6 +180,10 @@ def compare(
     for fn in arms.values():
         for _ in range(settings.warmup_calls):
             fn()
+    # Imported here: torch.utils.benchmark loads torch's C++-extension helper, which logs a CUDA-toolkit warning on
+    # machines without a GPU; at module level that line would precede the command line's one-line errors.
+    from torch.utils.benchmark import Timer
+
     extra = {} if timer is None else {"timer": timer}
     records = []
     for round_index, names in enumerate(round_orders(list(arms), settings.rounds, settings.order, settings.seed)):
