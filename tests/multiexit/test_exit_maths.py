@@ -1,5 +1,6 @@
 """multiexit.exits: confidences, the exit decision, batch split / compact / scatter, on hand-made tensors."""
 
+import pytest
 import torch
 
 from vitstudy import multiexit
@@ -46,3 +47,9 @@ def test_simulate_batch_rule_decides_per_group_of_batch_size():
     sim = multiexit.simulate(logits, (3,), 12, 0.9, "batch", batch_size=2)
     assert sim.exit_block.tolist() == [3, 3, 12, 12] and sim.exit_column.tolist() == [0, 0, 1, 1]
     assert multiexit.simulate(logits, (3,), 12, 0.9, "sample").exit_block.tolist() == [3, 3, 3, 12]
+
+
+def test_simulating_the_batch_rule_needs_a_batch_size():
+    """The batch rule without a batch size is refused with the value and what is allowed."""
+    with pytest.raises(ValueError, match=r"batch_size=None is not allowed: expected an integer >= 1"):
+        multiexit.simulate(torch.zeros(4, 2, 10), (3,), 12, 0.9, "batch")

@@ -132,7 +132,7 @@ def simulate(
     count, columns = logits.shape[0], logits.shape[1]
     confident = confidence(logits[:, :-1], confidence_kind) >= threshold  # [N, exits]
     if policy == "batch":
-        ok = isinstance(batch_size, int) and batch_size >= 1
+        ok = batch_size is not None and batch_size >= 1
         check(ok, "batch_size", batch_size, "an integer >= 1 for policy 'batch'")
         groups = torch.arange(count) // batch_size  # [N] batch of each image
         # A batch leaves at an exit when all its images are confident there: the min over the batch.

@@ -76,9 +76,11 @@ def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = ("cpu", "c
     fig = new_figure((max(6.0, 0.45 * len(table)), 3.6))
     ax = fig.subplots()
     missing = [d for d in devices if table[f"{d}_speedup"].isna().all()]
-    # Every device keeps its slot (bars line up whichever ran); a "_" label keeps a missing one out of the legend.
-    series = [(f"_{d}" if d in missing else d, table[f"{d}_speedup"]) for d in devices]
+    series = [(d, table[f"{d}_speedup"]) for d in devices]
     grouped_bars(ax, [f"{r.variant} {r.exits} {r.policy}" for r in table.itertuples()], series)
+    for bars in list(ax.containers):
+        if bars.get_label() in missing:
+            bars.remove()  # its slot stays empty, so bars line up whichever devices ran; nor is it in the legend
     for label in ax.get_xticklabels():
         label.set(rotation=60, ha="right", fontsize=7)
     ax.axhline(1.0, color="grey", lw=1)
