@@ -38,10 +38,10 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 import pandas as pd
 
-from vitstudy import report, skipvit, skipvit_study
+from vitstudy import report, skipvit
 from vitstudy.reference import load_reference
 
-budget = skipvit_study.table1_budget(SCALE)
+budget = skipvit.table1_budget(SCALE)
 print(budget.note)
 budget
 
@@ -56,7 +56,7 @@ pd.DataFrame([{"row": k, "setting": s.label, **s.__dict__} for k, s in skipvit.T
 # (`vits_measured_over_ideal` ≥ 0.9).
 
 # %%
-paper_speed = skipvit_study.timing_runs(
+paper_speed = skipvit.timing_runs(
     budget.paper_model,
     budget.paper_input,
     num_classes=1000,
@@ -71,7 +71,7 @@ paper_speed[["setting", "train_im_s", "gain_pct", "ideal_gain_pct", "measured_ov
 # ## Speed on the default small model (Fashion-MNIST size: 49 patch tokens)
 
 # %%
-small_speed = skipvit_study.timing_runs(
+small_speed = skipvit.timing_runs(
     budget.train.model, (1, 28, 28), num_classes=10, batch_size=budget.small_batch, budget=budget
 )
 report.save_table(small_speed, "04_speed_small_model")
@@ -81,29 +81,30 @@ small_speed[["setting", "train_im_s", "gain_pct", "ideal_gain_pct", "measured_ov
 # ## Accuracy: every row trained on Fashion-MNIST (`start` says from scratch or from the baseline)
 
 # %%
-runs, histories = skipvit_study.accuracy_runs(budget)
+runs, histories = skipvit.accuracy_runs(budget)
 report.save_table(runs, "04_accuracy_runs")
-accuracy = skipvit_study.accuracy_summary(runs)
+accuracy = skipvit.accuracy_summary(runs)
 accuracy
 
 # %% [markdown]
 # ## Table 1: ours beside the paper's
 # `paper_*`: the paper (ViT-S trained 100 epochs on ImageNet, 8× Ascend 910A). `vits_*`: our timing of ViT-S/16.
-# `small_*`: our timing of the small model. `top1_on` / `top1_off`: our small model's test top-1 with dropping on
-# (the table's number) / off, mean over seeds (`top1_on_std`: spread over seeds), and `*_diff` from our baseline.
+# `small_*`: our timing of the small model. `top1_dropping_on` / `top1_dropping_off`: our small model's test top-1
+# with token dropping on at test time (the table's number) / off, mean over seeds (`top1_dropping_on_std`: spread over
+# seeds), and `*_diff` from our baseline.
 
 # %%
-table = skipvit_study.table1(accuracy, paper_speed, small_speed)
+table = skipvit.table_1(accuracy, paper_speed, small_speed)
 report.save_table(table, "04_table1")
 table
 
 # %%
-fig = skipvit_study.gain_plot(table)
+fig = skipvit.gain_plot(table)
 report.save_figure(fig, "04_speed_gain")
 fig
 
 # %%
-fig = skipvit_study.accuracy_plot(table)
+fig = skipvit.accuracy_plot(table)
 report.save_figure(fig, "04_accuracy_vs_speed")
 fig
 
@@ -114,7 +115,7 @@ fig
 # skip one more block, so fewer FLOPs: the table's direction is the expected one. Our measurement:
 
 # %%
-pairs = skipvit_study.skip_layer_comparison(table)
+pairs = skipvit.skip_layer_comparison(table)
 report.save_table(pairs, "04_skip10_vs_skip11")
 pairs
 

@@ -27,31 +27,31 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-from vitstudy import report, skipvit, skipvit_study
+from vitstudy import report, skipvit
 from vitstudy.reference import load_reference
 
-budget = skipvit_study.table3_budget(SCALE)
+budget = skipvit.table3_budget(SCALE)
 print(budget.note)
 print(skipvit.TABLE3.label, "| warm-up epochs:", budget.warmup_epochs, "of", budget.train.epochs)
 
 # %%
-runs, histories = skipvit_study.warmup_runs(budget)
+runs, histories = skipvit.warmup_runs(budget)
 report.save_table(runs, "05_warmup_runs")
-runs[["warmup_epochs", "epochs", "seed", "top1_drop_on", "top1_drop_off", "loop_im_s", "train_minutes"]]
+runs[["warmup_epochs", "epochs", "seed", "top1_dropping_on", "top1_dropping_off", "loop_im_s", "train_minutes"]]
 
 # %% [markdown]
 # ## Table 3: ours beside the paper's
-# `top1_on`: our test top-1 with dropping on (mean over seeds; `top1_on_std` the spread); `paper_top1`: the
-# paper's ViT-S after 100 ImageNet epochs. At `quick` scale this is one short run per row: one seed cannot
-# separate differences under about 1 point.
+# `top1_dropping_on`: our test top-1 with token dropping on (mean over seeds; `top1_dropping_on_std` the spread);
+# `paper_top1`: the paper's ViT-S after 100 ImageNet epochs. At `quick` scale this is one short run per row: one
+# seed cannot separate differences under about 1 point.
 
 # %%
-table = skipvit_study.table3(runs)
+table = skipvit.table_3(runs)
 report.save_table(table, "05_table3")
 table
 
 # %%
-fig = skipvit_study.warmup_plot(histories)
+fig = skipvit.warmup_plot(histories)
 report.save_figure(fig, "05_warmup_curves")
 fig
 
