@@ -224,3 +224,15 @@ def test_failed_notebook_keeps_its_executed_copy(tmp_path):
         report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
     executed = str(caught.value).rsplit("executed copy: ", 1)[1]
     assert executed.endswith("03_widget.ipynb") and os.path.isfile(executed)
+
+
+def test_save_raw_writes_csv_under_tables_raw(tmp_path):
+    """Raw per-call times go to tables/raw/ as CSV only; profiles to tables/profiles/; other kinds are refused."""
+    import pandas as pd
+
+    report.save_raw(pd.DataFrame({"arm": ["a"], "seconds_per_call": [0.5]}), "04_speed", out=tmp_path)
+    assert pd.read_csv(tmp_path / "tables" / "raw" / "04_speed.csv")["seconds_per_call"].tolist() == [0.5]
+    report.save_raw(pd.DataFrame({"operator": ["mm"]}), "04_speed", kind="profiles", out=tmp_path)
+    assert (tmp_path / "tables" / "profiles" / "04_speed.csv").is_file()
+    with pytest.raises(ValueError, match="kind='other' is not allowed"):
+        report.save_raw(pd.DataFrame(), "04_speed", kind="other", out=tmp_path)

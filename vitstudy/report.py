@@ -83,6 +83,17 @@ def save_table(frame: Any, name: str, out: str | os.PathLike[str] | None = None,
     return [csv_path, md_path]
 
 
+def save_raw(frame: Any, name: str, kind: str = "raw", out: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Write the data behind a table as CSV only: raw per-call times (``kind="raw"``, ``tables/raw/``) or a
+    ``torch.profiler`` operator breakdown (``kind="profiles"``, ``tables/profiles/``), so anyone can re-derive it."""
+    if kind not in ("raw", "profiles"):
+        raise ValueError(f"kind={kind!r} is not allowed: expected 'raw' or 'profiles'")
+    path = (Path(out) if out is not None else output_dir()) / "tables" / kind / f"{_check_name(name)}.csv"
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return [path]
+
+
 def notebooks_dir() -> Path:
     return project_root() / "notebooks"
 
@@ -271,7 +282,7 @@ def _process_alive(pid: int) -> bool:
 def _publish(staging: Path, out: Path, prefix: str) -> list[str]:
     """Move a successful notebook's files into ``out`` (one rename each) and drop its stale older files."""
     produced = []
-    for sub in ("", "tables"):
+    for sub in ("", "tables", "tables/raw", "tables/profiles"):
         source, target = staging / sub, out / sub
         if not source.is_dir():
             continue
