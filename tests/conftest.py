@@ -35,3 +35,26 @@ def digits_cfg():
         warmup_epochs=0.5,
         augment=False,
     )
+
+
+@pytest.fixture
+def image_tree():
+    """Writes a tiny ImageFolder (train/ and val/, two classes, three 40x40 real PNGs each) under a folder;
+    ``corrupt=True`` makes one file undecodable."""
+
+    def write(root: Path, corrupt: bool = False) -> Path:
+        import numpy as np
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for split in ("train", "val"):
+            for label in ("cat", "dog"):
+                folder = root / split / label
+                folder.mkdir(parents=True)
+                for i in range(3):
+                    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+        if corrupt:
+            (root / "train" / "cat" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+        return root
+
+    return write

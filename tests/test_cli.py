@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from vitstudy.__main__ import main, parse_overrides
@@ -19,20 +18,6 @@ def _one_line_error(capfd) -> str:
     err = capfd.readouterr().err
     assert "Traceback" not in err and err.count("\n") == 1, err
     return err
-
-
-def _write_image_tree(root, corrupt: bool = False):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for label in ("cat", "dog"):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    if corrupt:
-        (root / "train" / "cat" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
 
 
 def test_data_command_names_missing_root(tmp_path, capfd):
@@ -125,9 +110,9 @@ def test_unknown_command_is_refused(capsys):
     assert "unknown command 'fly'" in capsys.readouterr().err
 
 
-def test_corrupt_image_in_a_loader_worker_is_one_line(tmp_path):
+def test_corrupt_image_in_a_loader_worker_is_one_line(tmp_path, image_tree):
     """A corrupt image read in a DataLoader worker process ends `python -m vitstudy train` with one line naming it."""
-    _write_image_tree(tmp_path / "images", corrupt=True)
+    image_tree(tmp_path / "images", corrupt=True)
     settings = [
         "dataset=imagefolder", f"data_root={tmp_path / 'images'}", "model=deit_tiny_patch16_224",
         'model_kwargs={"depth": 1}', "train_size=null", "val_size=0", "epochs=1", "batch_size=2", "num_workers=1",

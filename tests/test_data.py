@@ -111,23 +111,9 @@ def test_distributed_shards_union_equals_single_process_batches(digits_cfg):
         assert sorted(whole.tolist()) == sorted(a.tolist() + b.tolist())
 
 
-def _write_image_tree(root, corrupt: bool = False):
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for label in ("cat", "dog"):
-            folder = root / split / label
-            folder.mkdir(parents=True)
-            for i in range(3):
-                Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-    if corrupt:
-        (root / "train" / "cat" / "0.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
-
-
-def test_imagefolder_uses_timm_transforms(tmp_path):
+def test_imagefolder_uses_timm_transforms(tmp_path, image_tree):
     """An ImageNet-layout tree loads through timm's pipeline at the model's input size."""
-    _write_image_tree(tmp_path)
+    image_tree(tmp_path)
     cfg = TrainConfig(model="deit_tiny_patch16_224", dataset="imagefolder", data_root=str(tmp_path), val_size=2)
     splits = data.build_splits(cfg)
     image, label = splits.test[0]
@@ -135,9 +121,9 @@ def test_imagefolder_uses_timm_transforms(tmp_path):
     assert splits.classes == ("cat", "dog")
 
 
-def test_corrupt_image_is_named(tmp_path):
+def test_corrupt_image_is_named(tmp_path, image_tree):
     """An undecodable image file is an error naming the file, not a silent skip."""
-    _write_image_tree(tmp_path, corrupt=True)
+    image_tree(tmp_path, corrupt=True)
     cfg = TrainConfig(model="deit_tiny_patch16_224", dataset="imagefolder", data_root=str(tmp_path), val_size=0)
     dataset = data.build_splits(cfg).train.dataset
     index = [i for i in range(len(dataset)) if dataset.reader.filename(i).endswith("cat/0.png")][0]
