@@ -8,11 +8,13 @@ from vitstudy import skipvit as sv
 
 
 def test_gain_plot_draws_five_bars_per_setting(table_1_of):
-    """gain_plot: five bars (paper, two models measured and ideal) per non-baseline row, labelled by setting."""
+    """gain_plot: five bars (paper, two models measured and ideal) per dropping row (no baseline, no A/A control),
+    labelled by setting, and an interval error bar on each measured series."""
     table = table_1_of()
     ax = sv.gain_plot(table).axes[0]
     assert len(ax.patches) == 5 * (len(sv.TABLE1) - 1)
-    assert [t.get_text() for t in ax.get_xticklabels()] == list(table["setting"][1:])
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(table["setting"][1:-1])
+    assert len(ax.containers) == 5 + 2  # five bar series, two error-bar series
 
 
 def test_accuracy_plot_labels_every_setting(table_1_of):

@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 import pytest
+import torch
 
 from vitstudy import bench
 from vitstudy import skipvit as sv
@@ -52,25 +53,80 @@ def test_accuracy_summary_averages_seeds_and_subtracts_the_baseline():
     assert summary.loc["baseline", "top1_dropping_on_std"] == pytest.approx(math.sqrt(2))
 
 
-def test_timing_runs_gain_is_the_median_of_paired_ratios(monkeypatch):
-    """gain = median over sweeps of baseline/row step time − 1; images/s and IQR from bench.timing_spread."""
-    seconds = {"baseline": [1.0, 2.0, 4.0], "one_stage": [0.5, 1.0, 4.0]}  # ratios 2, 2, 1 → median 2
-    monkeypatch.setattr(bench, "time_interleaved", lambda steps, device, settings: seconds)
+def _timing(device="cpu"):
     rows = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
     budget = sv.table1_budget("smoke")
-    table = sv.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 4, budget, rows, device="cpu", depth=2)
-    row = table.iloc[0]
-    assert list(table["row"]) == ["one_stage"] and row["gain_pct"] == pytest.approx(100)
-    assert row["train_im_s"] == 4 / 1.0 and row["timed_steps"] == 3
-    assert row["step_seconds_iqr"] == bench.timing_spread(seconds["one_stage"])["seconds_iqr"] == 1.75
-    assert row["measured_over_ideal"] == pytest.approx(100 / row["ideal_gain_pct"])
+    return sv.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, budget, rows, device=device, depth=2)
 
 
-def test_timing_runs_times_every_row_on_this_machine():
-    """A real timing of a depth-2 model: numeric columns, one timed step per sweep and row."""
-    rows = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
-    budget = sv.table1_budget("smoke")
-    table = sv.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, budget, rows, device="cpu", depth=2)
-    numeric = ["train_im_s", "gain_pct", "gflops_off", "gflops_on", "ideal_gain_pct", "step_seconds_iqr"]
+@pytest.fixture(scope="module")
+def tiny_timing():
+    """One real timing of a depth-2 model on this machine, shared by the tests that read it."""
+    return _timing()
+
+
+def test_timing_runs_times_the_baseline_every_row_and_an_aa_control(tiny_timing):
+    """A real timing of a depth-2 model: baseline, the row and the A/A control, numeric interval columns, a note."""
+    table, raw = tiny_timing
+    assert list(table["row"]) == ["baseline", "one_stage", sv.CONTROL]
+    numeric = ["train_im_s", "speedup", "speedup_low", "speedup_high", "gain_pct", "ideal_speedup",
+               "measured_over_ideal"]  # fmt: skip
     assert all(pd.api.types.is_float_dtype(table[c]) for c in numeric)
-    assert table.loc[0, "train_im_s"] > 0 and table.loc[0, "timed_steps"] == budget.timing.runs
+    row = table.set_index("row").loc["one_stage"]
+    assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"] and row["train_im_s"] > 0
+    assert table["note"].nunique() == 1 and set(raw["arm"]) == set(table["row"])
+    assert (raw.groupby("arm")["round"].nunique() == sv.table1_budget("smoke").timing.rounds).all()
+
+
+def test_timing_runs_measured_over_ideal_is_a_ratio_of_speedups(tiny_timing):
+    """measured_over_ideal = speed-up ÷ (gflops_off / gflops_on), gain_pct = 100·(speed-up − 1), verdict from it."""
+    row = tiny_timing[0].set_index("row").loc["one_stage"]
+    assert row["ideal_speedup"] == pytest.approx(row["gflops_off"] / row["gflops_on"]) and row["ideal_speedup"] > 1
+    assert row["measured_over_ideal"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
+    assert row["gain_pct"] == pytest.approx(100 * (row["speedup"] - 1))
+    assert row["verdict"] == bench.flop_bound_verdict(row["measured_over_ideal"], (0.90, 1.03))
+
+
+def test_timing_runs_on_an_absent_device_is_nan_with_a_note():
+    """Without CUDA every measured number is NaN (numeric columns) and note says it was not measured."""
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present here")
+    table, raw = _timing(device="cuda")
+    assert table[["speedup", "speedup_low", "train_im_s", "measured_over_ideal"]].isna().all().all()
+    assert pd.api.types.is_float_dtype(table["speedup"]) and raw.empty
+    assert (table["note"] == bench.NOT_MEASURED_NO_CUDA).all()
+
+
+def test_rows_to_profile_takes_the_headline_then_the_worst_flagged_row():
+    """Rows outside 0.90–1.03: the headline row first, then the farthest from 1; none flagged → [] or the headline."""
+    speed = pd.DataFrame({"row": ["baseline", "a", "skip_6_55_s11", "b", "c", sv.CONTROL],
+                          "measured_over_ideal": [1.0, 1.2, 0.8, 0.5, 1.0, 1.5]})  # fmt: skip
+    assert sv.rows_to_profile(speed, limit=2) == ["skip_6_55_s11", "b"]
+    calm = speed.assign(measured_over_ideal=1.0)
+    assert sv.rows_to_profile(calm) == [] and sv.rows_to_profile(calm, 1, always=True) == ["skip_6_55_s11"]
+
+
+def test_profile_rows_breaks_down_the_baseline_and_the_row_by_operator():
+    """profile_rows on a tiny model: operator × {baseline, row} self ms per call, with a positive total row."""
+    rows = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
+    profiles = sv.profile_rows("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, rows, calls=1, device="cpu", depth=2)
+    frame = profiles["one_stage"].set_index("operator")
+    assert list(frame.columns) == ["baseline", "one_stage"] and (frame.loc["total"] > 0).all()
+
+
+def test_profile_explains_only_an_excess_carried_by_attention_operators():
+    """Ideal 1.2: the excess is explained when softmax's shrinking beyond the ideal covers the total's, else not."""
+    by_softmax = pd.DataFrame({"operator": ["aten::mm", "aten::_softmax", "total"],
+                               "baseline": [60.0, 60.0, 120.0], "row": [50.0, 20.0, 70.0]})  # fmt: skip
+    assert sv.profile_explains(by_softmax, "row", 1.2)
+    by_matmul = by_softmax.assign(row=[20.0, 50.0, 70.0])
+    assert not sv.profile_explains(by_matmul, "row", 1.2)
+    within = by_softmax.assign(row=[50.0, 48.0, 98.0])  # total ratio 1.22: no excess to explain
+    assert not sv.profile_explains(within, "row", 1.2)
+
+
+def test_explain_verdicts_rewrites_only_an_explained_row_above_the_bound():
+    """A profiled row above 1.03 whose excess attention explains reads 'explained by profile'."""
+    speed = pd.DataFrame({"row": ["row"], "measured_over_ideal": [1.4], "ideal_speedup": [1.2], "verdict": ["x"]})
+    profile = pd.DataFrame({"operator": ["aten::_softmax", "total"], "baseline": [60.0, 120.0], "row": [0.0, 70.0]})
+    assert sv.explain_verdicts(speed, {"row": profile}).loc[0, "verdict"].endswith("explained by profile")

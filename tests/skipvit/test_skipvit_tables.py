@@ -13,8 +13,16 @@ from vitstudy import skipvit as sv
 def test_table_1_puts_the_papers_numbers_beside_ours(table_1_of):
     """table_1 has one row per preset with the paper's throughput and top-1 next to our columns."""
     table = table_1_of()
-    assert list(table["row"]) == list(sv.TABLE1)
+    assert list(table["row"]) == [*sv.TABLE1, sv.CONTROL]
     assert table.loc[8, "paper_gain_pct"] == 13.23 and table.loc[8, "top1_dropping_on_diff"] == 0
+
+
+def test_table_1_keeps_the_aa_control_row_and_the_interval_columns(table_1_of):
+    """The A/A control row stays (no paper or accuracy numbers); both models' intervals and verdicts are columns."""
+    table = table_1_of().set_index("row")
+    assert math.isnan(table.loc[sv.CONTROL, "paper_gain_pct"]) and table.loc[sv.CONTROL, "small_speedup"] == 1.0
+    for column in ("speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal", "verdict", "note"):
+        assert f"vits_{column}" in table and f"small_{column}" in table
 
 
 def test_skip_layer_comparison_compares_11_with_10(table_1_of):

@@ -60,9 +60,14 @@ from .patch import (
 from .plots import accuracy_plot, gain_plot, warmup_plot
 from .settings import BASELINE, EXTRA, MODES, PRESETS, RATIO_OF, TABLE1, TABLE3, SkipViTSettings, preset
 from .study import (
+    CONTROL,
     SkipViTBudget,
     accuracy_runs,
     accuracy_summary,
+    explain_verdicts,
+    profile_explains,
+    profile_rows,
+    rows_to_profile,
     run_dir,
     table1_budget,
     table3_budget,
@@ -128,6 +133,11 @@ __all__ = [
     "table_1",
     "table_3",
     "timing_runs",
+    "CONTROL",
+    "explain_verdicts",
+    "profile_explains",
+    "profile_rows",
+    "rows_to_profile",
     "topk_keep_indices",
     "trace_forward",
     "trace_image",

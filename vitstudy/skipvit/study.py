@@ -3,7 +3,9 @@
 Each Table row is one training run with the row's :class:`~vitstudy.skipvit.settings.SkipViTSettings` (cached
 under ``data/cache/skipvit/``, so a re-run loads it), evaluated on the test split with token dropping kept on and
 switched off. Throughput is timed on random data, the rows interleaved round by round so that a slow spell of a
-shared machine does not land on one row only. The tables and plots of these runs are in ``tables`` and ``plots``.
+shared machine does not land on one row only: :func:`vitstudy.bench.compare` (balanced ABBA rounds, paired ratios
+with a 95% interval, an A/A control arm); rows whose speed-up strays from the FLOP-ideal get a ``torch.profiler``
+breakdown (:func:`profile_rows`). The tables and plots of these runs are in ``tables`` and ``plots``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ class SkipViTBudget:
     paper_img_size: int = 224  # the paper's resolution; only smoke shrinks it (its numbers are meaningless)
     paper_batch: int = 16
     small_batch: int = 64
-    timing: bench.TimingSettings = bench.TimingSettings(warmup=1, runs=3)
-    timing_rounds: int = 1  # timed sweeps over the rows = timing.runs x timing_rounds
+    timing: bench.CompareSettings = bench.CompareSettings()
+    profile_limit: int = 2  # rows profiled at most: the headline row and the worst-flagged one
+    profile_always: bool = False  # smoke: profile one row even when none is flagged, so that path runs
     note: str = ""
 
     @property
@@ -66,24 +69,28 @@ def table1_budget(scale: Scale | str | None = None) -> SkipViTBudget:
     if scale.name == "smoke":
         cfg = dataclasses.replace(base, train_size=256, val_size=128, test_size=256, epochs=1)
         return SkipViTBudget("smoke", cfg, start="baseline", paper_img_size=64, paper_batch=2, small_batch=16,
-                             timing=bench.TimingSettings(warmup=1, runs=1), note="numbers meaningless")  # fmt: skip
+                             timing=bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200),
+                             profile_limit=1, profile_always=True, note="numbers meaningless")  # fmt: skip
     if scale.name == "quick":
         # 2,000 images x 1 epoch per row: from scratch that is ~30 updates and ~30% top-1, so rows fine-tune the
         # quick baseline (10k images x 6 epochs, trained by notebook 00) instead, at a fine-tuning learning rate.
         cfg = dataclasses.replace(base, train_size=2000, val_size=500, test_size=2000, epochs=1, lr=5e-4,
                                   warmup_epochs=0.1)  # fmt: skip
+        # Timing: a ViT-S/16 step at batch 16 takes ~1-2 s on a 2-core CPU, so each arm's round is one sizing call
+        # plus one timed block (2 steps); 10 arms x 4 rounds x 2 steps + warm-up ~ 90 steps ~ 2 minutes.
+        timing = bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1)
         return SkipViTBudget(
-            "quick", cfg, start="baseline", paper_batch=16, timing=bench.TimingSettings(warmup=1, runs=3),
+            "quick", cfg, start="baseline", paper_batch=16, timing=timing,
             note="quick: every row fine-tunes notebook 00's quick baseline for 1 epoch on 2,000 images with its "
             "dropping (no warm-up: the baseline's attention is already trained); one seed, so differences "
             "under ~1 point are noise. full: every row from scratch, 3 seeds, warm-up 15% of the epochs.",
         )  # fmt: skip
     if scale.name == "full":
-        return SkipViTBudget("full", base, seeds=scale.seeds, paper_batch=32, timing_rounds=3,
-                             timing=bench.TimingSettings(warmup=2, runs=5),
+        return SkipViTBudget("full", base, seeds=scale.seeds, paper_batch=32,
+                             timing=bench.CompareSettings(rounds=7, min_run_time=2.0, warmup_calls=2),
                              note="whole Fashion-MNIST, 30 epochs, 3 seeds, warm-up 15% of the epochs")  # fmt: skip
-    return SkipViTBudget(scale.name, base, seeds=scale.seeds, paper_batch=64, timing_rounds=3,
-                         timing=bench.TimingSettings(warmup=3, runs=10),
+    return SkipViTBudget(scale.name, base, seeds=scale.seeds, paper_batch=64,
+                         timing=bench.CompareSettings(rounds=11, min_run_time=5.0, warmup_calls=3),
                          note="the paper's recipe (Table 2)")  # fmt: skip
 
 
@@ -213,6 +220,45 @@ def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
 # Throughput
 
 
+CONTROL = "baseline (A/A copy)"  # the A/A control arm: a second copy of the baseline, timed like every row
+TARGET = (0.90, 1.03)  # measured ÷ FLOP-ideal speed-up: issue 8's two-sided target for a training step
+HEADLINE = "skip_6_55_s11"  # the paper's headline row, profiled first when it is flagged
+# Operator-name fragments of attention's memory-bound work (softmax and its backward, the fused attention
+# kernels): it shrinks with the square of the tokens kept, which a FLOP count of the matmuls undercounts.
+ATTENTION_OPERATORS = ("softmax", "attention")
+
+
+def _train_steps(
+    model_name: str,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    batch_size: int,
+    rows: dict[str, SkipViTSettings],
+    device: torch.device,
+    control: bool,
+    **model_kwargs: Any,
+) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
+    """(one training step per arm: baseline, every row, the A/A copy; FLOPs and FLOP-ideal per row)."""
+    model = apply_skipvit(create_model(model_name, num_classes=num_classes, **model_kwargs))
+    flops_off = bench.flops_per_image(configure(model, BASELINE), input_size)
+    arms = {"baseline": BASELINE, **{n: s for n, s in rows.items() if n != "baseline"}}
+    flops = {name: flop_gain(configure(model, s), input_size, flops_off) for name, s in arms.items()}
+    if control:
+        arms[CONTROL] = BASELINE
+        flops[CONTROL] = flops["baseline"]
+    if not bench.device_available(device):  # nothing to run there: compare() returns NaN rows without calling
+        return {name: _not_run for name in arms}, flops
+    steps = {
+        name: bench.make_train_step(configure(copy.deepcopy(model), s), batch_size, input_size, num_classes, device)
+        for name, s in arms.items()
+    }  # fmt: skip
+    return steps, flops
+
+
+def _not_run() -> None:
+    raise RuntimeError("an arm on an absent device was called")
+
+
 def timing_runs(
     model_name: str,
     input_size: tuple[int, int, int],
@@ -222,46 +268,133 @@ def timing_runs(
     rows: dict[str, SkipViTSettings] = TABLE1,
     device: str | None = None,
     **model_kwargs: Any,
-) -> pd.DataFrame:
-    """Training throughput (random data) and FLOP-ideal gain of every row on one model.
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Training speed-up (random data) of every row over the baseline, beside its FLOP-ideal; and the raw times.
 
-    Every row gets its own model copy and AdamW; after ``timing.warmup`` untimed steps each, the rows are timed
-    one step each in turn, ``timing.runs × timing_rounds`` sweeps. A row's gain is the median over sweeps of
-    (baseline step time / row step time) − 1: steps of one sweep are seconds apart, so a slow spell of a
-    shared machine slows the baseline and the row alike instead of landing on one row.
+    Every row, the baseline and an A/A copy of the baseline get their own model copy and AdamW and are timed one
+    training step per call by :func:`vitstudy.bench.compare` with ``budget.timing``. Per row: ``speedup`` (median
+    over rounds of baseline time / row time) with its 95% interval, ``measured_over_ideal`` = speed-up ÷ FLOP-ideal
+    speed-up (a ratio of speed-ups, not of gains) and its ``verdict``; the table's ``note`` carries the control's
+    reading. Returns (one row per arm, the comparison's raw per-block times for ``report.save_raw``). On an
+    absent device every number is NaN and ``note`` says so.
     """
     device = torch.device(device or bench.default_device())
-    model = apply_skipvit(create_model(model_name, num_classes=num_classes, **model_kwargs))
-    flops_off = bench.flops_per_image(configure(model, BASELINE), input_size)
-    flops = {name: flop_gain(configure(model, s), input_size, flops_off) for name, s in rows.items()}
-    rows = {"baseline": BASELINE, **rows}
-    steps = {
-        name: bench.make_train_step(configure(copy.deepcopy(model), s), batch_size, input_size, num_classes, device)
-        for name, s in rows.items()
-    }
-    rounds = dataclasses.replace(budget.timing, runs=budget.timing.runs * budget.timing_rounds)
-    seconds = bench.time_interleaved(steps, device, rounds)
-    base = np.array(seconds["baseline"])
-    environment = bench.environment_info(device)
+    steps, flops = _train_steps(model_name, input_size, num_classes, batch_size, rows, device, True, **model_kwargs)
+    comparison = bench.compare(steps, "baseline", CONTROL, budget.timing, device)
+    note = comparison.note or comparison.control_note()
+    environment = comparison.environment
+    labels = {**{n: s.label for n, s in rows.items()}, "baseline": BASELINE.label, CONTROL: "baseline (A/A control)"}
     out = []
-    for name, settings in rows.items():
-        if name not in flops:
-            continue
-        times = np.array(seconds[name])
-        spread = bench.timing_spread(times)
-        gain = 100 * (float(np.median(base / times)) - 1)
-        ideal = flops[name]["ideal_gain_pct"]
+    for name in steps:
+        speed = comparison.speedup(name)
+        ideal = 1 + flops[name]["ideal_gain_pct"] / 100  # = gflops_off / gflops_on
+        ratio = speed["speedup"] / ideal
+        verdict = _verdict(name, ratio, comparison)
         out.append({
             "row": name,
-            "setting": settings.label,
+            "setting": labels[name],
             "model": model_name,
             "batch_size": batch_size,
-            "train_im_s": batch_size / spread["seconds_median"],
-            "gain_pct": gain,
+            "step_seconds": speed["seconds"],
+            "train_im_s": batch_size / speed["seconds"],
+            "speedup": speed["speedup"],
+            "speedup_low": speed["speedup_low"],
+            "speedup_high": speed["speedup_high"],
+            "gain_pct": 100 * (speed["speedup"] - 1),
             **flops[name],
-            "measured_over_ideal": gain / ideal if ideal > 0 else math.nan,
-            "timed_steps": spread["runs"],
-            "step_seconds_iqr": spread["seconds_iqr"],
+            "ideal_speedup": ideal,
+            "measured_over_ideal": ratio,
+            "verdict": verdict,
+            "rounds": budget.timing.rounds,
+            "min_run_time_s": budget.timing.min_run_time,
+            "order": budget.timing.order,
+            "device": f"{environment['device_type']}: {environment['device_name']}",
             **{k: environment[k] for k in ("device_name", "cpu_threads", "torch", "timm")},
+            "note": note,
         })  # fmt: skip
-    return pd.DataFrame(out)
+    table = pd.DataFrame(out)
+    if comparison.raw.empty:  # absent device: keep the columns numeric
+        numeric = ["step_seconds", "train_im_s", "speedup", "speedup_low", "speedup_high", "gain_pct",
+                   "measured_over_ideal"]  # fmt: skip
+        table[numeric] = table[numeric].astype(float)
+    raw = comparison.raw.assign(model=model_name, batch_size=batch_size)
+    return table, raw
+
+
+def _verdict(name: str, measured_over_ideal: float, comparison: bench.Comparison) -> str:
+    """The baseline is the reference; the A/A control passes or fails ±3%; a row gets its FLOP-bound verdict."""
+    if name == "baseline":
+        return "reference"
+    if name != CONTROL:
+        return bench.flop_bound_verdict(measured_over_ideal, TARGET)
+    if math.isnan(measured_over_ideal):
+        return "A/A control: not measured"
+    return "A/A control: outside 1.00 ± 3%" if comparison.control_note() else "A/A control: 1.00 ± 3%"
+
+
+def rows_to_profile(speed: pd.DataFrame, limit: int = 2, always: bool = False) -> list[str]:
+    """Rows of a :func:`timing_runs` table to profile: those outside the target, the headline row first, then
+    the one farthest from its FLOP-ideal; at most ``limit``. ``always``: the headline row when none is flagged."""
+    rows = speed[~speed["row"].isin(["baseline", CONTROL])]
+    ratio = rows["measured_over_ideal"]
+    flagged = rows[(ratio > TARGET[1]) | (ratio < TARGET[0])]
+    distance = np.abs(np.log(flagged["measured_over_ideal"].astype(float)))
+    names = list(flagged.assign(distance=distance).sort_values("distance", ascending=False)["row"])
+    if HEADLINE in names:
+        names = [HEADLINE] + [n for n in names if n != HEADLINE]
+    if not names and always:
+        names = [HEADLINE if HEADLINE in set(rows["row"]) else rows["row"].iloc[0]]
+    return names[:limit]
+
+
+def profile_rows(
+    model_name: str,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    batch_size: int,
+    rows: dict[str, SkipViTSettings],
+    calls: int = 2,
+    device: str | None = None,
+    top: int = 30,
+    **model_kwargs: Any,
+) -> dict[str, pd.DataFrame]:
+    """Per row: :func:`vitstudy.bench.operator_breakdown` of the baseline's training step and the row's
+    (operator × {baseline, row} self ms per call, a ``total`` row), the same steps :func:`timing_runs` times."""
+    device = torch.device(device or bench.default_device())
+    if not bench.device_available(device):
+        return {}
+    out = {}
+    for name, settings in rows.items():
+        steps, _ = _train_steps(model_name, input_size, num_classes, batch_size, {name: settings}, device, False,
+                                **model_kwargs)  # fmt: skip
+        out[name] = bench.operator_breakdown(steps, calls, top)
+    return out
+
+
+def profile_explains(breakdown: pd.DataFrame, row: str, ideal_speedup: float) -> bool:
+    """Whether a profile attributes a speed-up beyond the FLOP-ideal to attention's memory-bound operators.
+
+    An operator's saving beyond the ideal is ``baseline_ms / ideal − row_ms`` (what it saves beyond shrinking
+    like the FLOPs). True when the profile itself shows the excess (total ratio above 1.03 × ideal) and the
+    :data:`ATTENTION_OPERATORS` save at least the whole excess of the total.
+    """
+    table = breakdown.set_index("operator")
+    beyond = table["baseline"] / ideal_speedup - table[row]
+    total = table.loc["total"]
+    if total["baseline"] / total[row] <= bench.FLOP_BOUND_SLACK * ideal_speedup:
+        return False
+    named = [op for op in table.index if any(part in op.lower() for part in ATTENTION_OPERATORS)]
+    return bool(beyond[named].sum() >= beyond["total"])
+
+
+def explain_verdicts(speed: pd.DataFrame, profiles: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """``speed`` with the verdict of every profiled row above 1.03 re-drawn: "explained by profile" only when
+    :func:`profile_explains` attributes the excess to named operators."""
+    speed = speed.copy()
+    for name, breakdown in profiles.items():
+        at = speed["row"] == name
+        ratio = float(speed.loc[at, "measured_over_ideal"].iloc[0])
+        ideal = float(speed.loc[at, "ideal_speedup"].iloc[0])
+        explained = ratio > bench.FLOP_BOUND_SLACK and profile_explains(breakdown, name, ideal)
+        speed.loc[at, "verdict"] = bench.flop_bound_verdict(ratio, TARGET, explained)
+    return speed

@@ -9,12 +9,16 @@ import pandas as pd
 from ..reference import load_reference
 from .settings import TABLE1
 
+SPEED_COLUMNS = ["train_im_s", "speedup", "speedup_low", "speedup_high", "gain_pct", "ideal_speedup",
+                 "ideal_gain_pct", "measured_over_ideal", "verdict", "note"]  # fmt: skip
+
 
 def table_1(accuracy: pd.DataFrame, paper_speed: pd.DataFrame, small_speed: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 with the paper's numbers beside ours: throughput gains (two models), FLOP-ideal gain, top-1.
+    """Table 1 with the paper's numbers beside ours: speed-ups with 95% intervals (two models), FLOP-ideal
+    speed-ups, measured ÷ ideal with its verdict, top-1; the A/A control as its last row.
 
     ``accuracy``: :func:`~vitstudy.skipvit.study.accuracy_summary`; the speeds: two
-    :func:`~vitstudy.skipvit.study.timing_runs` (the paper's model and the small one).
+    :func:`~vitstudy.skipvit.study.timing_runs` tables (the paper's model and the small one).
     """
     reference = load_reference("skipvit_1")
     paper = pd.DataFrame({
@@ -24,13 +28,14 @@ def table_1(accuracy: pd.DataFrame, paper_speed: pd.DataFrame, small_speed: pd.D
         "paper_top1": reference["top1"].to_numpy(),
         "paper_top1_diff": reference["top1_diff"].to_numpy(),
     })  # fmt: skip
-    vits = paper_speed[["row", "setting", "train_im_s", "gain_pct", "ideal_gain_pct", "measured_over_ideal"]]
+    vits = paper_speed[["row", "setting", *[c for c in SPEED_COLUMNS if c in paper_speed]]]
     vits = vits.rename(columns={c: f"vits_{c}" for c in vits.columns if c not in ("row", "setting")})
-    small = small_speed[["row", "train_im_s", "gain_pct", "ideal_gain_pct"]]
+    small = small_speed[["row", *[c for c in SPEED_COLUMNS if c in small_speed]]]
     small = small.rename(columns={c: f"small_{c}" for c in small.columns if c != "row"})
     acc = accuracy[["row", "top1_dropping_on", "top1_dropping_on_std", "top1_dropping_on_diff", "top1_dropping_off",
                     "top1_dropping_off_diff"]]  # fmt: skip
-    return paper.merge(vits, on="row").merge(small, on="row").merge(acc, on="row")
+    # Left joins from our speed rows: the A/A control row has no paper or accuracy numbers (NaN), but stays.
+    return vits.merge(paper, on="row", how="left").merge(small, on="row", how="left").merge(acc, on="row", how="left")
 
 
 def _faster_pct(at10: pd.Series, at11: pd.Series, column: str) -> float:
