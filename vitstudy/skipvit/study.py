@@ -76,8 +76,10 @@ def table1_budget(scale: Scale | str | None = None) -> SkipViTBudget:
         # quick baseline (10k images x 6 epochs, trained by notebook 00) instead, at a fine-tuning learning rate.
         cfg = dataclasses.replace(base, train_size=2000, val_size=500, test_size=2000, epochs=1, lr=5e-4,
                                   warmup_epochs=0.1)  # fmt: skip
-        # Timing: a ViT-S/16 step at batch 16 takes ~1-2 s on a 2-core CPU, so each arm's round is one sizing call
-        # plus one timed block (2 steps); 10 arms x 4 rounds x 2 steps + warm-up ~ 90 steps ~ 2 minutes.
+        # Timing: a ViT-S/16 step at batch 16 takes ~1-2 s on an idle 2-core CPU, so each arm's round is
+        # blocked_autorange's sizing call plus one timed block (2 steps): 10 arms x 4 rounds x 2 steps + warm-up
+        # ~ 90 steps ~ 2-2.5 minutes (the old 1 + 3 steps per row: ~1 minute); 4 rounds is the fewest that give
+        # the bootstrap interval more than the two extreme rounds. The small model adds 10 x 4 x 0.5 s ~ 25 s.
         timing = bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1)
         return SkipViTBudget(
             "quick", cfg, start="baseline", paper_batch=16, timing=timing,
