@@ -5,7 +5,10 @@ Every timed table of the study goes through :func:`compare`:
 - arms run in a balanced order: ``abba`` reverses the order every round (A B C, C B A, ...), so drift over a
   round (a warming CPU, a background process starting) lands on every arm alike; ``random`` shuffles per round;
 - each arm is timed for a fixed minimum time per round by ``torch.utils.benchmark.Timer.blocked_autorange``
-  (its own block sizing, CUDA synchronisation and thread setting), after untimed warm-up calls;
+  (its own block sizing, CUDA synchronisation and thread setting), after untimed warm-up calls; its untimed
+  block-sizing call also serves as a per-round warm-up, so no arm's timed calls pay for the switch from the previous
+  arm (caches, allocator) — for a step longer than ``min_run_time`` that doubles the calls, a price worth the bias
+  it removes;
 - between arms the garbage collector runs, so one arm's freed tensors are not paid for by the next;
 - a result per arm is the median over rounds of the per-round paired ratio (baseline time / arm time) with a
   95% bootstrap interval over rounds; the raw per-call times are kept (:attr:`Comparison.raw`) for a CSV;
