@@ -5,6 +5,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+import torch
 
 from vitstudy import bench, multiexit
 from vitstudy.config import SCALES, Scale, TrainConfig
@@ -17,9 +18,8 @@ def test_budget_presets_keep_the_notebooks_former_settings(name):
     smoke = name == "smoke"
     assert budget.scale == name
     assert budget.batch_size == (64 if smoke else scale.eval_batch_size)
-    assert budget.timing == bench.TimingSettings(warmup=scale.bench_warmup, runs=scale.bench_runs)
-    assert budget.table_timing == bench.TimingSettings(warmup=scale.bench_warmup, runs=max(3, scale.bench_runs // 2))
-    assert budget.max_speed_timing == bench.TimingSettings(warmup=min(scale.bench_warmup, 2), runs=scale.bench_runs)
+    for settings in (budget.timing, budget.table_timing, budget.max_speed_timing):
+        assert isinstance(settings, bench.CompareSettings) and (settings.rounds == 2) == smoke
     assert budget.max_speed_batch("cpu") == (2 if smoke else 8) and budget.max_speed_batch("cuda") == 64
     assert (budget.threshold, budget.max_loss, budget.head_epochs) == (0.9, 0.5, 30)
 
@@ -67,13 +67,23 @@ def test_study_rows_report_accuracy_and_ideal_speedup(digits_study):
     assert 0 <= row["top1"] <= 100 and row["top1_loss"] == pytest.approx(row["plain_top1"] - row["top1"])
 
 
-def test_operating_point_keeps_the_validation_loss_within_bounds(digits_study):
-    """The chosen per-sample setting loses at most max_loss points on validation (or is the strictest threshold)."""
+def test_operating_point_keeps_the_upper_end_of_the_validation_interval_within_bounds(digits_study):
+    """The chosen setting's 95% upper bound of validation points lost is <= max_loss (or it is the strictest)."""
     point = multiexit.choose_operating_point(
         digits_study, max_loss=0.5, thresholds=(0.5, 0.9, 1.0), exit_sets=[(1,), (1, 2)]
     )
-    row = digits_study.evaluate(point["variant"], point["exits"], point["threshold"], "sample", split="val")
-    assert row["top1_loss"] <= 0.5 or point["threshold"] == 1.0
+    _, _, high = digits_study.top1_loss_interval(point["variant"], point["exits"], point["threshold"], "sample", "val")
+    assert high <= 0.5 or point["threshold"] == 1.0
+
+
+def test_paired_loss_interval_brackets_the_loss_and_is_zero_for_identical_models():
+    """Points lost is plain minus exit accuracy; the paired interval holds it, and is [0, 0] when nothing differs."""
+    plain = torch.tensor([True] * 90 + [False] * 10)
+    exit_ = plain.clone()
+    exit_[:5] = False  # five images lost, none gained: 5 points on 100 images
+    loss, low, high = multiexit.paired_loss_interval(plain, exit_)
+    assert loss == pytest.approx(5.0) and 0 < low <= 5.0 <= high
+    assert multiexit.paired_loss_interval(plain, plain) == (0.0, 0.0, 0.0)
 
 
 def test_batch_rule_exit_rate_falls_with_batch_size(digits_study):

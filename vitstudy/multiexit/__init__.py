@@ -5,9 +5,10 @@
 - ``features``: record exit features once (cached), fit heads on them, logits from them.
 - ``costs``: FLOP accounting of an exit histogram (``ExitCosts``, ``exit_costs``).
 - ``study``: the per-scale ``ExitBudget``, ``ExitStudy`` (prepare / evaluate offline), threshold sweep,
-  operating point, the batch-rule study.
+  operating point (``paired_loss_interval``), the batch-rule study.
 - ``tables``: the timed tables ``table_5_1``, ``table_5_2``, ``table_5_3`` (named after the report's), the speed
-  targets, the report's numbers beside ours, and the timing they share (``measure_interleaved``).
+  targets, the per-sample controls, the report's numbers beside ours, and the timing they share
+  (``time_models``: ``bench.compare`` with an A/A control arm).
 - ``plots``: the figures. ``explorer``: ``explore() -> widgets.ExplorerView`` and ``explorer_widget()``.
 
 Imports go one way: exits <- model <- features, costs <- study <- tables, plots, explorer.
@@ -57,6 +58,8 @@ from .study import (
     choose_operating_point,
     exit_budget,
     exits_label,
+    operating_points,
+    paired_loss_interval,
     prepare,
     required_confident_share,
     study_model,
@@ -64,20 +67,41 @@ from .study import (
     threshold_sweep,
 )
 from .tables import (
+    CONTROL_ARM,
+    CONTROL_LABEL,
+    FORCED_TARGET,
+    PER_SAMPLE_TARGET,
     TABLE_5_1_COLUMNS,
+    CompactionKeepsEveryRow,
+    FirstRows,
     batch_exits,
     beside_report,
     beside_report_5_1,
-    measure_interleaved,
+    control_batch_sizes,
     measured_points,
+    per_sample_controls,
     performance_table,
+    raw_times,
     table_5_1,
     table_5_2,
     table_5_3,
+    time_models,
     timing_batch,
 )
 
 __all__ = [
+    "CONTROL_ARM",
+    "CONTROL_LABEL",
+    "FORCED_TARGET",
+    "PER_SAMPLE_TARGET",
+    "CompactionKeepsEveryRow",
+    "FirstRows",
+    "control_batch_sizes",
+    "operating_points",
+    "paired_loss_interval",
+    "per_sample_controls",
+    "raw_times",
+    "time_models",
     "CONFIDENCES",
     "CONFIDENCE_FNS",
     "DEFAULT_EXITS",
@@ -123,7 +147,6 @@ __all__ = [
     "logits_from_features",
     "margin_confidence",
     "max_softmax",
-    "measure_interleaved",
     "measured_points",
     "performance_table",
     "prepare",

@@ -16,7 +16,7 @@ def speed_bars(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> Fi
     """Table 5.1 as bars: measured and FLOP-ideal speed-up per exit block, the report's measured beside them."""
     fig = new_figure((7, 3.4))
     ax = fig.subplots()
-    table = table.sort_values("exit_block")
+    table = table[table["exit_block"].notna()].sort_values("exit_block")  # the A/A control row has no block
     series = [("ours, measured", table["speedup"]), ("ours, FLOP-ideal", table["ideal_speedup"])]
     if reference is not None:
         ref = reference[reference["metric"] == "speed_improvement"].set_index("exit_block")["value"].astype(float)
@@ -43,7 +43,7 @@ def accuracy_speed_curves(
             curve = curve.sort_values("ideal_speedup")
             ax.plot(curve["ideal_speedup"], curve["top1"], "-o", ms=3, label=f"exits {exits}")
         if measured is not None:
-            points = measured[measured["variant"] == variant]
+            points = measured[measured["variant"] == variant]  # the A/A control row matches no variant
             ax.scatter(points["speedup"], points["top1"], marker="*", s=90, color="black", zorder=5, label="measured")
         if plain_top1 is not None:
             ax.axhline(plain_top1, color="grey", ls="--", lw=1)
@@ -73,6 +73,7 @@ def batch_rule_plot(rates: pd.DataFrame) -> Figure:
 
 def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = ("cpu", "cuda")) -> Figure:
     """Measured speed-up per setting, one bar per device; a device that was not measured is named, not drawn."""
+    table = table[table["variant"].notna()]  # settings only: the A/A control row has no variant
     fig = new_figure((max(6.0, 0.45 * len(table)), 3.6))
     ax = fig.subplots()
     missing = [d for d in devices if table[f"{d}_speedup"].isna().all()]
