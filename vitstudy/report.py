@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
-import torch
 
+from .bench import default_device, environment_info
 from .config import get_scale
 from .data import check_data
 from .files import atomic_path, atomic_write_json, atomic_write_text, cache_dir, output_dir, project_root
@@ -232,11 +232,7 @@ def run_report(
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         seconds = time.perf_counter() - started
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        # Imported here, not at the top: vitstudy.bench imports torch.utils.benchmark, whose import logs "No CUDA
-        # runtime is found" on machines with the CUDA toolkit and no GPU; an error before this point stays one line.
-        from .bench import environment_info
-
+        device = default_device()
         manifest["notebooks"][path.stem] = {
             "scale": scale,
             "seconds": round(seconds, 1),

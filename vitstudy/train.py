@@ -30,6 +30,7 @@ from timm.scheduler import CosineLRScheduler
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .bench import environment_info
 from .checkpoint import load_checkpoint, read_checkpoint_index, save_checkpoint
 from .config import Scale, TrainConfig, get_scale
 from .data import Splits, build_splits, make_loader
@@ -56,11 +57,6 @@ class TrainResult:
 
     def summary(self) -> dict[str, Any]:
         """One flat results row: settings, sizes, time, accuracy, and where it ran."""
-        # Not at the top: vitstudy.bench imports torch.utils.benchmark, whose import logs "No CUDA runtime is
-        # found" where the CUDA toolkit is installed without a GPU, and `python -m vitstudy train` imports this
-        # module before it can print a user's mistake as one line.
-        from .bench import environment_info
-
         cfg = self.metrics["config"]
         device = next(self.model.parameters()).device
         return {
