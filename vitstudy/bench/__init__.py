@@ -3,7 +3,7 @@
 - ``environment``: device presence, :func:`default_device`, :func:`environment_info` (recorded in every row).
 - ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups).
 - ``timing``: :func:`time_callable` and throughput rows (one model, warm-up, sync, :func:`timing_spread`).
-- ``compare``: the comparison engine every timed table uses (:func:`compare`: balanced rounds, paired ratios
+- ``comparison``: the comparison engine every timed table uses (:func:`compare`: balanced rounds, paired ratios
   with 95% intervals, raw times, the A/A control, :func:`flop_bound_verdict`).
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
@@ -11,7 +11,7 @@ Numbers stay numbers: on an absent device (``"cuda"`` here) every measured numbe
 ``note`` says :data:`NOT_MEASURED_NO_CUDA`.
 """
 
-from .compare import (
+from .comparison import (
     CONTROL_TOLERANCE,
     FLOP_BOUND_SLACK,
     CompareSettings,
