@@ -236,3 +236,57 @@ def test_save_raw_writes_csv_under_tables_raw(tmp_path):
     assert (tmp_path / "tables" / "profiles" / "04_speed.csv").is_file()
     with pytest.raises(ValueError, match="kind='other' is not allowed"):
         report.save_raw(pd.DataFrame(), "04_speed", kind="other", out=tmp_path)
+
+
+PROGRESS = """
+# %% tags=["parameters"]
+SCALE = "quick"
+# %%
+from vitstudy import progress
+print("not a progress line")
+progress.emit("epoch 1/2 done: 123.0 im/s")
+# %%
+x = 1
+"""
+
+
+def test_report_prints_each_cell_and_the_kernels_progress_lines(tmp_path):
+    """Per code cell one line with its seconds and the elapsed time; marked kernel lines reach the terminal,
+    other output stays in the notebook."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "03_progress", PROGRESS)
+    lines = []
+    report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
+    cells = [line for line in lines if "03_progress | cell" in line]
+    assert [line.split("|")[1].split()[1] for line in cells] == ["1/3", "2/3", "3/3"]
+    assert all(" s  (elapsed 0:" in line for line in cells)
+    assert "from vitstudy import progress" in cells[1] and "x = 1" in cells[2]
+    assert any(line.endswith("03_progress | epoch 1/2 done: 123.0 im/s") for line in lines)
+    assert not any("not a progress line" in line for line in lines)
+
+
+def test_epoch_progress_lines_only_when_the_report_asks(monkeypatch, capsys):
+    from vitstudy import progress
+
+    monkeypatch.delenv(progress.ENV, raising=False)
+    progress.EpochProgress(0, 2, 100).done(dict(images_per_s=50.0, loss=1.0, top1=10.0, seconds=2.0))
+    assert capsys.readouterr().out == ""
+    monkeypatch.setenv(progress.ENV, "lines")
+    monkeypatch.setattr(progress, "EVERY_SECONDS", 0.0)
+    lines = progress.EpochProgress(0, 2, 100)
+    lines.step(50)
+    lines.done(dict(images_per_s=50.0, loss=1.0, top1=10.0, seconds=2.0))
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("[progress] epoch 1/2: 50/100 images,") and out[0].endswith(" s")
+    assert out[1] == "[progress] epoch 1/2 done: 50.0 im/s, loss 1.000, train top-1 10.0%, 2.0 s"
+
+
+def test_training_prints_an_epoch_line_for_the_report(digits_cfg, tmp_path, monkeypatch, capsys):
+    from vitstudy import progress
+    from vitstudy.train import train
+
+    monkeypatch.setenv(progress.ENV, "lines")
+    train(digits_cfg, tmp_path / "run", progress=False)
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith(progress.MARK)]
+    assert [line.split(" done:")[0] for line in out] == ["[progress] epoch 1/2", "[progress] epoch 2/2"]
+    assert all(" im/s, loss " in line for line in out)

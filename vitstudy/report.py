@@ -25,12 +25,13 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
+from . import progress
 from .bench import default_device, environment_info
 from .config import get_scale
 from .data import check_data
@@ -134,11 +135,17 @@ def _environ(**values: str) -> Iterator[None]:
 
 
 def execute_notebook(
-    path: Path, scale: str, staging: Path, timeout: int | None = None, executed_path: Path | None = None
+    path: Path,
+    scale: str,
+    staging: Path,
+    timeout: int | None = None,
+    executed_path: Path | None = None,
+    log: Callable[..., Any] | None = None,
 ) -> Any:
     """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception.
 
-    The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``.
+    The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``. With ``log``, each
+    code cell's time and the kernel's progress lines (``vitstudy.progress``) are logged while it runs.
     """
     import jupytext
     import papermill
@@ -147,7 +154,8 @@ def execute_notebook(
     notebook = jupytext.read(path)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     executed_path = executed_path or staging / f"{path.stem}.ipynb"
-    with _environ(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg"):
+    hooks = CellProgress(path.stem, notebook, log).hooks() if log is not None else {}
+    with _environ(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"}):
         try:
             return papermill.execute_notebook(
                 notebook,
@@ -157,12 +165,67 @@ def execute_notebook(
                 cwd=str(path.parent),
                 progress_bar=False,
                 execution_timeout=timeout,
+                **hooks,
             )
         except PapermillExecutionError as err:
             raise NotebookFailed(
                 f"notebook {path.name} failed in cell {err.exec_count or err.cell_index} "
                 f"(cell index {err.cell_index}): {err.ename}: {err.evalue} — executed copy: {executed_path}"
             ) from None
+
+
+class ProgressForwarder:
+    """A file-like sink for the kernel's stdout (papermill's ``stdout_file``): forwards the lines marked by
+    ``vitstudy.progress`` to ``log``, drops the rest (they stay in the executed notebook)."""
+
+    def __init__(self, prefix: str, log: Callable[..., Any]) -> None:
+        self.prefix, self.log, self.pending = prefix, log, ""
+
+    def write(self, text: str) -> None:
+        *complete, self.pending = (self.pending + text).split("\n")
+        for line in complete:
+            if line.startswith(progress.MARK):
+                self.log(f"{self.prefix}{line.removeprefix(progress.MARK)}", flush=True)
+
+    def flush(self) -> None:
+        pass  # lines are forwarded as soon as they are complete
+
+
+class CellProgress:
+    """One terminal line per code cell as a notebook runs: its number, its seconds, the notebook's elapsed time
+    and the cell's first line, so a user sees what is running and how long each step took."""
+
+    def __init__(self, name: str, notebook: Any, log: Callable[..., Any]) -> None:
+        self.name, self.log = name, log
+        self.total = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
+        self.done = 0
+        self.started = self.cell_started = time.perf_counter()
+
+    def hooks(self) -> dict[str, Any]:
+        """nbclient's cell hooks and papermill's stdout sink, as ``papermill.execute_notebook`` keywords."""
+        return dict(on_cell_start=self.cell_start, on_cell_executed=self.cell_executed,
+                    stdout_file=ProgressForwarder(f"    {self.name} | ", self.log))  # fmt: skip
+
+    def cell_start(self, cell: Any, cell_index: int) -> None:
+        self.cell_started = time.perf_counter()
+
+    def cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
+        now = time.perf_counter()
+        # papermill injects its parameters cell after the notebook was read: it gets no number of its own
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            where = "parameters"
+        else:
+            self.done += 1
+            where = f"cell {self.done}/{self.total}"
+        first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+        first = first if len(first) <= 60 else first[:57] + "..."
+        self.log(f"    {self.name} | {where} {now - self.cell_started:6.1f} s  (elapsed {_clock(now - self.started)})"
+                 f"  {first}", flush=True)  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"
 
 
 # Seconds one cell may take at the smoke scale, where every cell takes seconds. It turns nbclient's rare lost
@@ -179,7 +242,7 @@ def _execute_with_retry(path: Path, scale: str, staging: Path, executed_path: Pa
     timeout = SMOKE_CELL_TIMEOUT if scale == "smoke" else None
     for attempt in range(CELL_TIMEOUT_RETRIES + 1):
         try:
-            execute_notebook(path, scale, staging, timeout=timeout, executed_path=executed_path)
+            execute_notebook(path, scale, staging, timeout=timeout, executed_path=executed_path, log=log)
             return
         except CellTimeoutError as err:
             if attempt == CELL_TIMEOUT_RETRIES:

@@ -33,10 +33,12 @@ from tqdm.auto import tqdm
 from .bench import environment_info
 from .checkpoint import load_checkpoint, read_checkpoint_index, save_checkpoint
 from .config import Scale, TrainConfig, get_scale
-from .data import Splits, build_splits, make_loader
+from .data import Splits, build_splits
 from .distributed import Dist, all_reduce_sum, barrier, init_distributed
+from .fast_data import TensorLoader, make_batches
 from .files import atomic_path, atomic_write_json, cache_dir
 from .models import create_model
+from .progress import EpochProgress
 
 METRICS_FILE = "metrics.csv"
 FINAL_FILE = "final.json"
@@ -85,7 +87,9 @@ def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
 
 def config_fingerprint(cfg: TrainConfig) -> str:
     """Short stable hash of a config: names cached runs, detects a resume against different settings."""
-    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
+    settings = dataclasses.asdict(cfg)
+    settings.pop("loader")  # both loaders give the same batches: the same run, whichever made them
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def default_model_factory(cfg: TrainConfig, splits: Splits) -> nn.Module:
@@ -160,9 +164,9 @@ class TrainingRun:
     run_dir: Path
     world: Dist
     splits: Splits
-    train_loader: DataLoader
-    val_loader: DataLoader
-    test_loader: DataLoader
+    train_loader: TensorLoader | DataLoader  # vitstudy.fast_data: the same batches either way
+    val_loader: TensorLoader | DataLoader
+    test_loader: TensorLoader | DataLoader
     model: nn.Module
     ddp_model: nn.Module  # the model itself in one process; its DistributedDataParallel wrapper under torchrun
     optimizer: torch.optim.Optimizer
@@ -218,15 +222,14 @@ def _setup(
             "batch_size is the global batch, split evenly over processes"
         )
     local_batch = cfg.batch_size // world.world_size
-    train_loader = make_loader(
-        splits.train, local_batch, train=True, seed=cfg.seed, rank=world.rank,
-        world_size=world.world_size, num_workers=cfg.num_workers,
-    )  # fmt: skip
+    shard = dict(rank=world.rank, world_size=world.world_size, loader=cfg.loader, device=world.device)
+    train_loader = make_batches(splits.train, local_batch, train=True, seed=cfg.seed, num_workers=cfg.num_workers,
+                                **shard)  # fmt: skip
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(splits.train)} training images")
-    val_loader = make_loader(splits.val, local_batch * 2, train=False, rank=world.rank, world_size=world.world_size)
-    test_loader = make_loader(splits.test, local_batch * 2, train=False, rank=world.rank, world_size=world.world_size)
+    val_loader = make_batches(splits.val, local_batch * 2, train=False, **shard)
+    test_loader = make_batches(splits.test, local_batch * 2, train=False, **shard)
 
     seed_epoch(cfg.seed, -1)  # weight initialisation depends on the seed alone
     model = model_factory(cfg, splits).to(world.device)
@@ -283,6 +286,7 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict
         run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
         disable=not (progress and world.is_main),
     )  # fmt: skip
+    lines = EpochProgress(epoch, cfg.epochs, len(run.train_loader.sampler), active=world.is_main)  # for the report
     for step, (images, targets) in enumerate(bar):
         images, targets = images.to(world.device, non_blocking=True), targets.to(world.device, non_blocking=True)
         hard_targets = targets
@@ -308,9 +312,12 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict
         )
         if world.is_main and step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        lines.step(len(images))
     seconds = time.perf_counter() - started
     loss_sum, correct, count = all_reduce_sum(totals, world).tolist()
-    return dict(loss=loss_sum / count, top1=100.0 * correct / count, seconds=seconds, images_per_s=count / seconds)
+    stats = dict(loss=loss_sum / count, top1=100.0 * correct / count, seconds=seconds, images_per_s=count / seconds)
+    lines.done(stats)
+    return stats
 
 
 def _end_epoch(run: TrainingRun, epoch: int, stats: dict[str, float]) -> None:
