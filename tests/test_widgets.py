@@ -83,3 +83,11 @@ def test_prediction_browser_shows_only_mistakes():
     titles = [ax.title for ax in fig.axes if ax.get_title()]
     assert [t.get_text() for t in titles] == ["one\n(zero)", "zero\n(one)", "zero\n(one)"]
     assert {t.get_color() for t in titles} == {"tab:red"}
+
+
+def test_summary_text_is_one_readable_line_per_number():
+    from vitstudy.widgets import READOUT_TITLE, summary_text
+
+    text = summary_text({"top1": 80.4912, "kept_per_stage": [35, 25], "greyed": [[1, 2], [3]], "label": None})
+    assert text.splitlines() == [READOUT_TITLE, "top1: 80.4912", "kept_per_stage: 35, 25", "greyed: 1, 2 | 3",
+                                 "label: None"]  # fmt: skip

@@ -44,6 +44,24 @@ def show_and_close(fig: Figure, show: bool = True) -> None:
     plt.close(fig)
 
 
+READOUT_TITLE = "explorer readout"
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """An explorer's summary as text, one ``key: value`` line each under :data:`READOUT_TITLE`: floats with four
+    decimals, lists comma-separated, lists of lists (one per stage) separated by `` | ``."""
+
+    def readable(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        if isinstance(value, list | tuple):
+            inner = [readable(v) for v in value]
+            return " | ".join(inner) if value and isinstance(value[0], list | tuple) else ", ".join(inner)
+        return str(value)
+
+    return "\n".join([READOUT_TITLE, *(f"{key}: {readable(value)}" for key, value in summary.items())])
+
+
 def explorer_interactive(
     view: Callable[..., ExplorerView], show: bool = True, **controls: Any
 ) -> ipywidgets.interactive:
@@ -52,6 +70,8 @@ def explorer_interactive(
 
     def shown(**values: Any) -> ExplorerView:
         result = view(**values)
+        if show:
+            print(summary_text(result.summary))  # the numbers as text: readable, copyable, checked by browser tests
         show_and_close(result.figure, show)
         return result
 

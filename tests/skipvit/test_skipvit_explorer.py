@@ -30,6 +30,10 @@ def test_explorer_moves_show_each_stage(explorer):
     assert isinstance(view, ExplorerView)
     assert view.summary["kept_per_stage"] == [35, 25] and view.summary["patches"] == 49
     assert view.summary["label"] == "5" or view.summary["label"] == "3"
+    greyed = view.summary["greyed_patches_per_stage"]  # what the figure greys: the patches not kept
+    assert [len(g) for g in greyed] == [14, 24]
+    for stage, grey in zip(view.details, greyed):
+        assert sorted(set(range(49)) - set(stage.kept[0].tolist())) == grey
 
 
 def test_explorer_invalid_combination_shows_a_message(explorer):

@@ -142,12 +142,16 @@ def trace_image(
     finally:
         configure(model, previous)
     grid_size = tuple(model.patch_embed.grid_size)
+    n_patches = int(np.prod(grid_size))
     prob_on, prob_off = logits_on.softmax(-1)[0], logits_off.softmax(-1)[0]
     summary = {
         "setting": settings.label,
         "kept_per_stage": [int(s.kept.shape[1]) for s in stages],
         "dropped_per_stage": [int(s.dropped.shape[1]) for s in stages],
-        "patches": int(np.prod(grid_size)),
+        "patches": n_patches,
+        # what the figure greys at each stage: every patch not kept there (row-major patch indices)
+        "greyed_patches_per_stage": [np.setdiff1d(np.arange(n_patches), s.kept[0].cpu().numpy()).tolist()
+                                     for s in stages],  # fmt: skip
         "prediction_dropping_on": names[int(prob_on.argmax())],
         "confidence_dropping_on": float(prob_on.max()),
         "prediction_dropping_off": names[int(prob_off.argmax())],
@@ -203,7 +207,7 @@ def explorer_figure(image: torch.Tensor, trace: DropTrace) -> Figure:
         heat.imshow(_upsample(scores, trace.grid_size, shown.shape[:2]), cmap="inferno", alpha=0.6)
         heat.set_title(f"[CLS] attention, block {stage.layer}", fontsize=7)
         dropped = np.zeros(n_patches, dtype=bool)
-        dropped[np.setdiff1d(np.arange(n_patches), stage.kept[0].cpu().numpy())] = True
+        dropped[summary["greyed_patches_per_stage"][number]] = True
         overlay = np.zeros((*shown.shape[:2], 4))
         overlay[_upsample(dropped, trace.grid_size, shown.shape[:2]).astype(bool)] = GREY
         over.imshow(shown, cmap=cmap)
