@@ -150,8 +150,9 @@ def trace_image(
         "dropped_per_stage": [int(s.dropped.shape[1]) for s in stages],
         "patches": n_patches,
         # what the figure greys at each stage: every patch not kept there (row-major patch indices)
-        "greyed_patches_per_stage": [np.setdiff1d(np.arange(n_patches), s.kept[0].cpu().numpy()).tolist()
-                                     for s in stages],  # fmt: skip
+        "greyed_patches_per_stage": [
+            np.setdiff1d(np.arange(n_patches), s.kept[0].cpu().numpy()).tolist() for s in stages
+        ],
         "prediction_dropping_on": names[int(prob_on.argmax())],
         "confidence_dropping_on": float(prob_on.max()),
         "prediction_dropping_off": names[int(prob_off.argmax())],
