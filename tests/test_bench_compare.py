@@ -140,3 +140,29 @@ def test_operator_breakdown_names_the_heavier_operator():
     counts = {name: operator_times(fn, calls=3).set_index("operator").loc["aten::mm", "count"]
               for name, fn in arms.items()}
     assert counts == {"one": 1.0, "four": 4.0}
+
+
+def test_process_isolation_times_each_arm_in_its_own_process():
+    """isolation="process": arms given as ArmSpec are rebuilt and timed in fresh processes; a 1:2 busy-loop pair
+    still reads about 2 (loose: the machine is shared), every round is kept and the isolation is recorded."""
+    from vitstudy.bench import ArmSpec, calibration_arm
+
+    settings = CompareSettings(rounds=4, min_run_time=0.05, warmup_calls=1, bootstrap=200, isolation="process")
+    arms = {"double": ArmSpec(calibration_arm, {"iterations": 400_000}),
+            "single": ArmSpec(calibration_arm, {"iterations": 200_000})}  # fmt: skip
+    result = compare(arms, "double", settings=settings)
+    assert 1.3 < result.speedup("single")["speedup"] < 3.0
+    assert sorted(result.raw["round"].unique()) == [0, 1, 2, 3]
+    assert result.environment["isolation"] == "process" and set(result.rows()["isolation"]) == {"process"}
+
+
+def test_process_isolation_needs_arm_specs_and_in_process_builds_them():
+    """A plain callable cannot cross into another process: one clear error; in one process an ArmSpec is built."""
+    from vitstudy.bench import ArmSpec, calibration_arm
+
+    with pytest.raises(ValueError, match=r"ArmSpec"):
+        compare({"a": lambda: None}, "a", settings=CompareSettings(rounds=2, isolation="process"))
+    with pytest.raises(ValueError, match=r"isolation='threads' is not allowed"):
+        CompareSettings(isolation="threads")
+    result = compare({"a": ArmSpec(calibration_arm, {"iterations": 1000})}, "a", settings=FAST)
+    assert result.speedup("a")["speedup"] == 1.0

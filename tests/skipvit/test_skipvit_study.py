@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pandas as pd
@@ -130,3 +131,14 @@ def test_explain_verdicts_rewrites_only_an_explained_row_above_the_bound():
     speed = pd.DataFrame({"row": ["row"], "measured_over_ideal": [1.4], "ideal_speedup": [1.2], "verdict": ["x"]})
     profile = pd.DataFrame({"operator": ["aten::_softmax", "total"], "baseline": [60.0, 120.0], "row": [0.0, 70.0]})
     assert sv.explain_verdicts(speed, {"row": profile}).loc[0, "verdict"].endswith("explained by profile")
+
+
+def test_timing_runs_in_separate_processes():
+    """The same table timed with every (round, row) in its own process: the arms are rebuilt there from specs."""
+    rows = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
+    budget = dataclasses.replace(sv.table1_budget("smoke"),
+                                 timing=dataclasses.replace(sv.table1_budget("smoke").timing, isolation="process"))
+    table, raw = sv.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, budget, rows, depth=2)
+    assert list(table["row"]) == ["baseline", "one_stage", sv.CONTROL]
+    assert table["speedup"].notna().all() and (table["isolation"] == "process").all()
+    assert (raw.groupby("arm")["round"].nunique() == budget.timing.rounds).all()

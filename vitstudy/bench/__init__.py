@@ -4,7 +4,8 @@
 - ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups).
 - ``timing``: :func:`time_callable` and throughput rows (one model, warm-up, sync, :func:`timing_spread`).
 - ``comparison``: the comparison engine every timed table uses (:func:`compare`: balanced rounds, paired ratios
-  with 95% intervals, raw times, the A/A control, :func:`flop_bound_verdict`).
+  with 95% intervals, raw times, the A/A control, :func:`flop_bound_verdict`; ``isolation="process"`` times
+  each arm in its own process from an :class:`ArmSpec`).
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
@@ -14,8 +15,10 @@ Numbers stay numbers: on an absent device (``"cuda"`` here) every measured numbe
 from .comparison import (
     CONTROL_TOLERANCE,
     FLOP_BOUND_SLACK,
+    ArmSpec,
     CompareSettings,
     Comparison,
+    calibration_arm,
     compare,
     control_note,
     flop_bound_verdict,
@@ -39,8 +42,10 @@ from .timing import (
 __all__ = [
     "CONTROL_TOLERANCE",
     "FLOP_BOUND_SLACK",
+    "ArmSpec",
     "Comparison",
     "CompareSettings",
+    "calibration_arm",
     "compare",
     "control_note",
     "flop_bound_verdict",

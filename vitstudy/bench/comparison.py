@@ -13,7 +13,11 @@ Every timed table of the study goes through :func:`compare`:
 - a result per arm is the median over rounds of the per-round paired ratio (baseline time / arm time) with a
   95% bootstrap interval over rounds; the raw per-call times are kept (:attr:`Comparison.raw`) for a CSV;
 - an A/A control (the baseline against an identical copy of itself) shows the protocol's own bias: it must read
-  1.00 within ±3%, else the table's ``note`` says so (:func:`control_note`).
+  1.00 within ±3%, else the table's ``note`` says so (:func:`control_note`);
+- ``isolation="process"`` times every (round, arm) in its own short-lived process, forked from a server that has
+  imported torch once (``forkserver``): no arm's allocator state, caches or live gradients reach another arm's
+  time. Arms are then given as :class:`ArmSpec` (a module-level factory and its arguments), which the child builds,
+  warms up and times; the same specs run in one process with ``isolation="in_process"``.
 
 A FLOP-ideal speed-up counts every FLOP a faster arm skips and none it adds, so :func:`flop_bound_verdict`
 writes a measured ÷ ideal ratio above 1.03 as a suspect measurement, never as a target met.
@@ -25,7 +29,7 @@ import gc
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +40,7 @@ from ..config import check, check_choice
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
 
 ORDERS = ("abba", "random")
+ISOLATIONS = ("in_process", "process")
 CONTROL_TOLERANCE = 0.03  # the A/A control must read 1.00 ± 3%
 FLOP_BOUND_SLACK = 1.03  # measured / FLOP-ideal above this is a measurement error until explained
 
@@ -51,6 +56,9 @@ class CompareSettings:
     order: str = "abba"
     bootstrap: int = 2000  # resamples for the 95% interval of the median ratio
     seed: int = 0  # for the random order and the bootstrap
+    # "process": each (round, arm) in its own process (the A/A control decides when in-process timing is biased);
+    # its warm-up calls are then paid in every round, so it costs roughly (warmup_calls + 2) calls per arm and round.
+    isolation: str = "in_process"
 
     def __post_init__(self) -> None:
         check(self.rounds >= 2, "rounds", self.rounds, "an integer >= 2 (a paired interval needs rounds)")
@@ -59,6 +67,26 @@ class CompareSettings:
         check(self.threads is None or self.threads >= 1, "threads", self.threads, "None or an integer >= 1")
         check_choice("order", self.order, ORDERS)
         check(self.bootstrap >= 100, "bootstrap", self.bootstrap, "an integer >= 100")
+        check_choice("isolation", self.isolation, ISOLATIONS)
+
+
+@dataclass(frozen=True)
+class ArmSpec:
+    """An arm another process can rebuild: ``factory(**kwargs)`` returns the no-argument callable to time.
+
+    ``factory`` must be a module-level function (it is pickled by name) and ``kwargs`` picklable values.
+    """
+
+    factory: Callable[..., Callable[[], Any]]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Callable[[], Any]:
+        return self.factory(**self.kwargs)
+
+
+def calibration_arm(iterations: int) -> Callable[[], int]:
+    """A pure-Python busy loop of known cost (``iterations`` additions): arms of known ratio for engine checks."""
+    return lambda: sum(range(iterations))
 
 
 def round_orders(arms: Sequence[str], rounds: int, order: str = "abba", seed: int = 0) -> list[list[str]]:
@@ -115,6 +143,7 @@ class Comparison:
         frame["rounds"] = self.settings.rounds
         frame["min_run_time_s"] = self.settings.min_run_time
         frame["order"] = self.settings.order
+        frame["isolation"] = self.settings.isolation
         frame["threads"] = self.environment["cpu_threads"]
         frame["device"] = f"{self.environment['device_type']}: {self.environment['device_name']}"
         frame["torch"] = self.environment["torch"]
@@ -159,7 +188,7 @@ def flop_bound_verdict(measured_over_ideal: float, target: tuple[float, float], 
 
 
 def compare(
-    arms: Mapping[str, Callable[[], Any]],
+    arms: Mapping[str, Callable[[], Any] | ArmSpec],
     baseline: str,
     control: str | None = None,
     settings: CompareSettings = CompareSettings(),
@@ -168,7 +197,8 @@ def compare(
 ) -> Comparison:
     """Time every arm in balanced order over ``settings.rounds`` rounds; see the module docstring.
 
-    ``arms`` maps a name to a no-argument callable (one forward, one training step…); ``baseline`` names the arm
+    ``arms`` maps a name to a no-argument callable (one forward, one training step…) or an :class:`ArmSpec` that
+    builds one (required for ``settings.isolation="process"``); ``baseline`` names the arm
     every ratio divides; ``control`` names an arm that is an identical copy of the baseline (the A/A control).
     ``timer`` replaces the clock (tests); the default is ``torch.utils.benchmark``'s, which syncs CUDA.
     """
@@ -180,21 +210,77 @@ def compare(
         return Comparison(pd.DataFrame(), baseline, control, settings, env, note=NOT_MEASURED_NO_CUDA)
     threads = settings.threads or torch.get_num_threads()
     env["cpu_threads"] = threads
+    env["isolation"] = settings.isolation
+    orders = round_orders(list(arms), settings.rounds, settings.order, settings.seed)
+    if settings.isolation == "process":
+        records = _time_in_processes(arms, orders, settings, threads, timer)
+        return Comparison(pd.DataFrame(records), baseline, control, settings, env)
+    arms = {name: arm.build() if isinstance(arm, ArmSpec) else arm for name, arm in arms.items()}
     for fn in arms.values():
         for _ in range(settings.warmup_calls):
             fn()
+    records = []
+    for round_index, names in enumerate(orders):
+        for position, name in enumerate(names):
+            gc.collect()  # the previous arm's freed tensors are released here, not inside the next arm's time
+            times, number = _blocked_times(arms[name], settings.min_run_time, threads, timer)
+            records += _records(name, round_index, position, times, number)
+    return Comparison(pd.DataFrame(records), baseline, control, settings, env)
+
+
+def _records(name: str, round_index: int, position: int, times: Sequence[float], number: int) -> list[dict]:
+    return [{"arm": name, "round": round_index, "position": position, "block": block, "seconds_per_call": seconds,
+             "calls": number} for block, seconds in enumerate(times)]  # fmt: skip
+
+
+def _blocked_times(
+    fn: Callable[[], Any], min_run_time: float, threads: int, timer: Callable[[], float] | None
+) -> tuple[list[float], int]:
+    """Seconds per call of each timed block, and calls per block (``Timer.blocked_autorange``)."""
     # Imported here: torch.utils.benchmark loads torch's C++-extension helper, which logs a CUDA-toolkit warning on
     # machines without a GPU; at module level that line would precede the command line's one-line errors.
     from torch.utils.benchmark import Timer
 
     extra = {} if timer is None else {"timer": timer}
+    result = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, **extra).blocked_autorange(
+        min_run_time=min_run_time
+    )
+    return list(result.times), result.number_per_run
+
+
+def _time_arm_in_child(spec: ArmSpec, warmup_calls: int, min_run_time: float, threads: int) -> tuple[list, int]:
+    """Runs in a fresh process: build the arm, warm it up, time it."""
+    torch.set_num_threads(threads)
+    fn = spec.build()
+    for _ in range(warmup_calls):
+        fn()
+    return _blocked_times(fn, min_run_time, threads, None)
+
+
+def _time_in_processes(
+    arms: Mapping[str, Any],
+    orders: list[list[str]],
+    settings: CompareSettings,
+    threads: int,
+    timer: Callable[[], float] | None,
+) -> list[dict]:
+    """Every (round, arm) in a new process forked from a forkserver that imported torch and the arms' modules."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    not_specs = [name for name, arm in arms.items() if not isinstance(arm, ArmSpec)]
+    check(not not_specs, "arms", not_specs, "ArmSpec values (a module-level factory) for isolation='process'")
+    check(timer is None, "timer", timer, "None for isolation='process' (each child uses the real clock)")
+    context = multiprocessing.get_context("forkserver")
+    # Imported once by the fork server, so a child starts in a fraction of a second instead of re-importing torch.
+    # torch.utils.benchmark too: its import logs a CUDA-toolkit warning, once there rather than once per child.
+    context.set_forkserver_preload(["torch", "torch.utils.benchmark", "timm"] + sorted({arm.factory.__module__ for arm in arms.values()}))
     records = []
-    for round_index, names in enumerate(round_orders(list(arms), settings.rounds, settings.order, settings.seed)):
-        for position, name in enumerate(names):
-            gc.collect()  # the previous arm's freed tensors are released here, not inside the next arm's time
-            measurement = Timer(stmt="fn()", globals={"fn": arms[name]}, num_threads=threads, **extra)
-            result = measurement.blocked_autorange(min_run_time=settings.min_run_time)
-            for block, seconds in enumerate(result.times):
-                records.append({"arm": name, "round": round_index, "position": position, "block": block,
-                                "seconds_per_call": seconds, "calls": result.number_per_run})  # fmt: skip
-    return Comparison(pd.DataFrame(records), baseline, control, settings, env)
+    with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
+        for round_index, names in enumerate(orders):
+            for position, name in enumerate(names):
+                future = pool.submit(_time_arm_in_child, arms[name], settings.warmup_calls, settings.min_run_time,
+                                     threads)  # fmt: skip
+                times, number = future.result()
+                records += _records(name, round_index, position, times, number)
+    return records

@@ -68,6 +68,7 @@ def protocol(comparison: bench.Comparison) -> dict[str, Any]:
         "threads": env["cpu_threads"],
         "rounds": comparison.settings.rounds,
         "min_run_time_s": comparison.settings.min_run_time,
+        "isolation": comparison.settings.isolation,
     }
 
 

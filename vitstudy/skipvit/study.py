@@ -17,6 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -230,6 +231,27 @@ HEADLINE = "skip_6_55_s11"  # the paper's headline row, profiled first when it i
 ATTENTION_OPERATORS = ("softmax", "attention")
 
 
+def training_step_arm(
+    model_name: str,
+    settings: SkipViTSettings,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    batch_size: int,
+    device: str,
+    seed: int = 0,
+    model_kwargs: dict[str, Any] | None = None,
+) -> Callable[[], None]:
+    """One training step of ``model_name`` with ``settings`` on random data: the arm every timed row builds.
+
+    Module-level so that :func:`vitstudy.bench.compare` can rebuild it in a fresh process
+    (``isolation="process"``); the seed gives every arm the same initial weights.
+    """
+    torch.manual_seed(seed)
+    model = configure(apply_skipvit(create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))),
+                      settings)  # fmt: skip
+    return bench.make_train_step(model, batch_size, input_size, num_classes, device)
+
+
 def _train_steps(
     model_name: str,
     input_size: tuple[int, int, int],
@@ -239,8 +261,8 @@ def _train_steps(
     device: torch.device,
     control: bool,
     **model_kwargs: Any,
-) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """(one training step per arm: baseline, every row, the A/A copy; FLOPs and FLOP-ideal per row)."""
+) -> tuple[dict[str, bench.ArmSpec], dict[str, dict[str, float]]]:
+    """(one training-step arm per row: baseline, every row, the A/A copy; FLOPs and FLOP-ideal per row)."""
     model = apply_skipvit(create_model(model_name, num_classes=num_classes, **model_kwargs))
     flops_off = bench.flops_per_image(configure(model, BASELINE), input_size)
     arms = {"baseline": BASELINE, **{n: s for n, s in rows.items() if n != "baseline"}}
@@ -248,17 +270,13 @@ def _train_steps(
     if control:
         arms[CONTROL] = BASELINE
         flops[CONTROL] = flops["baseline"]
-    if not bench.device_available(device):  # nothing to run there: compare() returns NaN rows without calling
-        return {name: _not_run for name in arms}, flops
-    steps = {
-        name: bench.make_train_step(configure(copy.deepcopy(model), s), batch_size, input_size, num_classes, device)
+    specs = {
+        name: bench.ArmSpec(training_step_arm, dict(model_name=model_name, settings=s, input_size=input_size,
+                                                    num_classes=num_classes, batch_size=batch_size,
+                                                    device=str(device), model_kwargs=model_kwargs))
         for name, s in arms.items()
     }  # fmt: skip
-    return steps, flops
-
-
-def _not_run() -> None:
-    raise RuntimeError("an arm on an absent device was called")
+    return specs, flops
 
 
 def timing_runs(
@@ -310,6 +328,7 @@ def timing_runs(
             "rounds": budget.timing.rounds,
             "min_run_time_s": budget.timing.min_run_time,
             "order": budget.timing.order,
+            "isolation": budget.timing.isolation,
             "device": f"{environment['device_type']}: {environment['device_name']}",
             **{k: environment[k] for k in ("device_name", "cpu_threads", "torch", "timm")},
             "note": note,
@@ -369,7 +388,7 @@ def profile_rows(
     for name, settings in rows.items():
         steps, _ = _train_steps(model_name, input_size, num_classes, batch_size, {name: settings}, device, False,
                                 **model_kwargs)  # fmt: skip
-        out[name] = bench.operator_breakdown(steps, calls, top)
+        out[name] = bench.operator_breakdown({arm: spec.build() for arm, spec in steps.items()}, calls, top)
     return out
 
 
