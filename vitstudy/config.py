@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 DATASETS = ("fashion_mnist", "digits", "imagefolder")
+LOADERS = ("auto", "tensor", "dataloader")  # how training batches are made: vitstudy.fast_data
 
 T = TypeVar("T")
 
@@ -55,10 +56,14 @@ class TrainConfig:
     amp: bool = True  # bf16/fp16 autocast, used only on CUDA
     seed: int = 0
     num_workers: int | None = None  # None: sized to the machine and the data set
+    # "auto": in-memory data sets batched on the device (vitstudy.fast_data), files through a DataLoader. The
+    # two give identical batches, so the choice is left out of a run's fingerprint.
+    loader: str = "auto"
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model arguments
 
     def __post_init__(self) -> None:
         check(self.dataset in DATASETS, "dataset", self.dataset, f"one of {DATASETS}")
+        check(self.loader in LOADERS, "loader", self.loader, f"one of {LOADERS}")
         check(self.epochs >= 1, "epochs", self.epochs, "an integer >= 1")
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         check(self.lr > 0, "lr", self.lr, "a positive number")

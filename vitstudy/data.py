@@ -41,11 +41,29 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".p
 # Datasets
 
 
+def augmentation_seed(seed: int, epoch: int) -> int:
+    """The generator seed of one epoch's crop-and-flip table: a function of (seed, epoch) alone."""
+    return (seed * 1_000_003 + epoch * 1_009 + 17) % 2**32
+
+
+def crop_flip_params(count: int, pad: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch's augmentation, drawn for every image of a data set at once from its own generator.
+
+    Returns (offsets [count, 2] int64 = (top, left) in 0 … 2·pad, flips [count] bool). Both loading paths (one
+    image at a time in a DataLoader, whole batches in :mod:`vitstudy.fast_data`) index this one table by image
+    number, so they crop and flip every image identically whatever the batch order, processes or workers.
+    """
+    generator = torch.Generator().manual_seed(augmentation_seed(seed, epoch))
+    offsets = torch.randint(0, 2 * pad + 1, (count, 2), generator=generator)
+    flips = torch.rand(count, generator=generator) < 0.5
+    return offsets, flips
+
+
 class ArrayImageDataset(Dataset):
     """Grey images held in memory, returned as ([1, H, W] float, normalised; label).
 
-    ``augment`` applies a random crop after ``pad`` pixels of zero padding and a horizontal flip, drawn from
-    torch's global generator, which the training loop seeds per epoch (so a resumed run draws the same).
+    ``augment`` applies a random crop after ``pad`` pixels of zero padding and a horizontal flip, looked up in
+    :func:`crop_flip_params` of ``(seed, epoch)``; the training sampler calls :meth:`set_epoch` each epoch.
     """
 
     def __init__(
@@ -57,12 +75,25 @@ class ArrayImageDataset(Dataset):
         std: tuple[float, ...],
         augment: bool = False,
         pad: int = 2,
+        seed: int = 0,
     ) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images))  # [N, H, W] uint8
         self.targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.classes = classes
         self.mean, self.std = mean, std
-        self.augment, self.pad = augment, pad
+        self.augment, self.pad, self.seed = augment, pad, seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use epoch ``epoch``'s crops and flips from now on."""
+        self.epoch = epoch
+        self._params: tuple[torch.Tensor, torch.Tensor] | None = None  # drawn on first use
+
+    def augmentation(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This epoch's (offsets [N, 2], flips [N]) of :func:`crop_flip_params`."""
+        if self._params is None:
+            self._params = crop_flip_params(len(self), self.pad, self.seed, self.epoch)
+        return self._params
 
     def __len__(self) -> int:
         return len(self.images)
@@ -70,16 +101,17 @@ class ArrayImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index].float().div_(255.0).unsqueeze(0)  # [1, H, W]
         if self.augment:
-            image = self._random_crop_flip(image)
+            image = self._random_crop_flip(image, index)
         image = (image - self.mean[0]) / self.std[0]
         return image, int(self.targets[index])
 
-    def _random_crop_flip(self, image: torch.Tensor) -> torch.Tensor:
+    def _random_crop_flip(self, image: torch.Tensor, index: int) -> torch.Tensor:
         _, height, width = image.shape
+        offsets, flips = self.augmentation()
         padded = F.pad(image, (self.pad,) * 4)
-        top, left = torch.randint(0, 2 * self.pad + 1, (2,)).tolist()
+        top, left = offsets[index].tolist()
         image = padded[:, top : top + height, left : left + width]
-        if torch.rand(()) < 0.5:
+        if flips[index]:
             image = image.flip(-1)
         return image
 
@@ -132,7 +164,7 @@ def _array_splits(name, cfg, train_arrays, test_arrays, classes, mean, std) -> S
     test_index = np.sort(_subset(test_order, cfg.test_size, "test_size", name))
 
     def make(index, augment):
-        return ArrayImageDataset(images[index], labels[index], classes, mean, std, augment=augment)
+        return ArrayImageDataset(images[index], labels[index], classes, mean, std, augment=augment, seed=cfg.seed)
 
     train = make(np.sort(train_index), cfg.augment)
     val = make(np.sort(val_index), False)
@@ -269,6 +301,15 @@ def _imagefolder_splits(cfg: TrainConfig, data_config: dict[str, Any] | None) ->
 # Loaders
 
 
+class EpochSampler(DistributedSampler):
+    """DistributedSampler that also tells its data set the epoch (its augmentation table depends on it)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+
 class ShardSampler(Sampler[int]):
     """Every ``world_size``-th index from ``rank``, in order, without DistributedSampler's padding duplicates."""
 
@@ -306,7 +347,7 @@ def make_loader(
     batches as ``world_size`` processes with B / world_size each (call ``loader.sampler.set_epoch``).
     """
     if train:
-        sampler: Sampler[int] = DistributedSampler(
+        sampler: Sampler[int] = EpochSampler(
             dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True
         )
     else:
@@ -318,7 +359,8 @@ def make_loader(
         sampler=sampler,
         drop_last=train,  # equal batches on every rank keep DDP's gradient average exact
         num_workers=workers,
-        persistent_workers=workers > 0,
+        # Workers copy the data set when an epoch's iterator starts; persistent ones would keep epoch 0's crops.
+        persistent_workers=workers > 0 and not hasattr(dataset, "set_epoch"),
         pin_memory=torch.cuda.is_available(),
         generator=torch.Generator().manual_seed(seed),
     )
