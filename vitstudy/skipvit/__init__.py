@@ -60,22 +60,25 @@ from .patch import (
 from .plots import accuracy_plot, gain_plot, warmup_plot
 from .settings import BASELINE, EXTRA, MODES, PRESETS, RATIO_OF, TABLE1, TABLE3, SkipViTSettings, preset
 from .study import (
-    CONTROL,
     SkipViTBudget,
     accuracy_runs,
     accuracy_summary,
-    explain_verdicts,
-    profile_explains,
-    profile_rows,
-    rows_to_profile,
     run_dir,
     table1_budget,
     table3_budget,
-    timing_runs,
     train_row,
     warmup_runs,
 )
 from .tables import skip_layer_comparison, table_1, table_3
+from .timing import (
+    CONTROL,
+    explain_verdicts,
+    profile_explains,
+    profile_rows,
+    rows_to_profile,
+    timing_runs,
+    training_step_arm,
+)
 from .tokens import (
     cls_attention_from_qkv,
     cls_attention_scores,
@@ -142,6 +145,7 @@ __all__ = [
     "trace_forward",
     "trace_image",
     "train_row",
+    "training_step_arm",
     "warmup_epochs_for",
     "warmup_hook",
     "warmup_plot",

@@ -7,7 +7,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from ..plots import grouped_bars, new_figure
-from .study import CONTROL
+from .timing import CONTROL
 
 # Table 1 columns of gain_plot's bars: (column, legend label, colour).
 GAIN_BARS = (

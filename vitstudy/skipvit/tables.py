@@ -1,5 +1,6 @@
 """The paper's SkipViT tables with ours beside them: Table 1 (layers, ratios, skip layer), Table 3 (warm-up),
-and the skip-layer 10 vs 11 comparison. Inputs are the frames of :mod:`vitstudy.skipvit.study`'s runs."""
+and the skip-layer 10 vs 11 comparison. Inputs are the frames of :mod:`vitstudy.skipvit.study`'s training runs and
+:mod:`vitstudy.skipvit.timing`'s timed steps."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def table_1(accuracy: pd.DataFrame, paper_speed: pd.DataFrame, small_speed: pd.D
     speed-ups, measured ÷ ideal with its verdict, top-1; the A/A control as its last row.
 
     ``accuracy``: :func:`~vitstudy.skipvit.study.accuracy_summary`; the speeds: two
-    :func:`~vitstudy.skipvit.study.timing_runs` tables (the paper's model and the small one).
+    :func:`~vitstudy.skipvit.timing.timing_runs` tables (the paper's model and the small one).
     """
     reference = load_reference("skipvit_1")
     paper = pd.DataFrame({
