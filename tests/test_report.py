@@ -290,3 +290,14 @@ def test_training_prints_an_epoch_line_for_the_report(digits_cfg, tmp_path, monk
     out = [line for line in capsys.readouterr().out.splitlines() if line.startswith(progress.MARK)]
     assert [line.split(" done:")[0] for line in out] == ["[progress] epoch 1/2", "[progress] epoch 2/2"]
     assert all(" im/s, loss " in line for line in out)
+
+
+def test_study_notebook_runs_only_at_its_scales(tmp_path):
+    """A notebook with RUNS_AT runs only at those scales; other notebooks never run at a study scale."""
+    for name, body in (("00_a.py", "x = 1\n"), ("08_study.py", 'RUNS_AT = ("smoke", "scratch")\n')):
+        (tmp_path / name).write_text(body)
+    assert [p.stem for p in report.select_notebooks(None, tmp_path, "quick")] == ["00_a"]
+    assert [p.stem for p in report.select_notebooks(None, tmp_path, "scratch")] == ["08_study"]
+    assert [p.stem for p in report.select_notebooks(None, tmp_path, "smoke")] == ["00_a", "08_study"]
+    with pytest.raises(ValueError, match="notebook 08_study does not run at scale 'quick'"):
+        report.select_notebooks(["08"], tmp_path, "quick")

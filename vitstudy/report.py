@@ -33,7 +33,7 @@ import matplotlib
 
 from . import progress
 from .bench import default_device, environment_info
-from .config import get_scale
+from .config import SCALES, get_scale
 from .data import check_data
 from .files import atomic_path, atomic_write_json, atomic_write_text, cache_dir, output_dir, project_root
 
@@ -105,17 +105,42 @@ def list_notebooks(folder: str | os.PathLike[str] | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("*.py") if NOTEBOOK_PATTERN.match(p.name))
 
 
-def select_notebooks(only: Sequence[str] | None, folder: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Notebooks whose number (``01``) or name (``01_max_speed_exit``) is in ``only``; all when empty."""
+# Scales of one study (a long protocol, not a report size): only notebooks that name them in a ``RUNS_AT`` line
+# run there, and those notebooks run nowhere else (so `make report` never starts a 90-minute study).
+STUDY_SCALES = ("scratch",)
+RUNS_AT_PATTERN = re.compile(r"^RUNS_AT = \(([^)]*)\)", re.MULTILINE)
+
+
+def notebook_scales(path: Path) -> tuple[str, ...] | None:
+    """The scales a notebook's ``RUNS_AT = ("smoke", "scratch")`` line allows; None: every report scale."""
+    found = RUNS_AT_PATTERN.search(path.read_text())
+    return tuple(re.findall(r"[\"']([a-z]+)[\"']", found.group(1))) if found else None
+
+
+def runs_at(path: Path, scale: str) -> bool:
+    """Whether the report runs this notebook at ``scale``."""
+    scales = notebook_scales(path)
+    return scale not in STUDY_SCALES if scales is None else scale in scales
+
+
+def select_notebooks(
+    only: Sequence[str] | None, folder: str | os.PathLike[str] | None = None, scale: str | None = None
+) -> list[Path]:
+    """Notebooks whose number (``01``) or name (``01_max_speed_exit``) is in ``only``; all when empty. With a
+    ``scale``, only those that run at it (:func:`runs_at`); naming one that does not is an error."""
     available = list_notebooks(folder)
     if not only:
-        return available
+        return [p for p in available if scale is None or runs_at(p, scale)]
     chosen = []
     for key in only:
         matches = [p for p in available if p.stem == key or p.stem.split("_")[0] == key.zfill(2)]
         if not matches:
             names = ", ".join(p.stem for p in available)
             raise ValueError(f"no notebook {key!r}: choose numbers or names among {names}")
+        for match in matches:
+            if scale is not None and not runs_at(match, scale):
+                allowed = notebook_scales(match) or tuple(s for s in SCALES if s not in STUDY_SCALES)
+                raise ValueError(f"notebook {match.stem} does not run at scale {scale!r}: expected one of {allowed}")
         chosen.extend(m for m in matches if m not in chosen)
     return sorted(chosen)
 
@@ -274,7 +299,7 @@ def run_report(
     """
     check_data(get_scale(scale).train)
     out = Path(out) if out is not None else default_out(scale)
-    chosen = select_notebooks(only, notebooks)
+    chosen = select_notebooks(only, notebooks, scale)
     manifest_path = out / MANIFEST
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     _check_one_scale(manifest, scale, manifest_path)

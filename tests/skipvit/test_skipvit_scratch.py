@@ -1,0 +1,94 @@
+"""The from-scratch protocol (vitstudy.skipvit.scratch): rows, the PatchDropout match, statistics, resuming."""
+
+import dataclasses
+import math
+
+import pandas as pd
+import pytest
+from scipy import stats
+
+from vitstudy.config import TrainConfig
+from vitstudy.skipvit import scratch
+from vitstudy.skipvit.study import SkipViTBudget
+
+
+@pytest.fixture
+def digits_budget():
+    """Seconds per run: a width-16 depth-12 ViT on 128 digits images, 2 epochs, 2 seeds, warm-up 1 epoch."""
+    cfg = TrainConfig(model="vitstudy_tiny_patch4_28", model_kwargs=dict(patch_size=2, embed_dim=16, num_heads=2),
+                      dataset="digits", train_size=128, val_size=32, epochs=2, batch_size=32, augment=False)
+    return SkipViTBudget("smoke", cfg, seeds=(0, 1), warmup_fraction=0.5)
+
+
+def test_patch_dropout_rate_keeps_the_matched_count(digits_budget):
+    """timm's int(L * (1 - rate)) keeps exactly the count whose FLOPs are closest to the headline row's."""
+    match = scratch.matched_patch_drop_rate(digits_budget)
+    assert int(match["patches"] * (1 - match["patch_drop_rate"])) == match["patches_kept"]
+    assert 0 < match["patch_drop_rate"] < 1
+    assert abs(match["gflops"] - match["target_gflops"]) / match["target_gflops"] < 0.05
+
+
+def test_paired_interval_equals_scipy_t_interval():
+    """The paired difference's 95% interval is scipy's one-sample t interval of the differences."""
+    row, base = pd.Series([80.0, 81.5, 79.0], index=[0, 1, 2]), pd.Series([80.5, 80.0, 80.1], index=[0, 1, 2])
+    got = scratch.paired_difference(row, base)
+    low, high = stats.t.interval(0.95, 2, loc=(row - base).mean(), scale=stats.sem(row - base))
+    assert got["diff_low"] == pytest.approx(low) and got["diff_high"] == pytest.approx(high)
+
+
+def test_paired_difference_pairs_by_seed():
+    """Seeds are matched by index, not by position; one pair gives no interval."""
+    got = scratch.paired_difference(pd.Series([2.0, 5.0], index=[1, 0]), pd.Series([1.0], index=[1]))
+    assert got["diff"] == 1.0 and got["pairs"] == 1 and math.isnan(got["diff_low"])
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "direction", "word"),
+    [(0.5, 2.0, "better", "reproduced"), (-2.0, -0.5, "better", "contradicted"), (-1.0, 1.0, "better", "cannot"),
+     (-0.4, 0.3, "none", "reproduced"), (-3.0, 0.5, "none", "cannot"), (-2.0, -0.2, "none", "contradicted"),
+     (-2.0, -0.5, "worse", "reproduced")],
+)  # fmt: skip
+def test_verdicts(low, high, direction, word):
+    """The verdict follows the interval: clear of zero in the claimed direction, against it, or spanning it."""
+    assert scratch.verdict(low, high, direction).startswith(word)
+
+
+def test_other_scales_are_refused():
+    """The protocol runs at scratch or smoke only: quick is one clear line."""
+    with pytest.raises(ValueError, match="scale='quick' is not allowed"):
+        scratch.scratch_budget("quick")
+
+
+def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypatch):
+    """A study stopped after two runs trains only the rest on the next call, and then aggregates every run."""
+    rows = ("baseline", "skip_6_55_s11", "patch_dropout")
+    trained, real = [], scratch.train_row
+
+    def counting(budget, name, *args, **kwargs):
+        if len(trained) == 2 and stop:
+            raise KeyboardInterrupt  # the user stops the study
+        trained.append(name)
+        return real(budget, name, *args, **kwargs)
+
+    monkeypatch.setattr(scratch, "train_row", counting)
+    stop = True
+    with pytest.raises(KeyboardInterrupt):
+        scratch.scratch_runs(digits_budget, rows)
+    assert len(scratch.missing_runs(digits_budget, rows)) == 4
+    stop = False
+    runs, histories = scratch.scratch_runs(digits_budget, rows)
+    assert len(trained) == 6 and len(runs) == 6 and not scratch.missing_runs(digits_budget, rows)
+    assert set(histories["row"]) == set(rows)
+    again, _ = scratch.scratch_runs(digits_budget, rows)  # everything finished: read, nothing trained
+    assert len(trained) == 6
+    pd.testing.assert_frame_equal(again.drop(columns="history", errors="ignore"), runs)
+    summary = scratch.scratch_summary(runs)
+    assert list(summary["seeds"]) == [2, 2, 2] and summary.loc[0, "diff_on"] == 0
+    verdicts = scratch.claim_verdicts(runs)
+    assert set(verdicts["row"]) == {"skip_6_55_s11"}
+
+
+def test_warmup_row_waits(digits_budget):
+    """The warm-up row trains its first epoch without dropping (warmup_epochs recorded)."""
+    runs, histories = scratch.scratch_runs(dataclasses.replace(digits_budget, seeds=(0,)), ("skip_4_7_30_s10_warmup",))
+    assert int(runs.loc[0, "warmup_epochs"]) == 1 and len(histories) == 2
