@@ -91,3 +91,16 @@ def test_summary_text_is_one_readable_line_per_number():
     text = summary_text({"top1": 80.4912, "kept_per_stage": [35, 25], "greyed": [[1, 2], [3]], "label": None})
     assert text.splitlines() == [READOUT_TITLE, "top1: 80.4912", "kept_per_stage: 35, 25", "greyed: 1, 2 | 3",
                                  "label: None"]  # fmt: skip
+
+
+def test_widget_figures_are_shown_as_png_whatever_the_backend(monkeypatch):
+    """A kernel without ``%matplotlib inline`` has no figure formatter: the figure is displayed as PNG bytes."""
+    from IPython.display import Image
+
+    from vitstudy import widgets
+    from vitstudy.plots import new_figure
+
+    shown = []
+    monkeypatch.setattr(widgets, "display", shown.append)
+    widgets.show_and_close(new_figure((2, 2)))
+    assert isinstance(shown[0], Image) and shown[0].data.startswith(b"\x89PNG")

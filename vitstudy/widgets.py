@@ -8,13 +8,14 @@ raises the first one, and ``raise_callback_errors`` does the same after a test o
 from __future__ import annotations
 
 import functools
+import io
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets
 import matplotlib.pyplot as plt
-from IPython.display import display
+from IPython.display import Image, display
 from matplotlib.figure import Figure
 
 
@@ -36,11 +37,19 @@ class ExplorerView:
     details: Any = None
 
 
+WIDGET_DPI = 100  # the inline backend's resolution
+
+
 def show_and_close(fig: Figure, show: bool = True) -> None:
-    """Display a widget callback's figure, then close it: pyplot keeps every open figure, and a slider
-    session would pile them up (and show each twice under ``%matplotlib inline``)."""
+    """Display a widget callback's figure as a PNG, then close it: pyplot keeps every open figure, and a slider
+    session would pile them up (and show each twice under ``%matplotlib inline``).
+
+    The PNG is rendered here rather than by ``display(fig)``: a kernel that never ran ``%matplotlib inline`` has no
+    image formatter for figures, and JupyterLab then shows only the text ``<Figure size ...>``."""
     if show:
-        display(fig)
+        png = io.BytesIO()
+        fig.savefig(png, format="png", dpi=WIDGET_DPI, bbox_inches="tight")
+        display(Image(data=png.getvalue(), format="png"))
     plt.close(fig)
 
 
@@ -70,9 +79,9 @@ def explorer_interactive(
 
     def shown(**values: Any) -> ExplorerView:
         result = view(**values)
-        if show:
-            print(summary_text(result.summary))  # the numbers as text: readable, copyable, checked by browser tests
         show_and_close(result.figure, show)
+        if show:  # the numbers as text under the figure: readable, copyable, checked by the browser tests
+            print(summary_text(result.summary))
         return result
 
     functools.update_wrapper(shown, view)

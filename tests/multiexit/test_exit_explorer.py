@@ -9,6 +9,7 @@ def test_explore_returns_the_shared_view_with_its_simulation(digits_study):
     view = multiexit.explore(digits_study, "separate", (1, 2), "sample", 0.0, count=4)
     assert isinstance(view, ExplorerView) and isinstance(view.details, multiexit.Simulation)
     assert view.summary["exited_pct"] == 100 and (view.details.exit_block == 1).all()
+    assert view.summary["shown_exit_blocks"] == [1, 1, 1, 1] and view.summary["first_image"] == 0
     assert view.figure.axes
 
 

@@ -43,6 +43,9 @@ def explore(
         f"exit {int(sim.exit_block[i])} · {conf[i]:.2f}\n{'right' if ok else 'wrong'}" for i, ok in zip(shown, right)
     ]
     fig = explorer_figure(images, titles, right, summary, [*exits, study.depth], columns)
+    # what the grid labels, as numbers: which images, the block each left after, how many are right
+    summary = {**summary, "first_image": start, "shown_exit_blocks": [int(sim.exit_block[i]) for i in shown],
+               "shown_right": sum(right)}  # fmt: skip
     return ExplorerView(summary, fig, details=sim)
 
 
