@@ -116,6 +116,6 @@ def memory_table(
     """Every Table 1 row (and plain dropping) on the paper's model at its resolution and on the small model."""
     rows = rows if rows is not None else {n: s for n, s in PRESETS.items() if n != "baseline"}
     return pd.concat([
-        memory_rows(paper_model, paper_input, 1000, rows, batch_size, device),
+        memory_rows(paper_model, paper_input, 1000, rows, batch_size, device, img_size=paper_input[-1]),
         memory_rows(small_model, (1, 28, 28), 10, rows, batch_size, device),
     ], ignore_index=True)  # fmt: skip

@@ -67,9 +67,11 @@ def model_size_rows(
             "saved_mib_per_image_off": saved_off / MIB, "saved_mib_per_image_on": saved_on / MIB,
             "memory_saving_pct": 100 * (1 - saved_on / saved_off),
         }  # fmt: skip
-        row.update(_timed(label, name, settings, input_size, batch_size, device, timing, raws) if label in timed
-                   else {"speedup": math.nan, "speedup_low": math.nan, "speedup_high": math.nan,
-                         "control_speedup": math.nan, "note": "not timed: a training step is too slow on this CPU"})  # fmt: skip
+        if label in timed:
+            row.update(_timed(label, name, settings, input_size, batch_size, device, timing, raws))
+        else:
+            row.update(dict.fromkeys(("speedup", "speedup_low", "speedup_high", "control_speedup"), math.nan),
+                       note="not timed: a training step is too slow on this CPU")  # fmt: skip
         if not math.isnan(row["speedup"]):
             row["measured_over_ideal"] = row["speedup"] / row["ideal_speedup"]
         out.append(row)
@@ -98,6 +100,6 @@ def _timed(label, name, settings, input_size, batch_size, device, timing, raws) 
 def model_size_budget(scale: str) -> dict[str, Any]:
     """Keyword arguments of :func:`model_size_rows` per scale: smoke shrinks everything (numbers meaningless)."""
     if scale == "smoke":
-        return dict(models={"ViT-S/16": MODELS["ViT-S/16"]}, img_size=64, timed=("ViT-S/16",),
-                    timing=bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200))  # fmt: skip
+        timing = bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
+        return dict(models={"ViT-S/16": MODELS["ViT-S/16"]}, img_size=64, timed=("ViT-S/16",), timing=timing)
     return {}
