@@ -40,7 +40,8 @@ report.save_table(pd.DataFrame([scratch.matched_patch_drop_rate(budget)]), "08_p
 print("runs still to train:", len(scratch.missing_runs(budget)))
 
 # %%
-runs, histories = scratch.scratch_runs(budget, log=print)
+# Missing runs train side by side, one single-thread process per core (one process on a GPU).
+runs, histories = scratch.scratch_runs(budget, log=print, workers=scratch.default_workers())
 report.save_table(runs, "08_runs")
 report.save_raw(histories, "08_histories")
 

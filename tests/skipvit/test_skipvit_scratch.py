@@ -92,3 +92,12 @@ def test_warmup_row_waits(digits_budget):
     """The warm-up row trains its first epoch without dropping (warmup_epochs recorded)."""
     runs, histories = scratch.scratch_runs(dataclasses.replace(digits_budget, seeds=(0,)), ("skip_4_7_30_s10_warmup",))
     assert int(runs.loc[0, "warmup_epochs"]) == 1 and len(histories) == 2
+
+
+def test_missing_runs_train_in_parallel_workers(digits_budget):
+    """workers=2: the missing runs train in two single-thread processes (in this test's cache), then are read."""
+    rows = ("baseline", "drop_6_55")
+    lines = []
+    runs, _ = scratch.scratch_runs(digits_budget, rows, log=lines.append, workers=2)
+    assert len(runs) == 4 and not scratch.missing_runs(digits_budget, rows)
+    assert sum("trained in" in line for line in lines) == 4 and "4/4 runs" in " ".join(lines)
