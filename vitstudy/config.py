@@ -104,6 +104,9 @@ class Scale:
     bench_warmup: int = 3
     bench_runs: int = 10
     description: str = ""
+    # The scale's code path (models, data layout, recipe) at smoke sizes: a handful of images, one or two epochs,
+    # two timing rounds. Set for ``paper`` by VITSTUDY_PAPER_SMOKE=1, so the paper path runs in a test on a CPU.
+    smoke_sizes: bool = False
 
 
 SCALES: dict[str, Scale] = {
@@ -158,4 +161,19 @@ def get_scale(name: str | None = None) -> Scale:
                 "class folders) or replace(scale.train, data_root=...)"
             )
         scale = dataclasses.replace(scale, train=dataclasses.replace(scale.train, data_root=root))
+    if name == "paper" and os.environ.get(PAPER_SMOKE_ENV):
+        check(os.environ[PAPER_SMOKE_ENV] == "1", PAPER_SMOKE_ENV, os.environ[PAPER_SMOKE_ENV], "1 or unset")
+        scale = paper_smoke(scale)
     return scale
+
+
+PAPER_SMOKE_ENV = "VITSTUDY_PAPER_SMOKE"
+
+
+def paper_smoke(scale: Scale) -> Scale:
+    """``scale`` (the paper's) at smoke sizes: the same models, data layout and recipe, a handful of images and
+    two epochs (so a 1-epoch warm-up still leaves an epoch of dropping), for a test on a CPU."""
+    train = dataclasses.replace(scale.train, train_size=8, val_size=0, test_size=8, epochs=2, batch_size=4,
+                                warmup_epochs=0.5, num_workers=0)  # fmt: skip
+    return dataclasses.replace(scale, train=train, eval_batch_size=8, bench_warmup=1, bench_runs=2, smoke_sizes=True,
+                               description=scale.description + " (smoke sizes: numbers meaningless)")  # fmt: skip

@@ -55,6 +55,24 @@ def vitstudy_small_patch4_28(pretrained: bool = False, **kwargs: Any) -> VisionT
 SMALL_MODELS = ("vitstudy_tiny_patch4_28", "vitstudy_small_patch4_28")
 
 
+WEIGHTS_ENV = "VITSTUDY_WEIGHTS"  # a folder of <model name>.safetensors files, used for pretrained=True
+
+
+def weights_from_folder(name: str) -> Path | None:
+    """``$VITSTUDY_WEIGHTS/<name>.safetensors`` when that variable is set (offline machines keep downloaded weights
+    there, and every notebook's ``pretrained=True`` finds them), else None."""
+    folder = os.environ.get(WEIGHTS_ENV)
+    if not folder:
+        return None
+    path = Path(folder) / f"{name.split('.')[0]}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{WEIGHTS_ENV}={folder!r} has no {path.name}: save {name!r}'s weights there as .safetensors, "
+            f"or unset {WEIGHTS_ENV} to use the Hugging Face hub cache"
+        )
+    return path
+
+
 class PretrainedWeightsUnavailable(RuntimeError):
     """Pretrained weights were asked for but are neither in the hub cache nor given as a local file."""
 
@@ -69,11 +87,14 @@ def create_model(
     """A timm Vision Transformer by registry name.
 
     ``weights`` loads a local ``.safetensors`` file (timm's ``pretrained_cfg_overlay=dict(file=...)``, so timm's
-    own key filtering and classifier re-sizing apply). ``pretrained=True`` without a file uses timm's hub cache
+    own key filtering and classifier re-sizing apply). ``pretrained=True`` without a file takes it from
+    ``$VITSTUDY_WEIGHTS`` when that is set (:func:`weights_from_folder`), else uses timm's hub cache
     when it already holds the weights and otherwise lets timm download them; offline, that fails with a message
     that says how to supply a file. Extra ``kwargs`` go to ``timm.create_model`` (``num_classes``, ``img_size``...).
     """
     check_model_name(name)
+    if weights is None and pretrained:
+        weights = weights_from_folder(name)
     if weights is not None:
         path = Path(weights)
         if not path.is_file():

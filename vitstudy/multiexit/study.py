@@ -32,6 +32,8 @@ from .features import ExitFeatures, fit_heads, logits_from_features, recorded_fe
 from .model import DEFAULT_EXITS, VARIANTS, MultiExitViT
 
 PAPER_MODEL = "vit_base_patch16_224"  # the report's model, with timm's ImageNet-1k weights
+# The report's sizes: heads fitted on 50k ImageNet training images, 10k held out, 10k of val/ as the test set.
+PAPER_SIZES = dict(train_size=50_000, val_size=10_000, test_size=10_000)
 EXIT_SETS: tuple[tuple[int, ...], ...] = ((3,), (6,), (9,), DEFAULT_EXITS)
 # Thresholds for sweeps: dense near 1, where a 10-class max-softmax spends most of its mass on a trained model.
 SWEEP_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
@@ -106,9 +108,12 @@ EXIT_BUDGETS: dict[str, ExitBudget] = {
 
 
 def exit_budget(scale: Scale | str | None = None) -> ExitBudget:
-    """The multi-exit budget of a scale (a ``Scale``, its name, or None for ``VITSTUDY_SCALE``)."""
+    """The multi-exit budget of a scale (a ``Scale``, its name, or None for ``VITSTUDY_SCALE``); a scale at smoke
+    sizes (``Scale.smoke_sizes``) keeps its models and data but gets the smoke budget's batches and timing."""
     name = scale.name if isinstance(scale, Scale) else scale or get_scale().name
     check(name in EXIT_BUDGETS, "scale", name, f"one of {', '.join(EXIT_BUDGETS)} (a scale with a multi-exit budget)")
+    if isinstance(scale, Scale) and scale.smoke_sizes:
+        return dataclasses.replace(EXIT_BUDGETS["smoke"], scale=name, batch_size=2, head_epochs=2)
     return EXIT_BUDGETS[name]
 
 
@@ -248,9 +253,8 @@ def study_model(scale: Scale, progress: bool = True) -> tuple[torch.nn.Module, S
     """
     if scale.name == "paper":
         vit = create_model(PAPER_MODEL, pretrained=True).eval()
-        cfg = dataclasses.replace(
-            scale.train, model=PAPER_MODEL, train_size=50_000, val_size=10_000, test_size=10_000, augment=False
-        )
+        sizes = dict(train_size=8, val_size=4, test_size=8) if scale.smoke_sizes else PAPER_SIZES
+        cfg = dataclasses.replace(scale.train, model=PAPER_MODEL, augment=False, **sizes)
         return vit, build_splits(cfg)
     result = baseline(scale, progress=progress)
     return result.model.eval(), result.splits
@@ -258,6 +262,7 @@ def study_model(scale: Scale, progress: bool = True) -> tuple[torch.nn.Module, S
 
 def _record_path(scale: Scale, split: str, exits: Sequence[int]) -> Path:
     model = f"paper-{PAPER_MODEL}" if scale.name == "paper" else baseline_run_dir(scale).name
+    model += "-smoke_sizes" if scale.smoke_sizes else ""  # never mistaken for the real scale's recording
     return cache_dir() / "multiexit" / f"{model}-{split}-exits{'_'.join(map(str, exits))}.safetensors"
 
 

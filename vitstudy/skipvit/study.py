@@ -22,6 +22,7 @@ from .. import bench
 from ..config import Scale, TrainConfig, get_scale
 from ..data import make_loader
 from ..files import cache_dir
+from ..models import SMALL_MODELS
 from ..train import baseline, baseline_run_dir, config_fingerprint, default_model_factory, evaluate, train
 from .patch import apply_skipvit, dropping, warmup_epochs_for, warmup_hook
 from .settings import TABLE1, TABLE3, SkipViTSettings
@@ -50,6 +51,12 @@ class SkipViTBudget:
     @property
     def paper_input(self) -> tuple[int, int, int]:
         return (3, self.paper_img_size, self.paper_img_size)
+
+    @property
+    def small_model(self) -> str:
+        """The small model timed on 28x28 input: the trained one where it is one of the study's small models; at
+        ``paper`` scale (which trains ViT-S/16 at 224) the default small model."""
+        return self.train.model if self.train.model in SMALL_MODELS else TrainConfig().model
 
     @property
     def warmup_epochs(self) -> int:
@@ -85,6 +92,10 @@ def table1_budget(scale: Scale | str | None = None) -> SkipViTBudget:
         return SkipViTBudget("full", base, seeds=scale.seeds, paper_batch=32,
                              timing=bench.CompareSettings(rounds=7, min_run_time=2.0, warmup_calls=2),
                              note="whole Fashion-MNIST, 30 epochs, 3 seeds, warm-up 15% of the epochs")  # fmt: skip
+    if scale.smoke_sizes:  # the paper's models, data and recipe at smoke sizes (config.paper_smoke): a test
+        return SkipViTBudget(scale.name, base, paper_batch=2, small_batch=4,
+                             timing=bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200),
+                             profile_limit=1, profile_always=True, note="smoke sizes: numbers meaningless")  # fmt: skip
     return SkipViTBudget(scale.name, base, seeds=scale.seeds, paper_batch=64,
                          timing=bench.CompareSettings(rounds=11, min_run_time=5.0, warmup_calls=3),
                          note="the paper's recipe (Table 2)")  # fmt: skip

@@ -1,0 +1,101 @@
+"""The ``paper`` scale as a user with ImageNet and downloaded weights runs it, end to end on a CPU.
+
+A small ImageNet-layout folder (train/ and val/, four classes of scikit-image's real photos with augmented copies,
+resized by timm's transforms), the papers' models with weights from local ``.safetensors`` files (random init:
+nothing is downloaded), and notebooks 01-05 through the report at smoke sizes (``VITSTUDY_PAPER_SMOKE=1``: the
+paper's models, data path and recipe; a handful of images, two epochs, two timing rounds).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+PAPER_NOTEBOOKS = ["01", "02", "03", "04", "05"]  # every notebook with a paper-scale branch
+
+
+def imagenet_layout(root: Path, train_per_class: int = 4, val_per_class: int = 2) -> Path:
+    """``root/{train,val}/CLASS/*.JPEG``: scikit-image's photos, each copy a random crop (70-100 % of each side),
+    half of them mirrored, so no two files are the same image."""
+    from PIL import Image
+    from skimage import data
+
+    photos = {"cat": data.chelsea(), "astronaut": data.astronaut(), "coffee": data.coffee(), "rocket": data.rocket()}
+    rng = np.random.default_rng(0)
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for name, photo in photos.items():
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            height, width = photo.shape[:2]
+            for i in range(count):
+                h, w = int(height * rng.uniform(0.7, 1.0)), int(width * rng.uniform(0.7, 1.0))
+                top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+                crop = photo[top : top + h, left : left + w]
+                crop = crop[:, ::-1] if rng.random() < 0.5 else crop
+                Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"{name}_{i}.JPEG", quality=90)
+    return root
+
+
+def random_weights(folder: Path, names: tuple[str, ...]) -> Path:
+    """``folder/<name>.safetensors`` for each model: timm's random init, saved as a user saves downloaded weights."""
+    import timm
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True)
+    for name in names:
+        save_file(timm.create_model(name, pretrained=False).state_dict(), folder / f"{name}.safetensors")
+    return folder
+
+
+def test_imagenet_layout_is_read_by_the_paper_scale(tmp_path, monkeypatch):
+    """The folder is what the paper scale reads: four classes, timm's 224-px transforms, val/ as the test split."""
+    from vitstudy import config
+    from vitstudy.data import build_splits
+
+    monkeypatch.setenv("VITSTUDY_IMAGENET", str(imagenet_layout(tmp_path / "imagenet")))
+    monkeypatch.setenv(config.PAPER_SMOKE_ENV, "1")
+    scale = config.get_scale("paper")
+    assert scale.smoke_sizes and scale.train.model == "vit_small_patch16_224"
+    splits = build_splits(scale.train)
+    assert list(splits.classes) == ["astronaut", "cat", "coffee", "rocket"]
+    assert len(splits.train) == 8 and len(splits.test) == 8 and splits.train[0][0].shape == (3, 224, 224)
+
+
+def test_paper_smoke_value_is_checked(monkeypatch, tmp_path):
+    from vitstudy import config
+
+    monkeypatch.setenv("VITSTUDY_IMAGENET", str(tmp_path))
+    monkeypatch.setenv(config.PAPER_SMOKE_ENV, "yes")
+    with pytest.raises(ValueError, match="VITSTUDY_PAPER_SMOKE='yes' is not allowed: expected 1 or unset"):
+        config.get_scale("paper")
+
+
+def test_paper_scale_runs_end_to_end_through_the_report(tmp_path, monkeypatch):
+    """Notebooks 01-05 at paper scale (smoke sizes) through the report: every one succeeds and writes its files."""
+    from vitstudy import config, models, report
+
+    monkeypatch.setenv("VITSTUDY_IMAGENET", str(imagenet_layout(tmp_path / "imagenet")))
+    weights = random_weights(tmp_path / "weights", ("vit_base_patch16_224", "vit_small_patch16_224"))
+    monkeypatch.setenv(models.WEIGHTS_ENV, str(weights))
+    monkeypatch.setenv(config.PAPER_SMOKE_ENV, "1")
+    out, lines = tmp_path / "out", []
+    manifest = report.run_report("paper", only=PAPER_NOTEBOOKS, out=out, log=lambda *a, **k: lines.append(a[0]))
+    ran = sorted(manifest["notebooks"])
+    assert [name[:2] for name in ran] == PAPER_NOTEBOOKS
+    for name in ran:
+        assert manifest["notebooks"][name]["files"], f"{name} wrote no files"
+    assert json.loads((out / report.MANIFEST).read_text())["scale"] == "paper"
+    assert any("| cell 1/" in line for line in lines)  # the report's per-cell progress
+
+
+def test_weights_folder_names_the_missing_file(monkeypatch, tmp_path):
+    from vitstudy import models
+
+    monkeypatch.setenv(models.WEIGHTS_ENV, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="has no vit_small_patch16_224.safetensors"):
+        models.create_model("vit_small_patch16_224", pretrained=True)
