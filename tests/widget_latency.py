@@ -103,8 +103,9 @@ def main() -> None:
     with tb.jupyter_lab(folder, "quick", env) as (base, token), tb.chromium_page(folder) as page:
         rows = measure(tb, page, base, token)
     info = environment_info("cpu")
+    # other processes on a shared 2-core VM move every timing: the 1-minute load average says how busy it was
     frame = pd.DataFrame(rows).assign(scale="quick", machine=f"{info['device_name']}, {info['cpu_threads']} threads",
-                                      torch=info["torch"])  # fmt: skip
+                                      torch=info["torch"], load_average=round(os.getloadavg()[0], 2))  # fmt: skip
     save_table(frame, "11_widget_latency", out=ROOT / "figures", floatfmt=".3f")
     for explorer, group in frame.groupby("explorer"):
         seconds = group["seconds"]
