@@ -8,6 +8,12 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Under `pytest -n 2` two workers, each with a multi-threaded torch (and the notebook kernels, JupyterLab servers
+# and subprocesses they start), oversubscribe a 2-core machine, and OpenMP's thread team then collapses (measured
+# here: a 2-thread training step ran ~8x slower while one other process was busy; one thread did not slow down).
+# One thread per worker process keeps every test's speed steady; set OMP_NUM_THREADS to override.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
