@@ -47,10 +47,18 @@ def show_and_close(fig: Figure, show: bool = True) -> None:
     The PNG is rendered here rather than by ``display(fig)``: a kernel that never ran ``%matplotlib inline`` has no
     image formatter for figures, and JupyterLab then shows only the text ``<Figure size ...>``."""
     if show:
-        png = io.BytesIO()
-        fig.savefig(png, format="png", dpi=WIDGET_DPI, bbox_inches="tight")
-        display(Image(data=png.getvalue(), format="png"))
+        display(Image(data=figure_png(fig), format="png"))
     plt.close(fig)
+
+
+def figure_png(fig: Figure) -> bytes:
+    """The figure as PNG bytes at :data:`WIDGET_DPI`, as a widget shows it.
+
+    No ``bbox_inches="tight"``: figures from ``plots.new_figure`` already fit their canvas (constrained layout, or
+    axes placed by hand), and "tight" measures the whole figure in one more draw, which a slider move waits for."""
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=WIDGET_DPI)
+    return png.getvalue()
 
 
 READOUT_TITLE = "explorer readout"

@@ -21,3 +21,10 @@ def test_explorer_widget_follows_its_controls(digits_study):
     assert every.summary["exited_pct"] == 100 and every.summary["exits"] == "1"
     batch = set_controls(widget, {"threshold": 1.0, "policy": "batch"})
     assert batch.summary["exited_pct"] < 100 and batch.summary["policy"] == "batch"
+
+
+def test_explorer_draws_the_images_as_one_mosaic(digits_study):
+    """The shown images are one imshow on one axes (a slider move renders fast), beside the exit histogram."""
+    view = multiexit.explore(digits_study, "separate", (1, 2), "sample", 0.5, count=8)
+    grid_ax, hist_ax = view.figure.axes
+    assert len(grid_ax.images) == 1 and len(grid_ax.texts) == 8 and len(hist_ax.patches) == 3

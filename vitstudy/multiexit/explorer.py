@@ -7,9 +7,10 @@ from typing import Any
 
 import ipywidgets
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..plots import draw_image_grid, grid_shape, new_figure
+from ..plots import draw_image_mosaic, grid_shape, new_figure
 from ..widgets import ExplorerView, explorer_interactive
 from .exits import confidence, simulate
 from .study import ExitStudy, exits_label
@@ -34,36 +35,47 @@ def explore(
     logits = study.logits(variant, exits)
     sim = simulate(logits, exits, study.depth, threshold, policy, batch_size=batch_size)
     targets = study.features["test"].targets
-    summary = study.evaluate(variant, exits, threshold, policy, batch_size)
-    conf = confidence(logits[torch.arange(len(targets)), sim.exit_column])  # [N] at the exit each image took
-    shown = range(start, min(start + count, len(targets)))
-    images = torch.stack([study.splits.test[i][0] for i in shown]) if len(shown) else torch.zeros(0, 1, 8, 8)
-    right = [bool(sim.predictions[i] == targets[i]) for i in shown]
-    titles = [
-        f"exit {int(sim.exit_block[i])} · {conf[i]:.2f}\n{'right' if ok else 'wrong'}" for i, ok in zip(shown, right)
-    ]
-    fig = explorer_figure(images, titles, right, summary, [*exits, study.depth], columns)
+    summary = study.evaluate(variant, exits, threshold, policy, batch_size, simulation=sim)  # simulate once a move
+    shown = torch.arange(start, min(start + count, len(targets)))
+    conf = confidence(logits[shown, sim.exit_column[shown]])  # [shown] at the exit each image took
+    images = torch.stack([study.splits.test[int(i)][0] for i in shown]) if len(shown) else torch.zeros(0, 1, 8, 8)
+    right = (sim.predictions[shown] == targets[shown]).tolist()
+    labels = [f"exit {int(sim.exit_block[i])} · {c:.2f}\n{'right' if ok else 'wrong'}"
+              for i, c, ok in zip(shown, conf.tolist(), right)]  # fmt: skip
+    fig = explorer_figure(images, labels, right, summary, [*exits, study.depth], columns)
     # what the grid labels, as numbers: which images, the block each left after, how many are right
-    summary = {**summary, "first_image": start, "shown_exit_blocks": [int(sim.exit_block[i]) for i in shown],
+    summary = {**summary, "first_image": start, "shown_exit_blocks": sim.exit_block[shown].tolist(),
                "shown_right": sum(right)}  # fmt: skip
     return ExplorerView(summary, fig, details=sim)
 
 
 def explorer_figure(
     images: torch.Tensor,
-    titles: Sequence[str],
+    labels: Sequence[str],
     right: Sequence[bool],
     summary: dict[str, Any],
     blocks: Sequence[int],
     columns: int = 8,
 ) -> Figure:
-    """Image grid (wrong ones red) beside a histogram of exit blocks, with top-1 and speed-up in the title."""
+    """Image mosaic (each framed green if right, red if wrong, labelled under it) beside a histogram of exit
+    blocks, with top-1 and speed-up in the title."""
     rows, columns = grid_shape(len(images), columns)
-    fig = new_figure((1.2 * columns + 3.2, max(3.0, 1.4 * rows)))
-    grid, side = fig.subfigures(1, 2, width_ratios=[1.2 * columns, 3.2])
-    colors = ["black" if ok else "tab:red" for ok in right]
-    draw_image_grid(grid.subplots(rows, columns, squeeze=False).flat, images, titles, colors, fontsize=6.5)
-    hist_ax = side.subplots()
+    # ~0.8 in per image keeps the 28-px images and their 6.5-pt labels legible at the widget's 100 dpi while the
+    # PNG stays small. Axes are placed by hand (in inches) rather than by constrained layout, whose extra measuring
+    # draw cost as much as the render itself: rendering was most of a slider move's time.
+    grid_width, hist_width, title_height = 0.8 * columns, 1.45, 0.35
+    width, height = grid_width + 2.2, max(0.9 * rows + 0.6, 2.4)
+    fig = new_figure((width, height), layout=None)
+
+    def axes_at(left: float, bottom: float, w: float, h: float) -> Axes:
+        return fig.add_axes((left / width, bottom / height, w / width, h / height))
+
+    grid_ax = axes_at(0.05, 0.05, grid_width, height - title_height - 0.05)
+    # room for the tick labels and the two-line "(end)" label left of and under the histogram
+    hist_ax = axes_at(width - hist_width - 0.1, 0.7, hist_width, height - title_height - 0.7)
+    label_colors = ["black" if ok else "tab:red" for ok in right]
+    border_colors = ["tab:green" if ok else "tab:red" for ok in right]
+    draw_image_mosaic(grid_ax, images, labels, label_colors, border_colors, columns)
     shares = [summary[f"at_{b}_pct"] for b in blocks]
     hist_ax.bar([str(b) if b != blocks[-1] else f"{b}\n(end)" for b in blocks], shares, color="tab:blue")
     hist_ax.set(xlabel="exit block", ylabel="test images (%)", ylim=(0, 100))
@@ -72,7 +84,9 @@ def explorer_figure(
         f"{summary['variant']} · exits {summary['exits']} · {summary['policy']} · threshold {summary['threshold']:g}: "
         f"top-1 {summary['top1']:.2f}% (plain {summary['plain_top1']:.2f}%), exited {summary['exited_pct']:.1f}%, "
         f"FLOP-ideal speed-up {summary['ideal_speedup']:.2f}x",
-        fontsize=9,
+        fontsize=8,
+        y=1 - 0.1 / height,
+        va="top",
     )
     return fig
 

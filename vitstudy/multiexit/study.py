@@ -199,10 +199,16 @@ class ExitStudy:
         batch_size: int | None = None,
         split: str = "test",
         confidence_kind: str = "softmax",
+        simulation: Simulation | None = None,
     ) -> dict[str, Any]:
-        """One results row of a setting, offline: top-1, points lost vs the plain model, exit shares, ideal speed-up."""
+        """One results row of a setting, offline: top-1, points lost vs the plain model, exit shares, ideal speed-up.
+
+        ``simulation``: this setting's ``simulate`` result when the caller already has it (the explorer draws from
+        it too), so it runs once."""
         logits = self.logits(variant, exits, split)
-        sim = simulate(logits, exits, self.depth, threshold, policy, confidence_kind, batch_size)
+        sim = simulation
+        if sim is None:
+            sim = simulate(logits, exits, self.depth, threshold, policy, confidence_kind, batch_size)
         targets = self.features[split].targets
         variant_final = 100 * (logits[:, -1].argmax(-1) == targets).double().mean().item()
         plain = self.plain_accuracy(split)
