@@ -274,7 +274,8 @@ def _time_in_processes(
     context = multiprocessing.get_context("forkserver")
     # Imported once by the fork server, so a child starts in a fraction of a second instead of re-importing torch.
     # torch.utils.benchmark too: its import logs a CUDA-toolkit warning, once there rather than once per child.
-    context.set_forkserver_preload(["torch", "torch.utils.benchmark", "timm"] + sorted({arm.factory.__module__ for arm in arms.values()}))
+    arm_modules = sorted({arm.factory.__module__ for arm in arms.values()})
+    context.set_forkserver_preload(["torch", "torch.utils.benchmark", "timm", *arm_modules])
     records = []
     with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
         for round_index, names in enumerate(orders):
