@@ -11,7 +11,7 @@ from vitstudy import bench, multiexit
 from vitstudy.config import SCALES, Scale, TrainConfig
 
 
-@pytest.mark.parametrize("name", list(SCALES))
+@pytest.mark.parametrize("name", list(multiexit.EXIT_BUDGETS))
 def test_budget_presets_keep_the_notebooks_former_settings(name):
     """Each scale's budget holds what notebooks 01-03 computed from the scale before the budget existed."""
     scale, budget = SCALES[name], multiexit.exit_budget(SCALES[name])
@@ -22,6 +22,15 @@ def test_budget_presets_keep_the_notebooks_former_settings(name):
         assert isinstance(settings, bench.CompareSettings) and (settings.rounds == 2) == smoke
     assert budget.max_speed_batch("cpu") == (2 if smoke else 8) and budget.max_speed_batch("cuda") == 64
     assert (budget.threshold, budget.max_loss, budget.head_epochs) == (0.9, 0.5, 30)
+
+
+def test_every_report_scale_has_a_budget_and_study_scales_are_refused():
+    """Every scale the report runs notebooks 01-03 at has a budget; the from-scratch study's scale has none."""
+    from vitstudy.report import STUDY_SCALES
+
+    assert set(multiexit.EXIT_BUDGETS) == set(SCALES) - set(STUDY_SCALES)
+    with pytest.raises(ValueError, match=r"scale='scratch' is not allowed"):
+        multiexit.exit_budget("scratch")
 
 
 def test_budget_resolves_from_a_scale_its_name_or_the_environment(monkeypatch):
