@@ -22,7 +22,7 @@ from ..models import create_model
 from .memory import MIB, saved_activation_bytes
 from .patch import apply_skipvit, configure, dropping, flop_gain
 from .settings import BASELINE, SkipViTSettings
-from .timing import CONTROL, training_step_arm
+from .timing import CONTROL, TARGET, training_step_arm
 
 MODELS = {"ViT-S/16": "vit_small_patch16_224", "ViT-B/16": "vit_base_patch16_224", "ViT-L/16": "vit_large_patch16_224"}
 HEADLINE_FRACTIONS = (6 / 12, 11 / 12)  # drop layer and skip layer as fractions of the depth
@@ -72,8 +72,8 @@ def model_size_rows(
         else:
             row.update(dict.fromkeys(("speedup", "speedup_low", "speedup_high", "control_speedup"), math.nan),
                        note="not timed: a training step is too slow on this CPU")  # fmt: skip
-        if not math.isnan(row["speedup"]):
-            row["measured_over_ideal"] = row["speedup"] / row["ideal_speedup"]
+        row["measured_over_ideal"] = row["speedup"] / row["ideal_speedup"]
+        row["verdict"] = bench.flop_bound_verdict(row["measured_over_ideal"], TARGET)
         out.append(row)
     raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame()
     return pd.DataFrame(out), raw
@@ -94,6 +94,7 @@ def _timed(label, name, settings, input_size, batch_size, device, timing, raws) 
     return {"speedup": speed["speedup"], "speedup_low": speed["speedup_low"], "speedup_high": speed["speedup_high"],
             "control_speedup": comparison.control_speedup, "batch_size": batch_size, "rounds": timing.rounds,
             "device": comparison.environment.get("device_name", ""),
+            "threads": comparison.environment["cpu_threads"], "isolation": timing.isolation,
             "note": comparison.note or comparison.control_note()}  # fmt: skip
 
 
