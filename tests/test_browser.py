@@ -227,6 +227,14 @@ def readout_values(text: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in text.splitlines()[1:])
 
 
+def move_and_read(page, move, label, argument, expected: str) -> dict[str, str]:
+    """Make one move, wait until the readout equals ``expected`` and a figure image is shown; the readout's values."""
+    move(page, label, argument)
+    wait_for_readout(page, expected)
+    page.locator(".widget-interact .jp-OutputArea-output img").wait_for(timeout=30_000)  # the figure, an image
+    return readout_values(shown_readout(page))
+
+
 def test_quickstart_opens_with_one_click_runs_and_slider_moves(page, lab):
     """Double-clicking 00_quickstart.py opens a notebook; run-all succeeds; the browser slider updates the view."""
     base, token = lab
@@ -285,11 +293,7 @@ def test_patch_drop_explorer_shows_what_skipvit_computes(page, lab):
     ]
     for label, move, argument, key, value in moves:
         state[key] = value
-        expected = skipvit_expected(page, state)
-        move(page, label, argument)
-        wait_for_readout(page, expected)
-        page.locator(".widget-interact .jp-OutputArea-output img").wait_for(timeout=30_000)  # the figure, an image
-        shown = readout_values(shown_readout(page))
+        shown = move_and_read(page, move, label, argument, skipvit_expected(page, state))
         kept, dropped = (list(map(int, shown[k].split(", "))) for k in ("kept_per_stage", "dropped_per_stage"))
         greyed = [g.split(", ") if g.strip() else [] for g in shown["greyed_patches_per_stage"].split(" | ")]
         stages = 1 if state["second_layer"] == 0 else 2
@@ -332,11 +336,7 @@ def test_exit_explorer_shows_what_the_simulation_computes(page, lab):
     ]
     for label, move, argument, key, value in moves:
         state[key] = value
-        expected = exit_expected(page, state)
-        move(page, label, argument)
-        wait_for_readout(page, expected)
-        page.locator(".widget-interact .jp-OutputArea-output img").wait_for(timeout=30_000)  # the figure, an image
-        shown = readout_values(shown_readout(page))
+        shown = move_and_read(page, move, label, argument, exit_expected(page, state))
         blocks = [*map(int, state["exits"].split(",")), 12]
         assert abs(sum(float(shown[f"at_{b}_pct"]) for b in blocks) - 100) < 1e-3, shown
         assert len(shown["shown_exit_blocks"].split(", ")) == 24 and shown["first_image"] == str(state["start"])
