@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,7 +38,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-SCREENS = ROOT / "figures" / "screens"  # screenshots of the explorers after the test's moves, shown in the README
+# Screenshots of the explorers after the test's moves. Tests never write into the project's figures on their own:
+# VITSTUDY_SCREENS=figures/screens refreshes the README's screenshots; otherwise they go to a temporary folder.
+SCREENS = (
+    ROOT / os.environ["VITSTUDY_SCREENS"]
+    if os.environ.get("VITSTUDY_SCREENS")
+    else Path(tempfile.mkdtemp(prefix="vitstudy-screens-"))
+)
 IDLE = "window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.status === 'idle'"
 # every code cell of the open notebook has run (an execution count), and the kernel is idle again
 ALL_RAN = (
