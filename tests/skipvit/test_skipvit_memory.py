@@ -48,3 +48,17 @@ def test_headline_scales_with_depth():
     """12 blocks: 6 / skip 11 (the paper's); 24 blocks: drop after 12, re-insert at 22."""
     assert scaled_headline(12) == sv.TABLE1["skip_6_55_s11"]
     assert (scaled_headline(24).drop_layers, scaled_headline(24).skip_layer) == ((12,), 22)
+
+
+def test_model_size_rows_time_each_arm_in_its_own_process():
+    """The default model-size timing is one process per (round, arm): its arms must rebuild in a child."""
+    import dataclasses
+
+    from vitstudy.skipvit import model_size
+
+    kwargs = model_size.model_size_budget("smoke")
+    kwargs["timing"] = dataclasses.replace(kwargs["timing"], isolation="process")
+    table, raw = model_size.model_size_rows(**kwargs)
+    assert (table["isolation"] == "process").all()
+    assert table["speedup"].notna().all() and table["control_speedup"].notna().all()
+    assert set(raw["arm"]) == {"baseline", "headline", model_size.CONTROL}

@@ -47,7 +47,9 @@ def model_size_rows(
     on, and for the ``timed`` models the measured training-step speed-up (95 % interval) with its A/A control;
     the others say "not timed". Returns (table, the comparisons' raw per-block times)."""
     device = device or bench.default_device()
-    timing = timing or bench.CompareSettings(rounds=3, min_run_time=0.5, warmup_calls=1)
+    # One process per (round, arm), as notebook 04 times ViT-S/16: in-process training steps of large models read
+    # biased A/A controls on this CPU (figures/tables/aa_isolation_vit_small.md).
+    timing = timing or bench.CompareSettings(rounds=3, min_run_time=0.5, warmup_calls=1, isolation="process")
     input_size = (3, img_size, img_size)
     out, raws = [], []
     for label, name in models.items():
@@ -84,9 +86,9 @@ def _timed(label, name, settings, input_size, batch_size, device, timing, raws) 
     common = dict(model_name=name, input_size=input_size, num_classes=1000, batch_size=batch_size, device=device,
                   model_kwargs={"img_size": input_size[-1]})  # fmt: skip
     arms = {
-        "baseline": training_step_arm(settings=BASELINE, **common),
-        "headline": training_step_arm(settings=settings, **common),
-        CONTROL: training_step_arm(settings=BASELINE, **common),
+        "baseline": bench.ArmSpec(training_step_arm, dict(settings=BASELINE, **common)),
+        "headline": bench.ArmSpec(training_step_arm, dict(settings=settings, **common)),
+        CONTROL: bench.ArmSpec(training_step_arm, dict(settings=BASELINE, **common)),
     }
     comparison = bench.compare(arms, "baseline", CONTROL, timing, device)
     raws.append(comparison.raw.assign(model=label))

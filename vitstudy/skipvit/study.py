@@ -81,7 +81,10 @@ def table1_budget(scale: Scale | str | None = None) -> SkipViTBudget:
         # blocked_autorange's sizing call plus one timed block (2 steps): 10 arms x 4 rounds x 2 steps + warm-up
         # ~ 90 steps ~ 2-2.5 minutes (the old 1 + 3 steps per row: ~1 minute); 4 rounds is the fewest that give
         # the bootstrap interval more than the two extreme rounds. The small model adds 10 x 4 x 0.5 s ~ 25 s.
-        timing = bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1)
+        # One process per (round, arm): in one process the ViT-S/16 A/A control read 0.97 and 1.22 on a quiet
+        # CPU, in separate processes 0.94 and 1.02 (figures/tables/aa_isolation_vit_small.md, tests/isolation_aa.py);
+        # it costs ~1.4x the time (each child builds its model and warms up again).
+        timing = bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1, isolation="process")
         return SkipViTBudget(
             "quick", cfg, start="baseline", paper_batch=16, timing=timing,
             note="quick: every row fine-tunes notebook 00's quick baseline for 1 epoch on 2,000 images with its "
