@@ -91,7 +91,8 @@ print(paper_speed["note"].iloc[0] or "A/A control within 1.00 ± 3%")
 
 # %%
 small_speed, raw = skipvit.timing_runs(
-    budget.small_model, (1, 28, 28), num_classes=10, batch_size=budget.small_batch, budget=budget
+    budget.small_model, (1, 28, 28), num_classes=10, batch_size=budget.small_batch, budget=budget,
+    timing=budget.small_timing,
 )
 report.save_raw(raw, "04_speed_small_model")
 report.save_table(small_speed, "04_speed_small_model")

@@ -7,9 +7,9 @@ Not a test (a timing is no pass/fail on a shared CPU): run it by hand on a QUIET
 Notebook 04's quick budget (ViT-S/16 at 224, batch 16, 4 rounds of >= 0.5 s per arm) times three arms — the
 baseline, its A/A copy and the headline row 6 / 55% / skip 11 — once in one process and once with every
 (round, arm) in its own process, ``REPEATS`` times with the two isolations alternating which goes first. Writes
-``figures/tables/aa_isolation_vit_small.{csv,md}`` (one row per comparison: the A/A reading and the headline's measured ÷
-FLOP-ideal with their intervals, the wall time it cost, the load average when it started) and the raw per-block
-times to ``figures/tables/raw/aa_isolation_vit_small.csv``. The quick budget's ``isolation`` follows from this table.
+``figures/tables/aa_isolation_vit_small.{csv,md}`` (one row per comparison: the A/A reading and the headline's
+measured ÷ FLOP-ideal with their intervals, the wall time it cost, the load average when it started) and the raw
+per-block times to ``figures/tables/raw/aa_isolation_vit_small.csv``. The quick budget's ``isolation`` follows from this table.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def main() -> None:
             timing = dataclasses.replace(budget.timing, isolation=isolation, threads=threads)
             load = os.getloadavg()[0]
             started = time.perf_counter()
+            rows_timed = {HEADLINE: TABLE1[HEADLINE]}
             table, raw = timing_runs("vit_small_patch16_224", (3, 224, 224), 10, budget.paper_batch,
-                                     dataclasses.replace(budget, timing=timing), rows={HEADLINE: TABLE1[HEADLINE]})  # fmt: skip
+                                     dataclasses.replace(budget, timing=timing), rows=rows_timed)  # fmt: skip
             wall = time.perf_counter() - started
             by_row = table.set_index("row")
             control, headline = by_row.loc[CONTROL], by_row.loc[HEADLINE]

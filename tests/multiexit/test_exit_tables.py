@@ -131,3 +131,14 @@ def test_compaction_keeping_every_row_gives_the_plain_logits(depth12_study, imag
     idle = multiexit.MultiExitViT(depth12_study.vit, (3, 6, 9))
     with torch.inference_mode():
         torch.testing.assert_close(multiexit.CompactionKeepsEveryRow(idle)(x), depth12_study.vit(x))
+
+
+def test_forced_exit_verdict_needs_the_interval_inside_0_95_to_1_05():
+    from vitstudy.multiexit.tables import forced_exit_verdict
+
+    assert forced_exit_verdict("within target (0.97–1.03)", 0.96, 1.04).startswith("within target")
+    wide = forced_exit_verdict("within target (0.97–1.03)", 0.87, 1.15)
+    assert "not resolved" in wide and "0.87–1.15" in wide
+    suspect = "exceeds the FLOP bound — measurement suspect"
+    assert forced_exit_verdict(suspect, 0.99, 1.2) == suspect
+    assert forced_exit_verdict("baseline", 1.0, 1.0) == "baseline"

@@ -87,20 +87,22 @@ def timing_runs(
     budget: SkipViTBudget,
     rows: dict[str, SkipViTSettings] = TABLE1,
     device: str | None = None,
+    timing: bench.CompareSettings | None = None,
     **model_kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training speed-up (random data) of every row over the baseline, beside its FLOP-ideal; and the raw times.
 
     Every row, the baseline and an A/A copy of the baseline get their own model copy and AdamW and are timed one
-    training step per call by :func:`vitstudy.bench.compare` with ``budget.timing``. Per row: ``speedup`` (median
-    over rounds of baseline time / row time) with its 95% interval, ``measured_over_ideal`` = speed-up ÷ FLOP-ideal
-    speed-up (a ratio of speed-ups, not of gains) and its ``verdict``; the table's ``note`` carries the control's
-    reading. Returns (one row per arm, the comparison's raw per-block times for ``report.save_raw``). On an
-    absent device every number is NaN and ``note`` says so.
+    training step per call by :func:`vitstudy.bench.compare` with ``timing`` (default ``budget.timing``). Per row:
+    ``speedup`` (median over rounds of baseline time / row time) with its 95% interval, ``measured_over_ideal`` =
+    speed-up ÷ FLOP-ideal speed-up (a ratio of speed-ups, not of gains) and its ``verdict``; the table's ``note``
+    carries the control's reading. Returns (one row per arm, the comparison's raw per-block times for
+    ``report.save_raw``). On an absent device every number is NaN and ``note`` says so.
     """
     device = torch.device(device or bench.default_device())
+    timing = timing or budget.timing
     steps, flops = _train_steps(model_name, input_size, num_classes, batch_size, rows, device, True, **model_kwargs)
-    comparison = bench.compare(steps, "baseline", CONTROL, budget.timing, device)
+    comparison = bench.compare(steps, "baseline", CONTROL, timing, device)
     note = comparison.note or comparison.control_note()
     environment = comparison.environment
     labels = {**{n: s.label for n, s in rows.items()}, "baseline": BASELINE.label, CONTROL: "baseline (A/A control)"}
@@ -125,10 +127,10 @@ def timing_runs(
             "ideal_speedup": ideal,
             "measured_over_ideal": ratio,
             "verdict": verdict,
-            "rounds": budget.timing.rounds,
-            "min_run_time_s": budget.timing.min_run_time,
-            "order": budget.timing.order,
-            "isolation": budget.timing.isolation,
+            "rounds": timing.rounds,
+            "min_run_time_s": timing.min_run_time,
+            "order": timing.order,
+            "isolation": timing.isolation,
             "device": f"{environment['device_type']}: {environment['device_name']}",
             **{k: environment[k] for k in ("device_name", "cpu_threads", "torch", "timm")},
             "note": note,
