@@ -9,7 +9,8 @@ baseline, its A/A copy and the headline row 6 / 55% / skip 11 — once in one pr
 (round, arm) in its own process, ``REPEATS`` times with the two isolations alternating which goes first. Writes
 ``figures/tables/aa_isolation_vit_small.{csv,md}`` (one row per comparison: the A/A reading and the headline's
 measured ÷ FLOP-ideal with their intervals, the wall time it cost, the load average when it started) and the raw
-per-block times to ``figures/tables/raw/aa_isolation_vit_small.csv``. The quick budget's ``isolation`` follows from this table.
+per-block times to ``figures/tables/raw/aa_isolation_vit_small.csv``. The budgets' ``isolation`` follows from this
+table.
 """
 
 from __future__ import annotations
