@@ -7,9 +7,9 @@ Not a test (a timing is no pass/fail on a shared CPU): run it by hand on a QUIET
 Notebook 04's quick budget (ViT-S/16 at 224, batch 16, 4 rounds of >= 0.5 s per arm) times three arms — the
 baseline, its A/A copy and the headline row 6 / 55% / skip 11 — once in one process and once with every
 (round, arm) in its own process, ``REPEATS`` times with the two isolations alternating which goes first. Writes
-``figures/tables/aa_isolation_vit_small.{csv,md}`` (one row per comparison: the A/A reading and the headline's
+``figures/tables/04_aa_isolation_vit_small.{csv,md}`` (one row per comparison: the A/A reading and the headline's
 measured ÷ FLOP-ideal with their intervals, the wall time it cost, the load average when it started) and the raw
-per-block times to ``figures/tables/raw/aa_isolation_vit_small.csv``. The budgets' ``isolation`` follows from this
+per-block times to ``figures/tables/raw/04_aa_isolation_vit_small.csv``. The budgets' ``isolation`` follows from this
 table.
 """
 
@@ -73,8 +73,8 @@ def main() -> None:
             print(f"repeat {repeat} {isolation:>10}: A/A {control['speedup']:.3f} "
                   f"({control['speedup_low']:.3f}-{control['speedup_high']:.3f}), headline/ideal "
                   f"{headline['measured_over_ideal']:.3f}, {wall:.0f} s, load {load:.2f}", flush=True)  # fmt: skip
-    save_table(pd.DataFrame(rows), "aa_isolation_vit_small", out=ROOT / "figures", floatfmt=".3f")
-    save_raw(pd.concat(raws, ignore_index=True), "aa_isolation_vit_small", out=ROOT / "figures")
+    save_table(pd.DataFrame(rows), "04_aa_isolation_vit_small", out=ROOT / "figures", floatfmt=".3f")
+    save_raw(pd.concat(raws, ignore_index=True), "04_aa_isolation_vit_small", out=ROOT / "figures")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def model_size_rows(
     the others say "not timed". Returns (table, the comparisons' raw per-block times)."""
     device = device or bench.default_device()
     # One process per (round, arm), as notebook 04 times ViT-S/16: in-process training steps of large models read
-    # biased A/A controls on this CPU (figures/tables/aa_isolation_vit_small.md).
+    # biased A/A controls on this CPU (figures/tables/04_aa_isolation_vit_small.md).
     timing = timing or bench.CompareSettings(rounds=3, min_run_time=0.5, warmup_calls=1, isolation="process")
     input_size = (3, img_size, img_size)
     out, raws = [], []

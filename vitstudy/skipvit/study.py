@@ -85,7 +85,7 @@ def table1_budget(scale: Scale | str | None = None) -> SkipViTBudget:
         # ~ 90 steps ~ 2-2.5 minutes (the old 1 + 3 steps per row: ~1 minute); 4 rounds is the fewest that give
         # the bootstrap interval more than the two extreme rounds. The small model adds 10 x 4 x 0.5 s ~ 25 s.
         # One process per (round, arm): in one process the ViT-S/16 A/A control read 0.97 and 1.22 on a quiet
-        # CPU, in separate processes 0.94 and 1.02 (figures/tables/aa_isolation_vit_small.md, tests/isolation_aa.py);
+        # CPU, in separate processes 0.94 and 1.02 (figures/tables/04_aa_isolation_vit_small.md, tests/isolation_aa.py);
         # it costs ~1.4x the time (each child builds its model and warms up again).
         timing = bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1, isolation="process")
         small_timing = bench.CompareSettings(rounds=8, min_run_time=0.5, warmup_calls=2)  # ~10 x 8 x 0.5 s ~ 45 s
