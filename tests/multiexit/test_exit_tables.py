@@ -136,9 +136,9 @@ def test_compaction_keeping_every_row_gives_the_plain_logits(depth12_study, imag
 def test_forced_exit_verdict_needs_the_interval_inside_0_95_to_1_05():
     from vitstudy.multiexit.tables import forced_exit_verdict
 
-    assert forced_exit_verdict("within target (0.97–1.03)", 0.96, 1.04).startswith("within target")
-    wide = forced_exit_verdict("within target (0.97–1.03)", 0.87, 1.15)
+    assert forced_exit_verdict(1.0, 0.96, 1.04).startswith("within target")
+    wide = forced_exit_verdict(1.0, 0.87, 1.15)
     assert "not resolved" in wide and "0.87–1.15" in wide
     suspect = "exceeds the FLOP bound — measurement suspect"
-    assert forced_exit_verdict(suspect, 0.99, 1.2) == suspect
-    assert forced_exit_verdict("baseline", 1.0, 1.0) == "baseline"
+    assert forced_exit_verdict(1.05, 0.99, 1.2) == suspect
+    assert forced_exit_verdict(0.9, 0.85, 0.95) == "below target (0.97–1.03)"

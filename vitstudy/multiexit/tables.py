@@ -100,10 +100,11 @@ def speed_columns(
     }
 
 
-def forced_exit_verdict(verdict: str, low: float, high: float) -> str:
-    """A forced exit's point estimate inside :data:`FORCED_TARGET` meets the target only when its interval lies
-    inside :data:`FORCED_INTERVAL` too; otherwise the verdict says the run could not resolve it."""
-    if not verdict.startswith("within target"):
+def forced_exit_verdict(measured_over_ideal: float, low: float, high: float) -> str:
+    """A forced exit's verdict: ``bench.flop_bound_verdict`` against :data:`FORCED_TARGET`, where a point estimate
+    inside the target meets it only when its interval (``low``, ``high``) lies inside :data:`FORCED_INTERVAL` too."""
+    verdict = bench.flop_bound_verdict(measured_over_ideal, FORCED_TARGET)
+    if not FORCED_TARGET[0] <= measured_over_ideal <= FORCED_TARGET[1]:
         return verdict
     lo, hi = FORCED_INTERVAL
     if lo <= low and high <= hi:
@@ -183,15 +184,15 @@ def table_5_1(
              **speed_columns(comparison, "plain", batch_size, 1.0, FORCED_TARGET)}]  # fmt: skip
     for block in exits:
         ideal = costs.plain() / costs.forced(block)
+        columns = speed_columns(comparison, str(block), batch_size, ideal, FORCED_TARGET)
+        columns["verdict"] = forced_exit_verdict(columns["measured_over_ideal"], columns["measured_over_ideal_low"],
+                                                 columns["measured_over_ideal_high"])  # fmt: skip
         rows.append({"setting": f"forced exit after block {block}", "exit_block": block,
-                     "gflops_per_image": costs.forced(block) / 1e9,
-                     **speed_columns(comparison, str(block), batch_size, ideal, FORCED_TARGET)})  # fmt: skip
+                     "gflops_per_image": costs.forced(block) / 1e9, **columns})  # fmt: skip
     rows.append({"setting": CONTROL_LABEL, "exit_block": None, "gflops_per_image": costs.plain() / 1e9,
                  **control_columns(comparison, batch_size)})  # fmt: skip
     frame = pd.DataFrame(rows).astype({"exit_block": "Int64"})
     frame["verdict"] = frame["verdict"].where(frame["setting"] != "original (all blocks)", "baseline")
-    frame["verdict"] = [forced_exit_verdict(*row) for row in
-                        frame[["verdict", "measured_over_ideal_low", "measured_over_ideal_high"]].itertuples(False)]
     frame = frame.assign(batch_size=batch_size, input_size="x".join(map(str, input_size)), **protocol(comparison),
                          note=table_note(comparison))  # fmt: skip
     return frame, comparison
