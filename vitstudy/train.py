@@ -100,6 +100,38 @@ def default_model_factory(cfg: TrainConfig, splits: Splits) -> nn.Module:
     return create_model(cfg.model, **{**kwargs, **cfg.model_kwargs})
 
 
+def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
+                  targets: torch.Tensor) -> torch.Tensor:
+    """One plain training step: forward, cross-entropy, backward, optimizer step; returns the (detached) loss.
+
+    The step every timed training arm and every memory probe runs. Gradients are freed at the end, not the start:
+    when arms are timed in turn, no arm holds gradients while another runs.
+    """
+    loss = nn.functional.cross_entropy(model(images), targets)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
+def random_batch_step(
+    model: nn.Module,
+    batch_size: int,
+    input_size: tuple[int, int, int],
+    num_classes: int,
+    device: str | torch.device = "cpu",
+    optimizer_factory: Callable[..., torch.optim.Optimizer] | None = None,
+) -> Callable[[], torch.Tensor]:
+    """A no-argument :func:`training_step` of ``model`` (train mode, on ``device``, AdamW unless
+    ``optimizer_factory``) on one fixed random batch: a step's cost does not depend on the values, and no loader
+    time is timed. This trains the model it is given: pass a ``copy.deepcopy`` to keep the original."""
+    model.to(device).train()
+    optimizer = (optimizer_factory or torch.optim.AdamW)(model.parameters())
+    images = torch.randn(batch_size, *input_size, device=device)
+    targets = torch.randint(0, num_classes, (batch_size,), device=device)
+    return lambda: training_step(model, optimizer, images, targets)
+
+
 def _autocast(device: torch.device, enabled: bool):
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()

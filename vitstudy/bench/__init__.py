@@ -6,6 +6,8 @@
 - ``comparison``: the comparison engine every timed table uses (:func:`compare`: balanced rounds, paired ratios
   with 95% intervals, raw times, the A/A control, :func:`flop_bound_verdict`; ``isolation="process"`` times
   each arm in its own process from an :class:`ArmSpec`).
+- ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
+  :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`), :func:`compare_models`.
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
@@ -21,12 +23,23 @@ from .comparison import (
     calibration_arm,
     compare,
     control_note,
-    flop_bound_verdict,
     median_interval,
 )
 from .environment import NOT_MEASURED_NO_CUDA, default_device, device_available, environment_info, synchronize
 from .flops import count_flops, flops_per_image
 from .profile import operator_breakdown, operator_times
+from .rows import (
+    BASELINE_VERDICT,
+    compare_models,
+    control_arm,
+    control_row,
+    control_verdict,
+    flop_bound_verdict,
+    protocol,
+    raw_times,
+    speed_row,
+    table_note,
+)
 from .timing import (
     TimingSettings,
     batch_size_sweep,
@@ -40,6 +53,15 @@ from .timing import (
 )
 
 __all__ = [
+    "BASELINE_VERDICT",
+    "compare_models",
+    "control_arm",
+    "control_row",
+    "control_verdict",
+    "protocol",
+    "raw_times",
+    "speed_row",
+    "table_note",
     "CONTROL_TOLERANCE",
     "FLOP_BOUND_SLACK",
     "ArmSpec",

@@ -19,8 +19,7 @@ Every timed table of the study goes through :func:`compare`:
   time. Arms are then given as :class:`ArmSpec` (a module-level factory and its arguments), which the child builds,
   warms up and times; the same specs run in one process with ``isolation="in_process"``.
 
-A FLOP-ideal speed-up counts every FLOP a faster arm skips and none it adds, so :func:`flop_bound_verdict`
-writes a measured ÷ ideal ratio above 1.03 as a suspect measurement, never as a target met.
+Rows and verdicts built from a :class:`Comparison` live in :mod:`vitstudy.bench.rows`.
 """
 
 from __future__ import annotations
@@ -168,23 +167,6 @@ def control_note(control_speedup: float) -> str:
         f"A/A control read {control_speedup:.3f} (outside 1.00 ± {CONTROL_TOLERANCE:.0%}): the protocol is biased "
         "or the machine was disturbed on this run; speed-ups in this table are not trustworthy"
     )
-
-
-def flop_bound_verdict(measured_over_ideal: float, target: tuple[float, float], explained: bool = False) -> str:
-    """Verdict for a measured ÷ FLOP-ideal speed-up against a two-sided target ``(low, high)``.
-
-    Above :data:`FLOP_BOUND_SLACK` the measurement is suspect (or explained by a committed profile): never "met".
-    """
-    if math.isnan(measured_over_ideal):
-        return "not measured"
-    if measured_over_ideal > FLOP_BOUND_SLACK:
-        return "above the FLOP ideal: explained by profile" if explained else (
-            "exceeds the FLOP bound — measurement suspect"
-        )  # fmt: skip
-    low, high = target
-    if measured_over_ideal < low:
-        return f"below target ({low:g}–{high:g})"
-    return f"within target ({low:g}–{high:g})" if measured_over_ideal <= high else f"above target ({low:g}–{high:g})"
 
 
 def compare(
