@@ -25,11 +25,11 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-import pandas as pd
-
 from vitstudy import bench, config, data, plots, report, train, widgets
+from vitstudy.experiments import baseline
 
 scale = config.get_scale(SCALE)
+budget = baseline.budget(scale)
 print(scale.description)
 scale.train
 
@@ -43,7 +43,7 @@ splits = data.build_splits(scale.train)
 splits.sizes()
 
 # %%
-images, titles = data.class_examples(splits.test, per_class=3)
+images, titles = baseline.class_examples(splits.test, per_class=3)
 fig = plots.image_grid(images, titles, columns=splits.num_classes)
 report.save_figure(fig, "00_samples")
 fig
@@ -62,21 +62,24 @@ fig
 
 # %% [markdown]
 # ## Test accuracy and inference speed
-# Throughput is measured by `vitstudy.bench` (warm-up, median of several timed batches) on this machine.
+# Throughput is measured by `vitstudy.bench` on this machine: one batch of test images, the model against an
+# identical copy of itself (the A/A control) in balanced rounds, with a 95% interval.
 
 # %%
-speed = bench.measure_inference(
-    result.model,
-    batch_size=scale.eval_batch_size,
-    input_size=splits.input_size,
-    settings=bench.TimingSettings(warmup=scale.bench_warmup, runs=scale.bench_runs),
-)
-summary = pd.DataFrame([{"scale": scale.name, **result.summary(), "inference_im_s": speed["images_per_s"]}])
+test_loader = data.make_loader(splits.test, scale.eval_batch_size, train=False)
+batch, _ = next(iter(test_loader))
+comparison = baseline.inference_speed(result.model, batch, budget)
+speed = baseline.speed_table(comparison, len(batch))
+report.save_table(speed, "00_inference_speed")
+report.save_raw(bench.raw_times(comparison), "00_inference_speed")
+speed
+
+# %%
+summary = baseline.summary_table(scale.name, result, speed)
 report.save_table(summary, "00_baseline")
 summary.T
 
 # %%
-test_loader = data.make_loader(splits.test, scale.eval_batch_size, train=False)
 predictions, targets = train.predict(result.model, test_loader)
 fig = plots.confusion_matrix(predictions, targets, splits.classes)
 report.save_figure(fig, "00_confusion_matrix")
@@ -92,8 +95,9 @@ per_class
 # Titles read "predicted (true)"; wrong ones are red.
 
 # %%
-browser = widgets.prediction_browser(splits.test, predictions, targets, splits.classes, count=24)
+browser = widgets.prediction_browser(splits.test, predictions, targets, splits.classes, count=budget.page_size)
 
 # %%
 # Move the controls as a user would: a callback error here fails the notebook (and the report).
-widgets.set_controls(browser, {"only_errors": True, "start": 24 if (predictions != targets).sum() > 24 else 0})
+start = baseline.mistakes_page(predictions, targets, budget.page_size)
+widgets.set_controls(browser, {"only_errors": True, "start": start})

@@ -1,32 +1,30 @@
-"""Tests for vitstudy.bench: timing protocol, result rows, the no-CUDA path and FLOP counts."""
+"""Tests for vitstudy.bench: the environment row, the no-CUDA path, FLOP counts, one model's throughput timed by
+compare_models, the timed training step (vitstudy.train.random_batch_step) and the bootstrap interval."""
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Iterator
-from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import timm
 import torch
 from torch import nn
 
-from vitstudy import bench
 from vitstudy.bench import (
     NOT_MEASURED_NO_CUDA,
-    TimingSettings,
-    batch_size_sweep,
+    CompareSettings,
+    compare_models,
+    control_arm,
     device_available,
     environment_info,
     flops_per_image,
-    format_measurement,
-    measure_inference,
-    measure_train_step,
-    time_callable,
+    median_interval,
 )
+from vitstudy.train import random_batch_step
 
-FAST = TimingSettings(warmup=1, runs=2)
+FAST = CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100)
 INPUT_SIZE = (3, 32, 32)
 NUM_CLASSES = 10
 
@@ -53,21 +51,6 @@ class Recorder(nn.Module):
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make CUDA look absent, so the no-device path is tested on GPU machines too."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
-def fake_clock(monkeypatch: pytest.MonkeyPatch, durations: list[float]) -> None:
-    """Replace bench's clock so consecutive timed runs take `durations` seconds, cycling."""
-    ticks = itertools.count()
-    cycle = itertools.cycle(durations)
-    state = {"now": 0.0}
-
-    def perf_counter() -> float:
-        # Calls alternate start/stop: a stop call advances the clock by the next duration.
-        if next(ticks) % 2:
-            state["now"] += next(cycle)
-        return state["now"]
-
-    monkeypatch.setattr(bench.timing, "time", SimpleNamespace(perf_counter=perf_counter))
 
 
 def test_environment_info_records_imported_versions() -> None:
@@ -100,132 +83,6 @@ def test_device_available_absent_cuda(no_cuda: None) -> None:
     """CUDA is unavailable when torch reports no CUDA."""
     assert not device_available("cuda")
     assert not device_available(torch.device("cuda", 0))
-
-
-@pytest.mark.parametrize("kwargs", [{"warmup": -1}, {"runs": 0}, {"min_run_seconds": -0.1}])
-def test_timing_settings_rejects_out_of_range(kwargs: dict) -> None:
-    """TimingSettings raises ValueError naming the bad field."""
-    with pytest.raises(ValueError, match=next(iter(kwargs))):
-        TimingSettings(**kwargs)
-
-
-def test_time_callable_calls_warmup_plus_runs() -> None:
-    """time_callable calls fn exactly warmup + runs times and reports runs timed calls."""
-    calls = []
-    result = time_callable(lambda: calls.append(1), "cpu", TimingSettings(warmup=2, runs=5))
-    assert len(calls) == 7
-    assert result["runs"] == 5
-
-
-def test_time_callable_statistics(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Median, quartiles, IQR, min and max follow from the per-run durations."""
-    fake_clock(monkeypatch, [5.0, 1.0, 4.0, 2.0, 3.0])
-    result = time_callable(lambda: None, "cpu", TimingSettings(warmup=0, runs=5))
-    assert result == {
-        "seconds_median": 3.0,
-        "seconds_min": 1.0,
-        "seconds_max": 5.0,
-        "seconds_p25": 2.0,
-        "seconds_p75": 4.0,
-        "seconds_iqr": 2.0,
-        "runs": 5,
-        "note": "",
-    }
-
-
-def test_time_callable_extends_runs_to_min_run_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With min_run_seconds set, runs continue until the timed total reaches it."""
-    fake_clock(monkeypatch, [1.0])
-    result = time_callable(lambda: None, "cpu", TimingSettings(warmup=0, runs=2, min_run_seconds=3.5))
-    assert result["runs"] == 4
-
-
-def test_time_callable_absent_cuda_not_measured(no_cuda: None) -> None:
-    """On an absent CUDA device fn is never called, every statistic is NaN and the note says why."""
-    calls = []
-    result = time_callable(lambda: calls.append(1), "cuda", FAST)
-    assert calls == []
-    assert result.pop("note") == NOT_MEASURED_NO_CUDA
-    assert all(math.isnan(v) for v in result.values())
-
-
-def test_measure_inference_row() -> None:
-    """measure_inference returns a flat row with throughput, timing, settings and environment."""
-    row = measure_inference(tiny_vit(), 4, INPUT_SIZE, "cpu", FAST)
-    assert row["images_per_s"] == pytest.approx(4 / row["seconds_median"])
-    assert row["images_per_s_min"] <= row["images_per_s"] <= row["images_per_s_max"]
-    assert row["batch_size"] == 4
-    assert row["timing_runs"] == FAST.runs
-    assert row["torch"] == torch.__version__
-
-
-def test_measure_inference_eval_and_inference_mode() -> None:
-    """The model runs in eval and inference mode, and its training mode is restored afterwards."""
-    model = Recorder().train()
-    measure_inference(model, 2, INPUT_SIZE, "cpu", FAST)
-    assert all(not c["training"] and c["inference"] for c in model.calls)
-    assert model.training
-
-
-def test_measure_inference_uses_given_inputs() -> None:
-    """Given inputs are what the model sees; no random batch is drawn."""
-    model, x = Recorder(), torch.randn(2, *INPUT_SIZE)
-    measure_inference(model, 2, INPUT_SIZE, "cpu", FAST, inputs=x)
-    assert all(torch.equal(c["x"], x) for c in model.calls)
-
-
-def test_measure_inference_rejects_mismatched_inputs() -> None:
-    """Inputs whose shape differs from (batch_size, *input_size) raise ValueError."""
-    with pytest.raises(ValueError, match="inputs shape"):
-        measure_inference(Recorder(), 4, INPUT_SIZE, "cpu", FAST, inputs=torch.randn(2, *INPUT_SIZE))
-
-
-def test_measure_inference_absent_cuda_not_measured(no_cuda: None) -> None:
-    """On an absent CUDA device the row has the CPU row's keys, not-measured speeds, and no model call."""
-    model = Recorder()
-    row = measure_inference(model, 2, INPUT_SIZE, "cuda", FAST)
-    assert row.keys() == measure_inference(Recorder(), 2, INPUT_SIZE, "cpu", FAST).keys()
-    assert math.isnan(row["images_per_s"]) and math.isnan(row["seconds_median"])
-    assert row["note"] == NOT_MEASURED_NO_CUDA
-    assert model.calls == []
-
-
-def test_measure_train_step_trains_the_model() -> None:
-    """measure_train_step reports training throughput and updates the given model's weights."""
-    model = tiny_vit()
-    before = model.head.weight.detach().clone()
-    row = measure_train_step(model, 4, INPUT_SIZE, NUM_CLASSES, "cpu", FAST)
-    assert row["images_per_s"] == pytest.approx(4 / row["seconds_median"])
-    assert row["mode"] == "train"
-    assert not torch.equal(model.head.weight, before)
-
-
-def test_measure_train_step_uses_optimizer_factory() -> None:
-    """A given optimizer factory builds the optimizer that steps once per call."""
-    steps = []
-
-    def factory(params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
-        optimizer = torch.optim.SGD(params, lr=0.1)
-        optimizer.register_step_post_hook(lambda *_: steps.append(1))
-        return optimizer
-
-    measure_train_step(Recorder(), 2, INPUT_SIZE, NUM_CLASSES, "cpu", FAST, optimizer_factory=factory)
-    assert len(steps) == FAST.warmup + FAST.runs
-
-
-def test_measure_train_step_absent_cuda_not_measured(no_cuda: None) -> None:
-    """On an absent CUDA device training is not run and the speed is the not-measured string."""
-    model = Recorder()
-    row = measure_train_step(model, 2, INPUT_SIZE, NUM_CLASSES, "cuda", FAST)
-    assert row.keys() == measure_train_step(Recorder(), 2, INPUT_SIZE, NUM_CLASSES, "cpu", FAST).keys()
-    assert math.isnan(row["images_per_s"]) and row["note"] == NOT_MEASURED_NO_CUDA
-    assert model.calls == []
-
-
-def test_batch_size_sweep_one_row_per_size_in_order() -> None:
-    """batch_size_sweep returns measure(b) for each batch size, in the order given."""
-    rows = batch_size_sweep(lambda b: {"batch_size": b}, [1, 4, 2])
-    assert [r["batch_size"] for r in rows] == [1, 4, 2]
 
 
 def hand_count_flops(tokens: int, dim: int, depth: int, patch: int, channels: int, classes: int) -> int:
@@ -266,16 +123,92 @@ def test_flops_per_image_absent_cuda_counts_on_cpu(no_cuda: None) -> None:
     assert flops_per_image(model, INPUT_SIZE, "cuda") == flops_per_image(model, INPUT_SIZE, "cpu")
 
 
-@pytest.mark.parametrize(("value", "text"), [(123.456, "123.5"), (7, "7.0"), (math.nan, "not measured")])
-def test_format_measurement(value: float, text: str) -> None:
-    """Numbers get one decimal; NaN (not measured) is written as words."""
-    assert format_measurement(value) == text
+# ----------------------------------------------------------------------------------------------------------
+# One model's throughput: compare_models against its A/A copy
 
 
-def test_time_interleaved_alternates_callables():
-    """time_interleaved calls each callable once per round, in turn, after the warm-up rounds."""
-    calls: list[str] = []
-    fns = {name: (lambda n=name: calls.append(n)) for name in ("a", "b")}
-    seconds = bench.time_interleaved(fns, "cpu", bench.TimingSettings(warmup=1, runs=2))
-    assert calls == ["a", "b"] * 3
-    assert {k: len(v) for k, v in seconds.items()} == {"a": 2, "b": 2}
+def test_compare_models_adds_the_aa_copy_and_times_every_arm() -> None:
+    """The comparison has the given arm and its A/A copy, each with seconds per call and images/s."""
+    comparison = compare_models({"plain": tiny_vit()}, torch.randn(4, *INPUT_SIZE), FAST)
+    assert set(comparison.raw["arm"]) == {"plain", control_arm("plain")}
+    assert comparison.control == control_arm("plain")
+    speed = comparison.speedup("plain")
+    assert speed["seconds"] > 0 and speed["speedup"] == 1.0
+
+
+def test_compare_models_runs_eval_and_inference_mode_on_the_given_batch() -> None:
+    """Every timed forward sees the given batch in eval and inference mode; the model ends on the CPU."""
+    model, x = Recorder().train(), torch.randn(2, *INPUT_SIZE)
+    compare_models({"plain": model}, x, FAST)
+    assert model.calls and all(not c["training"] and c["inference"] for c in model.calls)
+    assert all(torch.equal(c["x"], x) for c in model.calls)
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_compare_models_absent_cuda_not_measured(no_cuda: None) -> None:
+    """On an absent CUDA device no forward runs, every number is NaN and the note says why."""
+    model = Recorder()
+    comparison = compare_models({"plain": model}, torch.randn(2, *INPUT_SIZE), FAST, device="cuda")
+    assert model.calls == []
+    assert comparison.note == NOT_MEASURED_NO_CUDA and math.isnan(comparison.speedup("plain")["seconds"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The timed training step: vitstudy.train.random_batch_step (what every timed training arm runs)
+
+
+def test_random_batch_step_trains_the_model() -> None:
+    """Each call is a training step: the model is in train mode and its weights change."""
+    model = tiny_vit().eval()
+    before = model.head.weight.detach().clone()
+    step = random_batch_step(model, 4, INPUT_SIZE, NUM_CLASSES)
+    loss = step()
+    assert model.training and loss.ndim == 0 and not torch.equal(model.head.weight, before)
+
+
+def test_random_batch_step_uses_optimizer_factory() -> None:
+    """A given optimizer factory builds the optimizer that steps once per call."""
+    steps = []
+
+    def factory(params: Iterator[nn.Parameter]) -> torch.optim.Optimizer:
+        optimizer = torch.optim.SGD(params, lr=0.1)
+        optimizer.register_step_post_hook(lambda *_: steps.append(1))
+        return optimizer
+
+    step = random_batch_step(Recorder(), 2, INPUT_SIZE, NUM_CLASSES, optimizer_factory=factory)
+    for _ in range(2):
+        step()
+    assert len(steps) == 2
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The interval of a median: scipy.stats.bootstrap, checked against the percentile bootstrap written out
+
+
+def hand_bootstrap(values: np.ndarray, resamples: int, seed: int) -> tuple[float, float]:
+    """The percentile bootstrap by hand: medians of resamples drawn with replacement, their 2.5 and 97.5 %."""
+    rng = np.random.default_rng(seed)
+    medians = np.median(values[rng.integers(0, len(values), (resamples, len(values)))], axis=1)
+    low, high = np.percentile(medians, [2.5, 97.5])
+    return float(low), float(high)
+
+
+@pytest.mark.parametrize("count", [2, 5, 7, 11])
+def test_median_interval_equals_the_percentile_bootstrap(count: int) -> None:
+    """median_interval gives the median and the same 95% percentile-bootstrap interval as the hand-written one."""
+    values = np.random.default_rng(count).normal(1.0, 0.05, count)
+    median, low, high = median_interval(values, resamples=2000, seed=0)
+    assert median == np.median(values)
+    assert (low, high) == pytest.approx(hand_bootstrap(values, 2000, 0), abs=1e-12)
+    assert low <= median <= high
+
+
+def test_median_interval_of_nothing_or_nan_is_nan() -> None:
+    """No values, or a NaN among them (a round not measured), give NaN throughout."""
+    assert all(math.isnan(v) for v in median_interval(np.array([])))
+    assert all(math.isnan(v) for v in median_interval(np.array([1.0, math.nan, 1.1])))
+
+
+def test_median_interval_of_one_value_is_that_value() -> None:
+    """One value: the median and both ends are that value."""
+    assert median_interval(np.array([1.25])) == (1.25, 1.25, 1.25)

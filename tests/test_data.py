@@ -3,9 +3,11 @@ import gzip
 import numpy as np
 import pytest
 import torch
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from vitstudy import data
 from vitstudy.config import TrainConfig
+from vitstudy.fashion_mnist import _idx_file, find_fashion_mnist, read_idx
 
 
 def test_digits_splits_have_requested_sizes(digits_cfg):
@@ -77,28 +79,59 @@ def test_missing_fashion_mnist_root_is_named(tmp_path):
 
 def test_corrupt_idx_file_is_named(tmp_path):
     """A truncated idx file gives an error naming the file, not a numpy reshape traceback."""
-    source = data.find_fashion_mnist()
+    source = find_fashion_mnist()
     for name in (
         "train-images-idx3-ubyte",
         "train-labels-idx1-ubyte",
         "t10k-images-idx3-ubyte",
         "t10k-labels-idx1-ubyte",
     ):
-        (tmp_path / f"{name}.gz").write_bytes(data._idx_file(source, name).read_bytes())
+        (tmp_path / f"{name}.gz").write_bytes(_idx_file(source, name).read_bytes())
     broken = tmp_path / "t10k-images-idx3-ubyte.gz"
     broken.write_bytes(gzip.compress(gzip.decompress(broken.read_bytes())[:5000]))
     with pytest.raises(data.CorruptImageError, match="t10k-images-idx3-ubyte.gz is truncated"):
         data.load_fashion_mnist_arrays("test", root=tmp_path)
 
 
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An idx file written out by hand: two zero bytes, 0x08 (uint8), the number of dimensions, each size as a
+    big-endian int32, then the values."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_read_idx_reads_back_a_hand_written_file(tmp_path, packed):
+    """Images and labels written in the idx format (plain or gzip) read back value for value, as uint8 [N, H, W]
+    and int64 [N]."""
+    images = np.random.default_rng(0).integers(0, 256, (3, 4, 5)).astype(np.uint8)
+    labels = np.array([7, 0, 9], dtype=np.uint8)
+    paths = []
+    for name, array in (("images", images), ("labels", labels)):
+        path = tmp_path / (f"{name}.gz" if packed else name)
+        path.write_bytes(gzip.compress(idx_bytes(array)) if packed else idx_bytes(array))
+        paths.append(path)
+    read_images, read_labels = read_idx(paths[0], read_image_file), read_idx(paths[1], read_label_file)
+    assert read_images.dtype == np.uint8 and np.array_equal(read_images, images)
+    assert read_labels.dtype == np.int64 and np.array_equal(read_labels, labels)
+
+
+def test_idx_file_of_another_type_is_named(tmp_path):
+    """A header that is not a uint8 idx file is an error naming the file."""
+    path = tmp_path / "t10k-labels-idx1-ubyte"
+    path.write_bytes(b"\x00\x00\x0d\x01" + (1).to_bytes(4, "big") + bytes(4))  # 0x0d: float32
+    with pytest.raises(data.CorruptImageError, match="t10k-labels-idx1-ubyte is truncated or damaged"):
+        read_idx(path, read_label_file)
+
+
 def test_torchvision_layout_is_found(tmp_path):
     """A torchvision download (root/FashionMNIST/raw) is recognised."""
-    source = data.find_fashion_mnist()
+    source = find_fashion_mnist()
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     for path in source.iterdir():
         (raw / path.name).symlink_to(path)
-    assert data.find_fashion_mnist(tmp_path) == raw
+    assert find_fashion_mnist(tmp_path) == raw
 
 
 def test_distributed_shards_union_equals_single_process_batches(digits_cfg):

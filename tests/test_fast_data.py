@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 import torch
 
-from vitstudy.data import build_splits, make_loader
-from vitstudy.fast_data import TensorLoader, crop_flip, make_batches
+from vitstudy.data import build_splits, crop_flip, make_loader
+from vitstudy.fast_data import TensorLoader, make_batches
 
 
 def _pairs(cfg, epoch, rank=0, world_size=1, batch=32):

@@ -1,7 +1,7 @@
 """Data sets: Fashion-MNIST (the default, real and offline), scikit-learn's digits (tests), any ImageFolder tree.
 
 Fashion-MNIST's files (search, install, idx format) live in ``vitstudy.fashion_mnist``; the errors a user can fix
-(``DataNotFound``, ``CorruptImageError``) in ``vitstudy.errors``; both are importable from here too.
+(``DataNotFound``, ``CorruptImageError``) in ``vitstudy.errors``, importable from here too.
 
 Splits are deterministic and independent of the training seed: the validation hold-out is carved from the
 official training split with a fixed permutation, so every run of every notebook sees the same images.
@@ -25,11 +25,6 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, S
 from .config import DATASETS, TrainConfig
 from .errors import CorruptImageError, DataNotFound
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays, require_fashion_mnist
-
-# Re-exported (``x as x``) for callers that know them as vitstudy.data.*:
-from .fashion_mnist import _idx_file as _idx_file
-from .fashion_mnist import ensure_fashion_mnist as ensure_fashion_mnist
-from .fashion_mnist import find_fashion_mnist as find_fashion_mnist
 from .models import FASHION_MNIST_MEAN, FASHION_MNIST_STD
 
 SPLIT_SEED = 20240601  # fixed on purpose: splits must not move when the training seed changes
@@ -59,6 +54,18 @@ def crop_flip_params(count: int, pad: int, seed: int, epoch: int) -> tuple[torch
     return offsets, flips
 
 
+def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
+    """Random crops after zero padding, then horizontal flips, of a batch: images [B, H, W] (any dtype),
+    offsets [B, 2] (top, left in 0 … 2·pad), flips [B] bool -> [B, H, W]."""
+    B, H, W = images.shape
+    padded = F.pad(images, (pad,) * 4)  # [B, H + 2p, W + 2p]; zero is black before and after normalising
+    rows = offsets[:, :1] + torch.arange(H, device=images.device)  # [B, H]
+    cols = offsets[:, 1:] + torch.arange(W, device=images.device)  # [B, W]
+    cols = torch.where(flips[:, None], cols.flip(-1), cols)  # a flip reads the crop's columns right to left
+    batch = torch.arange(B, device=images.device)[:, None, None]
+    return padded[batch, rows[:, :, None], cols[:, None, :]]
+
+
 class ArrayImageDataset(Dataset):
     """Grey images held in memory, returned as ([1, H, W] float, normalised; label).
 
@@ -66,17 +73,8 @@ class ArrayImageDataset(Dataset):
     :func:`crop_flip_params` of ``(seed, epoch)``; the training sampler calls :meth:`set_epoch` each epoch.
     """
 
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        classes: tuple[str, ...],
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        augment: bool = False,
-        pad: int = 2,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], mean: tuple[float, ...],
+                 std: tuple[float, ...], augment: bool = False, pad: int = 2, seed: int = 0) -> None:  # fmt: skip
         self.images = torch.from_numpy(np.ascontiguousarray(images))  # [N, H, W] uint8
         self.targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.classes = classes
@@ -101,19 +99,10 @@ class ArrayImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index].float().div_(255.0).unsqueeze(0)  # [1, H, W]
         if self.augment:
-            image = self._random_crop_flip(image, index)
+            offsets, flips = self.augmentation()  # the [1, H, W] image is a batch of one for crop_flip
+            image = crop_flip(image, offsets[index : index + 1], flips[index : index + 1], self.pad)
         image = (image - self.mean[0]) / self.std[0]
         return image, int(self.targets[index])
-
-    def _random_crop_flip(self, image: torch.Tensor, index: int) -> torch.Tensor:
-        _, height, width = image.shape
-        offsets, flips = self.augmentation()
-        padded = F.pad(image, (self.pad,) * 4)
-        top, left = offsets[index].tolist()
-        image = padded[:, top : top + height, left : left + width]
-        if flips[index]:
-            image = image.flip(-1)
-        return image
 
 
 @dataclass
@@ -202,14 +191,6 @@ def _digits_splits(cfg: TrainConfig) -> Splits:
     train_arrays = (images[train_part], labels[train_part])
     test_arrays = (images[np.sort(test_part)], labels[np.sort(test_part)])
     return _array_splits("digits", cfg, train_arrays, test_arrays, classes, mean, std)
-
-
-def class_examples(dataset: ArrayImageDataset, per_class: int = 3) -> tuple[torch.Tensor, list[str]]:
-    """The first ``per_class`` images of every class, ordered so that a grid with one column per class works."""
-    by_class = [torch.nonzero(dataset.targets == k)[:per_class, 0].tolist() for k in range(len(dataset.classes))]
-    order = [indices[r] for r in range(per_class) for indices in by_class if r < len(indices)]  # row r: r-th of each
-    images = torch.stack([dataset[i][0] for i in order])
-    return images, [dataset.classes[int(dataset.targets[i])] for i in order]
 
 
 # ----------------------------------------------------------------------------------------------------------

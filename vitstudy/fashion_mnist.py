@@ -7,9 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
+import torchvision
+from torchvision.datasets.mnist import read_image_file, read_label_file
 
 from .errors import CorruptImageError, DataNotFound
 from .files import cache_dir
@@ -62,8 +67,6 @@ def ensure_fashion_mnist(install: bool = True, root: str | os.PathLike[str] | No
 
 
 def _download_fashion_mnist() -> None:
-    import torchvision
-
     target = cache_dir() / "fashion_mnist"
     try:
         torchvision.datasets.FashionMNIST(str(target), train=True, download=True)
@@ -97,33 +100,33 @@ def _idx_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an idx file (MNIST format; gzip or plain) into a uint8 array, checking its header."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def read_idx(path: Path, reader: Callable[[str], torch.Tensor] = read_image_file) -> np.ndarray:
+    """An idx file (MNIST format; gzip or plain) read by one of torchvision's readers (``read_image_file``:
+    uint8 [N, H, W]; ``read_label_file``: int64 [N]), as a numpy array; a damaged file is a CorruptImageError."""
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
+        if path.suffix != ".gz":
+            return reader(str(path)).numpy()
+        # torchvision's readers open plain files only: the archive is unpacked into a temporary file first
+        with gzip.open(path, "rb") as packed, tempfile.NamedTemporaryFile(suffix=f"-{path.stem}") as plain:
+            shutil.copyfileobj(packed, plain)
+            plain.flush()
+            return reader(plain.name).numpy()
     except (OSError, EOFError) as err:
         raise CorruptImageError(f"cannot read {path}: {err}; delete it and run `python -m vitstudy data`") from err
-    # Header: two zero bytes, a type code (0x08 = uint8), the number of dimensions, then one int32 per dim.
-    if len(raw) < 4 or raw[:3] != b"\x00\x00\x08" or raw[3] not in (1, 3):
-        raise CorruptImageError(f"{path} is not a uint8 idx file (bad header); delete it and fetch it again")
-    ndim = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(shape)):
-        raise CorruptImageError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes")
-    return np.frombuffer(raw, np.uint8, offset=offset).reshape(shape)
+    except (AssertionError, KeyError, RuntimeError, TypeError, ValueError) as err:
+        # torchvision asserts on a bad header, and a truncated body no longer fits the header's shape
+        raise CorruptImageError(f"{path} is truncated or damaged ({type(err).__name__}: {err}); delete it and fetch "
+                                "it again") from err  # fmt: skip
 
 
 def load_fashion_mnist_arrays(split: str, root: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Images [N, 28, 28] uint8 and labels [N] of the official ``train`` (60k) or ``test`` (10k) split."""
+    """Images [N, 28, 28] uint8 and labels [N] int64 of the official ``train`` (60k) or ``test`` (10k) split."""
     if split not in FASHION_MNIST_FILES:
         raise ValueError(f"split={split!r} is not allowed: expected one of {tuple(FASHION_MNIST_FILES)}")
     folder = require_fashion_mnist(root)
     images_name, labels_name = FASHION_MNIST_FILES[split]
-    images = read_idx(_idx_file(folder, images_name))
-    labels = read_idx(_idx_file(folder, labels_name))
-    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+    images = read_idx(_idx_file(folder, images_name), read_image_file)
+    labels = read_idx(_idx_file(folder, labels_name), read_label_file)
+    if len(images) != len(labels):
         raise CorruptImageError(f"Fashion-MNIST {split} files in {folder} disagree: {images.shape} vs {labels.shape}")
     return images, labels

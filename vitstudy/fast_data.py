@@ -8,7 +8,8 @@ tensor operations: gather by index, crop and flip by index arithmetic, convert, 
 Its batches equal the DataLoader path's (:func:`vitstudy.data.make_loader`) for the same seed and epoch, value
 for value: the same shuffled order (DistributedSampler's ``randperm`` of ``seed + epoch``, the same rank
 shard and dropped tail) and the same crops and flips (one table per epoch, :func:`~vitstudy.data.crop_flip_params`,
-indexed by image number). ``tests/test_fast_data.py`` checks it.
+indexed by image number). ``tests/test_fast_data.py`` checks it; whether it is faster is a hand-run measurement,
+:mod:`vitstudy.experiments.loader_speed`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .config import LOADERS, check_choice
-from .data import ArrayImageDataset, crop_flip_params, make_loader
+from .data import ArrayImageDataset, crop_flip, crop_flip_params, make_loader
 
 
 class TensorOrder:
@@ -95,18 +95,6 @@ class TensorLoader:
             yield normalise(images, self.dataset.mean[0], self.dataset.std[0]), self.targets[index]
 
 
-def crop_flip(images: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, pad: int) -> torch.Tensor:
-    """Random crops after zero padding, then horizontal flips, of a batch: images [B, H, W] (any dtype),
-    offsets [B, 2] (top, left in 0 … 2·pad), flips [B] bool -> [B, H, W]."""
-    B, H, W = images.shape
-    padded = F.pad(images, (pad,) * 4)  # [B, H + 2p, W + 2p]; zero is black before and after normalising
-    rows = offsets[:, :1] + torch.arange(H, device=images.device)  # [B, H]
-    cols = offsets[:, 1:] + torch.arange(W, device=images.device)  # [B, W]
-    cols = torch.where(flips[:, None], cols.flip(-1), cols)  # a flip reads the crop's columns right to left
-    batch = torch.arange(B, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]]
-
-
 def normalise(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """uint8 [B, H, W] -> float32 [B, 1, H, W]: the same operations, in the same order, as the data set's
     ``__getitem__`` (divide by 255, subtract the mean, divide by the std), so the values are bit-identical."""
@@ -144,64 +132,3 @@ def make_batches(
                             device=device)  # fmt: skip
     return make_loader(dataset, batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
                        num_workers=num_workers)  # fmt: skip
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Does it win? Training steps fed by each path, timed by the comparison engine.
-
-
-def _cycling_step(loader, model: torch.nn.Module, device: torch.device):
-    """One training step (AdamW) on the loader's next batch; a new epoch's iterator when one runs out."""
-    optimizer = torch.optim.AdamW(model.parameters())
-    state = {"epoch": 0, "batches": iter(())}
-
-    def step() -> None:
-        batch = next(state["batches"], None)
-        if batch is None:
-            loader.sampler.set_epoch(state["epoch"])
-            state["epoch"] += 1
-            state["batches"] = iter(loader)
-            batch = next(state["batches"])
-        images, targets = batch[0].to(device), batch[1].to(device)
-        F.cross_entropy(model(images), targets).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-def loader_speed(cfg, batch_size: int, settings=None, workers: tuple[int, ...] = (1,), device=None):
-    """Training throughput of ``cfg``'s model fed by the DataLoader path (0 workers, the in-memory default; and
-    ``workers`` worker processes) and by :class:`TensorLoader`, plus an A/A copy of the DataLoader arm.
-
-    Returns :meth:`vitstudy.bench.Comparison.rows` with images/s per arm; the baseline is the DataLoader path.
-    """
-    import copy
-
-    from . import bench
-    from .data import build_splits
-    from .train import default_model_factory
-
-    device = torch.device(device or bench.default_device())
-    splits = build_splits(cfg)
-    torch.manual_seed(cfg.seed)
-    model = default_model_factory(cfg, splits).to(device).train()
-
-    def arm(loader):
-        return _cycling_step(loader, copy.deepcopy(model), device)
-
-    arms = {"dataloader": arm(make_loader(splits.train, batch_size, train=True, seed=cfg.seed, num_workers=0))}
-    for count in workers:
-        arms[f"dataloader, {count} worker(s)"] = arm(
-            make_loader(splits.train, batch_size, train=True, seed=cfg.seed, num_workers=count)
-        )
-    arms["tensor"] = arm(TensorLoader(splits.train, batch_size, train=True, seed=cfg.seed, device=device))
-    arms["dataloader (A/A copy)"] = arm(make_loader(splits.train, batch_size, train=True, seed=cfg.seed,
-                                                    num_workers=0))  # fmt: skip
-    comparison = bench.compare(arms, "dataloader", "dataloader (A/A copy)", settings or bench.CompareSettings(),
-                               device)  # fmt: skip
-    rows = comparison.rows()
-    rows.insert(2, "images_per_s", batch_size / rows["seconds"])
-    rows["batch_size"], rows["model"], rows["augment"] = batch_size, cfg.model, cfg.augment
-    rows["note"] = comparison.note or comparison.control_note()
-    return rows, comparison

@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+import torch.nn.functional as F
 from matplotlib.axes import Axes
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from sklearn.metrics import confusion_matrix as count_confusions
+from torchvision.utils import make_grid
 
 
 def new_figure(figsize: tuple[float, float], layout: str | None = "constrained") -> Figure:
@@ -21,13 +24,23 @@ def new_figure(figsize: tuple[float, float], layout: str | None = "constrained")
         return plt.figure(figsize=figsize, layout=layout)
 
 
+def image_batch(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Images ``[N, C, H, W]`` or ``[N, H, W]`` (a tensor or an array) as a float CPU tensor ``[N, C, H, W]``,
+    each scaled to [0, 1] for display (any value range in, e.g. normalised model input)."""
+    images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
+    images = (images.unsqueeze(1) if images.ndim == 3 else images).float()
+    low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
+    return (images - low) / (high - low).clamp_min(1e-8)
+
+
 def display_image(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """One image ``[C, H, W]`` (any value range, e.g. normalised model input) scaled to [0, 1] for ``imshow``:
-    ``[H, W]`` for one channel, ``[H, W, C]`` otherwise."""
-    image = torch.as_tensor(np.asarray(image)) if not torch.is_tensor(image) else image.detach().cpu()
-    image = image.float()
-    image = (image - image.min()) / (image.max() - image.min()).clamp_min(1e-8)
-    return image.permute(1, 2, 0).squeeze(-1).numpy()
+    """One image ``[C, H, W]`` (any value range) scaled to [0, 1] for ``imshow``: ``[H, W]`` for one channel,
+    ``[H, W, C]`` otherwise."""
+    return _for_imshow(image_batch(image[None])[0])
+
+
+def _for_imshow(image: torch.Tensor) -> np.ndarray:
+    return image.permute(1, 2, 0).squeeze(-1).numpy()  # [C, H, W] -> [H, W, C], or [H, W] for one channel
 
 
 def draw_image_grid(
@@ -39,14 +52,12 @@ def draw_image_grid(
     fontsize: float = 7,
 ) -> None:
     """Draw images ``[N, C, H, W]`` or ``[N, H, W]`` into the given axes (one each, the rest left blank)."""
-    images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
+    images = image_batch(images)
     for index, ax in enumerate(axes):
         ax.axis("off")
         if index >= len(images):
             continue
-        shown = display_image(images[index])
+        shown = _for_imshow(images[index])
         ax.imshow(shown, cmap=cmap if shown.ndim == 2 else None)
         if titles is not None:
             color = title_colors[index] if title_colors is not None else "black"
@@ -68,26 +79,25 @@ def image_mosaic(
     above ``label_rows`` white pixel rows left free for a label, with ``gap`` white pixel columns on each side.
     Returns the array and the (x, y) pixel centre of each cell's label band, for ``Axes.text``. One array drawn by
     one ``imshow`` costs a fraction of one axes per image, which is what keeps a slider move fast."""
-    images = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images.detach().cpu()
-    if images.ndim == 3:
-        images = images.unsqueeze(1)
-    rows, columns = grid_shape(len(images), columns)
-    height, width = images.shape[-2:] if len(images) else (8, 8)
-    cell_h, cell_w = height + 2 * border + label_rows, width + 2 * border + 2 * gap
-    mosaic = np.ones((rows * cell_h, columns * cell_w, 3))
-    label_centres = []
-    for index, image in enumerate(images):
-        shown = display_image(image)  # [H, W] or [H, W, C] in [0, 1]
-        rgb = plt.get_cmap(cmap)(shown)[..., :3] if shown.ndim == 2 else shown[..., :3]
-        top, left = (index // columns) * cell_h, (index % columns) * cell_w
-        frame_left = left + gap
-        if border_colors is not None:
-            mosaic[top : top + height + 2 * border, frame_left : frame_left + width + 2 * border] = to_rgb(
-                border_colors[index]
-            )
-        mosaic[top + border : top + border + height, frame_left + border : frame_left + border + width] = rgb
-        label_centres.append((left + (cell_w - 1) / 2, top + height + 2 * border + (label_rows - 1) / 2))
-    return mosaic, label_centres
+    images = image_batch(images) if len(images) else torch.zeros(0, 1, 8, 8)
+    count, (height, width) = len(images), images.shape[-2:]
+    rows, columns = grid_shape(count, columns)
+    if images.shape[1] == 1:  # grey: the colour map's RGB, as imshow would show it
+        rgb = torch.from_numpy(plt.get_cmap(cmap)(images[:, 0].numpy())[..., :3]).permute(0, 3, 1, 2)
+    else:
+        rgb = images[:, :3].double()
+    frames = [to_rgb(c) for c in border_colors[:count]] if border_colors else [(1.0, 1.0, 1.0)] * count
+    # [N, 3, H + 2 border, W + 2 border]: each frame filled with its colour, the image inside it
+    cells = torch.tensor(frames, dtype=torch.float64).reshape(count, 3, 1, 1)
+    cells = cells.repeat(1, 1, height + 2 * border, width + 2 * border)
+    cells[:, :, border : border + height, border : border + width] = rgb
+    cells = F.pad(cells, (gap, gap, 0, label_rows), value=1.0)  # the label band under, the gaps beside
+    blank = torch.ones(rows * columns - count, *cells.shape[1:], dtype=cells.dtype)  # the last row's empty cells
+    mosaic = make_grid(torch.cat([cells, blank]), nrow=columns, padding=0)  # [3, rows * cell_h, columns * cell_w]
+    cell_h, cell_w = cells.shape[-2:]
+    centres = [((i % columns) * cell_w + (cell_w - 1) / 2, (i // columns) * cell_h + height + 2 * border
+                + (label_rows - 1) / 2) for i in range(count)]  # fmt: skip
+    return mosaic.permute(1, 2, 0).numpy(), centres
 
 
 def draw_image_mosaic(
@@ -170,15 +180,20 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     return fig
 
 
+def confusion(predictions: np.ndarray, targets: np.ndarray, count: int, normalize: bool = True) -> np.ndarray:
+    """Confusion counts ``[count, count]`` (rows: true class; columns: predicted), or with ``normalize`` the % of
+    each true class (0 for a class without images)."""
+    labels = np.arange(count)
+    if not normalize:
+        return count_confusions(targets, predictions, labels=labels)
+    return 100 * count_confusions(targets, predictions, labels=labels, normalize="true")
+
+
 def confusion_matrix(
     predictions: np.ndarray, targets: np.ndarray, classes: Sequence[str], normalize: bool = True
 ) -> Figure:
     """Confusion matrix heat map (rows: true class; columns: predicted), row-normalised to % by default."""
-    count = len(classes)
-    matrix = np.zeros((count, count), dtype=np.float64)
-    np.add.at(matrix, (np.asarray(targets), np.asarray(predictions)), 1)
-    if normalize:
-        matrix = 100 * matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
+    matrix = confusion(predictions, targets, len(classes), normalize)
     fig = new_figure((6.5, 5.5))
     ax = fig.subplots()
     sns.heatmap(

@@ -18,6 +18,8 @@ import matplotlib.pyplot as plt
 from IPython.display import Image, display
 from matplotlib.figure import Figure
 
+from .plots import prediction_grid
+
 
 class WidgetCallbackError(RuntimeError):
     """A widget callback raised; the original exception is the cause."""
@@ -148,7 +150,6 @@ def prediction_browser(
     Titles read "predicted (true)", mistakes in red (``plots.prediction_grid``); ``widget.result`` is the page
     shown. Arguments as ``prediction_grid``'s: a dataset of (image, label), predicted and true class indices.
     """
-    from .plots import prediction_grid  # appended block: plots is only needed here
 
     def page(start: int, only_errors: bool) -> Figure:
         fig = prediction_grid(dataset, predictions, targets, classes, start, count, only_errors)

@@ -1,13 +1,14 @@
-"""Measuring speed, shared by both methods: where it runs, FLOPs, timing one callable, comparing arms.
+"""Measuring speed, shared by both methods: where it runs, FLOPs, comparing arms (the only timer), the speed row.
 
 - ``environment``: device presence, :func:`default_device`, :func:`environment_info` (recorded in every row).
 - ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups).
-- ``timing``: :func:`time_callable` and throughput rows (one model, warm-up, sync, :func:`timing_spread`).
-- ``comparison``: the comparison engine every timed table uses (:func:`compare`: balanced rounds, paired ratios
-  with 95% intervals, raw times, the A/A control, :func:`flop_bound_verdict`; ``isolation="process"`` times
-  each arm in its own process from an :class:`ArmSpec`).
+- ``comparison``: the comparison engine, the one timer (:func:`compare`: balanced rounds, paired ratios with 95%
+  bootstrap intervals, raw times, the A/A control; ``isolation="process"`` times each arm in its own process from
+  an :class:`ArmSpec`).
 - ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
-  :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`), :func:`compare_models`.
+  :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`), :func:`compare_models` (inference
+  forwards of several models with an A/A copy: one model's images/s is ``compare_models({"plain": model}, ...)``).
+  A timed training step is :func:`vitstudy.train.random_batch_step`.
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
@@ -40,17 +41,6 @@ from .rows import (
     speed_row,
     table_note,
 )
-from .timing import (
-    TimingSettings,
-    batch_size_sweep,
-    format_measurement,
-    make_train_step,
-    measure_inference,
-    measure_train_step,
-    time_callable,
-    time_interleaved,
-    timing_spread,
-)
 
 __all__ = [
     "BASELINE_VERDICT",
@@ -75,19 +65,10 @@ __all__ = [
     "operator_breakdown",
     "operator_times",
     "NOT_MEASURED_NO_CUDA",
-    "TimingSettings",
-    "batch_size_sweep",
     "count_flops",
     "default_device",
     "device_available",
     "environment_info",
     "flops_per_image",
-    "format_measurement",
-    "make_train_step",
-    "measure_inference",
-    "measure_train_step",
     "synchronize",
-    "time_callable",
-    "time_interleaved",
-    "timing_spread",
 ]

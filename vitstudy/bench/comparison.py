@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 from ..config import check, check_choice
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
@@ -98,14 +99,17 @@ def round_orders(arms: Sequence[str], rounds: int, order: str = "abba", seed: in
 
 
 def median_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Median of ``values`` and a 95% percentile-bootstrap interval of it: ``(median, low, high)``."""
+    """Median of ``values`` and a 95% percentile-bootstrap interval of it (``scipy.stats.bootstrap``):
+    ``(median, low, high)``; NaN throughout when a value is NaN or there is none."""
     values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0 or np.isnan(values).all():
+    if len(values) == 0 or np.isnan(values).any():
         return math.nan, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    medians = np.median(values[rng.integers(0, len(values), (resamples, len(values)))], axis=1)
-    low, high = np.percentile(medians, [2.5, 97.5])
-    return float(np.median(values)), float(low), float(high)
+    median = float(np.median(values))
+    if len(values) == 1:  # every resample of one value is that value (scipy refuses a sample of one)
+        return median, median, median
+    interval = stats.bootstrap((values,), np.median, n_resamples=resamples, confidence_level=0.95,
+                               method="percentile", rng=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    return median, float(interval.low), float(interval.high)
 
 
 @dataclass

@@ -1,0 +1,88 @@
+"""Notebook 00: the default baseline every later notebook starts from — its data, its accuracy, its inference speed.
+
+Training and evaluation are the shared :mod:`vitstudy.train`; what is the notebook's own lives here: its budget
+(how hard the inference speed is timed per scale), the sample images, the speed table (the baseline against its
+A/A copy, by :func:`vitstudy.bench.compare_models`) and the summary row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import bench
+from ..config import Scale, check, get_scale
+from ..data import ArrayImageDataset
+from ..train import TrainResult
+
+BASELINE = "baseline"  # the timed arm; its A/A copy is bench.control_arm(BASELINE)
+
+
+@dataclass(frozen=True)
+class BaselineBudget:
+    """How notebook 00 times its baseline and pages its predictions at one scale."""
+
+    scale: str
+    timing: bench.CompareSettings  # the inference forward of one evaluation batch, against its A/A copy
+    page_size: int = 24  # images per page of the prediction browser: three rows of eight
+
+
+BUDGETS: dict[str, BaselineBudget] = {
+    "smoke": BaselineBudget("smoke", bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)),
+    # A batch of 256 takes ~0.4 s on a 2-core CPU: two or three calls per arm and round, ~15 s in all.
+    "quick": BaselineBudget("quick", bench.CompareSettings(rounds=6, min_run_time=0.3, warmup_calls=1)),
+    "full": BaselineBudget("full", bench.CompareSettings(rounds=12, min_run_time=0.6)),
+    "paper": BaselineBudget("paper", bench.CompareSettings(rounds=12, min_run_time=0.6)),
+}
+
+
+def budget(scale: Scale | str | None = None) -> BaselineBudget:
+    """Notebook 00's budget at ``scale`` (default ``VITSTUDY_SCALE``); a scale at smoke sizes gets the smoke
+    timing. An unsupported scale is one ValueError line naming it and the scales allowed."""
+    scale = scale if isinstance(scale, Scale) else get_scale(scale)
+    check(scale.name in BUDGETS, "scale", scale.name, f"one of {', '.join(BUDGETS)} (a scale notebook 00 runs at)")
+    return BUDGETS["smoke" if scale.smoke_sizes else scale.name]
+
+
+def class_examples(dataset: ArrayImageDataset, per_class: int = 3) -> tuple[torch.Tensor, list[str]]:
+    """The first ``per_class`` images of every class, ordered so that a grid with one column per class works."""
+    by_class = [torch.nonzero(dataset.targets == k)[:per_class, 0].tolist() for k in range(len(dataset.classes))]
+    order = [indices[r] for r in range(per_class) for indices in by_class if r < len(indices)]  # row r: r-th of each
+    images = torch.stack([dataset[i][0] for i in order])
+    return images, [dataset.classes[int(dataset.targets[i])] for i in order]
+
+
+def inference_speed(
+    model: torch.nn.Module, images: torch.Tensor, chosen: BaselineBudget, device: str | torch.device | None = None
+) -> bench.Comparison:
+    """One inference forward of ``model`` on ``images`` [B, C, H, W], timed against its A/A copy on ``device``
+    (default: the GPU when there is one). The model ends on the CPU."""
+    device = device or bench.default_device()
+    return bench.compare_models({BASELINE: model}, images, chosen.timing, device, baseline=BASELINE)
+
+
+def speed_table(comparison: bench.Comparison, images: int) -> pd.DataFrame:
+    """The baseline's and its A/A copy's rows (images/s, speed-up with its 95% interval, verdict), the protocol
+    and the note. ``images`` is the batch one timed call processes."""
+    # The baseline's own row is judged "baseline" whatever the target; the A/A row against 1.00 ± 3%.
+    rows = [
+        {"arm": BASELINE, **bench.speed_row(comparison, BASELINE, images, 1.0, (1.0, 1.0))},
+        {"arm": comparison.control, **bench.control_row(comparison, images)},
+    ]
+    return pd.DataFrame(rows).assign(**bench.protocol(comparison), batch_size=images,
+                                     note=bench.table_note(comparison))  # fmt: skip
+
+
+def summary_table(scale: str, result: TrainResult, speed: pd.DataFrame) -> pd.DataFrame:
+    """One row: the scale, the trained baseline's summary and its inference images/s (from ``speed``)."""
+    images_per_s = speed.loc[speed["arm"] == BASELINE, "images_per_s"].item()
+    return pd.DataFrame([{"scale": scale, **result.summary(), "inference_im_s": images_per_s}])
+
+
+def mistakes_page(predictions: np.ndarray, targets: np.ndarray, page_size: int) -> int:
+    """The first image of the second page of mistakes when there is one, else 0: where the notebook moves the
+    prediction browser to check its callbacks."""
+    return page_size if (predictions != targets).sum() > page_size else 0
