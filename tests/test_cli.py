@@ -3,10 +3,11 @@
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 
-from vitstudy.__main__ import main, parse_overrides
+from vitstudy.__main__ import MEASUREMENTS, main, parse_overrides
 from vitstudy.config import TrainConfig
 
 # Seconds-long settings for the commands that get as far as building data and a model.
@@ -124,3 +125,21 @@ def test_corrupt_image_in_a_loader_worker_is_one_line(tmp_path, image_tree):
     assert completed.returncode == 2, completed.stderr
     assert completed.stderr.count("\n") == 1 and "Traceback" not in completed.stderr, completed.stderr
     assert "cannot read image" in completed.stderr and "cat/0.png" in completed.stderr
+
+
+@pytest.mark.parametrize("name", MEASUREMENTS)
+def test_measure_runs_the_named_experiment(name, monkeypatch):
+    """`vitstudy measure NAME` calls vitstudy.experiments.NAME.measure() and exits 0."""
+    calls = []
+    fake = types.ModuleType(f"vitstudy.experiments.{name}")
+    fake.measure = lambda: calls.append(name)
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    assert main(["measure", name]) == 0
+    assert calls == [name]
+
+
+def test_unknown_measurement_is_named(capfd):
+    """`vitstudy measure nope` exits 2 naming the value and the measurements there are, in one line."""
+    assert main(["measure", "nope"]) == 2
+    err = _one_line_error(capfd)
+    assert "measure='nope' is not allowed: expected one of ('isolation', 'loader_speed', 'widget_latency')" in err

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from vitstudy import report
-from vitstudy.report import MANIFEST
+from vitstudy.files import output_dir
+from vitstudy.report import runner
+from vitstudy.report.runner import MANIFEST
 
 GOOD = """
 # %% tags=["parameters"]
@@ -18,7 +20,6 @@ SCALE = "quick"
 import matplotlib.pyplot as plt
 import pandas as pd
 from vitstudy import report
-from vitstudy.report import MANIFEST
 fig = plt.figure()
 plt.plot([1, 2], [3, 4])
 report.save_figure(fig, "{n}_line")
@@ -45,7 +46,6 @@ SCALE = "quick"
 import os
 import pandas as pd
 from vitstudy import report
-from vitstudy.report import MANIFEST
 report.save_table(pd.DataFrame({{"staging": [os.environ["VITSTUDY_OUT"]]}}), "{n}_where")
 """
 
@@ -80,12 +80,20 @@ def test_output_name_must_carry_notebook_number(tmp_path):
         report.save_table(pd.DataFrame(), "learning_curves", out=tmp_path)
 
 
+def test_notebooks_import_the_outputs_without_the_runner():
+    """`from vitstudy import report` gives exactly the output functions and loads neither the runner nor papermill."""
+    code = "import sys; from vitstudy import report; print(sorted(report.__all__), 'papermill' in sys.modules, " \
+        "'vitstudy.report.runner' in sys.modules)"  # fmt: skip
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert printed.strip() == "['check_name', 'save_figure', 'save_raw', 'save_table'] False False"
+
+
 def test_report_runs_notebooks_and_writes_manifest(tmp_path):
     """A run executes each notebook with the scale, publishes its files and records it in the manifest."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "00_first", GOOD.format(n="00"))
     _write(notebooks, "01_second", GOOD.format(n="01"))
-    manifest = report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    manifest = runner.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
     assert (out / "00_line.png").is_file() and (out / "01_line.svg").is_file()
     assert pd.read_csv(out / "tables" / "01_scale.csv")["scale"].tolist() == ["smoke"]
     saved = json.loads((out / "manifest.json").read_text())
@@ -100,7 +108,7 @@ def test_only_selects_notebooks_by_number(tmp_path):
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "00_first", GOOD.format(n="00"))
     _write(notebooks, "01_second", GOOD.format(n="01"))
-    report.run_report("smoke", only=["01"], out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    runner.run_report("smoke", only=["01"], out=out, notebooks=notebooks, log=lambda *a, **k: None)
     assert not (out / "00_line.png").exists() and (out / "01_line.png").exists()
 
 
@@ -108,18 +116,18 @@ def test_unknown_notebook_is_named(tmp_path):
     """--only with a number that has no notebook names it and lists the notebooks."""
     _write(tmp_path, "00_first", GOOD.format(n="00"))
     with pytest.raises(ValueError, match="no notebook '07'.*00_first"):
-        report.select_notebooks(["07"], tmp_path)
+        runner.select_notebooks(["07"], tmp_path)
 
 
 def test_widget_callback_error_fails_the_report_and_keeps_old_files(tmp_path):
     """An exception inside a widget callback fails the run, naming notebook and cell; old outputs stay."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "03_widget", GOOD.format(n="03"))
-    report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    runner.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
     before = (out / "03_line.png").read_bytes()
     _write(notebooks, "03_widget", WIDGET_FAILS)
-    with pytest.raises(report.NotebookFailed, match=r"03_widget.py failed in cell .*ZeroDivisionError"):
-        report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
+    with pytest.raises(runner.NotebookFailed, match=r"03_widget.py failed in cell .*ZeroDivisionError"):
+        runner.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: None)
     assert (out / "03_line.png").read_bytes() == before
     assert not [p for p in out.iterdir() if p.name.startswith(".staging")]
 
@@ -133,46 +141,35 @@ def test_cli_reports_failure_with_exit_code(tmp_path, capsys):
     assert "no notebook '99'" in err and err.count("\n") == 1
 
 
-def test_cell_timeout_is_retried_once_then_fails(tmp_path, monkeypatch):
-    """A cell that outlives the smoke timeout makes the runner try again once, then fail naming the notebook."""
-    notebooks, out = tmp_path / "nb", tmp_path / "out"
-    _write(notebooks, "04_slow", '# %% tags=["parameters"]\nSCALE = "quick"\n# %%\nimport time\ntime.sleep(30)\n')
-    monkeypatch.setattr(report, "SMOKE_CELL_TIMEOUT", 2)
-    lines = []
-    with pytest.raises(report.NotebookFailed, match="04_slow.py: a cell ran longer than 2 s"):
-        report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
-    assert sum("running the notebook again" in line for line in lines) == 1
-
-
 def test_default_scale_writes_to_figures(tmp_path):
     """A quick-scale run without out= writes to the figures folder itself."""
     notebooks = tmp_path / "nb"
     _write(notebooks, "00_first", GOOD.format(n="00"))
-    report.run_report("quick", notebooks=notebooks, log=_quiet)
-    assert (report.output_dir() / "00_line.png").is_file()
+    runner.run_report("quick", notebooks=notebooks, log=_quiet)
+    assert (output_dir() / "00_line.png").is_file()
 
 
 def test_other_scale_writes_to_its_own_folder(tmp_path):
     """A smoke run without out= writes to figures/smoke/ and leaves the quick report's files alone."""
     notebooks = tmp_path / "nb"
     _write(notebooks, "00_first", GOOD.format(n="00"))
-    report.run_report("quick", notebooks=notebooks, log=_quiet)
-    quick_png = (report.output_dir() / "00_line.png").read_bytes()
-    report.run_report("smoke", notebooks=notebooks, log=_quiet)
-    assert report.default_out("smoke") == report.output_dir() / "smoke"
-    assert pd.read_csv(report.output_dir() / "smoke" / "tables" / "00_scale.csv")["scale"].tolist() == ["smoke"]
-    assert pd.read_csv(report.output_dir() / "tables" / "00_scale.csv")["scale"].tolist() == ["quick"]
-    assert (report.output_dir() / "00_line.png").read_bytes() == quick_png
+    runner.run_report("quick", notebooks=notebooks, log=_quiet)
+    quick_png = (output_dir() / "00_line.png").read_bytes()
+    runner.run_report("smoke", notebooks=notebooks, log=_quiet)
+    assert runner.default_out("smoke") == output_dir() / "smoke"
+    assert pd.read_csv(output_dir() / "smoke" / "tables" / "00_scale.csv")["scale"].tolist() == ["smoke"]
+    assert pd.read_csv(output_dir() / "tables" / "00_scale.csv")["scale"].tolist() == ["quick"]
+    assert (output_dir() / "00_line.png").read_bytes() == quick_png
 
 
 def test_manifest_of_another_scale_is_refused(tmp_path):
     """Running one scale into a folder whose manifest records another is refused before any notebook runs."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "00_first", GOOD.format(n="00"))
-    report.run_report("quick", out=out, notebooks=notebooks, log=_quiet)
+    runner.run_report("quick", out=out, notebooks=notebooks, log=_quiet)
     before = (out / MANIFEST).read_text()
     with pytest.raises(ValueError, match=r"records a report at scale 'quick'.*would mix scales.*figures/smoke"):
-        report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+        runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
     assert (out / MANIFEST).read_text() == before
     assert json.loads(before)["scale"] == "quick"
 
@@ -183,7 +180,7 @@ def test_published_files_have_the_umask_default_mode(tmp_path):
     _write(notebooks, "00_first", GOOD.format(n="00"))
     old = os.umask(0o022)
     try:
-        report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+        runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
     finally:
         os.umask(old)
     published = [out / "00_line.png", out / "00_line.svg", out / "tables" / "00_scale.csv", out / MANIFEST]
@@ -194,9 +191,9 @@ def test_staging_is_outside_the_output_folder(tmp_path):
     """Notebooks write into a staging folder in the cache, not under the output folder, and it is removed after."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "05_where", WHERE.format(n="05"))
-    report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+    runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
     staging = pd.read_csv(out / "tables" / "05_where.csv")["staging"].item()
-    assert staging.startswith(str(report.staging_root())) and not staging.startswith(str(out))
+    assert staging.startswith(str(runner.staging_root())) and not staging.startswith(str(out))
     assert not os.path.exists(staging)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tables"]
 
@@ -207,12 +204,12 @@ def test_staging_left_by_a_killed_run_is_removed(tmp_path):
     _write(notebooks, "00_first", GOOD.format(n="00"))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    stale = report.staging_root() / f"staging-{dead.pid}-00_first-abc123"
-    live = report.staging_root() / f"staging-{os.getpid()}-00_first-def456"
+    stale = runner.staging_root() / f"staging-{dead.pid}-00_first-abc123"
+    live = runner.staging_root() / f"staging-{os.getpid()}-00_first-def456"
     for folder in (stale, live):
         (folder / "tables").mkdir(parents=True)
         (folder / "00_half.png").write_bytes(b"half")
-    report.run_report("smoke", out=tmp_path / "out", notebooks=notebooks, log=_quiet)
+    runner.run_report("smoke", out=tmp_path / "out", notebooks=notebooks, log=_quiet)
     assert not stale.exists() and live.exists()
 
 
@@ -220,8 +217,8 @@ def test_failed_notebook_keeps_its_executed_copy(tmp_path):
     """A failure names the executed copy of the notebook, and that file is there to open."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "03_widget", WIDGET_FAILS)
-    with pytest.raises(report.NotebookFailed, match="executed copy: ") as caught:
-        report.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
+    with pytest.raises(runner.NotebookFailed, match="executed copy: ") as caught:
+        runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
     executed = str(caught.value).rsplit("executed copy: ", 1)[1]
     assert executed.endswith("03_widget.ipynb") and os.path.isfile(executed)
 
@@ -256,7 +253,7 @@ def test_report_prints_each_cell_and_the_kernels_progress_lines(tmp_path):
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "03_progress", PROGRESS)
     lines = []
-    report.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
+    runner.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
     cells = [line for line in lines if "03_progress | cell" in line]
     assert [line.split("|")[1].split()[1] for line in cells] == ["1/3", "2/3", "3/3"]
     assert all(" s  (elapsed 0:" in line for line in cells)
@@ -296,8 +293,8 @@ def test_study_notebook_runs_only_at_its_scales(tmp_path):
     """A notebook with RUNS_AT runs only at those scales; other notebooks never run at a study scale."""
     for name, body in (("00_a.py", "x = 1\n"), ("08_study.py", 'RUNS_AT = ("smoke", "scratch")\n')):
         (tmp_path / name).write_text(body)
-    assert [p.stem for p in report.select_notebooks(None, tmp_path, "quick")] == ["00_a"]
-    assert [p.stem for p in report.select_notebooks(None, tmp_path, "scratch")] == ["08_study"]
-    assert [p.stem for p in report.select_notebooks(None, tmp_path, "smoke")] == ["00_a", "08_study"]
+    assert [p.stem for p in runner.select_notebooks(None, tmp_path, "quick")] == ["00_a"]
+    assert [p.stem for p in runner.select_notebooks(None, tmp_path, "scratch")] == ["08_study"]
+    assert [p.stem for p in runner.select_notebooks(None, tmp_path, "smoke")] == ["00_a", "08_study"]
     with pytest.raises(ValueError, match="notebook 08_study does not run at scale 'quick'"):
-        report.select_notebooks(["08"], tmp_path, "quick")
+        runner.select_notebooks(["08"], tmp_path, "quick")

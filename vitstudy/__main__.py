@@ -1,4 +1,4 @@
-"""Command line: ``python -m vitstudy {report,train,data} ...``.
+"""Command line: ``python -m vitstudy {report,train,data,measure} ...``.
 
 A mistake a user can fix (a bad setting, scale, model name, path; missing or damaged data) is printed as one
 line naming the value and the fix, with exit status 2; a failed notebook exits 1. ``VITSTUDY_DEBUG=1`` shows
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import os
 import sys
@@ -17,11 +18,11 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import report
-from .config import SCALES, TrainConfig, get_scale
+from .config import SCALES, TrainConfig, check_choice, get_scale
 from .errors import CorruptImageError
 from .fashion_mnist import ensure_fashion_mnist
 from .models import PretrainedWeightsUnavailable
+from .report import runner
 from .train import train
 
 USAGE = """usage: python -m vitstudy COMMAND [options]
@@ -30,6 +31,7 @@ commands:
   report   execute the numbered notebooks and regenerate figures/ (--scale, --only, --out)
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
+  measure  run one hand-run measurement: isolation, loader_speed or widget_latency
 
 A mistake in the options or the data is one line on stderr and exit status 2 (VITSTUDY_DEBUG=1: a traceback).
 """
@@ -81,20 +83,20 @@ def _typed(key: str, value: Any, raw: str, hint: Any) -> Any:
 
 
 def report_main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=report.__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=runner.__doc__.splitlines()[0])
     parser.add_argument(
         "--scale",
-        default=os.environ.get("VITSTUDY_SCALE", report.DEFAULT_SCALE),
-        help=f"one of {', '.join(SCALES)} (default: $VITSTUDY_SCALE, else {report.DEFAULT_SCALE})",
+        default=os.environ.get("VITSTUDY_SCALE", runner.DEFAULT_SCALE),
+        help=f"one of {', '.join(SCALES)} (default: $VITSTUDY_SCALE, else {runner.DEFAULT_SCALE})",
     )
     parser.add_argument("--only", nargs="*", default=None, help="notebook numbers or names, e.g. 00 02")
     parser.add_argument(
-        "--out", default=None, help=f"output folder (default: figures/ at {report.DEFAULT_SCALE}, else figures/SCALE/)"
+        "--out", default=None, help=f"output folder (default: figures/ at {runner.DEFAULT_SCALE}, else figures/SCALE/)"
     )
     args = parser.parse_args(argv)
     try:
-        report.run_report(args.scale, args.only, args.out)
-    except report.NotebookFailed as err:
+        runner.run_report(args.scale, args.only, args.out)
+    except runner.NotebookFailed as err:
         print(f"report failed: {err}", file=sys.stderr)
         return 1
     return 0
@@ -124,7 +126,22 @@ def data_main(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {"report": report_main, "train": train_main, "data": data_main}
+# The hand-run measurements: each is vitstudy.experiments.<name>, whose measure() runs it and writes its table.
+MEASUREMENTS = ("isolation", "loader_speed", "widget_latency")
+
+
+def measure_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitstudy measure")
+    parser.add_argument("name", help=f"one of {', '.join(MEASUREMENTS)}")
+    args = parser.parse_args(argv)
+    name = check_choice("measure", args.name, MEASUREMENTS)
+    importlib.import_module(f"vitstudy.experiments.{name}").measure()
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
+    "report": report_main, "train": train_main, "data": data_main, "measure": measure_main,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:

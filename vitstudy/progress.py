@@ -3,7 +3,7 @@
 A notebook run by the report prints into its kernel, whose output lands in the executed notebook, not on the
 terminal; tqdm in a kernel even draws a widget. The report therefore sets ``VITSTUDY_PROGRESS=lines``: code that
 runs long (training) then prints plain lines starting with :data:`MARK`, and the report forwards exactly those
-lines to the terminal (``report.ProgressForwarder``). Without the variable nothing is printed: notebooks opened in
+lines to the terminal (:class:`Forwarder`). Without the variable nothing is printed: notebooks opened in
 JupyterLab keep their tqdm bars only.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
+from typing import Any
 
 ENV = "VITSTUDY_PROGRESS"
 MARK = "[progress] "
@@ -49,3 +51,20 @@ class EpochProgress:
                 f"{self.label} done: {stats['images_per_s']:.1f} im/s, loss {stats['loss']:.3f}, "
                 f"train top-1 {stats['top1']:.1f}%, {stats['seconds']:.1f} s"
             )
+
+
+class Forwarder:
+    """A file-like sink for the kernel's stdout (papermill's ``stdout_file``): forwards the lines marked by
+    :func:`emit` to ``log`` with ``prefix``, drops the rest (they stay in the executed notebook)."""
+
+    def __init__(self, prefix: str, log: Callable[..., Any]) -> None:
+        self.prefix, self.log, self.pending = prefix, log, ""
+
+    def write(self, text: str) -> None:
+        *complete, self.pending = (self.pending + text).split("\n")
+        for line in complete:
+            if line.startswith(MARK):
+                self.log(f"{self.prefix}{line.removeprefix(MARK)}", flush=True)
+
+    def flush(self) -> None:
+        pass  # lines are forwarded as soon as they are complete

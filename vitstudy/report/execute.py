@@ -1,0 +1,281 @@
+"""Execute one notebook headless: papermill with a kernel client that cannot wait for ever, and per-cell progress.
+
+nbclient waits for a cell's ``execute_reply`` on the shell channel with no limit when the cell has none (and the
+report's cells have none: training runs for hours). A reply the kernel never sends, or that never reaches the
+client, then leaves both sides idle for good (seen once on a fresh clone, after a long training cell and a widget
+cell, with ipykernel 7). :class:`WatchdogClient` waits in one-second slices instead and watches three things:
+
+- the cell's ``status: idle`` on IOPub (all its outputs are in) with no reply after :attr:`reply_grace_s`: the
+  reply was lost; the client makes it from the outputs (an error output makes it an error) and says so in one line;
+- a kernel that is not busy and silent for :attr:`quiet_s`: the client sends a ``kernel_info`` request, which the
+  kernel answers only after the requests sent before it, so its answer without the cell's reply proves the cell's
+  reply was lost (a request stranded in the kernel's socket may also be woken by it);
+- no answer at all for :attr:`stuck_s` while the kernel stays idle: the notebook fails with one line naming it and
+  the cell (:class:`NotebookFailed`), instead of waiting for ever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from queue import Empty
+from time import monotonic
+from typing import Any
+from unittest import mock
+
+import jupytext
+import papermill
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError
+from nbclient.util import ensure_async, run_sync
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+from papermill.log import logger as papermill_logger
+from traitlets import Any as AnyTrait
+from traitlets import Unicode
+
+from .. import progress
+
+ENGINE = "vitstudy-watchdog"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised or its kernel stopped answering; the message names the notebook and the cell."""
+
+
+class KernelNotAnswering(RuntimeError):
+    """The kernel is idle but the cell's reply will not come (the message names the cell)."""
+
+
+class WatchdogClient(PapermillNotebookClient):
+    """papermill's notebook client, with a watchdog on each cell's reply (see the module docstring)."""
+
+    notebook_name = Unicode("notebook", help="named in the watchdog's lines").tag(config=True)
+    watchdog_log = AnyTrait(None, allow_none=True, help="print-like sink for the watchdog's lines").tag(config=True)
+    slice_s = 1.0  # a wait on a channel never blocks longer: a missed socket wake-up costs one slice
+    reply_grace_s = 10.0  # the kernel sends the reply before the idle status: 10 s after it, the reply is lost
+    quiet_s = 30.0  # a kernel not busy and silent this long gets a kernel_info probe (and another each quiet_s)
+    stuck_s = 120.0  # a kernel not busy that answers no probe this long is stuck: the notebook fails
+
+    kernel_state: str | None = None  # the last execution_state the kernel published, whatever its request
+    last_heard = 0.0  # monotonic time of the last message from the kernel, on any channel
+    probes: set[str] = frozenset()  # msg_ids of this cell's kernel_info probes
+    probe_answered_at: float | None = None  # when the kernel first answered one, on either channel
+
+    async def _receive(self, channel: Any) -> dict[str, Any] | None:
+        """The next message on ``channel``, or None after one slice without one."""
+        try:
+            return await ensure_async(channel.get_msg(timeout=self.slice_s))
+        except Empty:
+            return None
+
+    def _hear(self, msg: dict[str, Any] | None) -> dict[str, Any] | None:
+        if msg is not None:
+            self.last_heard = monotonic()
+            if msg["msg_type"] == "status":
+                self.kernel_state = msg["content"]["execution_state"]
+            if msg["parent_header"].get("msg_id") in self.probes:  # its reply, or its busy/idle on IOPub
+                self.probe_answered_at = self.probe_answered_at or self.last_heard
+        return msg
+
+    async def _async_poll_output_msg(self, parent_msg_id: str, cell: Any, cell_index: int) -> None:
+        # nbclient 0.11's loop, reading in slices and hearing every message (the kernel's state is in them all)
+        while True:
+            msg = self._hear(await self._receive(self.kc.iopub_channel))
+            if msg is not None and msg["parent_header"].get("msg_id") == parent_msg_id:
+                try:
+                    self.process_message(msg, cell, cell_index)
+                except CellExecutionComplete:
+                    return
+
+    async def _async_poll_for_reply(
+        self, msg_id: str, cell: Any, timeout: int | None, task_poll_output_msg: Any, task_poll_kernel_alive: Any
+    ) -> dict[str, Any]:
+        try:
+            return await self._watch_for_reply(msg_id, cell, timeout, task_poll_output_msg)
+        finally:
+            task_poll_kernel_alive.cancel()  # nbclient's liveness poll ends with the wait, whichever way it ends
+
+    async def _watch_for_reply(
+        self, msg_id: str, cell: Any, timeout: int | None, task_poll_output_msg: Any
+    ) -> dict[str, Any]:
+        """The cell's reply, waited for in slices; made from its outputs when lost; KernelNotAnswering when stuck."""
+        deadline = None if timeout is None else monotonic() + timeout
+        self.probes, self.probe_answered_at = set(), None
+        self.last_heard = monotonic()  # the request just sent is the last exchange: quiet counts from it
+        idle_at = first_probe_at = last_probe_at = None
+        while True:
+            msg = self._hear(await self._receive(self.kc.shell_channel))
+            now = monotonic()
+            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+                return await self._finish(msg, cell, task_poll_output_msg)
+            if deadline is not None and now > deadline:  # nbclient's per-cell limit (the report sets none)
+                deadline = None
+                await self._async_check_alive()
+                await self._async_handle_timeout(timeout, cell)  # raises, unless told to interrupt the cell
+            answered = self.probe_answered_at
+            if task_poll_output_msg.done():  # the cell's idle status: every output is in
+                idle_at = idle_at or now
+                if answered is not None or now - idle_at >= self.reply_grace_s:
+                    self._say(f"{self._where(cell)}: the kernel finished but its reply was lost; continuing")
+                    return _reply_from_outputs(msg_id, cell)
+            elif answered is not None and now - answered >= self.reply_grace_s:
+                raise KernelNotAnswering(
+                    f"{self._where(cell)}: the kernel answered a later request but never ended this cell "
+                    "(its reply and end of output were lost)"
+                )
+            elif self.kernel_state == "busy":
+                first_probe_at = None  # the cell runs: however long it takes, that is no fault
+            elif first_probe_at is not None and now - first_probe_at >= self.stuck_s:
+                raise KernelNotAnswering(
+                    f"{self._where(cell)}: the kernel is idle and has answered nothing for "
+                    f"{now - first_probe_at:.0f} s since a probe (its shell channel is stuck)"
+                )
+            elif now - max(self.last_heard, last_probe_at or 0.0) >= self.quiet_s:
+                self.probes.add(await ensure_async(self.kc.kernel_info()))
+                first_probe_at, last_probe_at = first_probe_at or now, now
+
+    async def _finish(self, msg: dict[str, Any], cell: Any, task_poll_output_msg: Any) -> dict[str, Any]:
+        # nbclient 0.11's ending once the reply is in: the outputs still in flight get iopub_timeout to arrive
+        try:
+            await asyncio.wait_for(task_poll_output_msg, self.iopub_timeout)
+        except (TimeoutError, Empty):
+            if self.raise_on_iopub_timeout:
+                raise CellTimeoutError.error_from_timeout_and_cell(
+                    "Timeout waiting for IOPub output", self.iopub_timeout, cell
+                ) from None
+            self.log.warning("Timeout waiting for IOPub output")
+        return msg
+
+    async def async_wait_for_reply(self, msg_id: str, cell: Any = None) -> dict[str, Any] | None:
+        """nbclient's wait; outside a cell (papermill's last kernel_info) it gives up after :attr:`stuck_s`."""
+        if cell is not None:
+            return await super().async_wait_for_reply(msg_id, cell)
+        deadline = monotonic() + self.stuck_s
+        while monotonic() < deadline:
+            msg = self._hear(await self._receive(self.kc.shell_channel))
+            if msg is not None and msg["parent_header"].get("msg_id") == msg_id:
+                return msg
+        raise KernelNotAnswering(f"{self.notebook_name}: no answer to kernel_info after the last cell")
+
+    wait_for_reply = run_sync(async_wait_for_reply)
+    _wait_for_reply = wait_for_reply
+
+    def _where(self, cell: Any) -> str:
+        index = next(i for i, other in enumerate(self.nb.cells) if other is cell)
+        first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+        return f"{self.notebook_name} cell index {index} ({first if len(first) <= 50 else first[:47] + '...'})"
+
+    def _say(self, line: str) -> None:
+        if self.watchdog_log is not None:
+            self.watchdog_log(f"    {line}", flush=True)
+        else:
+            self.log.warning(line)
+
+
+def _reply_from_outputs(msg_id: str, cell: Any) -> dict[str, Any]:
+    """The ``execute_reply`` a lost one would have been, from the outputs IOPub delivered."""
+    error = next((out for out in cell.outputs if out.output_type == "error"), None)
+    content: dict[str, Any] = {"status": "ok", "execution_count": cell.get("execution_count")}
+    if error is not None:
+        content = {"status": "error", "ename": error.ename, "evalue": error.evalue, "traceback": error.traceback}
+    return {"msg_type": "execute_reply", "header": {"msg_type": "execute_reply"}, "parent_header": {"msg_id": msg_id},
+            "metadata": {}, "content": content}  # fmt: skip
+
+
+class WatchdogEngine(NBClientEngine):
+    """papermill's nbclient engine with :class:`WatchdogClient` as its client."""
+
+    client_class: type[WatchdogClient] = WatchdogClient
+
+    @classmethod
+    def execute_managed_notebook(
+        cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None, start_timeout=60,
+        execution_timeout=None, **kwargs,
+    ):  # fmt: skip
+        # NBClientEngine.execute_managed_notebook's arguments, for another client class
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")}
+        return cls.client_class(
+            nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
+            log=papermill_logger, log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs,
+        ).execute()  # fmt: skip
+
+
+papermill_engines.register(ENGINE, WatchdogEngine)
+
+
+def execute_notebook(
+    path: Path,
+    scale: str,
+    staging: Path,
+    executed_path: Path | None = None,
+    log: Callable[..., Any] | None = None,
+) -> Any:
+    """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception.
+
+    The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``. With ``log``, each
+    code cell's time, the kernel's progress lines (``vitstudy.progress``) and the watchdog's lines are logged.
+    """
+    notebook = jupytext.read(path)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    executed_path = executed_path or staging / f"{path.stem}.ipynb"
+    hooks = CellProgress(path.stem, notebook, log).hooks() if log is not None else {}
+    environ = dict(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"})
+    with mock.patch.dict(os.environ, environ):
+        try:
+            return papermill.execute_notebook(
+                notebook, str(executed_path), parameters={"SCALE": scale}, kernel_name="python3",
+                cwd=str(path.parent), progress_bar=False, engine_name=ENGINE,
+                notebook_name=path.name, watchdog_log=log, **hooks,
+            )  # fmt: skip
+        except PapermillExecutionError as err:
+            raise NotebookFailed(
+                f"notebook {path.name} failed in cell {err.exec_count or err.cell_index} "
+                f"(cell index {err.cell_index}): {err.ename}: {err.evalue} — executed copy: {executed_path}"
+            ) from None
+        except KernelNotAnswering as err:
+            raise NotebookFailed(f"notebook {err} — executed copy: {executed_path}") from None
+        except CellTimeoutError as err:
+            raise NotebookFailed(
+                f"notebook {path.name}: {str(err).splitlines()[0]} — executed copy: {executed_path}"
+            ) from None
+
+
+class CellProgress:
+    """One terminal line per code cell as a notebook runs: its number, its seconds, the notebook's elapsed time
+    and the cell's first line, so a user sees what is running and how long each step took."""
+
+    def __init__(self, name: str, notebook: Any, log: Callable[..., Any]) -> None:
+        self.name, self.log = name, log
+        self.total = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
+        self.done = 0
+        self.started = self.cell_started = time.perf_counter()
+
+    def hooks(self) -> dict[str, Any]:
+        """nbclient's cell hooks and papermill's stdout sink, as ``papermill.execute_notebook`` keywords."""
+        return dict(on_cell_start=self.cell_start, on_cell_executed=self.cell_executed,
+                    stdout_file=progress.Forwarder(f"    {self.name} | ", self.log))  # fmt: skip
+
+    def cell_start(self, cell: Any, cell_index: int) -> None:
+        self.cell_started = time.perf_counter()
+
+    def cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
+        now = time.perf_counter()
+        # papermill injects its parameters cell after the notebook was read: it gets no number of its own
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            where = "parameters"
+        else:
+            self.done += 1
+            where = f"cell {self.done}/{self.total}"
+        first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+        first = first if len(first) <= 60 else first[:57] + "..."
+        self.log(f"    {self.name} | {where} {now - self.cell_started:6.1f} s  (elapsed {_clock(now - self.started)})"
+                 f"  {first}", flush=True)  # fmt: skip
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}:{seconds:02d}"

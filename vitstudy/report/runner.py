@@ -1,0 +1,222 @@
+"""Regenerate the report: run the numbered notebooks headless, publish their figures and tables atomically.
+
+Notebooks write through ``vitstudy.report.save_figure`` / ``save_table`` into ``$VITSTUDY_OUT``. The runner points
+that at a staging folder per notebook and moves the files into place only when the whole notebook succeeded, so a
+failed run leaves the last good figures where they were.
+
+What a run removes: only files this runner published for the same notebook before (the manifest records each
+notebook's ``files``) and that the notebook no longer writes. Anything else in the output folder, a hand-made table
+or a note, is never touched, even when its name carries the notebook's number.
+
+Where a report goes: the default scale (``quick``) writes to ``figures/``, the committed report; any other scale
+writes to ``figures/<scale>/`` unless ``out`` says otherwise, so a smoke or full run never overwrites it. One
+output folder holds one scale: a run into a folder whose manifest records another scale is refused (one line
+naming both and the folder to use instead) rather than started afresh, because starting afresh would leave the
+other scale's figures beside the new ones with nothing saying which is which.
+
+Staging folders live in the cache (``data/cache/report/``, ignored by git), never under ``figures/``: a report
+killed with SIGKILL leaves nothing for git to pick up, and the next run removes what a dead run left.
+
+No cell has a time limit (training runs for hours), yet a run cannot wait for ever: each notebook runs under a
+watchdog (:mod:`vitstudy.report.execute`) that recovers a cell whose reply the kernel lost, or fails with one line
+naming the notebook and the cell when an idle kernel answers nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..bench import default_device, environment_info
+from ..config import SCALES, get_scale
+from ..data import check_data
+from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
+from .execute import NotebookFailed, execute_notebook
+
+__all__ = [
+    "DEFAULT_SCALE", "MANIFEST", "STUDY_SCALES", "NotebookFailed", "default_out", "list_notebooks",
+    "notebook_scales", "run_report", "runs_at", "select_notebooks", "staging_root",
+]  # fmt: skip
+
+NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
+MANIFEST = "manifest.json"
+DEFAULT_SCALE = "quick"  # the scale of the committed report in figures/
+
+
+def notebooks_dir() -> Path:
+    return project_root() / "notebooks"
+
+
+def list_notebooks(folder: str | os.PathLike[str] | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.py``, jupytext percent format), in order."""
+    folder = Path(folder) if folder is not None else notebooks_dir()
+    return sorted(p for p in folder.glob("*.py") if NOTEBOOK_PATTERN.match(p.name))
+
+
+# Scales of one study (a long protocol, not a report size): only notebooks that name them in a ``RUNS_AT`` line
+# run there, and those notebooks run nowhere else (so `make report` never starts a 90-minute study).
+STUDY_SCALES = ("scratch",)
+RUNS_AT_PATTERN = re.compile(r"^RUNS_AT = \(([^)]*)\)", re.MULTILINE)
+
+
+def notebook_scales(path: Path) -> tuple[str, ...] | None:
+    """The scales a notebook's ``RUNS_AT = ("smoke", "scratch")`` line allows; None: every report scale."""
+    found = RUNS_AT_PATTERN.search(path.read_text())
+    return tuple(re.findall(r"[\"']([a-z]+)[\"']", found.group(1))) if found else None
+
+
+def runs_at(path: Path, scale: str) -> bool:
+    """Whether the report runs this notebook at ``scale``."""
+    scales = notebook_scales(path)
+    return scale not in STUDY_SCALES if scales is None else scale in scales
+
+
+def select_notebooks(
+    only: Sequence[str] | None, folder: str | os.PathLike[str] | None = None, scale: str | None = None
+) -> list[Path]:
+    """Notebooks whose number (``01``) or name (``01_max_speed_exit``) is in ``only``; all when empty. With a
+    ``scale``, only those that run at it (:func:`runs_at`); naming one that does not is an error."""
+    available = list_notebooks(folder)
+    if not only:
+        return [p for p in available if scale is None or runs_at(p, scale)]
+    chosen = []
+    for key in only:
+        matches = [p for p in available if p.stem == key or p.stem.split("_")[0] == key.zfill(2)]
+        if not matches:
+            names = ", ".join(p.stem for p in available)
+            raise ValueError(f"no notebook {key!r}: choose numbers or names among {names}")
+        for match in matches:
+            if scale is not None and not runs_at(match, scale):
+                allowed = notebook_scales(match) or tuple(s for s in SCALES if s not in STUDY_SCALES)
+                raise ValueError(f"notebook {match.stem} does not run at scale {scale!r}: expected one of {allowed}")
+        chosen.extend(m for m in matches if m not in chosen)
+    return sorted(chosen)
+
+
+def default_out(scale: str) -> Path:
+    """``figures/`` for the default scale, ``figures/<scale>/`` for any other (``$VITSTUDY_OUT`` moves both)."""
+    return output_dir() if scale == DEFAULT_SCALE else output_dir() / scale
+
+
+def staging_root() -> Path:
+    """Where notebooks write while they run, and where the last executed copy of each stays: in the cache."""
+    return cache_dir() / "report"
+
+
+def run_report(
+    scale: str = DEFAULT_SCALE,
+    only: Sequence[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    notebooks: str | os.PathLike[str] | None = None,
+    log=print,
+) -> dict[str, Any]:
+    """Execute the chosen notebooks in order; write their files and ``manifest.json`` into ``out``.
+
+    ``out`` defaults to ``default_out(scale)``. Everything a user can get wrong (scale, notebook names, missing
+    data, an output folder of another scale) raises before the first notebook runs.
+    """
+    check_data(get_scale(scale).train)
+    out = Path(out) if out is not None else default_out(scale)
+    chosen = select_notebooks(only, notebooks, scale)
+    manifest_path = out / MANIFEST
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    _check_one_scale(manifest, scale, manifest_path)
+    manifest["scale"] = scale
+    manifest.setdefault("notebooks", {})
+    root = staging_root()
+    _remove_dead_staging(root)
+    for number, path in enumerate(chosen, start=1):
+        log(f"[{number}/{len(chosen)}] {path.stem} (scale {scale}) ...", flush=True)
+        started = time.perf_counter()
+        out.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        # The pid in the name tells a later run whether the run that made this folder is still alive.
+        staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
+        try:
+            execute_notebook(path, scale, staging, executed_path=root / f"{path.stem}.ipynb", log=log)
+            previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
+            files = _publish(staging, out, prefix=path.stem.split("_")[0], previous=previous)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        seconds = time.perf_counter() - started
+        device = default_device()
+        manifest["notebooks"][path.stem] = {
+            "scale": scale,
+            "seconds": round(seconds, 1),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "files": files,
+            "environment": environment_info(device),
+        }
+        atomic_write_json(manifest_path, manifest)
+        log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
+    return manifest
+
+
+def _check_one_scale(manifest: dict[str, Any], scale: str, manifest_path: Path) -> None:
+    """Refuse to add ``scale`` results to a manifest that records another scale."""
+    found = {entry.get("scale") for entry in manifest.get("notebooks", {}).values()} | {manifest.get("scale")}
+    others = sorted(s for s in found if s is not None and s != scale)
+    if others:
+        raise ValueError(
+            f"{manifest_path} records a report at scale {', '.join(map(repr, others))}: a {scale!r} run there "
+            f"would mix scales; use --out {default_out(scale)} (the default for {scale!r}) or another empty "
+            "folder, or delete that folder's report first"
+        )
+
+
+def _remove_dead_staging(root: Path) -> None:
+    """Delete staging folders whose report process is gone (killed runs); live runs' folders stay."""
+    for folder in root.glob("staging-*"):
+        pid = folder.name.split("-")[1]
+        if folder.is_dir() and pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _publish(staging: Path, out: Path, prefix: str, previous: Sequence[str] = ()) -> list[str]:
+    """Move a successful notebook's files into ``out`` (one rename each); remove those of ``previous`` (what this
+    runner published for it last time) that it no longer writes. Nothing else in ``out`` is touched."""
+    produced = []
+    for sub in ("", "tables", "tables/raw", "tables/profiles"):
+        source, target = staging / sub, out / sub
+        if not source.is_dir():
+            continue
+        target.mkdir(parents=True, exist_ok=True)
+        for path in sorted(source.iterdir()):
+            if path.is_file() and path.name.startswith(f"{prefix}_") and path.suffix != ".ipynb":
+                _move(path, target / path.name)
+                produced.append(str(Path(sub) / path.name))
+    for stale in set(previous) - set(produced):
+        # a manifest entry names a file under out, never a path that climbs out of it
+        if not Path(stale).is_absolute() and ".." not in Path(stale).parts:
+            (out / stale).unlink(missing_ok=True)
+    return sorted(produced)
+
+
+def _move(source: Path, target: Path) -> None:
+    """One rename; across file systems (``$VITSTUDY_CACHE`` on another disk) a copy, then one rename."""
+    try:
+        os.replace(source, target)
+    except OSError as err:
+        if err.errno != errno.EXDEV:
+            raise
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
