@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -23,6 +27,45 @@ def isolated_outputs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     monkeypatch.setenv("VITSTUDY_CACHE", str(root / "cache"))
     monkeypatch.setenv("VITSTUDY_OUT", str(root / "figures"))
     return root
+
+
+@pytest.fixture
+def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make CUDA look absent, so the no-device path is tested on GPU machines too."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``fcntl`` lock on ``path``: one process at a time (pytest-xdist workers) runs the block."""
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of this pytest run shared by all its xdist workers (each worker's base folder is inside it)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def smoke_cache(session_folder: Path) -> Path:
+    """A cache folder of this pytest run whose smoke baseline is trained: the first worker to ask trains it under
+    a lock, the other waits, then loads it. Tests may share its ``baselines/`` (a finished run is only read) and
+    ``multiexit/`` (feature recordings are written atomically, the same content whoever records them first)."""
+    from vitstudy import train
+
+    cache = session_folder / "smoke-cache"
+    with file_lock(session_folder / "smoke-cache.lock"), mock.patch.dict(os.environ, {"VITSTUDY_CACHE": str(cache)}):
+        train.baseline("smoke", progress=False)
+    return cache
 
 
 @pytest.fixture

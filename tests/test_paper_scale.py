@@ -3,7 +3,8 @@
 A small ImageNet-layout folder (train/ and val/, four classes of scikit-image's real photos with augmented copies,
 resized by timm's transforms), the papers' models with weights from local ``.safetensors`` files (random init:
 nothing is downloaded), and notebooks 01-05 through the report at smoke sizes (``VITSTUDY_PAPER_SMOKE=1``: the
-paper's models, data path and recipe; a handful of images, two epochs, two timing rounds).
+paper's models, data path and recipe at the smallest sizes that run every line of it: ``config.paper_smoke`` and
+the notebooks' ``paper_smoke`` budgets).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ def random_weights(folder: Path, names: tuple[str, ...]) -> Path:
 
 
 def test_imagenet_layout_is_read_by_the_paper_scale(tmp_path, monkeypatch):
-    """The folder is what the paper scale reads: four classes, timm's 224-px transforms, val/ as the test split."""
+    """The folder is what the paper scale reads: four classes, timm's 224-px transforms, val/ as the test split,
+    at the smoke sizes."""
     from vitstudy import config
     from vitstudy.data import build_splits
 
@@ -63,10 +65,11 @@ def test_imagenet_layout_is_read_by_the_paper_scale(tmp_path, monkeypatch):
     assert scale.smoke_sizes and scale.train.model == "vit_small_patch16_224"
     splits = build_splits(scale.train)
     assert list(splits.classes) == ["astronaut", "cat", "coffee", "rocket"]
-    assert len(splits.train) == 8 and len(splits.test) == 8 and splits.train[0][0].shape == (3, 224, 224)
+    assert len(splits.train) == 4 and len(splits.test) == 4 and splits.train[0][0].shape == (3, 224, 224)
 
 
 def test_paper_smoke_value_is_checked(monkeypatch, tmp_path):
+    """VITSTUDY_PAPER_SMOKE takes 1 or nothing; another value is one line naming it."""
     from vitstudy import config
 
     monkeypatch.setenv("VITSTUDY_IMAGENET", str(tmp_path))
@@ -77,23 +80,25 @@ def test_paper_smoke_value_is_checked(monkeypatch, tmp_path):
 
 def test_paper_scale_runs_end_to_end_through_the_report(tmp_path, monkeypatch):
     """Notebooks 01-05 at paper scale (smoke sizes) through the report: every one succeeds and writes its files."""
-    from vitstudy import config, models, report
+    from vitstudy import config, models
+    from vitstudy.report import runner
 
     monkeypatch.setenv("VITSTUDY_IMAGENET", str(imagenet_layout(tmp_path / "imagenet")))
     weights = random_weights(tmp_path / "weights", ("vit_base_patch16_224", "vit_small_patch16_224"))
     monkeypatch.setenv(models.WEIGHTS_ENV, str(weights))
     monkeypatch.setenv(config.PAPER_SMOKE_ENV, "1")
     out, lines = tmp_path / "out", []
-    manifest = report.run_report("paper", only=PAPER_NOTEBOOKS, out=out, log=lambda *a, **k: lines.append(a[0]))
+    manifest = runner.run_report("paper", only=PAPER_NOTEBOOKS, out=out, log=lambda *a, **k: lines.append(a[0]))
     ran = sorted(manifest["notebooks"])
     assert [name[:2] for name in ran] == PAPER_NOTEBOOKS
     for name in ran:
         assert manifest["notebooks"][name]["files"], f"{name} wrote no files"
-    assert json.loads((out / report.MANIFEST).read_text())["scale"] == "paper"
+    assert json.loads((out / runner.MANIFEST).read_text())["scale"] == "paper"
     assert any("| cell 1/" in line for line in lines)  # the report's per-cell progress
 
 
 def test_weights_folder_names_the_missing_file(monkeypatch, tmp_path):
+    """A weights folder without the model's file: the error names the file it looked for."""
     from vitstudy import models
 
     monkeypatch.setenv(models.WEIGHTS_ENV, str(tmp_path))

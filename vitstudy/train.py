@@ -100,8 +100,9 @@ def default_model_factory(cfg: TrainConfig, splits: Splits) -> nn.Module:
     return create_model(cfg.model, **{**kwargs, **cfg.model_kwargs})
 
 
-def training_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-                  targets: torch.Tensor) -> torch.Tensor:
+def training_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
     """One plain training step: forward, cross-entropy, backward, optimizer step; returns the (detached) loss.
 
     The step every timed training arm and every memory probe runs. Gradients are freed at the end, not the start:
