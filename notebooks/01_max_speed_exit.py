@@ -27,24 +27,25 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import bench, config, models, multiexit, reference, report
+from vitstudy.experiments import max_speed_exit
 
 scale = config.get_scale(SCALE)
-budget = multiexit.exit_budget(scale)  # batch and timing per scale and device: see multiexit.EXIT_BUDGETS
+budget = max_speed_exit.budget(scale)  # batch and timing per scale and device: see max_speed_exit.BUDGETS
 device = bench.default_device()
-batch_size, settings = budget.max_speed_batch(device), budget.max_speed_timing
+batch_size = budget.batch(device)
 vit = models.create_model(multiexit.PAPER_MODEL).eval()
-print(f"{scale.name}: batch {batch_size}, {settings}, device {device}")
+print(f"{scale.name}: batch {batch_size}, {budget.timing}, device {device}")
 
 # %% [markdown]
 # ## Measured vs FLOP-ideal speed-up
-# `multiexit.time_models` times every model on the same batch with `bench.compare`: balanced ABBA rounds, each
-# arm timed for a fixed minimum time per round, the median of per-round paired ratios with a 95% bootstrap
-# interval, and an A/A control (the plain model against a copy of itself), which must read 1.00 ± 3%.
-# `verdict` sets measured ÷ FLOP-ideal against the target 0.97–1.03; `note` flags a failed control.
+# `bench.compare_models` times every model on the same batch: balanced ABBA rounds, each arm timed for a fixed
+# minimum time per round, the median of per-round paired ratios with a 95% bootstrap interval, and an A/A
+# control (the plain model against a copy of itself), which must read 1.00 ± 3%. `verdict` sets measured ÷
+# FLOP-ideal against the target 0.97–1.03 (its interval inside 0.95–1.05); `note` flags a failed control.
 
 # %%
-ours, comparison = multiexit.table_5_1(vit, (3, 224, 224), batch_size, settings=settings, device=device)
-report.save_raw(comparison.raw, "01_max_speed_exit")
+ours, comparison = max_speed_exit.table_5_1(vit, (3, 224, 224), batch_size, budget.exits, budget.timing, device)
+report.save_raw(bench.raw_times(comparison), "01_max_speed_exit")
 ours
 
 # %% [markdown]
@@ -52,7 +53,7 @@ ours
 
 # %%
 paper = reference.load_reference("multiexit_5.1")
-table = multiexit.beside_report_5_1(ours, paper)
+table = max_speed_exit.beside_paper_5_1(ours, paper)
 report.save_table(table, "01_max_speed_exit")
 table
 
@@ -62,6 +63,6 @@ table
 # than the gap to the target, this run cannot tell them apart.
 
 # %%
-fig = multiexit.speed_bars(ours, paper)
+fig = max_speed_exit.speed_bars(ours, paper)
 report.save_figure(fig, "01_max_speed_exit")
 fig

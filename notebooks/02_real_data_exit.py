@@ -33,9 +33,10 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import bench, config, multiexit, reference, report
+from vitstudy.experiments import batch_rule, exit_speed_targets, real_data_exit
 
 scale = config.get_scale(SCALE)
-budget = multiexit.exit_budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale
+budget = real_data_exit.budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale
 device = bench.default_device()
 print(f"{scale.name}: timing batch {budget.batch_size}, threshold {budget.threshold}, device {device}")
 
@@ -48,23 +49,20 @@ heads[["variant", "exits", "head", "loss", "train_top1"]]
 # %% [markdown]
 # ## Table 5.2: variant × exit × policy
 # Top-1 and exit shares are over the whole test set; speed-ups are one batch of real test images, every setting
-# compared with the plain model by `bench.compare` (balanced ABBA rounds, paired ratios, 95% interval, an A/A
+# compared with the plain model by `bench.compare_models` (balanced ABBA rounds, paired ratios, 95% interval, an A/A
 # control row); `measured_over_ideal` divides by the FLOP ideal of that batch's exits. `variant_final_top1` is
 # what the report calls the "original model" of each row: with a shared head (`finetune`, `scratch`) the final
 # output changes too. `top1_loss` is the top-1 points lost against the plain model.
 
 # %%
-table52, comparison = multiexit.table_5_2(study, budget.threshold, budget.batch_size, budget.table_timing,
-                                          device=device)  # fmt: skip
-report.save_raw(comparison.raw, "02_table_5_2")
-table52 = multiexit.beside_report(table52, reference.load_reference("multiexit_5.2"))
-columns = [
-    "setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "variant_final_top1", "exited_pct",
-    "speedup", "speedup_low", "speedup_high", "ideal_speedup", "batch_ideal_speedup", "measured_over_ideal",
-    "verdict", "batch_exited_pct", "report_top1", "report_speedup", "device", "threads", "rounds", "note",
-]  # fmt: skip
-report.save_table(table52[columns], "02_table_5_2")
-table52[columns]
+grid = budget.table_variants, budget.table_exit_sets, budget.policies  # variant x exits x policy
+table52, comparison = real_data_exit.table_5_2(study, budget.threshold, budget.batch_size, budget.table_timing, *grid,
+                                               device=device)  # fmt: skip
+report.save_raw(bench.raw_times(comparison), "02_table_5_2")
+table52 = real_data_exit.beside_paper(table52, reference.load_reference("multiexit_5.2"))
+table52 = table52[list(real_data_exit.TABLE_5_2_COLUMNS)]
+report.save_table(table52, "02_table_5_2")
+table52
 
 # %% [markdown]
 # ## Accuracy vs speed-up: a threshold sweep
@@ -74,19 +72,18 @@ table52[columns]
 # bootstrap interval of top-1 points lost stays within 0.5 at its upper end (a margin for the split's noise).
 
 # %%
-sweep = multiexit.threshold_sweep(study)
-point = multiexit.choose_operating_point(study, max_loss=budget.max_loss)
-chosen = [point, {**point, "threshold": min(1.0, round(point["threshold"] + 0.2, 3))},
-          {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.99}]  # fmt: skip
-measured, comparison = multiexit.measured_points(study, chosen, budget.batch_size, budget.timing, device)
-report.save_raw(comparison.raw, "02_measured_points")
+sweep = real_data_exit.threshold_sweep(study)
+point = real_data_exit.choose_operating_point(study, max_loss=budget.max_loss)
+chosen = real_data_exit.sweep_points(point)  # the operating point, a stricter threshold, separate 3,6,9 at 0.99
+measured, comparison = real_data_exit.measured_points(study, chosen, budget.batch_size, budget.timing, device)
+report.save_raw(bench.raw_times(comparison), "02_measured_points")
 report.save_table(sweep, "02_threshold_sweep", floatfmt=".3f")
 print("operating point (chosen on validation):", point)
 measured[["variant", "exits", "threshold", "top1", "top1_loss", "exited_pct", "ideal_speedup", "speedup",
           "speedup_low", "speedup_high", "verdict", "note"]]  # fmt: skip
 
 # %%
-fig = multiexit.accuracy_speed_curves(sweep, measured, study.plain_top1)
+fig = real_data_exit.accuracy_speed_curves(sweep, measured, study.plain_top1)
 report.save_figure(fig, "02_accuracy_vs_speedup")
 fig
 
@@ -108,24 +105,24 @@ fig
 # On the 1000-way softmax of an intermediate block, some image in every batch stayed under 0.01.
 
 # %%
-floor = multiexit.chance_floor_table((10, 1000), threshold=0.01)
+floor = batch_rule.chance_floor_table((10, 1000), threshold=0.01)
 report.save_table(floor, "02_max_softmax_floor", floatfmt=".3f")
 floor
 
 # %%
-rates = multiexit.batch_rule_exit_rates(
+rates = batch_rule.batch_rule_exit_rates(
     study, "finetune", (3,), thresholds=[0.01, 0.5, 0.9, 0.99], batch_sizes=[1, 4, 16, 64, 256, 1024]
 )
 report.save_table(rates, "02_batch_rule_exit_rates")
 rates.pivot_table(index="batch_size", columns="threshold", values="batch_exited_pct")
 
 # %%
-fig = multiexit.batch_rule_plot(rates[rates["threshold"] > 0.01])
+fig = batch_rule.batch_rule_plot(rates[rates["threshold"] > 0.01])
 report.save_figure(fig, "02_batch_rule_exit_rates")
 fig
 
 # %%
-needed = multiexit.required_confident_share([1, 16, 64, 128, 256, 1024], batch_exit_rate=0.5)
+needed = batch_rule.required_confident_share([1, 16, 64, 128, 256, 1024], batch_exit_rate=0.5)
 report.save_table(needed, "02_batch_rule_needed_share", floatfmt=".3f")
 at = rates.set_index(["threshold", "batch_size"])
 print(
@@ -149,8 +146,9 @@ needed
 # control: one comparison on one batch of real test images. A ratio above 1.03 is flagged, never "met".
 
 # %%
-performance, comparison = multiexit.performance_table(study, point, budget.batch_size, budget.timing, device)
-report.save_raw(comparison.raw, "02_performance")
+performance, comparison = exit_speed_targets.performance_table(study, point, budget.batch_size, budget.timing,
+                                                              device)  # fmt: skip
+report.save_raw(bench.raw_times(comparison), "02_performance")
 report.save_table(performance, "02_performance")
 performance
 
@@ -160,7 +158,7 @@ performance
 # the exit path with a compaction that keeps every row: does batch size or compaction alone move per-image cost?
 
 # %%
-controls, comparison = multiexit.per_sample_controls(study, budget.batch_size, budget.timing, device)
-report.save_raw(comparison.raw, "02_per_sample_controls")
+controls, comparison = exit_speed_targets.per_sample_controls(study, budget.batch_size, budget.timing, device)
+report.save_raw(bench.raw_times(comparison), "02_per_sample_controls")
 report.save_table(controls, "02_per_sample_controls")
 controls

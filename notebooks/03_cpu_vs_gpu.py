@@ -30,29 +30,30 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import bench, config, multiexit, reference, report
+from vitstudy.experiments import cpu_vs_gpu, real_data_exit
 
 scale = config.get_scale(SCALE)
-budget = multiexit.exit_budget(scale)  # the same batch, threshold and table timing as notebook 02's Table 5.2
+budget = real_data_exit.budget(scale)  # the same batch, threshold, settings and timing as notebook 02's Table 5.2
 cuda = bench.device_available("cuda")
 print(f"{scale.name}: batch {budget.batch_size}, threshold {budget.threshold}, CUDA present: {cuda}")
 
 # %%
-variants, exit_sets = ("same", "finetune", "separate"), ((3,), (6,), (9,))
+variants, exit_sets = cpu_vs_gpu.VARIANTS_5_3, budget.table_exit_sets
 study = multiexit.prepare(scale, variants=variants, exit_sets=exit_sets, head_epochs=budget.head_epochs)
 print(f"plain model test top-1 {study.plain_top1:.2f}%")
 
 # %% [markdown]
 # ## Table 5.3: every setting on CPU and on GPU
-# Each device's speed-ups come from `bench.compare` (balanced ABBA rounds, paired ratios with a 95% interval)
+# Each device's speed-ups come from `bench.compare_models` (balanced ABBA rounds, paired ratios with a 95% interval)
 # with an A/A control row; its raw per-call times are saved beside the table.
 
 # %%
-table53, raw = multiexit.table_5_3(study, budget.threshold, budget.batch_size, budget.table_timing, variants,
-                                   exit_sets)  # fmt: skip
+table53, raw = cpu_vs_gpu.table_5_3(study, budget.threshold, budget.batch_size, budget.table_timing, variants,
+                                    exit_sets, budget.policies)  # fmt: skip
 report.save_raw(raw, "03_table_5_3")
 paper53 = reference.load_reference("multiexit_5.3")
 paper53 = paper53[paper53["label_status"] != "ambiguous"]  # rows whose labels the extracted text settles
-table53 = multiexit.beside_report(table53, paper53[paper53["device"] == "CPU"], prefix="report_cpu_")
+table53 = real_data_exit.beside_paper(table53, paper53[paper53["device"] == "CPU"], prefix="paper_cpu_")
 report.save_table(table53, "03_table_5_3")
 table53
 
@@ -63,6 +64,6 @@ table53
 # read with their intervals and the A/A control row.
 
 # %%
-fig = multiexit.device_speedup_bars(table53)
+fig = cpu_vs_gpu.device_speedup_bars(table53)
 report.save_figure(fig, "03_cpu_vs_gpu")
 fig

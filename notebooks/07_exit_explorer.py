@@ -27,10 +27,11 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import config, multiexit, report
+from vitstudy.experiments import real_data_exit
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)
-budget = multiexit.exit_budget(scale)
+budget = real_data_exit.budget(scale)  # notebook 02's: the same heads and operating point
 study = multiexit.prepare(scale, head_epochs=budget.head_epochs)
 print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
 
@@ -40,7 +41,7 @@ print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
 # validation split.
 
 # %%
-point = multiexit.choose_operating_point(study, max_loss=budget.max_loss)
+point = real_data_exit.choose_operating_point(study, max_loss=budget.max_loss)
 view = multiexit.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
 report.save_figure(view.figure, "07_exit_explorer")
 view.figure

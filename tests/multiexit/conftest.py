@@ -1,4 +1,4 @@
-"""Fixtures of the multi-exit tests: a tiny timm ViT, a batch of images, and a small study on digits."""
+"""Fixtures of the multi-exit tests (core and experiments): a tiny timm ViT, a batch of images, small studies."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch
 
 from vitstudy import multiexit
 from vitstudy.config import Scale, TrainConfig
+from vitstudy.data import build_splits
 from vitstudy.models import create_model
 from vitstudy.multiexit import MultiExitViT
 
@@ -49,3 +50,14 @@ def digits_study(tmp_path_factory):
     scale = Scale("test", cfg, eval_batch_size=128)
     return multiexit.build_study(scale, result.model, result.splits, exit_sets=[(1,), (1, 2)], head_epochs=50,
                                  progress=False)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def depth12_study():
+    """An untrained depth-12 ViT on a few digits with exits 3, 6, 9: the speed targets need the report's exits."""
+    cfg = TrainConfig(model="vitstudy_tiny_patch4_28", model_kwargs=dict(img_size=8, patch_size=2), dataset="digits",
+                      train_size=128, val_size=64, test_size=64, augment=False)  # fmt: skip
+    torch.manual_seed(0)
+    vit = create_model(cfg.model, **cfg.model_kwargs).eval()
+    return multiexit.build_study(Scale("test", cfg, eval_batch_size=64), vit, build_splits(cfg), ["separate"],
+                                 [(3, 6, 9)], head_epochs=1, progress=False)  # fmt: skip

@@ -163,3 +163,24 @@ def test_a_model_that_is_not_a_timm_vit_is_refused():
     """Wrapping anything but a timm VisionTransformer names its class."""
     with pytest.raises(TypeError, match=r"model of class Sequential is not a timm VisionTransformer"):
         MultiExitViT(nn.Sequential(nn.Linear(4, 4)))
+
+
+@pytest.mark.parametrize("policy", multiexit.POLICIES)
+def test_keeping_every_row_gives_the_plain_logits_even_when_images_are_confident(tiny_vit, images, policy):
+    """keep_every_row runs the decisions and compactions but no image leaves: the output is plain timm's."""
+    model = MultiExitViT(tiny_vit, threshold=0.0, policy=policy, keep_every_row=True).eval()
+    with torch.inference_mode():
+        out, reference = model(images), tiny_vit(images)
+    torch.testing.assert_close(out.logits, reference)
+    assert (out.exit_block == 12).all() and not out.confidence.isnan().any()
+
+
+def test_keeping_every_row_compacts_at_every_exit(tiny_vit, images, monkeypatch):
+    """The control pays the per-sample compaction: one index_select of every row at each exit."""
+    from vitstudy.multiexit import model as model_module
+
+    kept = []
+    monkeypatch.setattr(model_module, "compact", lambda x, rows: kept.append(len(rows)) or x.index_select(0, rows))
+    with torch.inference_mode():
+        MultiExitViT(tiny_vit, keep_every_row=True).eval()(images)
+    assert kept == [len(images)] * 3

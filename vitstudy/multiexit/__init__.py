@@ -1,17 +1,17 @@
-"""Multi-exit ViT: an intermediate block feeds a classifier and confident images return early (notebooks 01-03, 07).
+"""Multi-exit ViT: an intermediate block feeds a classifier and confident images return early.
+
+The method core, used by notebooks 01-03 and 07 through ``vitstudy.experiments``:
 
 - ``exits``: pure tensor maths: confidences, the exit decision, batch split/compact/scatter, offline ``simulate``.
 - ``model``: ``MultiExitViT`` (knobs + forward) and ``ExitOutput``.
-- ``features``: record exit features once (cached), fit heads on them, logits from them.
+- ``heads``: record exit features once (cached), fit heads on them, logits from them.
 - ``costs``: FLOP accounting of an exit histogram (``ExitCosts``, ``exit_costs``).
-- ``study``: the per-scale ``ExitBudget``, ``ExitStudy`` (prepare / evaluate offline), threshold sweep,
-  operating point (``paired_loss_interval``), the batch-rule study.
-- ``tables``: the timed tables ``table_5_1``, ``table_5_2``, ``table_5_3`` (named after the report's), the speed
-  targets, the per-sample controls, the report's numbers beside ours, and the timing they share
-  (``time_models``: ``bench.compare`` with an A/A control arm).
-- ``plots``: the figures. ``explorer``: ``explore() -> widgets.ExplorerView`` and ``explorer_widget()``.
+- ``study``: ``ExitStudy``, the offline container (backbone, recorded features, fitted heads; evaluates any
+  setting without the backbone), built by ``prepare`` (a scale's model and data) or ``build_study``.
+- ``explorer``: ``explore() -> widgets.ExplorerView`` and ``explorer_widget()``, drawn from an ``ExitStudy``.
 
-Imports go one way: exits <- model <- features, costs <- study <- tables, plots, explorer.
+Imports go one way: exits <- model <- heads, costs <- study <- explorer. Nothing here imports
+``vitstudy.experiments`` (the tables, budgets and plots of each notebook live there).
 """
 
 from .costs import ExitCosts, exit_costs
@@ -33,7 +33,7 @@ from .exits import (
     split_exiting,
 )
 from .explorer import explore, explorer_figure, explorer_widget
-from .features import (
+from .heads import (
     ExitFeatures,
     fit_heads,
     fit_linear,
@@ -43,99 +43,39 @@ from .features import (
     recorded_features,
 )
 from .model import DEFAULT_EXITS, VARIANTS, ExitOutput, MultiExitViT
-from .plots import accuracy_speed_curves, batch_rule_plot, device_speedup_bars, speed_bars
 from .study import (
-    EXIT_BUDGETS,
     EXIT_SETS,
     PAPER_MODEL,
-    SWEEP_THRESHOLDS,
-    VARIANT_LABELS,
-    ExitBudget,
     ExitStudy,
-    batch_rule_exit_rates,
     build_study,
-    chance_floor_table,
-    choose_operating_point,
-    exit_budget,
     exits_label,
-    operating_points,
     paired_loss_interval,
+    parse_exits,
     prepare,
-    required_confident_share,
     study_model,
     summarize,
-    threshold_sweep,
-)
-from .tables import (
-    CONTROL_ARM,
-    CONTROL_LABEL,
-    FORCED_TARGET,
-    PER_SAMPLE_TARGET,
-    TABLE_5_1_COLUMNS,
-    CompactionKeepsEveryRow,
-    FirstRows,
-    batch_exits,
-    beside_report,
-    beside_report_5_1,
-    control_batch_sizes,
-    measured_points,
-    per_sample_controls,
-    performance_table,
-    raw_times,
-    table_5_1,
-    table_5_2,
-    table_5_3,
-    time_models,
-    timing_batch,
 )
 
 __all__ = [
-    "CONTROL_ARM",
-    "CONTROL_LABEL",
-    "FORCED_TARGET",
-    "PER_SAMPLE_TARGET",
-    "CompactionKeepsEveryRow",
-    "FirstRows",
-    "control_batch_sizes",
-    "operating_points",
-    "paired_loss_interval",
-    "per_sample_controls",
-    "raw_times",
-    "time_models",
     "CONFIDENCES",
     "CONFIDENCE_FNS",
     "DEFAULT_EXITS",
-    "EXIT_BUDGETS",
     "EXIT_SETS",
     "PAPER_MODEL",
     "POLICIES",
-    "SWEEP_THRESHOLDS",
-    "TABLE_5_1_COLUMNS",
     "VARIANTS",
-    "VARIANT_LABELS",
-    "ExitBudget",
     "ExitCosts",
     "ExitFeatures",
     "ExitOutput",
     "ExitStudy",
     "MultiExitViT",
     "Simulation",
-    "accuracy_speed_curves",
-    "batch_exits",
-    "batch_rule_exit_rates",
-    "batch_rule_plot",
-    "beside_report",
-    "beside_report_5_1",
     "build_study",
-    "chance_floor_table",
     "check_exits",
     "check_threshold",
-    "choose_operating_point",
     "compact",
     "confidence",
-    "device_speedup_bars",
     "entropy_confidence",
-    "exit_budget",
     "exit_costs",
     "exit_decision",
     "exits_label",
@@ -147,22 +87,15 @@ __all__ = [
     "logits_from_features",
     "margin_confidence",
     "max_softmax",
-    "measured_points",
-    "performance_table",
+    "paired_loss_interval",
+    "parse_exits",
     "prepare",
     "record_features",
     "record_loader",
     "recorded_features",
-    "required_confident_share",
     "scatter_rows",
     "simulate",
-    "speed_bars",
     "split_exiting",
     "study_model",
     "summarize",
-    "table_5_1",
-    "table_5_2",
-    "table_5_3",
-    "threshold_sweep",
-    "timing_batch",
 ]

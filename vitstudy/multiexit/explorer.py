@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from ..plots import draw_image_mosaic, grid_shape, new_figure
 from ..widgets import ExplorerView, explorer_interactive
 from .exits import confidence, simulate
-from .study import ExitStudy, exits_label
+from .study import ExitStudy, exits_label, parse_exits
 
 
 def explore(
@@ -102,8 +102,7 @@ def explorer_widget(
     exit_sets = list(dict.fromkeys(exits_label(e) for _, e in study.models))
 
     def view(variant: str, exits: str, policy: str, threshold: float, start: int) -> ExplorerView:
-        chosen = tuple(int(b) for b in exits.split(","))
-        return explore(study, variant, chosen, policy, threshold, batch_size, start, count)
+        return explore(study, variant, parse_exits(exits), policy, threshold, batch_size, start, count)
 
     test_size = len(study.features["test"].targets)
     return explorer_interactive(

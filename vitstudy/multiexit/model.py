@@ -4,7 +4,7 @@ A thin wrapper around any timm ``VisionTransformer``: it calls timm's own pieces
 ``blocks[i]``, ``norm``, ``forward_head``) and copies none of their code, so timm's fused attention stays in use.
 Exits sit "after block k" (1-indexed, as in the report); each exit is the model's final norm plus a classifier.
 The class holds the knobs and the forward only; recording features and fitting heads are functions in
-``features`` that take the model.
+``heads`` that take the model.
 
 Classifier variants (the report's three, plus one):
 
@@ -76,6 +76,8 @@ class MultiExitViT(nn.Module):
 
     ``threshold``, ``policy``, ``confidence`` and ``forced_exit`` are checked when set. ``forced_exit=k``
     sends every image out after block k and computes only k blocks (the report's Table 5.1).
+    ``keep_every_row=True`` is a timing control: every exit still decides and compacts the batch, but no image
+    leaves, so the per-sample path's bookkeeping is paid without its savings (the output is the plain model's).
     """
 
     def __init__(
@@ -87,6 +89,7 @@ class MultiExitViT(nn.Module):
         policy: str = "sample",
         confidence: str = "softmax",
         forced_exit: int | None = None,
+        keep_every_row: bool = False,
     ) -> None:
         super().__init__()
         self.vit = check_is_vit(vit)
@@ -111,6 +114,7 @@ class MultiExitViT(nn.Module):
         self.policy = policy
         self.confidence = confidence
         self.forced_exit = forced_exit
+        self.keep_every_row = keep_every_row
 
     # Knobs, validated at the boundary --------------------------------------------------------------------
 
@@ -199,8 +203,10 @@ class MultiExitViT(nn.Module):
             conf = confidence(logits, self.confidence)
             conf_seen[index].index_copy_(0, origin, conf)
             leave = exit_decision(conf, self.threshold, self.policy)
+            if self.keep_every_row:
+                leave = torch.zeros_like(leave)  # decided, then overruled: the compaction below keeps every row
             count = int(leave.sum())  # the one host sync per exit: the next batch's size depends on it
-            if count == 0:
+            if count == 0 and not self.keep_every_row:
                 continue
             if out is None:
                 out = logits.new_empty(batch, logits.shape[-1])

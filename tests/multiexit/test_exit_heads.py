@@ -1,4 +1,4 @@
-"""multiexit.features: recorded features against timm and the forward, the cache, head fitting on digits."""
+"""multiexit.heads: recorded features against timm and the forward, the cache, head fitting on digits."""
 
 import dataclasses
 

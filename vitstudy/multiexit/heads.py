@@ -1,4 +1,5 @@
-"""Recorded exit features: run a data set through the frozen backbone once, then fit and evaluate heads offline.
+"""Exit heads: record a data set's features at every exit through the frozen backbone once, then fit and evaluate
+the heads offline.
 
 Every function here takes a ``MultiExitViT``; the class itself only holds the knobs and the forward.
 """

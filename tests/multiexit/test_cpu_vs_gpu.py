@@ -1,0 +1,61 @@
+"""experiments.cpu_vs_gpu (notebook 03): Table 5.3 side by side per device, its figure."""
+
+import math
+
+import pandas as pd
+
+from vitstudy import bench
+from vitstudy.experiments import cpu_vs_gpu, real_data_exit
+from vitstudy.reference import load_reference
+
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+
+
+def test_table_5_3_keeps_cpu_numbers_and_notes_the_missing_device(digits_study, no_cuda):
+    """Table 5.3 has CPU speeds as numbers, NaN CUDA columns, a note naming the CUDA columns, raw CPU times."""
+    table, raw = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["separate"], [(1,)], ["sample"])
+    assert (table["cpu_speedup"] > 0).all() and table["cuda_speedup"].isna().all()
+    assert pd.api.types.is_float_dtype(table["cpu_speedup"]) and pd.api.types.is_float_dtype(table["cuda_speedup"])
+    assert table["note"].str.contains(f"cuda columns: {bench.NOT_MEASURED_NO_CUDA}", regex=False).all()
+    assert table["setting"].tolist() == ["separate/1/sample", real_data_exit.CONTROL_LABEL]
+    assert set(raw["device"].str.split(":").str[0]) == {"cpu"}
+
+
+def _merged_per_device(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Table 5.3 built the long way (the former per-device merge loop): the reference for the pivot."""
+    keys, timed = list(cpu_vs_gpu.OFFLINE_COLUMNS), list(cpu_vs_gpu.TIMED_COLUMNS)
+    merged, notes = None, []
+    for device, part in parts.items():
+        notes.append(part["note"].map(lambda note, d=device: f"{d} columns: {note}" if note else ""))
+        part = part[[*keys, *timed]].rename(columns={c: f"{device}_{c}" for c in timed})
+        merged = part if merged is None else merged.merge(part.drop(columns=keys[1:]), on="setting")
+    merged["note"] = ["; ".join(n for n in row if n) for row in zip(*notes)]
+    return merged
+
+
+def test_table_5_3_pivot_equals_the_per_device_merge(digits_study, no_cuda, monkeypatch):
+    """DataFrame.pivot gives exactly the table the per-device merge loop gave, on the same measurements."""
+    runs = {d: real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], device=d)
+            for d in cpu_vs_gpu.DEVICES}  # fmt: skip
+    monkeypatch.setattr(cpu_vs_gpu, "table_5_2", lambda *args: runs[args[-1]])
+    table, _ = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)])
+    pd.testing.assert_frame_equal(table, _merged_per_device({d: part for d, (part, _) in runs.items()}))
+
+
+def test_device_bars_name_a_device_that_was_not_measured():
+    """CPU bars are drawn and in the legend; the unmeasured CUDA device is only named in the title."""
+    table = pd.DataFrame({"variant": ["same", "separate"], "exits": ["3", "3"], "policy": ["sample", "batch"],
+                          "cpu_speedup": [1.5, 0.9], "cuda_speedup": [math.nan, math.nan]})  # fmt: skip
+    ax = cpu_vs_gpu.device_speedup_bars(table).axes[0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cpu"]
+    assert f"cuda: {bench.NOT_MEASURED_NO_CUDA}" in ax.get_title()
+    assert sorted(p.get_height() for p in ax.patches if not math.isnan(p.get_height())) == [0.9, 1.5]
+
+
+def test_paper_cpu_numbers_sit_beside_ours_with_their_prefix():
+    """Table 5.3's report rows join ours under ``paper_cpu_*`` columns."""
+    paper = load_reference("multiexit_5.3")
+    paper = paper[(paper["label_status"] != "ambiguous") & (paper["device"] == "CPU")]
+    ours = pd.DataFrame({"variant": ["same"], "exits": ["3"]})
+    table = real_data_exit.beside_paper(ours, paper, prefix="paper_cpu_")
+    assert {"paper_cpu_top1", "paper_cpu_speedup"} <= set(table.columns)

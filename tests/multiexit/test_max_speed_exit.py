@@ -1,0 +1,106 @@
+"""experiments.max_speed_exit (notebook 01): its budgets, Table 5.1 from bench's speed rows, the report beside it."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+
+from vitstudy import bench, config
+from vitstudy.config import SCALES, Scale, TrainConfig
+from vitstudy.experiments import max_speed_exit
+from vitstudy.reference import load_reference
+from vitstudy.report.runner import STUDY_SCALES
+
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+SPEED = ["images_per_s", "speedup", "speedup_low", "speedup_high", "measured_over_ideal"]
+
+
+@pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
+def test_budgets_keep_the_former_settings(name):
+    """Each scale's budget holds what notebook 01 timed before the budgets moved: batch, rounds, the three exits."""
+    budget, smoke = max_speed_exit.budget(SCALES[name]), name == "smoke"
+    assert budget.scale == name and (budget.timing.rounds == 2) == smoke
+    assert budget.batch("cpu") == (2 if smoke else 8) and budget.batch("cuda") == 64 and budget.exits == (3, 6, 9)
+
+
+def test_paper_smoke_sizes_get_the_smallest_budget():
+    """The paper scale at smoke sizes times one forced exit at batch 2 with the fewest rounds."""
+    budget = max_speed_exit.budget(config.paper_smoke(SCALES["paper"]))
+    assert budget.scale == max_speed_exit.PAPER_SMOKE and budget.exits == (3,)
+    assert budget.batch("cpu") == 2 and budget.timing.rounds == 2
+
+
+def test_every_report_scale_has_a_budget_and_study_scales_are_refused():
+    """Every scale the report runs notebook 01 at has a budget; the from-scratch study's scale has none."""
+    assert set(max_speed_exit.BUDGETS) - {max_speed_exit.PAPER_SMOKE} == set(SCALES) - set(STUDY_SCALES)
+    with pytest.raises(ValueError, match=r"scale='scratch' is not allowed: expected one of smoke, quick, full, paper$"):
+        max_speed_exit.budget("scratch")
+
+
+def test_budget_resolves_from_a_scale_its_name_or_the_environment(monkeypatch):
+    """A Scale, its name and VITSTUDY_SCALE give the same budget."""
+    monkeypatch.setenv("VITSTUDY_SCALE", "smoke")
+    assert max_speed_exit.budget() == max_speed_exit.budget("smoke") == max_speed_exit.budget(SCALES["smoke"])
+
+
+def test_a_scale_without_a_budget_is_refused_by_name():
+    """A custom scale has no budget: the error names it and the scales that have one."""
+    with pytest.raises(ValueError, match=r"scale='custom' is not allowed: expected one of smoke, quick, full, paper"):
+        max_speed_exit.budget(Scale("custom", TrainConfig()))
+
+
+def test_a_bad_budget_is_refused_at_construction():
+    """Budgets validate like every other setting: the value and what is allowed."""
+    with pytest.raises(ValueError, match=r"batch_cpu=0 is not allowed: expected an integer >= 1"):
+        dataclasses.replace(max_speed_exit.budget("smoke"), batch_cpu=0)
+    with pytest.raises(ValueError, match=r"exits=\(12,\) is not allowed"):
+        dataclasses.replace(max_speed_exit.budget("smoke"), exits=(12,))
+
+
+def test_table_5_1_has_intervals_a_verdict_and_the_a_a_row(tiny_vit):
+    """Table 5.1 on a tiny ViT: interval columns, a verdict per exit, the A/A control row, the protocol, a note."""
+    table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    assert table["setting"].iloc[-1] == max_speed_exit.CONTROL_LABEL and pd.isna(table["exit_block"].iloc[-1])
+    assert (table["speedup_low"] <= table["speedup"]).all() and (table["speedup"] <= table["speedup_high"]).all()
+    assert table["verdict"].iloc[0] == bench.BASELINE_VERDICT
+    assert table["verdict"].iloc[-1] == bench.control_verdict(table["speedup"].iloc[-1])
+    assert table["note"].iloc[0] == comparison.control_note() and (table["rounds"] == 2).all()
+    assert {"device", "threads", "note"} <= set(table.columns) and not comparison.raw.empty
+
+
+def test_forced_exit_verdicts_need_the_interval_inside_0_95_to_1_05(tiny_vit):
+    """A forced exit's verdict is bench's FLOP-bound verdict against 0.97-1.03 with its interval inside 0.95-1.05."""
+    table, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    for row in table.iloc[1:4].itertuples():
+        interval = (row.measured_over_ideal_low, row.measured_over_ideal_high)
+        assert row.verdict == bench.flop_bound_verdict(row.measured_over_ideal, (0.97, 1.03), interval=interval,
+                                                       interval_within=(0.95, 1.05))  # fmt: skip
+
+
+def test_table_5_1_without_cuda_keeps_flop_ratios_and_notes_the_timing(tiny_vit, no_cuda):
+    """Forced exits on an absent device: FLOP-ideal speed-ups are numbers, measured ones NaN with a note."""
+    table, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cuda")
+    assert table["exit_block"].tolist()[:4] == [12, 3, 6, 9]
+    assert table["ideal_speedup"].iloc[1] == pytest.approx(4.0, rel=0.02)
+    assert table[SPEED].isna().all().all() and (table["verdict"] == "not measured").all()
+    assert (table["note"] == bench.NOT_MEASURED_NO_CUDA).all()
+
+
+def test_paper_5_1_numbers_sit_beside_each_exit_block(tiny_vit):
+    """The report's Table 5.1 speed-up and images/s join our rows by exit block, in the saved column order."""
+    ours, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cpu")
+    table = max_speed_exit.beside_paper_5_1(ours, load_reference("multiexit_5.1"))
+    assert list(table.columns) == list(max_speed_exit.TABLE_5_1_COLUMNS)
+    at = table.iloc[:4].set_index("exit_block")
+    assert at.loc[3, "paper_speed_improvement"] == pytest.approx(3.83)
+    assert at.loc[12, "paper_inference_speed_im_s"] == pytest.approx(447.10)
+    assert table["speedup"].tolist() == ours["speedup"].tolist()
+
+
+def test_speed_bars_put_the_report_beside_ours():
+    """Table 5.1's bars: ours measured, ours FLOP-ideal and the report's, one group per exit block."""
+    table = pd.DataFrame({"exit_block": [12, 3], "speedup": [1.0, 3.5], "ideal_speedup": [1.0, 3.9]})
+    ax = max_speed_exit.speed_bars(table, load_reference("multiexit_5.1")).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["exit 3", "original"]
+    assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "report, measured (RTX A6000)"
+    assert 3.83 in [round(p.get_height(), 2) for p in ax.patches]

@@ -1,0 +1,82 @@
+"""Notebook 03: CPU vs GPU (the report's Table 5.3): the Table 5.2 measurements once per device, side by side.
+
+Top-1 and exit shares do not depend on the device (they are computed once, offline); images/s does. A device that
+is not present has NaN in its columns and the ``note`` says why. Budgets are notebook 02's
+(:func:`.real_data_exit.budget`: the same batch, threshold, settings and table timing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .. import bench
+from ..multiexit import POLICIES, ExitStudy
+from ..plots import grouped_bars, new_figure
+from .real_data_exit import table_5_2
+
+VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
+DEVICES = ("cpu", "cuda")
+# Columns that are the same on every device (offline), and the timed ones each device gets a copy of.
+OFFLINE_COLUMNS = ("setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "exited_pct",
+                   "ideal_speedup")  # fmt: skip
+TIMED_COLUMNS = ("images_per_s", "plain_images_per_s", "speedup", "speedup_low", "speedup_high",
+                 "measured_over_ideal", "verdict", "device", "threads", "rounds")  # fmt: skip
+
+
+def table_5_3(
+    study: ExitStudy,
+    threshold: float,
+    batch_size: int,
+    settings: bench.CompareSettings,
+    variants: Sequence[str] = VARIANTS_5_3,
+    exit_sets: Sequence[tuple[int, ...]] = ((3,), (6,), (9,)),
+    policies: Sequence[str] = POLICIES,
+    devices: Sequence[str] = DEVICES,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Table 5.3: the Table 5.2 measurements once per device, side by side (``cpu_*``, ``cuda_*`` columns), and
+    the raw times of every device's comparison (a ``device`` column tells them apart).
+
+    A device that is not present has NaN in its columns, and ``note`` names its columns and says why.
+    """
+    parts, raws = [], []
+    for device in devices:
+        part, comparison = table_5_2(study, threshold, batch_size, settings, variants, exit_sets, policies, device)
+        parts.append(part.assign(timed_on=device))
+        raws.append(bench.raw_times(comparison))
+    # One row per setting, one column per (timed column, device): `{device}_{column}`.
+    wide = pd.concat(parts).pivot(index="setting", columns="timed_on", values=[*TIMED_COLUMNS, "note"])
+    wide.columns = [f"{device}_{column}" for column, device in wide.columns]
+    wide = wide.infer_objects()  # pivot of mixed columns gives objects: numbers stay numbers
+    table = parts[0][list(OFFLINE_COLUMNS)].merge(
+        wide[[f"{d}_{c}" for d in devices for c in TIMED_COLUMNS]], left_on="setting", right_index=True
+    )
+    notes = wide.loc[table["setting"], [f"{d}_note" for d in devices]].to_numpy()
+    table["note"] = ["; ".join(f"{d} columns: {n}" for d, n in zip(devices, row) if n) for row in notes]
+    return table, pd.concat(raws, ignore_index=True)
+
+
+def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -> Figure:
+    """Measured speed-up per setting, one bar per device; a device that was not measured is named, not drawn."""
+    table = table[table["variant"].notna()]  # settings only: the A/A control row has no variant
+    fig = new_figure((max(6.0, 0.45 * len(table)), 3.6))
+    ax = fig.subplots()
+    missing = [d for d in devices if table[f"{d}_speedup"].isna().all()]
+    series = [(d, table[f"{d}_speedup"]) for d in devices]
+    grouped_bars(ax, [f"{r.variant} {r.exits} {r.policy}" for r in table.itertuples()], series)
+    for bars in list(ax.containers):
+        if bars.get_label() in missing:
+            bars.remove()  # its slot stays empty, so bars line up whichever devices ran; nor is it in the legend
+    for label in ax.get_xticklabels():
+        label.set(rotation=60, ha="right", fontsize=7)
+    ax.axhline(1.0, color="grey", lw=1)
+    title = "speed-up over the plain model on real test images"
+    if missing:
+        title += f"\n{', '.join(missing)}: {bench.NOT_MEASURED_NO_CUDA}"
+    ax.set(ylabel="speed-up (x)", title=title)
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig

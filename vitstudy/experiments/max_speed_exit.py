@@ -1,0 +1,154 @@
+"""Notebook 01: the maximum speed of an early exit (the report's Table 5.1).
+
+Every image is forced out after one exit of the report's ViT-B/16 and timed on random input against the plain
+model; each measured speed-up stands beside its FLOP-ideal value (FLOPs of the plain model over those of the exit
+path) and the report's own numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+
+from .. import bench
+from ..config import Scale, check, get_scale
+from ..multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
+from ..plots import grouped_bars, new_figure
+
+FORCED_TARGET = (0.97, 1.03)  # forced exits run the same blocks, fewer of them: no excess over the FLOP ideal
+FORCED_INTERVAL = (0.95, 1.05)  # issue 8: the measured ÷ ideal interval must lie inside this too
+CONTROL_LABEL = "A/A control: plain vs its copy"  # the setting of every multi-exit table's A/A row
+PAPER_SMOKE = "paper_smoke"  # the budget of the paper scale at smoke sizes (VITSTUDY_PAPER_SMOKE=1)
+SMOKE_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
+
+
+@dataclass(frozen=True)
+class MaxSpeedBudget:
+    """How notebook 01 times the forced exits at one scale."""
+
+    scale: str
+    timing: bench.CompareSettings
+    batch_cpu: int = 8  # ViT-B/16 runs ~5 im/s on a 2-core CPU; batch 4 on a CPU is noisy
+    batch_cuda: int = 64
+    exits: tuple[int, ...] = DEFAULT_EXITS  # the forced exits timed
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("batch_cpu", "batch_cuda"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        check_exits(self.exits, 12)  # the report's ViT-B/16 has 12 blocks
+
+    def batch(self, device: str | torch.device) -> int:
+        """The timed batch on ``device``."""
+        return self.batch_cuda if torch.device(device).type == "cuda" else self.batch_cpu
+
+
+_QUICK = MaxSpeedBudget(
+    "quick",
+    # ViT-B/16 at batch 8 takes ~1.5 s per forward on a 2-core CPU: blocks of 1.5 s hold about one call.
+    timing=bench.CompareSettings(rounds=6, min_run_time=1.5, warmup_calls=1),
+    note="about 1.5 min of timing on a 2-core CPU",
+)
+_LONGER = bench.CompareSettings(rounds=10, min_run_time=2.0)  # full / paper: tighter intervals
+BUDGETS: dict[str, MaxSpeedBudget] = {
+    "smoke": MaxSpeedBudget("smoke", SMOKE_TIMING, batch_cpu=2, note="CI: seconds, numbers meaningless"),
+    "quick": _QUICK,
+    "full": dataclasses.replace(_QUICK, scale="full", timing=_LONGER, note="longer timing"),
+    "paper": dataclasses.replace(_QUICK, scale="paper", timing=_LONGER, note="longer timing, as the report's"),
+    # The paper path at smoke sizes (Scale.smoke_sizes): one forced exit runs every line of Table 5.1.
+    PAPER_SMOKE: MaxSpeedBudget(PAPER_SMOKE, SMOKE_TIMING, batch_cpu=2, exits=(3,), note="a test on a CPU"),
+}
+
+
+B = TypeVar("B")
+
+
+def scale_budget(budgets: Mapping[str, B], scale: Scale | str | None) -> B:
+    """``budgets[scale]`` for a ``Scale``, its name, or None (``VITSTUDY_SCALE``); a scale at smoke sizes
+    (``Scale.smoke_sizes``: the paper path on a handful of images) gets ``budgets["paper_smoke"]``."""
+    name = scale.name if isinstance(scale, Scale) else scale or get_scale().name
+    key = PAPER_SMOKE if isinstance(scale, Scale) and scale.smoke_sizes else name
+    check(key in budgets, "scale", name, f"one of {', '.join(k for k in budgets if k != PAPER_SMOKE)}")
+    return budgets[key]
+
+
+def budget(scale: Scale | str | None = None) -> MaxSpeedBudget:
+    """Notebook 01's budget at a scale (:func:`scale_budget`)."""
+    return scale_budget(BUDGETS, scale)
+
+
+# Table 5.1 as saved by notebook 01: ours, the report's numbers beside them, then how it was measured.
+TABLE_5_1_COLUMNS = (
+    "setting", "exit_block", "images_per_s", "speedup", "speedup_low", "speedup_high", "ideal_speedup",
+    "measured_over_ideal", "measured_over_ideal_low", "measured_over_ideal_high", "verdict",
+    "paper_inference_speed_im_s", "paper_speed_improvement", "gflops_per_image", "batch_size", "device", "threads",
+    "rounds", "note",
+)  # fmt: skip
+
+
+def table_5_1(
+    vit: torch.nn.Module,
+    input_size: tuple[int, int, int],
+    batch_size: int,
+    exits: Sequence[int] = DEFAULT_EXITS,
+    settings: bench.CompareSettings | None = None,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, bench.Comparison]:
+    """Table 5.1: every image forced out after each exit vs the plain model, on random input; and its comparison.
+
+    Measured speed-up (95% interval) next to the FLOP-ideal one, their quotient and its verdict against
+    :data:`FORCED_TARGET` with the interval inside :data:`FORCED_INTERVAL`; the last row is the A/A control
+    (``exit_block`` empty).
+    """
+    settings = settings or bench.CompareSettings()
+    costs = exit_costs(MultiExitViT(vit, exits).eval(), input_size)
+    models: dict[str, torch.nn.Module] = {"plain": vit}
+    for block in exits:
+        models[str(block)] = MultiExitViT(vit, exits, forced_exit=block).eval()
+    inputs = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
+    comparison = bench.compare_models(models, inputs, settings, device)
+    rows = [{"setting": "original (all blocks)", "exit_block": costs.depth, "gflops_per_image": costs.plain() / 1e9,
+             **bench.speed_row(comparison, "plain", batch_size, 1.0, FORCED_TARGET)}]  # fmt: skip
+    for block in exits:
+        speed = bench.speed_row(comparison, str(block), batch_size, costs.plain() / costs.forced(block),
+                                FORCED_TARGET, interval_within=FORCED_INTERVAL)  # fmt: skip
+        rows.append({"setting": f"forced exit after block {block}", "exit_block": block,
+                     "gflops_per_image": costs.forced(block) / 1e9, **speed})  # fmt: skip
+    rows.append({"setting": CONTROL_LABEL, "exit_block": None, "gflops_per_image": costs.plain() / 1e9,
+                 **bench.control_row(comparison, batch_size)})  # fmt: skip
+    frame = pd.DataFrame(rows).astype({"exit_block": "Int64"})
+    frame = frame.assign(batch_size=batch_size, input_size="x".join(map(str, input_size)),
+                         **bench.protocol(comparison), note=bench.table_note(comparison))  # fmt: skip
+    return frame, comparison
+
+
+def beside_paper_5_1(table: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+    """:func:`table_5_1` with the report's images/s and speed-up beside each exit block, in the column order
+    notebook 01 saves (:data:`TABLE_5_1_COLUMNS`); ``paper`` is ``reference.load_reference("multiexit_5.1")``."""
+    wide = paper.pivot_table(index="exit_block", columns="metric", values="value").add_prefix("paper_")
+    wide.index = wide.index.astype("Int64")
+    return table.merge(wide, left_on="exit_block", right_index=True, how="left")[list(TABLE_5_1_COLUMNS)]
+
+
+def speed_bars(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> Figure:
+    """Table 5.1 as bars: measured and FLOP-ideal speed-up per exit block, the report's measured beside them."""
+    fig = new_figure((7, 3.4))
+    ax = fig.subplots()
+    table = table[table["exit_block"].notna()].sort_values("exit_block")  # the A/A control row has no block
+    series = [("ours, measured", table["speedup"]), ("ours, FLOP-ideal", table["ideal_speedup"])]
+    if reference is not None:
+        ref = reference[reference["metric"] == "speed_improvement"].set_index("exit_block")["value"].astype(float)
+        series.append(("report, measured (RTX A6000)", table["exit_block"].map(ref)))
+    last = table["exit_block"].max()
+    groups = [f"exit {b}" if b < last else "original" for b in table["exit_block"]]
+    grouped_bars(ax, groups, series, value_format="%.2f")
+    ax.set(ylabel="speed-up over the original model (x)", title="every image forced out at one block")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
