@@ -16,7 +16,8 @@
 #
 # SkipViT ranks the patch tokens by the [CLS] token's attention at a drop layer L, keeps the top (1 − r), lets
 # the others skip the following blocks and puts them back at their original positions as the input of the skip
-# layer S (`vitstudy.skipvit`). Every row of the paper's Table 1 is a preset in `skipvit.TABLE1`.
+# layer S (`vitstudy.skipvit`). Every row of the paper's Table 1 is a preset in `skipvit.TABLE1`; this notebook's
+# runs, tables and figures are `vitstudy.experiments.table1`.
 #
 # Two measurements per row:
 # - **Speed**: training steps (forward, loss, backward, AdamW) on random data, timed by `vitstudy.bench`, on the
@@ -38,15 +39,16 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 import pandas as pd
 
-from vitstudy import report, skipvit
+from vitstudy import report
+from vitstudy.experiments import table1
 from vitstudy.reference import load_reference
 
-budget = skipvit.table1_budget(SCALE)
+budget = table1.budget(SCALE)
 print(budget.note)
 budget
 
 # %%
-pd.DataFrame([{"row": k, "setting": s.label, **s.__dict__} for k, s in skipvit.TABLE1.items()])
+pd.DataFrame([{"row": k, "setting": s.label, **s.__dict__} for k, s in budget.settings.items()])
 
 # %% [markdown]
 # ## How speed is measured
@@ -67,33 +69,28 @@ pd.DataFrame([{"row": k, "setting": s.label, **s.__dict__} for k, s in skipvit.T
 # ## Speed on the paper's model (ViT-S/16, 224 px, random weights and data)
 
 # %%
-vits = dict(model_name=budget.paper_model, input_size=budget.paper_input, num_classes=1000,
-            batch_size=budget.paper_batch, img_size=budget.paper_img_size)  # fmt: skip
-paper_speed, raw = skipvit.timing_runs(budget=budget, **vits)
+vit_small_speed, raw = table1.vit_small_speed(budget)
 report.save_raw(raw, "04_speed_vit_small")
-paper_speed[["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal", "verdict"]]
+vit_small_speed[
+    ["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal", "verdict"]
+]
 
 # %% [markdown]
 # Rows outside 0.90–1.03 (the headline row first, then the farthest): where the time goes, baseline vs row.
 
 # %%
-flagged = skipvit.rows_to_profile(paper_speed, budget.profile_limit, budget.profile_always)
-profiles = skipvit.profile_rows(rows={r: skipvit.TABLE1[r] for r in flagged}, **vits)
+vit_small_speed, profiles = table1.explain_by_profiles(budget, vit_small_speed)
 for row, breakdown in profiles.items():
     report.save_raw(breakdown, f"04_profile_{row}", kind="profiles")
-paper_speed = skipvit.explain_verdicts(paper_speed, profiles)
-report.save_table(paper_speed, "04_speed_vit_small")
-print(paper_speed["note"].iloc[0] or "A/A control within 1.00 ± 3%")
+report.save_table(vit_small_speed, "04_speed_vit_small")
+print(vit_small_speed["note"].iloc[0] or "A/A control within 1.00 ± 3%")
 {row: breakdown.tail(6) for row, breakdown in profiles.items()}
 
 # %% [markdown]
 # ## Speed on the default small model (Fashion-MNIST size: 49 patch tokens)
 
 # %%
-small_speed, raw = skipvit.timing_runs(
-    budget.small_model, (1, 28, 28), num_classes=10, batch_size=budget.small_batch, budget=budget,
-    timing=budget.small_timing,
-)
+small_speed, raw = table1.small_speed(budget)
 report.save_raw(raw, "04_speed_small_model")
 report.save_table(small_speed, "04_speed_small_model")
 small_speed[["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal", "verdict"]]
@@ -102,30 +99,30 @@ small_speed[["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup
 # ## Accuracy: every row trained on Fashion-MNIST (`start` says from scratch or from the baseline)
 
 # %%
-runs, histories = skipvit.accuracy_runs(budget)
+runs, histories = table1.accuracy_runs(budget)
 report.save_table(runs, "04_accuracy_runs")
-accuracy = skipvit.accuracy_summary(runs)
+accuracy = table1.accuracy_summary(runs)
 accuracy
 
 # %% [markdown]
 # ## Table 1: ours beside the paper's
-# `paper_*`: the paper (ViT-S trained 100 epochs on ImageNet, 8× Ascend 910A). `vits_*`: our timing of ViT-S/16.
+# `paper_*`: the paper (ViT-S trained 100 epochs on ImageNet, 8× Ascend 910A). `vit_small_*`: our timing of ViT-S/16.
 # `small_*`: our timing of the small model. `top1_dropping_on` / `top1_dropping_off`: our small model's test top-1
 # with token dropping on at test time (the table's number) / off, mean over seeds (`top1_dropping_on_std`: spread over
 # seeds), and `*_diff` from our baseline.
 
 # %%
-table = skipvit.table_1(accuracy, paper_speed, small_speed)
+table = table1.table_1(accuracy, vit_small_speed, small_speed)
 report.save_table(table, "04_table1")
 table
 
 # %%
-fig = skipvit.gain_plot(table)
+fig = table1.gain_plot(table)
 report.save_figure(fig, "04_speed_gain")
 fig
 
 # %%
-fig = skipvit.accuracy_plot(table)
+fig = table1.accuracy_plot(table)
 report.save_figure(fig, "04_accuracy_vs_speed")
 fig
 
@@ -136,7 +133,7 @@ fig
 # skip one more block, so fewer FLOPs: the table's direction is the expected one. Our measurement:
 
 # %%
-pairs = skipvit.skip_layer_comparison(table)
+pairs = table1.skip_layer_comparison(table)
 report.save_table(pairs, "04_skip10_vs_skip11")
 pairs
 

@@ -18,8 +18,8 @@
 # epochs without dropping and then drops 30% of the tokens after blocks 4 and 7 (back at block 10): 69.73% top-1
 # against 67.18% without the warm-up. Here the same setting (`skipvit.TABLE3`) trains the default small model on
 # Fashion-MNIST with and without a warm-up of 15% of the run's epochs, switched on by
-# `train(..., on_epoch_start=skipvit.warmup_hook(W))`. Top-1 is on the test split with dropping on (as trained)
-# and, for reference, off.
+# `train(..., on_epoch_start=skipvit.warmup_hook(W))` (the runs: `vitstudy.experiments.warmup`). Top-1 is on the
+# test split with dropping on (as trained) and, for reference, off.
 
 # %% tags=["parameters"]
 import os
@@ -28,14 +28,15 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import report, skipvit
+from vitstudy.experiments import warmup
 from vitstudy.reference import load_reference
 
-budget = skipvit.table3_budget(SCALE)
+budget = warmup.budget(SCALE)
 print(budget.note)
-print(skipvit.TABLE3.label, "| warm-up epochs:", budget.warmup_epochs, "of", budget.train.epochs)
+print(skipvit.TABLE3.label, "| warm-up epochs:", budget.training.warmup_epochs, "of", budget.training.train.epochs)
 
 # %%
-runs, histories = skipvit.warmup_runs(budget)
+runs, histories = warmup.warmup_runs(budget)
 report.save_table(runs, "05_warmup_runs")
 runs[["warmup_epochs", "epochs", "seed", "top1_dropping_on", "top1_dropping_off", "loop_im_s", "train_minutes"]]
 
@@ -46,12 +47,12 @@ runs[["warmup_epochs", "epochs", "seed", "top1_dropping_on", "top1_dropping_off"
 # seed cannot separate differences under about 1 point.
 
 # %%
-table = skipvit.table_3(runs)
+table = warmup.table_3(runs)
 report.save_table(table, "05_table3")
 table
 
 # %%
-fig = skipvit.warmup_plot(histories)
+fig = warmup.warmup_plot(histories)
 report.save_figure(fig, "05_warmup_curves")
 fig
 

@@ -17,9 +17,9 @@
 # The paper's claims are about training from scratch: 6 / 55% / skip 11 keeps the baseline's top-1 (−0.01),
 # EViT's fused token at 45% loses 1.78 points, and a warm-up of 15% of the epochs is worth +2.55 points for
 # 4,7 / 30% / skip 10. Here every row trains from random weights with the same recipe and three seeds
-# (`skipvit.scratch_budget`), plus two rows of ours: plain dropping (no skip) and timm's random PatchDropout at
-# the headline row's FLOPs. Each (row, seed) is a resumable run in the cache: re-running this notebook trains
-# only what is missing. Run it with `python -m vitstudy report --scale scratch --only 08` (writes
+# (`vitstudy.experiments.from_scratch`), plus two rows of ours: plain dropping (no skip) and timm's random
+# PatchDropout at the headline row's FLOPs. Each (row, seed) is a resumable run in the cache: re-running this
+# notebook trains only what is missing. Run it with `python -m vitstudy report --scale scratch --only 08` (writes
 # `figures/scratch/`); it does not run in the quick report.
 
 # %% tags=["parameters"]
@@ -32,16 +32,17 @@ RUNS_AT = ("smoke", "scratch")  # read by vitstudy.report: this study runs at no
 import pandas as pd
 
 from vitstudy import report
-from vitstudy.skipvit import scratch, scratch_plots
+from vitstudy.experiments import from_scratch
 
-budget = scratch.scratch_budget(SCALE)
-print(budget.note, "| seeds:", budget.seeds, "| warm-up epochs:", budget.warmup_epochs, "of", budget.train.epochs)
-report.save_table(pd.DataFrame([scratch.matched_patch_drop_rate(budget)]), "08_patch_dropout_rate")
-print("runs still to train:", len(scratch.missing_runs(budget)))
+budget = from_scratch.budget(SCALE)
+training = budget.training
+print(budget.note, "| seeds:", training.seeds, "| warm-up epochs:", training.warmup_epochs, "of", training.train.epochs)
+report.save_table(pd.DataFrame([from_scratch.matched_patch_drop_rate(budget)]), "08_patch_dropout_rate")
+print("runs still to train:", len(from_scratch.missing_runs(budget)))
 
 # %%
 # Missing runs train side by side, one single-thread process per core (one process on a GPU).
-runs, histories = scratch.scratch_runs(budget, log=print, workers=scratch.default_workers())
+runs, histories = from_scratch.scratch_runs(budget, log=print, workers=from_scratch.default_workers())
 report.save_table(runs, "08_runs")
 report.save_raw(histories, "08_histories")
 
@@ -49,7 +50,7 @@ report.save_raw(histories, "08_histories")
 # ## Per row: mean ± std over seeds, paired difference to the baseline (95% interval), dropping on and off
 
 # %%
-summary = scratch.scratch_summary(runs)
+summary = from_scratch.scratch_summary(runs)
 report.save_table(summary, "08_summary")
 summary
 
@@ -58,11 +59,11 @@ summary
 # `resolvable` is the half-width of the interval: the smallest difference this protocol can tell from zero.
 
 # %%
-verdicts = scratch.claim_verdicts(runs)
+verdicts = from_scratch.claim_verdicts(runs)
 report.save_table(verdicts, "08_verdicts")
 verdicts[["claim", "paper_diff", "diff", "diff_low", "diff_high", "resolvable", "verdict"]]
 
 # %%
-fig = scratch_plots.scratch_plot(runs, summary)
+fig = from_scratch.scratch_plot(runs, summary)
 report.save_figure(fig, "08_from_scratch")
 fig

@@ -28,26 +28,36 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import report
-from vitstudy.skipvit import memory, memory_plots, model_size
+from vitstudy.experiments import memory_and_size
 
-paper_input = (3, 64, 64) if SCALE == "smoke" else (3, 224, 224)  # smoke: numbers meaningless
-table = memory.memory_table(paper_input=paper_input, batch_size=2)
+budget = memory_and_size.budget(SCALE)
+table = memory_and_size.memory_table(budget)
 report.save_table(table, "09_memory")
-table[["model", "setting", "saved_mib_per_image_off", "saved_mib_per_image_on", "memory_saving_pct",
-       "ideal_speedup", "cuda_peak_mib_per_image_on", "note"]]
+table[
+    [
+        "model",
+        "setting",
+        "saved_mib_per_image_off",
+        "saved_mib_per_image_on",
+        "memory_saving_pct",
+        "ideal_speedup",
+        "cuda_peak_mib_per_image_on",
+        "note",
+    ]
+]
 
 # %%
-fig = memory_plots.memory_plot(table)
+fig = memory_and_size.memory_plot(table)
 report.save_figure(fig, "09_memory")
 fig
 
 # %%
-sizes, raw = model_size.model_size_rows(**model_size.model_size_budget(SCALE))
+sizes, raw = memory_and_size.model_size_rows(budget)
 report.save_table(sizes, "09_model_size")
 report.save_raw(raw, "09_model_size")
 sizes
 
 # %%
-fig = memory_plots.model_size_plot(sizes)
+fig = memory_and_size.model_size_plot(sizes)
 report.save_figure(fig, "09_model_size")
 fig

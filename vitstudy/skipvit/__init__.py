@@ -1,13 +1,19 @@
 """SkipViT (Ataiefard et al., AAAI 2024): drop patch tokens ranked by [CLS] attention, re-insert them later.
 
-Modules, lowest first (each imports only those above it):
+The method core, lowest first (each module imports only those above it, and none imports ``vitstudy.experiments``:
+the notebooks' experiments build on this package, never the other way round):
 
-- ``settings``: :class:`SkipViTSettings` and the paper's rows as presets (``TABLE1``, ``TABLE3``, ``preset()``).
+- ``settings``: :class:`SkipViTSettings` and the paper's rows as presets (``TABLE1``, ``TABLE3``, ``HEADLINE``,
+  ``preset()``).
 - ``tokens``: the token maths as pure tensor functions ([CLS] scores, top-k keep, gather, re-insert, fuse).
 - ``patch``: the forward over the blocks and the class swap onto a timm ViT (``apply_skipvit``, ``dropping``,
-  warm-up, ``trace_forward``, ``flop_gain``).
-- ``study``: the per-scale :class:`SkipViTBudget`, training runs (accuracy, warm-up) and timing runs.
-- ``tables`` (``table_1``, ``table_3``, skip 10 vs 11), ``plots``, ``explorer`` (``explore() -> ExplorerView``).
+  warm-up, ``trace_forward``).
+- ``costs``: what dropping saves: forward FLOPs (``flop_gain``, the FLOP-ideal speed-up) and the activation memory
+  a training step keeps for backward (``saved_activation_bytes``).
+- ``explorer``: which patches a setting drops, for one image (``explore() -> ExplorerView``, the widget).
+
+The experiments of notebooks 04-09 (Table 1, warm-up, from scratch, memory and model size) live in
+``vitstudy.experiments`` (``table1``, ``warmup``, ``from_scratch``, ``memory_and_size``).
 
 Conventions (the paper's, made exact):
 
@@ -30,6 +36,7 @@ Conventions (the paper's, made exact):
   not an accuracy drop.
 """
 
+from .costs import flop_gain, saved_activation_bytes
 from .explorer import (
     DropTrace,
     ExplorerInputs,
@@ -49,7 +56,6 @@ from .patch import (
     apply_skipvit,
     configure,
     dropping,
-    flop_gain,
     remove_skipvit,
     set_dropping,
     skipvit_blocks,
@@ -57,27 +63,17 @@ from .patch import (
     warmup_epochs_for,
     warmup_hook,
 )
-from .plots import accuracy_plot, gain_plot, warmup_plot
-from .settings import BASELINE, EXTRA, MODES, PRESETS, RATIO_OF, TABLE1, TABLE3, SkipViTSettings, preset
-from .study import (
-    SkipViTBudget,
-    accuracy_runs,
-    accuracy_summary,
-    run_dir,
-    table1_budget,
-    table3_budget,
-    train_row,
-    warmup_runs,
-)
-from .tables import skip_layer_comparison, table_1, table_3
-from .timing import (
-    CONTROL,
-    explain_verdicts,
-    profile_explains,
-    profile_rows,
-    rows_to_profile,
-    timing_runs,
-    training_step_arm,
+from .settings import (
+    BASELINE,
+    EXTRA,
+    HEADLINE,
+    MODES,
+    PRESETS,
+    RATIO_OF,
+    TABLE1,
+    TABLE3,
+    SkipViTSettings,
+    preset,
 )
 from .tokens import (
     cls_attention_from_qkv,
@@ -92,6 +88,7 @@ from .tokens import (
 __all__ = [
     "BASELINE",
     "EXTRA",
+    "HEADLINE",
     "MODES",
     "PRESETS",
     "RATIO_OF",
@@ -99,13 +96,9 @@ __all__ = [
     "TABLE3",
     "DropTrace",
     "ExplorerInputs",
-    "SkipViTBudget",
     "SkipViTMixin",
     "SkipViTSettings",
     "Stage",
-    "accuracy_plot",
-    "accuracy_runs",
-    "accuracy_summary",
     "apply_skipvit",
     "class_names",
     "cls_attention_from_qkv",
@@ -121,33 +114,17 @@ __all__ = [
     "explorer_widget",
     "flop_gain",
     "fuse_tokens",
-    "gain_plot",
     "gather_tokens",
     "load_image",
     "preset",
     "reinsert_tokens",
     "remove_skipvit",
-    "run_dir",
+    "saved_activation_bytes",
     "set_dropping",
-    "skip_layer_comparison",
     "skipvit_blocks",
-    "table1_budget",
-    "table3_budget",
-    "table_1",
-    "table_3",
-    "timing_runs",
-    "CONTROL",
-    "explain_verdicts",
-    "profile_explains",
-    "profile_rows",
-    "rows_to_profile",
     "topk_keep_indices",
     "trace_forward",
     "trace_image",
-    "train_row",
-    "training_step_arm",
     "warmup_epochs_for",
     "warmup_hook",
-    "warmup_plot",
-    "warmup_runs",
 ]

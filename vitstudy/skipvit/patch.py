@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..bench import flops_per_image
 from ..config import check
 from ..models import check_is_vit, forward_start
 from .settings import BASELINE, SkipViTSettings, preset
@@ -203,15 +202,3 @@ def trace_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor,
         else:
             x = model.blocks(x)
         return model.forward_head(model.norm(x)), trace
-
-
-def flop_gain(model: nn.Module, input_size: tuple[int, int, int], flops_off: float | None = None) -> dict[str, float]:
-    """Forward FLOPs per image with dropping off and on, and the FLOP-ideal throughput gain (%).
-
-    ``flops_off`` skips counting the dropping-off model again (it is the same for every setting of one model).
-    """
-    with dropping(model, False):
-        off = flops_per_image(model, input_size) if flops_off is None else flops_off
-    with dropping(model, True):
-        on = flops_per_image(model, input_size)
-    return {"gflops_off": off / 1e9, "gflops_on": on / 1e9, "ideal_gain_pct": 100 * (off / on - 1)}

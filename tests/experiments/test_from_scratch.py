@@ -1,4 +1,4 @@
-"""The from-scratch protocol (vitstudy.skipvit.scratch): rows, the PatchDropout match, statistics, resuming."""
+"""Notebook 08's experiment (vitstudy.experiments.from_scratch): rows, the PatchDropout match, statistics, resuming."""
 
 import dataclasses
 import math
@@ -7,17 +7,28 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from vitstudy.config import TrainConfig
-from vitstudy.skipvit import scratch
-from vitstudy.skipvit.study import SkipViTBudget
+from vitstudy.config import SCALES, TrainConfig
+from vitstudy.experiments import from_scratch as scratch
+from vitstudy.experiments.skipvit_runs import RowTraining
+from vitstudy.files import project_root
+
+COMMITTED = project_root() / "figures" / "scratch" / "tables"  # the scratch protocol's published results
 
 
 @pytest.fixture
 def digits_budget():
     """Seconds per run: a width-16 depth-12 ViT on 128 digits images, 2 epochs, 2 seeds, warm-up 1 epoch."""
-    cfg = TrainConfig(model="vitstudy_tiny_patch4_28", model_kwargs=dict(patch_size=2, embed_dim=16, num_heads=2),
-                      dataset="digits", train_size=128, val_size=32, epochs=2, batch_size=32, augment=False)
-    return SkipViTBudget("smoke", cfg, seeds=(0, 1), warmup_fraction=0.5)
+    cfg = TrainConfig(
+        model="vitstudy_tiny_patch4_28",
+        model_kwargs=dict(patch_size=2, embed_dim=16, num_heads=2),
+        dataset="digits",
+        train_size=128,
+        val_size=32,
+        epochs=2,
+        batch_size=32,
+        augment=False,
+    )
+    return scratch.ScratchBudget(RowTraining("smoke", cfg, seeds=(0, 1), warmup_fraction=0.5))
 
 
 def test_patch_dropout_rate_keeps_the_matched_count(digits_budget):
@@ -28,8 +39,8 @@ def test_patch_dropout_rate_keeps_the_matched_count(digits_budget):
     assert abs(match["gflops"] - match["target_gflops"]) / match["target_gflops"] < 0.05
 
 
-def test_paired_interval_equals_scipy_t_interval():
-    """The paired difference's 95% interval is scipy's one-sample t interval of the differences."""
+def test_paired_interval_equals_the_t_interval_of_the_differences():
+    """The paired difference's 95% interval is the one-sample t interval of the differences (mean ± t·sem)."""
     row, base = pd.Series([80.0, 81.5, 79.0], index=[0, 1, 2]), pd.Series([80.5, 80.0, 80.1], index=[0, 1, 2])
     got = scratch.paired_difference(row, base)
     low, high = stats.t.interval(0.95, 2, loc=(row - base).mean(), scale=stats.sem(row - base))
@@ -55,8 +66,30 @@ def test_verdicts(low, high, direction, word):
 
 def test_other_scales_are_refused():
     """The protocol runs at scratch or smoke only: quick is one clear line."""
-    with pytest.raises(ValueError, match="scale='quick' is not allowed"):
-        scratch.scratch_budget("quick")
+    with pytest.raises(ValueError, match="scale='quick' is not allowed: expected one of smoke, scratch"):
+        scratch.budget("quick")
+
+
+def test_scratch_budget_is_the_scales_recipe_with_three_seeds():
+    """At scratch scale every row trains the scale's recipe from scratch, 3 seeds, warm-up 1 of 7 epochs."""
+    training = scratch.budget("scratch").training
+    assert training.train == SCALES["scratch"].train and training.seeds == (0, 1, 2)
+    assert (training.start, training.warmup_epochs) == ("scratch", 1)
+
+
+def test_summary_of_the_committed_runs_is_the_committed_summary():
+    """scratch_summary (DataFrame.pivot, scipy's ttest_rel) of the published 08_runs.csv gives the published
+    08_summary.csv: every value equal to 12 significant digits (the interval bounds differ in the last bit)."""
+    runs = pd.read_csv(COMMITTED / "08_runs.csv")
+    committed = pd.read_csv(COMMITTED / "08_summary.csv")
+    pd.testing.assert_frame_equal(scratch.scratch_summary(runs), committed, check_dtype=False, rtol=1e-12)
+
+
+def test_verdicts_of_the_committed_runs_are_the_committed_verdicts():
+    """claim_verdicts of the published 08_runs.csv gives the published 08_verdicts.csv, verdicts identical."""
+    runs = pd.read_csv(COMMITTED / "08_runs.csv")
+    committed = pd.read_csv(COMMITTED / "08_verdicts.csv")
+    pd.testing.assert_frame_equal(scratch.claim_verdicts(runs), committed, check_dtype=False, rtol=1e-12)
 
 
 def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypatch):
@@ -90,7 +123,8 @@ def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypat
 
 def test_warmup_row_waits(digits_budget):
     """The warm-up row trains its first epoch without dropping (warmup_epochs recorded)."""
-    runs, histories = scratch.scratch_runs(dataclasses.replace(digits_budget, seeds=(0,)), ("skip_4_7_30_s10_warmup",))
+    one_seed = scratch.ScratchBudget(dataclasses.replace(digits_budget.training, seeds=(0,)))
+    runs, histories = scratch.scratch_runs(one_seed, ("skip_4_7_30_s10_warmup",))
     assert int(runs.loc[0, "warmup_epochs"]) == 1 and len(histories) == 2
 
 

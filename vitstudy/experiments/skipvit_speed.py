@@ -1,15 +1,15 @@
-"""SkipViT training-step timing behind notebook 04: every Table 1 row against the baseline and an A/A copy.
+"""SkipViT training-step speed: every row against the baseline and an A/A copy of it, beside its FLOP-ideal.
 
 Each row's arm is one training step on random data (:func:`training_step_arm`, a module-level factory so the
-comparison engine can rebuild it in a fresh process), timed by :func:`vitstudy.bench.compare` with the budget's
-settings (balanced rounds, paired ratios with a 95% interval, ``isolation`` in one process or one per arm and
-round). Rows whose speed-up strays from the FLOP-ideal get a ``torch.profiler`` breakdown (:func:`profile_rows`),
-and a speed-up above the ideal is called explained only when that profile attributes it (:func:`explain_verdicts`).
+comparison engine can rebuild it in a fresh process), timed by :func:`vitstudy.bench.compare` (balanced rounds,
+paired ratios with a 95% interval, ``isolation`` in one process or one per arm and round) and turned into rows by
+:mod:`vitstudy.bench.rows`. Rows whose speed-up strays from the FLOP-ideal get a ``torch.profiler`` breakdown
+(:func:`profile_rows`), and a speed-up above the ideal is called explained only when that profile attributes it
+(:func:`explain_verdicts`). Used by notebook 04 (Table 1), notebook 09 (model size) and the isolation measurement.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,16 +19,16 @@ import torch
 
 from .. import bench
 from ..models import create_model
-from .patch import apply_skipvit, configure, flop_gain
-from .settings import BASELINE, TABLE1, SkipViTSettings
-from .study import SkipViTBudget
+from ..skipvit import BASELINE, HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
+from ..train import random_batch_step
 
-CONTROL = "baseline (A/A copy)"  # the A/A control arm: a second copy of the baseline, timed like every row
+CONTROL = bench.control_arm("baseline")  # the A/A control arm: a second copy of the baseline, timed like every row
 TARGET = (0.90, 1.03)  # measured ÷ FLOP-ideal speed-up: issue 8's two-sided target for a training step
-HEADLINE = "skip_6_55_s11"  # the paper's headline row, profiled first when it is flagged
 # Operator-name fragments of attention's memory-bound work (softmax and its backward, the fused attention
 # kernels): it shrinks with the square of the tokens kept, which a FLOP count of the matmuls undercounts.
 ATTENTION_OPERATORS = ("softmax", "attention")
+# Smoke sizes: the fewest rounds and resamples the engine accepts (numbers meaningless, every code path runs).
+SMOKE_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
 
 
 def training_step_arm(
@@ -40,8 +40,8 @@ def training_step_arm(
     device: str,
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
-) -> Callable[[], None]:
-    """One training step of ``model_name`` with ``settings`` on random data: the arm every timed row builds.
+) -> Callable[[], torch.Tensor]:
+    """One training step (:func:`vitstudy.train.random_batch_step`) of ``model_name`` with ``settings``.
 
     Module-level so that :func:`vitstudy.bench.compare` can rebuild it in a fresh process
     (``isolation="process"``); the seed gives every arm the same initial weights.
@@ -49,7 +49,7 @@ def training_step_arm(
     torch.manual_seed(seed)
     model = configure(apply_skipvit(create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))),
                       settings)  # fmt: skip
-    return bench.make_train_step(model, batch_size, input_size, num_classes, device)
+    return random_batch_step(model, batch_size, input_size, num_classes, device)
 
 
 def _train_steps(
@@ -84,80 +84,40 @@ def timing_runs(
     input_size: tuple[int, int, int],
     num_classes: int,
     batch_size: int,
-    budget: SkipViTBudget,
+    timing: bench.CompareSettings,
     rows: dict[str, SkipViTSettings] = TABLE1,
     device: str | None = None,
-    timing: bench.CompareSettings | None = None,
     **model_kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training speed-up (random data) of every row over the baseline, beside its FLOP-ideal; and the raw times.
 
     Every row, the baseline and an A/A copy of the baseline get their own model copy and AdamW and are timed one
-    training step per call by :func:`vitstudy.bench.compare` with ``timing`` (default ``budget.timing``). Per row:
-    ``speedup`` (median over rounds of baseline time / row time) with its 95% interval, ``measured_over_ideal`` =
-    speed-up ÷ FLOP-ideal speed-up (a ratio of speed-ups, not of gains) and its ``verdict``; the table's ``note``
-    carries the control's reading. Returns (one row per arm, the comparison's raw per-block times for
-    ``report.save_raw``). On an absent device every number is NaN and ``note`` says so.
+    training step per call. Per row: :func:`vitstudy.bench.speed_row` (the baseline's and the A/A control's
+    :func:`~vitstudy.bench.control_row` too), ``gain_pct`` = 100·(speed-up − 1), the FLOPs, the protocol and the
+    table's note. Returns (one row per arm, the raw per-block times for ``report.save_raw``). On an absent device
+    every number is NaN and ``note`` says so.
     """
     device = torch.device(device or bench.default_device())
-    timing = timing or budget.timing
     steps, flops = _train_steps(model_name, input_size, num_classes, batch_size, rows, device, True, **model_kwargs)
     comparison = bench.compare(steps, "baseline", CONTROL, timing, device)
-    note = comparison.note or comparison.control_note()
-    environment = comparison.environment
     labels = {**{n: s.label for n, s in rows.items()}, "baseline": BASELINE.label, CONTROL: "baseline (A/A control)"}
+    protocol, note = bench.protocol(comparison), bench.table_note(comparison)
     out = []
     for name in steps:
-        speed = comparison.speedup(name)
         ideal = 1 + flops[name]["ideal_gain_pct"] / 100  # = gflops_off / gflops_on
-        ratio = speed["speedup"] / ideal
-        verdict = _verdict(name, ratio, comparison)
-        out.append({
-            "row": name,
-            "setting": labels[name],
-            "model": model_name,
-            "batch_size": batch_size,
-            "step_seconds": speed["seconds"],
-            "train_im_s": batch_size / speed["seconds"],
-            "speedup": speed["speedup"],
-            "speedup_low": speed["speedup_low"],
-            "speedup_high": speed["speedup_high"],
-            "gain_pct": 100 * (speed["speedup"] - 1),
-            **flops[name],
-            "ideal_speedup": ideal,
-            "measured_over_ideal": ratio,
-            "verdict": verdict,
-            "rounds": timing.rounds,
-            "min_run_time_s": timing.min_run_time,
-            "order": timing.order,
-            "isolation": timing.isolation,
-            "device": f"{environment['device_type']}: {environment['device_name']}",
-            **{k: environment[k] for k in ("device_name", "cpu_threads", "torch", "timm")},
-            "note": note,
-        })  # fmt: skip
-    table = pd.DataFrame(out)
-    if comparison.raw.empty:  # absent device: keep the columns numeric
-        numeric = ["step_seconds", "train_im_s", "speedup", "speedup_low", "speedup_high", "gain_pct",
-                   "measured_over_ideal"]  # fmt: skip
-        table[numeric] = table[numeric].astype(float)
-    raw = comparison.raw.assign(model=model_name, batch_size=batch_size)
-    return table, raw
-
-
-def _verdict(name: str, measured_over_ideal: float, comparison: bench.Comparison) -> str:
-    """The baseline is the reference; the A/A control passes or fails ±3%; a row gets its FLOP-bound verdict."""
-    if name == "baseline":
-        return "reference"
-    if name != CONTROL:
-        return bench.flop_bound_verdict(measured_over_ideal, TARGET)
-    if math.isnan(measured_over_ideal):
-        return "A/A control: not measured"
-    return "A/A control: outside 1.00 ± 3%" if comparison.control_note() else "A/A control: 1.00 ± 3%"
+        if name == CONTROL:
+            speed = bench.control_row(comparison, batch_size)
+        else:
+            speed = bench.speed_row(comparison, name, batch_size, ideal, TARGET)
+        out.append({"row": name, "setting": labels[name], "model": model_name, "batch_size": batch_size, **speed,
+                    "gain_pct": 100 * (speed["speedup"] - 1), **flops[name], **protocol, "note": note})  # fmt: skip
+    return pd.DataFrame(out), bench.raw_times(comparison, model=model_name, batch_size=batch_size)
 
 
 def rows_to_profile(speed: pd.DataFrame, limit: int = 2, always: bool = False) -> list[str]:
     """Rows of a :func:`timing_runs` table to profile: those outside the target, the headline row first, then
-    the one farthest from its FLOP-ideal; at most ``limit``. ``always``: the headline row when none is flagged."""
+    the one farthest from its FLOP-ideal; at most ``limit``. ``always``: the headline row (else the first row)
+    when none is flagged."""
     rows = speed[~speed["row"].isin(["baseline", CONTROL])]
     ratio = rows["measured_over_ideal"]
     flagged = rows[(ratio > TARGET[1]) | (ratio < TARGET[0])]
@@ -211,8 +171,9 @@ def profile_explains(breakdown: pd.DataFrame, row: str, ideal_speedup: float) ->
 
 
 def explain_verdicts(speed: pd.DataFrame, profiles: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """``speed`` with the verdict of every profiled row above 1.03 re-drawn: "explained by profile" only when
-    :func:`profile_explains` attributes the excess to named operators."""
+    """``speed`` with the verdict of every profiled row above 1.03 re-drawn by :func:`vitstudy.bench.flop_bound_verdict`
+    (as :func:`vitstudy.bench.speed_row` draws it): "explained by profile" only when :func:`profile_explains`
+    attributes the excess to named operators."""
     speed = speed.copy()
     for name, breakdown in profiles.items():
         at = speed["row"] == name

@@ -1,0 +1,63 @@
+"""Notebook 09's experiment (vitstudy.experiments.memory_and_size): activation memory and the model-size rows."""
+
+import dataclasses
+import math
+
+import pytest
+
+from vitstudy import bench
+from vitstudy import skipvit as sv
+from vitstudy.experiments import memory_and_size as mas
+from vitstudy.experiments.skipvit_speed import CONTROL
+
+
+def test_dropping_saves_memory_and_no_cuda_is_nan(no_cuda):
+    """The headline row keeps less for backward than the plain model; without CUDA the peak is NaN + bench's note."""
+    rows = mas.memory_rows("vitstudy_tiny_patch4_28", (1, 28, 28), 10, {"h": sv.TABLE1[sv.HEADLINE]}, device="cuda",
+                           depth=12)  # fmt: skip
+    row = rows.iloc[0]
+    assert row["saved_mib_per_image_on"] < row["saved_mib_per_image_off"]
+    assert 0 < row["memory_saving_pct"] < 100 * (1 - 1 / row["ideal_speedup"]) + 5
+    assert math.isnan(row["cuda_peak_mib_per_image_on"]) and row["note"] == bench.NOT_MEASURED_NO_CUDA
+    assert row["device"] == "cpu"  # counted on the CPU instead: saved bytes do not depend on the device
+
+
+def test_headline_scales_with_depth():
+    """12 blocks: 6 / skip 11 (the paper's); 24 blocks: drop after 12, re-insert at 22."""
+    assert mas.scaled_headline(12) == sv.TABLE1[sv.HEADLINE]
+    assert (mas.scaled_headline(24).drop_layers, mas.scaled_headline(24).skip_layer) == ((12,), 22)
+
+
+def test_smoke_budget_shrinks_the_models_and_the_input():
+    """Smoke counts and times ViT-S/16 alone at 64 px; the other scales every model at 224 px."""
+    assert (mas.budget("smoke").models, mas.budget("smoke").vit_input) == (("ViT-S/16",), (3, 64, 64))
+    assert mas.budget("quick").models == tuple(mas.MODELS) and mas.budget("paper").vit_input == (3, 224, 224)
+
+
+def test_unknown_scale_and_model_are_one_clear_line():
+    """budget() names the scales; a budget naming a model outside MODELS names the models."""
+    with pytest.raises(ValueError, match="scale='scratch' is not allowed"):
+        mas.budget("scratch")
+    with pytest.raises(ValueError, match="model='ViT-H/14' is not allowed"):
+        mas.MemoryAndSizeBudget(models=("ViT-H/14",))
+
+
+def test_model_size_rows_time_each_arm_in_its_own_process():
+    """The default model-size timing is one process per (round, arm): its arms must rebuild in a child; the row
+    is bench's speed row of the scaled headline with the A/A control's speed-up."""
+    smoke = mas.budget("smoke")
+    budget = dataclasses.replace(smoke, timing=dataclasses.replace(smoke.timing, isolation="process"))
+    table, raw = mas.model_size_rows(budget)
+    assert (table["isolation"] == "process").all()
+    assert table["speedup"].notna().all() and table["control_speedup"].notna().all()
+    assert {"seconds_per_call", "measured_over_ideal_low", "verdict", "threads"} <= set(table.columns)
+    assert set(raw["arm"]) == {"baseline", "headline", CONTROL}
+
+
+def test_model_not_timed_is_nan_and_not_measured():
+    """A model outside ``timed`` keeps its FLOP and memory columns; its speed is NaN, verdict "not measured"."""
+    budget = dataclasses.replace(mas.budget("smoke"), models=("ViT-S/16",), timed=())
+    table, raw = mas.model_size_rows(budget)
+    row = table.iloc[0]
+    assert row["ideal_speedup"] > 1 and row["memory_saving_pct"] > 0
+    assert row["verdict"] == "not measured" and row["note"].startswith("not timed") and raw.empty

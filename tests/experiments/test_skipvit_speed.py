@@ -1,0 +1,126 @@
+"""SkipViT training-step speed (vitstudy.experiments.skipvit_speed): timing runs, profiles, verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from vitstudy import bench
+from vitstudy import skipvit as sv
+from vitstudy.experiments import skipvit_speed as speed
+
+ONE_STAGE = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
+
+
+def _timing(device="cpu", timing=speed.SMOKE_TIMING):
+    return speed.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, timing, ONE_STAGE, device=device, depth=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_timing():
+    """One real timing of a depth-2 model on this machine, shared by the tests that read it."""
+    return _timing()
+
+
+def test_timing_runs_times_the_baseline_every_row_and_an_aa_control(tiny_timing):
+    """A real timing of a depth-2 model: baseline, the row and the A/A control, numeric interval columns, a note."""
+    table, raw = tiny_timing
+    assert list(table["row"]) == ["baseline", "one_stage", speed.CONTROL]
+    numeric = ["images_per_s", "speedup", "speedup_low", "speedup_high", "gain_pct", "ideal_speedup",
+               "measured_over_ideal"]  # fmt: skip
+    assert all(pd.api.types.is_float_dtype(table[c]) for c in numeric)
+    row = table.set_index("row").loc["one_stage"]
+    assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"] and row["images_per_s"] > 0
+    assert table["note"].nunique() == 1 and set(raw["arm"]) == set(table["row"])
+    assert (raw.groupby("arm")["round"].nunique() == speed.SMOKE_TIMING.rounds).all()
+
+
+def test_timing_runs_rows_are_bench_speed_rows(tiny_timing):
+    """Every row carries bench.speed_row's columns and bench.protocol's; the control is named bench.control_arm."""
+    table, _ = tiny_timing
+    comparison_columns = ["seconds_per_call", "images_per_s", "speedup", "speedup_low", "speedup_high",
+                          "ideal_speedup", "measured_over_ideal", "measured_over_ideal_low",
+                          "measured_over_ideal_high", "verdict"]  # fmt: skip
+    protocol_columns = ["device", "threads", "rounds", "min_run_time_s", "order", "isolation", "torch", "timm"]
+    assert set(comparison_columns + protocol_columns) <= set(table.columns)
+    assert speed.CONTROL == bench.control_arm("baseline")
+    verdicts = table.set_index("row")["verdict"]
+    assert verdicts["baseline"] == bench.BASELINE_VERDICT and verdicts[speed.CONTROL].startswith("A/A control")
+
+
+def test_timing_runs_measured_over_ideal_is_a_ratio_of_speedups(tiny_timing):
+    """measured_over_ideal = speed-up ÷ (gflops_off / gflops_on), gain_pct = 100·(speed-up − 1), verdict from it."""
+    row = tiny_timing[0].set_index("row").loc["one_stage"]
+    assert row["ideal_speedup"] == pytest.approx(row["gflops_off"] / row["gflops_on"]) and row["ideal_speedup"] > 1
+    assert row["measured_over_ideal"] == pytest.approx(row["speedup"] / row["ideal_speedup"])
+    assert row["gain_pct"] == pytest.approx(100 * (row["speedup"] - 1))
+    assert row["verdict"] == bench.flop_bound_verdict(row["measured_over_ideal"], (0.90, 1.03))
+
+
+def test_timing_runs_on_an_absent_device_is_nan_with_a_note(no_cuda):
+    """Without CUDA every measured number is NaN (numeric columns) and note says it was not measured."""
+    table, raw = _timing(device="cuda")
+    assert table[["speedup", "speedup_low", "images_per_s", "measured_over_ideal"]].isna().all().all()
+    assert pd.api.types.is_float_dtype(table["speedup"]) and raw.empty
+    assert (table["note"] == bench.NOT_MEASURED_NO_CUDA).all()
+
+
+def test_training_step_arm_trains_the_model():
+    """An arm is one plain training step: calling it twice gives two finite losses from changing weights."""
+    step = speed.training_step_arm("vitstudy_tiny_patch4_28", sv.TABLE1[sv.HEADLINE], (1, 28, 28), 10, 2, "cpu",
+                                   model_kwargs={"depth": 12})  # fmt: skip
+    first, second = step(), step()
+    assert torch.isfinite(first) and torch.isfinite(second) and first != second
+
+
+def test_rows_to_profile_takes_the_headline_then_the_worst_flagged_row():
+    """Rows outside 0.90–1.03: the headline row first, then the farthest from 1; none flagged → [] or the headline."""
+    table = pd.DataFrame({"row": ["baseline", "a", "skip_6_55_s11", "b", "c", speed.CONTROL],
+                          "measured_over_ideal": [1.0, 1.2, 0.8, 0.5, 1.0, 1.5]})  # fmt: skip
+    assert speed.rows_to_profile(table, limit=2) == ["skip_6_55_s11", "b"]
+    calm = table.assign(measured_over_ideal=1.0)
+    assert speed.rows_to_profile(calm) == [] and speed.rows_to_profile(calm, 1, always=True) == ["skip_6_55_s11"]
+
+
+def test_rows_to_profile_without_the_headline_takes_the_first_row():
+    """``always`` with no flagged row and no headline row in the table: the first dropping row."""
+    table = pd.DataFrame({"row": ["baseline", "a", "b", speed.CONTROL], "measured_over_ideal": 1.0})
+    assert speed.rows_to_profile(table, 1, always=True) == ["a"]
+
+
+def test_profile_rows_breaks_down_the_baseline_and_the_row_by_operator():
+    """profile_rows on a tiny model: operator × {baseline, row} self ms per call, with a positive total row."""
+    profiles = speed.profile_rows("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, ONE_STAGE, calls=1, device="cpu",
+                                  depth=2)  # fmt: skip
+    frame = profiles["one_stage"].set_index("operator")
+    assert list(frame.columns) == ["baseline", "one_stage"] and (frame.loc["total"] > 0).all()
+
+
+def test_profile_explains_only_an_excess_carried_by_attention_operators():
+    """Ideal 1.2: the excess is explained when softmax's shrinking beyond the ideal covers the total's, else not."""
+    by_softmax = pd.DataFrame({"operator": ["aten::mm", "aten::_softmax", "total"],
+                               "baseline": [60.0, 60.0, 120.0], "row": [50.0, 20.0, 70.0]})  # fmt: skip
+    assert speed.profile_explains(by_softmax, "row", 1.2)
+    by_matmul = by_softmax.assign(row=[20.0, 50.0, 70.0])
+    assert not speed.profile_explains(by_matmul, "row", 1.2)
+    within = by_softmax.assign(row=[50.0, 48.0, 98.0])  # total ratio 1.22: no excess to explain
+    assert not speed.profile_explains(within, "row", 1.2)
+
+
+def test_explain_verdicts_rewrites_only_an_explained_row_above_the_bound():
+    """A profiled row above 1.03 whose excess attention explains reads 'explained by profile'."""
+    table = pd.DataFrame({"row": ["row"], "measured_over_ideal": [1.4], "ideal_speedup": [1.2], "verdict": ["x"]})
+    profile = pd.DataFrame({"operator": ["aten::_softmax", "total"], "baseline": [60.0, 120.0], "row": [0.0, 70.0]})
+    assert speed.explain_verdicts(table, {"row": profile}).loc[0, "verdict"].endswith("explained by profile")
+
+
+def test_timing_runs_in_separate_processes():
+    """The same table timed with every (round, row) in its own process: the arms are rebuilt there from specs."""
+    timing = dataclasses.replace(speed.SMOKE_TIMING, isolation="process")
+    table, raw = _timing(timing=timing)
+    assert list(table["row"]) == ["baseline", "one_stage", speed.CONTROL]
+    assert table["speedup"].notna().all() and (table["isolation"] == "process").all()
+    assert (raw.groupby("arm")["round"].nunique() == timing.rounds).all()
