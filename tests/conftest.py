@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from unittest import mock
 
@@ -18,6 +19,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # One thread per worker process keeps every test's speed steady; set OMP_NUM_THREADS to override.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+LONG_RUNNING = ("notebooks", "slow", "browser")  # markers of the tests that take tens of seconds or minutes
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the long tests first: xdist's load scheduling then deals them out to the workers one by one, and the
+    short ones fill the gaps, so no worker is left with a long test at the end while the other idles."""
+    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in LONG_RUNNING))
 
 
 @pytest.fixture(autouse=True)
@@ -49,28 +59,59 @@ def file_lock(path: Path) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def session_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder of this pytest run shared by all its xdist workers (each worker's base folder is inside it)."""
+def made_once(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str, Callable[[Path], object]], Path]:
+    """``made_once(name, make)``: a folder of this pytest run, filled by ``make(folder)`` the first time any xdist
+    worker asks; the other waits on a lock, then gets it as made. A ``make`` that fails leaves nothing behind."""
     base = tmp_path_factory.getbasetemp()
-    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    run_folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # workers' folders are inside it
+
+    def get(name: str, make: Callable[[Path], object]) -> Path:
+        folder = run_folder / name
+        with file_lock(run_folder / f"{name}.lock"):
+            if not folder.exists():
+                partial = run_folder / f"{name}.partial"
+                shutil.rmtree(partial, ignore_errors=True)
+                partial.mkdir()
+                make(partial)
+                partial.rename(folder)
+        return folder
+
+    return get
+
+
+def _train_smoke_baseline(cache: Path) -> None:
+    from vitstudy import train
+
+    with mock.patch.dict(os.environ, {"VITSTUDY_CACHE": str(cache)}):
+        train.baseline("smoke", progress=False)
 
 
 @pytest.fixture(scope="session")
-def smoke_cache(session_folder: Path) -> Path:
-    """A cache folder of this pytest run whose smoke baseline is trained: the first worker to ask trains it under
-    a lock, the other waits, then loads it. Tests may share its ``baselines/`` (a finished run is only read) and
-    ``multiexit/`` (feature recordings are written atomically, the same content whoever records them first)."""
-    from vitstudy import train
-
-    cache = session_folder / "smoke-cache"
-    with file_lock(session_folder / "smoke-cache.lock"), mock.patch.dict(os.environ, {"VITSTUDY_CACHE": str(cache)}):
-        train.baseline("smoke", progress=False)
-    return cache
+def smoke_cache(made_once) -> Path:
+    """A cache folder of this pytest run holding the trained smoke baseline (trained once). Tests running at once
+    may share its ``baselines/`` (a finished run is only read) and ``multiexit/`` (feature recordings are written
+    atomically, with the same content whoever records them first); see :func:`share_cache`."""
+    return made_once("smoke-cache", _train_smoke_baseline)
 
 
 @pytest.fixture
+def share_cache(isolated_outputs: Path) -> Callable[[Path, Sequence[str]], None]:
+    """``share_cache(folder, names)``: this test's cache links ``folder/<name>`` for each name; the rest of it stays
+    the test's own."""
+
+    def link(folder: Path, names: Sequence[str]) -> None:
+        cache = isolated_outputs / "cache"
+        cache.mkdir(exist_ok=True)
+        for name in names:
+            (folder / name).mkdir(exist_ok=True)
+            (cache / name).symlink_to(folder / name, target_is_directory=True)
+
+    return link
+
+
+@pytest.fixture(scope="session")
 def digits_cfg():
-    """A seconds-long training config: a depth-2 ViT on scikit-learn's digits."""
+    """A seconds-long training config: a depth-2 ViT on scikit-learn's digits (frozen: one for every test)."""
     from vitstudy.config import TrainConfig
 
     return TrainConfig(

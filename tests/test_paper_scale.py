@@ -1,10 +1,10 @@
 """The ``paper`` scale as a user with ImageNet and downloaded weights runs it, end to end on a CPU.
 
 A small ImageNet-layout folder (train/ and val/, four classes of scikit-image's real photos with augmented copies,
-resized by timm's transforms), the papers' models with weights from local ``.safetensors`` files (random init:
-nothing is downloaded), and notebooks 01-05 through the report at smoke sizes (``VITSTUDY_PAPER_SMOKE=1``: the
-paper's models, data path and recipe at the smallest sizes that run every line of it: ``config.paper_smoke`` and
-the notebooks' ``paper_smoke`` budgets).
+resized by timm's transforms) and the papers' models with weights from local ``.safetensors`` files (random init:
+nothing is downloaded), both made once per pytest run; then each of notebooks 01-05 through the report at smoke
+sizes (``VITSTUDY_PAPER_SMOKE=1``: the paper's models, data path and recipe at the smallest sizes that run every
+line of it: ``config.paper_smoke`` and the notebooks' ``paper_smoke`` budgets).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 PAPER_NOTEBOOKS = ["01", "02", "03", "04", "05"]  # every notebook with a paper-scale branch
+PAPER_MODELS = ("vit_base_patch16_224", "vit_small_patch16_224")  # the multi-exit report's and SkipViT's
 
 
 def imagenet_layout(root: Path, train_per_class: int = 4, val_per_class: int = 2) -> Path:
@@ -78,21 +79,33 @@ def test_paper_smoke_value_is_checked(monkeypatch, tmp_path):
         config.get_scale("paper")
 
 
-def test_paper_scale_runs_end_to_end_through_the_report(tmp_path, monkeypatch):
-    """Notebooks 01-05 at paper scale (smoke sizes) through the report: every one succeeds and writes its files."""
+def _paper_inputs(folder: Path) -> None:
+    imagenet_layout(folder / "imagenet")
+    random_weights(folder / "weights", PAPER_MODELS)
+
+
+@pytest.fixture(scope="session")
+def paper_inputs(made_once) -> Path:
+    """``imagenet/``, ``weights/`` and a ``multiexit/`` cache folder, made once per pytest run: each notebook is a
+    test of its own, so xdist's workers run them side by side."""
+    return made_once("paper-inputs", _paper_inputs)
+
+
+@pytest.mark.parametrize("notebook", PAPER_NOTEBOOKS)
+def test_paper_scale_runs_end_to_end_through_the_report(notebook, paper_inputs, share_cache, tmp_path, monkeypatch):
+    """A notebook with a paper-scale branch at paper scale (smoke sizes) through the report: it succeeds and writes
+    its files, and the report forwards its per-cell progress."""
     from vitstudy import config, models
     from vitstudy.report import runner
 
-    monkeypatch.setenv("VITSTUDY_IMAGENET", str(imagenet_layout(tmp_path / "imagenet")))
-    weights = random_weights(tmp_path / "weights", ("vit_base_patch16_224", "vit_small_patch16_224"))
-    monkeypatch.setenv(models.WEIGHTS_ENV, str(weights))
+    monkeypatch.setenv("VITSTUDY_IMAGENET", str(paper_inputs / "imagenet"))
+    monkeypatch.setenv(models.WEIGHTS_ENV, str(paper_inputs / "weights"))
     monkeypatch.setenv(config.PAPER_SMOKE_ENV, "1")
+    share_cache(paper_inputs, ["multiexit"])  # 02 and 03 record the same features: atomically, so they may share
     out, lines = tmp_path / "out", []
-    manifest = runner.run_report("paper", only=PAPER_NOTEBOOKS, out=out, log=lambda *a, **k: lines.append(a[0]))
-    ran = sorted(manifest["notebooks"])
-    assert [name[:2] for name in ran] == PAPER_NOTEBOOKS
-    for name in ran:
-        assert manifest["notebooks"][name]["files"], f"{name} wrote no files"
+    manifest = runner.run_report("paper", only=[notebook], out=out, log=lambda *a, **k: lines.append(a[0]))
+    [name] = manifest["notebooks"]
+    assert name[:2] == notebook and manifest["notebooks"][name]["files"], f"{name} wrote no files"
     assert json.loads((out / runner.MANIFEST).read_text())["scale"] == "paper"
     assert any("| cell 1/" in line for line in lines)  # the report's per-cell progress
 

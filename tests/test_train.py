@@ -1,11 +1,18 @@
 import dataclasses
 import json
 
+import pandas as pd
 import pytest
 import torch
 
 from vitstudy import train
 from vitstudy.checkpoint import read_checkpoint_index
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory, digits_cfg):
+    """One finished 2-epoch digits run, trained once for the tests that only read it or load it again."""
+    return train.train(digits_cfg, tmp_path_factory.mktemp("digits_run"), progress=False)
 
 
 def test_training_learns_digits(digits_cfg, tmp_path):
@@ -16,22 +23,20 @@ def test_training_learns_digits(digits_cfg, tmp_path):
     assert result.history["train_loss"].iloc[-1] < result.history["train_loss"].iloc[0]
 
 
-def test_metrics_csv_has_one_row_per_epoch(digits_cfg, tmp_path):
+def test_metrics_csv_has_one_row_per_epoch(digits_run):
     """metrics.csv holds the per-epoch history with losses, accuracies, lr and throughput."""
-    import pandas as pd
-
-    train.train(digits_cfg, tmp_path, progress=False)
-    frame = pd.read_csv(tmp_path / "metrics.csv")
+    frame = pd.read_csv(digits_run.run_dir / "metrics.csv")
     assert list(frame["epoch"]) == [1, 2]
     assert {"train_loss", "val_top1", "lr", "train_images_per_s"} <= set(frame.columns)
 
 
-def test_finished_run_is_loaded_not_retrained(digits_cfg, tmp_path):
+def test_finished_run_is_loaded_not_retrained(digits_run, digits_cfg):
     """Calling train again on a finished run loads it: same weights, same metrics, no new epochs."""
-    first = train.train(digits_cfg, tmp_path, progress=False)
-    second = train.train(digits_cfg, tmp_path, progress=False)
-    assert second.metrics == first.metrics
-    assert torch.equal(first.model.head.weight, second.model.head.weight)
+    files = {p.name: p.stat().st_mtime_ns for p in digits_run.run_dir.iterdir()}
+    again = train.train(digits_cfg, digits_run.run_dir, progress=False)
+    assert again.metrics == digits_run.metrics
+    assert torch.equal(digits_run.model.head.weight, again.model.head.weight)
+    assert {p.name: p.stat().st_mtime_ns for p in digits_run.run_dir.iterdir()} == files
 
 
 def test_same_seed_same_result(digits_cfg, tmp_path):
@@ -43,11 +48,10 @@ def test_same_seed_same_result(digits_cfg, tmp_path):
     )
 
 
-def test_resume_with_other_settings_is_refused(digits_cfg, tmp_path):
+def test_resume_with_other_settings_is_refused(digits_run, digits_cfg):
     """Resuming a run folder with different settings is an error, not a silent mix."""
-    train.train(digits_cfg, tmp_path, progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        train.train(dataclasses.replace(digits_cfg, lr=5e-3), tmp_path, progress=False)
+        train.train(dataclasses.replace(digits_cfg, lr=5e-3), digits_run.run_dir, progress=False)
 
 
 def test_mixup_and_label_smoothing_train(digits_cfg, tmp_path):
@@ -72,10 +76,9 @@ def test_epoch_hook_sees_every_epoch(digits_cfg, tmp_path):
     assert seen == [0, 1]
 
 
-def test_checkpoint_records_config(digits_cfg, tmp_path):
+def test_checkpoint_records_config(digits_run, digits_cfg):
     """The committed checkpoint carries the resolved config and the last epoch's metrics."""
-    train.train(digits_cfg, tmp_path, progress=False)
-    index = read_checkpoint_index(tmp_path)
+    index = read_checkpoint_index(digits_run.run_dir)
     assert index["epoch"] == 1 and index["config"] == json.loads(json.dumps(dataclasses.asdict(digits_cfg)))
     assert "val_top1" in index["metrics"]
 
