@@ -143,3 +143,11 @@ def test_unknown_measurement_is_named(capfd):
     assert main(["measure", "nope"]) == 2
     err = _one_line_error(capfd)
     assert "measure='nope' is not allowed: expected one of ('isolation', 'loader_speed', 'widget_latency')" in err
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["measure", "nope"], ["nonsense"]])
+def test_help_and_mistakes_load_no_torch(argv):
+    """`--help` and a user's mistake answer without importing torch (the CLI imports what a command runs)."""
+    code = f"import sys; from vitstudy.__main__ import main; main({argv!r}); print('torch' in sys.modules)"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.stdout.strip().splitlines()[-1] == "False", completed.stdout + completed.stderr

@@ -18,12 +18,10 @@ import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+# Only light modules at the top: `--help` and a user's mistake answer before torch would have loaded (seconds);
+# each command imports what it runs.
 from .config import SCALES, TrainConfig, check_choice, get_scale
-from .errors import CorruptImageError
-from .fashion_mnist import ensure_fashion_mnist
-from .models import PretrainedWeightsUnavailable
-from .report import runner
-from .train import train
+from .errors import CorruptImageError, PretrainedWeightsUnavailable
 
 USAGE = """usage: python -m vitstudy COMMAND [options]
 
@@ -83,6 +81,8 @@ def _typed(key: str, value: Any, raw: str, hint: Any) -> Any:
 
 
 def report_main(argv: Sequence[str]) -> int:
+    from .report import runner  # papermill, jupytext and torch: only for this command
+
     parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=runner.__doc__.splitlines()[0])
     parser.add_argument(
         "--scale",
@@ -110,6 +110,8 @@ def train_main(argv: Sequence[str]) -> int:
     parser.add_argument("--no-resume", action="store_true", help="start over even if run-dir has a checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    from .train import train  # torch and timm: after the arguments parsed
+
     cfg = dataclasses.replace(get_scale(args.scale).train, **parse_overrides(args.overrides, TrainConfig))
     result = train(cfg, args.run_dir, resume=not args.no_resume, progress=not args.quiet)
     print(json.dumps({k: result.metrics[k] for k in ("test_top1", "val_top1", "epochs", "world_size")}))
@@ -121,6 +123,8 @@ def data_main(argv: Sequence[str]) -> int:
     parser.add_argument("--root", default=None, help="look only here")
     parser.add_argument("--no-install", action="store_true", help="only look, never install or download")
     args = parser.parse_args(argv)
+    from .fashion_mnist import ensure_fashion_mnist  # torchvision: after the arguments parsed
+
     folder = ensure_fashion_mnist(install=not args.no_install, root=args.root)
     print(f"Fashion-MNIST: {folder}")
     return 0

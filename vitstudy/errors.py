@@ -1,4 +1,4 @@
-"""Errors a user causes and can fix (data missing or damaged): their message names the file and the fix.
+"""Errors a user causes and can fix (data missing or damaged, weights not at hand): the message names the fix.
 
 ``python -m vitstudy`` prints them as one line and exits 2; a notebook shows them with its traceback.
 """
@@ -23,3 +23,7 @@ class CorruptImageError(RuntimeError):
         if message.startswith(f"Caught {name} in DataLoader worker"):
             message = message.rstrip().rsplit(f"{name}: ", 1)[-1]
         super().__init__(message)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """Pretrained weights were asked for but are neither in the hub cache nor given as a local file."""

@@ -15,6 +15,8 @@ import torch
 from timm.models import VisionTransformer, generate_default_cfgs, register_model
 from timm.models.vision_transformer import _cfg, _create_vision_transformer
 
+from .errors import PretrainedWeightsUnavailable
+
 # Fashion-MNIST pixel statistics over the 60k training images (0..1 scale), grey: one channel.
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
@@ -71,10 +73,6 @@ def weights_from_folder(name: str) -> Path | None:
             f"or unset {WEIGHTS_ENV} to use the Hugging Face hub cache"
         )
     return path
-
-
-class PretrainedWeightsUnavailable(RuntimeError):
-    """Pretrained weights were asked for but are neither in the hub cache nor given as a local file."""
 
 
 def create_model(
