@@ -25,7 +25,7 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
-from vitstudy import bench, config, data, plots, report, train, widgets
+from vitstudy import bench, config, data, plots, report, steps, train, widgets
 from vitstudy.experiments import baseline
 
 scale = config.get_scale(SCALE)
@@ -80,13 +80,13 @@ report.save_table(summary, "00_baseline")
 summary.T
 
 # %%
-predictions, targets = train.predict(result.model, test_loader)
+predictions, targets = steps.predict(result.model, test_loader)
 fig = plots.confusion_matrix(predictions, targets, splits.classes)
 report.save_figure(fig, "00_confusion_matrix")
 fig
 
 # %%
-per_class = train.per_class_accuracy(predictions, targets, splits.classes)
+per_class = steps.per_class_accuracy(predictions, targets, splits.classes)
 report.save_table(per_class, "00_per_class_accuracy")
 per_class
 

@@ -1,5 +1,5 @@
 """Tests for vitstudy.bench: the environment row, the no-CUDA path, FLOP counts, one model's throughput timed by
-compare_models, the timed training step (vitstudy.train.random_batch_step) and the bootstrap interval."""
+compare_models, the timed training step (vitstudy.steps.random_batch_step) and the bootstrap interval."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from vitstudy.bench import (
     flops_per_image,
     median_interval,
 )
-from vitstudy.train import random_batch_step
+from vitstudy.steps import random_batch_step
 
 FAST = CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100)
 INPUT_SIZE = (3, 32, 32)
@@ -154,7 +154,7 @@ def test_compare_models_absent_cuda_not_measured(no_cuda: None) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# The timed training step: vitstudy.train.random_batch_step (what every timed training arm runs)
+# The timed training step: vitstudy.steps.random_batch_step (what every timed training arm runs)
 
 
 def test_random_batch_step_trains_the_model() -> None:

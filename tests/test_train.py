@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitstudy import train
+from vitstudy import steps, train
 from vitstudy.checkpoint import read_checkpoint_index
 
 
@@ -111,7 +111,7 @@ def test_per_class_accuracy_matches_sklearn_recall():
     rng = np.random.default_rng(0)
     targets = rng.integers(0, 3, 200)  # class 3 never occurs
     predictions = np.where(rng.random(200) < 0.7, targets, rng.integers(0, 4, 200))
-    table = train.per_class_accuracy(predictions, targets, ["a", "b", "c", "d"])
+    table = steps.per_class_accuracy(predictions, targets, ["a", "b", "c", "d"])
     expected = 100 * recall_score(targets, predictions, labels=[0, 1, 2], average=None)
     assert table["class"].tolist() == ["a", "b", "c", "d"]
     assert table["test_images"].tolist() == [*np.bincount(targets).tolist(), 0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -176,6 +176,24 @@ def get_scale(name: str | None = None) -> Scale:
 
 
 PAPER_SMOKE_ENV = "VITSTUDY_PAPER_SMOKE"
+PAPER_SMOKE = "paper_smoke"  # the budget key of the paper scale at smoke sizes (PAPER_SMOKE_ENV=1)
+
+
+def scale_budget(budgets: Mapping[str, T], scale: Scale | str | None = None) -> T:
+    """``budgets[scale]`` for a :class:`Scale`, a scale name or None (``VITSTUDY_SCALE``): the one way every
+    experiment picks its per-scale budget. The paper scale at smoke sizes takes ``budgets["paper_smoke"]``, else
+    ``budgets["smoke"]``. A scale without a budget is one ValueError line naming it and the scales that have one.
+
+    A name is not resolved through :func:`get_scale`, so an experiment that needs no ImageNet (notebook 09's
+    memory count) does not ask for ``VITSTUDY_IMAGENET`` at the paper scale."""
+    if isinstance(scale, Scale):
+        name, smoke_sizes = scale.name, scale.smoke_sizes
+    else:
+        name = scale or os.environ.get("VITSTUDY_SCALE", "quick")
+        smoke_sizes = name == "paper" and os.environ.get(PAPER_SMOKE_ENV) == "1"
+    key = (PAPER_SMOKE if PAPER_SMOKE in budgets else "smoke") if smoke_sizes else name
+    check(key in budgets, "scale", name, f"one of {', '.join(k for k in budgets if k != PAPER_SMOKE)}")
+    return budgets[key]
 
 
 def paper_smoke(scale: Scale) -> Scale:

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
+from vitstudy.bench import SMOKE_TIMING
 from vitstudy.experiments import isolation
-from vitstudy.experiments.skipvit_speed import SMOKE_TIMING
 from vitstudy.files import project_root
 
 

@@ -35,7 +35,7 @@ def test_endless_batches_go_on_epoch_after_epoch():
 
 
 def test_loader_step_trains_on_the_next_batch(digits_cfg):
-    """Each call is train.training_step on the loader's next batch: the weights change and a loss comes back."""
+    """Each call is steps.training_step on the loader's next batch: the weights change and a loss comes back."""
     splits = build_splits(digits_cfg)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     before = model[1].weight.detach().clone()

@@ -9,8 +9,9 @@ import pytest
 
 from vitstudy import config
 from vitstudy import skipvit as sv
+from vitstudy.config import PAPER_SMOKE
 from vitstudy.experiments import skipvit_runs, warmup
-from vitstudy.experiments.skipvit_runs import PAPER_SMOKE, RowTraining
+from vitstudy.experiments.skipvit_runs import RowTraining
 
 
 def test_run_dir_depends_on_the_settings_and_the_warmup():

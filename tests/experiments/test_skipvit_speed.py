@@ -15,7 +15,7 @@ from vitstudy.experiments import skipvit_speed as speed
 ONE_STAGE = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
 
 
-def _timing(device="cpu", timing=speed.SMOKE_TIMING):
+def _timing(device="cpu", timing=bench.SMOKE_TIMING):
     return speed.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, timing, ONE_STAGE, device=device, depth=2)
 
 
@@ -35,7 +35,7 @@ def test_timing_runs_times_the_baseline_every_row_and_an_aa_control(tiny_timing)
     row = table.set_index("row").loc["one_stage"]
     assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"] and row["images_per_s"] > 0
     assert table["note"].nunique() == 1 and set(raw["arm"]) == set(table["row"])
-    assert (raw.groupby("arm")["round"].nunique() == speed.SMOKE_TIMING.rounds).all()
+    assert (raw.groupby("arm")["round"].nunique() == bench.SMOKE_TIMING.rounds).all()
 
 
 def test_timing_runs_rows_are_bench_speed_rows(tiny_timing):
@@ -119,7 +119,7 @@ def test_explain_verdicts_rewrites_only_an_explained_row_above_the_bound():
 
 def test_timing_runs_in_separate_processes():
     """The same table timed with every (round, row) in its own process: the arms are rebuilt there from specs."""
-    timing = dataclasses.replace(speed.SMOKE_TIMING, isolation="process")
+    timing = dataclasses.replace(bench.SMOKE_TIMING, isolation="process")
     table, raw = _timing(timing=timing)
     assert list(table["row"]) == ["baseline", "one_stage", speed.CONTROL]
     assert table["speedup"].notna().all() and (table["isolation"] == "process").all()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from vitstudy import bench, config
-from vitstudy.config import SCALES, Scale, TrainConfig
+from vitstudy.config import PAPER_SMOKE, SCALES, Scale, TrainConfig
 from vitstudy.experiments import max_speed_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
@@ -26,13 +26,13 @@ def test_budgets_keep_the_former_settings(name):
 def test_paper_smoke_sizes_get_the_smallest_budget():
     """The paper scale at smoke sizes times one forced exit at batch 2 with the fewest rounds."""
     budget = max_speed_exit.budget(config.paper_smoke(SCALES["paper"]))
-    assert budget.scale == max_speed_exit.PAPER_SMOKE and budget.exits == (3,)
+    assert budget.scale == PAPER_SMOKE and budget.exits == (3,)
     assert budget.batch("cpu") == 2 and budget.timing.rounds == 2
 
 
 def test_every_report_scale_has_a_budget_and_study_scales_are_refused():
     """Every scale the report runs notebook 01 at has a budget; the from-scratch study's scale has none."""
-    assert set(max_speed_exit.BUDGETS) - {max_speed_exit.PAPER_SMOKE} == set(SCALES) - set(STUDY_SCALES)
+    assert set(max_speed_exit.BUDGETS) - {PAPER_SMOKE} == set(SCALES) - set(STUDY_SCALES)
     with pytest.raises(ValueError, match=r"scale='scratch' is not allowed: expected one of smoke, quick, full, paper$"):
         max_speed_exit.budget("scratch")
 

@@ -8,7 +8,7 @@
 - ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
   :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`), :func:`compare_models` (inference
   forwards of several models with an A/A copy: one model's images/s is ``compare_models({"plain": model}, ...)``).
-  A timed training step is :func:`vitstudy.train.random_batch_step`.
+  A timed training step is :func:`vitstudy.steps.random_batch_step`.
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
@@ -18,6 +18,7 @@ Numbers stay numbers: on an absent device (``"cuda"`` here) every measured numbe
 from .comparison import (
     CONTROL_TOLERANCE,
     FLOP_BOUND_SLACK,
+    SMOKE_TIMING,
     ArmSpec,
     CompareSettings,
     Comparison,
@@ -43,6 +44,7 @@ from .rows import (
 )
 
 __all__ = [
+    "SMOKE_TIMING",
     "BASELINE_VERDICT",
     "compare_models",
     "control_arm",

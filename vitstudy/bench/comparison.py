@@ -70,6 +70,10 @@ class CompareSettings:
         check_choice("isolation", self.isolation, ISOLATIONS)
 
 
+# The timing of every experiment's smoke budget (CI): seconds, numbers meaningless.
+SMOKE_TIMING = CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
+
+
 @dataclass(frozen=True)
 class ArmSpec:
     """An arm another process can rebuild: ``factory(**kwargs)`` returns the no-argument callable to time.

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from .. import bench
-from ..config import Scale, check, get_scale
+from ..config import Scale, scale_budget
 from ..data import ArrayImageDataset
 from ..train import TrainResult
 
@@ -40,11 +40,8 @@ BUDGETS: dict[str, BaselineBudget] = {
 
 
 def budget(scale: Scale | str | None = None) -> BaselineBudget:
-    """Notebook 00's budget at ``scale`` (default ``VITSTUDY_SCALE``); a scale at smoke sizes gets the smoke
-    timing. An unsupported scale is one ValueError line naming it and the scales allowed."""
-    scale = scale if isinstance(scale, Scale) else get_scale(scale)
-    check(scale.name in BUDGETS, "scale", scale.name, f"one of {', '.join(BUDGETS)} (a scale notebook 00 runs at)")
-    return BUDGETS["smoke" if scale.smoke_sizes else scale.name]
+    """Notebook 00's budget at ``scale`` (default ``VITSTUDY_SCALE``; :func:`vitstudy.config.scale_budget`)."""
+    return scale_budget(BUDGETS, scale)
 
 
 def class_examples(dataset: ArrayImageDataset, per_class: int = 3) -> tuple[torch.Tensor, list[str]]:

@@ -24,11 +24,12 @@ import pandas as pd
 import torch
 
 from .. import bench, report
-from ..config import TrainConfig, check, get_scale
+from ..config import TrainConfig, get_scale, scale_budget
 from ..data import build_splits, make_loader
 from ..fast_data import TensorLoader
 from ..files import project_root
-from ..train import default_model_factory, random_batch_step, training_step
+from ..steps import random_batch_step, training_step
+from ..train import default_model_factory
 
 BASELINE = "dataloader"
 NO_LOADER = "fixed batch (no loader)"
@@ -53,9 +54,8 @@ BUDGETS: dict[str, LoaderSpeedBudget] = {
 
 
 def budget(scale: str) -> LoaderSpeedBudget:
-    """The loader-speed budget of ``scale``; one ValueError line naming it and the scales that have one."""
-    check(scale in BUDGETS, "scale", scale, f"one of {', '.join(BUDGETS)} (a scale with a loader-speed budget)")
-    return BUDGETS[scale]
+    """The loader-speed budget of ``scale`` (:func:`vitstudy.config.scale_budget`)."""
+    return scale_budget(BUDGETS, scale)
 
 
 def endless_batches(loader: TensorLoader | torch.utils.data.DataLoader) -> Iterator[tuple[torch.Tensor, ...]]:
@@ -66,7 +66,7 @@ def endless_batches(loader: TensorLoader | torch.utils.data.DataLoader) -> Itera
 
 
 def loader_step(loader, model: torch.nn.Module, device: str | torch.device) -> Callable[[], torch.Tensor]:
-    """A no-argument :func:`~vitstudy.train.training_step` (AdamW) on the loader's next batch, moved to ``device``."""
+    """A no-argument :func:`~vitstudy.steps.training_step` (AdamW) on the loader's next batch, moved to ``device``."""
     optimizer = torch.optim.AdamW(model.parameters())
     batches = endless_batches(loader)
 

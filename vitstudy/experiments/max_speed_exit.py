@@ -8,24 +8,22 @@ path) and the report's own numbers.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
 from .. import bench
-from ..config import Scale, check, get_scale
+from ..bench import SMOKE_TIMING
+from ..config import PAPER_SMOKE, Scale, check, scale_budget
 from ..multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
 from ..plots import grouped_bars, new_figure
 
 FORCED_TARGET = (0.97, 1.03)  # forced exits run the same blocks, fewer of them: no excess over the FLOP ideal
 FORCED_INTERVAL = (0.95, 1.05)  # issue 8: the measured ÷ ideal interval must lie inside this too
 CONTROL_LABEL = "A/A control: plain vs its copy"  # the setting of every multi-exit table's A/A row
-PAPER_SMOKE = "paper_smoke"  # the budget of the paper scale at smoke sizes (VITSTUDY_PAPER_SMOKE=1)
-SMOKE_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
 
 
 @dataclass(frozen=True)
@@ -66,20 +64,8 @@ BUDGETS: dict[str, MaxSpeedBudget] = {
 }
 
 
-B = TypeVar("B")
-
-
-def scale_budget(budgets: Mapping[str, B], scale: Scale | str | None) -> B:
-    """``budgets[scale]`` for a ``Scale``, its name, or None (``VITSTUDY_SCALE``); a scale at smoke sizes
-    (``Scale.smoke_sizes``: the paper path on a handful of images) gets ``budgets["paper_smoke"]``."""
-    name = scale.name if isinstance(scale, Scale) else scale or get_scale().name
-    key = PAPER_SMOKE if isinstance(scale, Scale) and scale.smoke_sizes else name
-    check(key in budgets, "scale", name, f"one of {', '.join(k for k in budgets if k != PAPER_SMOKE)}")
-    return budgets[key]
-
-
 def budget(scale: Scale | str | None = None) -> MaxSpeedBudget:
-    """Notebook 01's budget at a scale (:func:`scale_budget`)."""
+    """Notebook 01's budget at a scale (:func:`vitstudy.config.scale_budget`)."""
     return scale_budget(BUDGETS, scale)
 
 

@@ -28,7 +28,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from .. import bench
-from ..config import check, check_choice
+from ..bench import SMOKE_TIMING
+from ..config import check, check_choice, scale_budget
 from ..models import create_model
 from ..plots import new_figure
 from ..skipvit import (
@@ -41,8 +42,8 @@ from ..skipvit import (
     flop_gain,
     saved_activation_bytes,
 )
-from ..train import training_step
-from .skipvit_speed import CONTROL, SMOKE_TIMING, TARGET, timing_runs
+from ..steps import training_step
+from .skipvit_speed import CONTROL, TARGET, timing_runs
 
 MIB = 2**20
 MODELS = {"ViT-S/16": "vit_small_patch16_224", "ViT-B/16": "vit_base_patch16_224", "ViT-L/16": "vit_large_patch16_224"}
@@ -83,9 +84,8 @@ BUDGETS: dict[str, MemoryAndSizeBudget] = {
 
 
 def budget(scale: str) -> MemoryAndSizeBudget:
-    """Notebook 09's budget at ``scale``: one of :data:`BUDGETS` (no ImageNet needed at ``paper``)."""
-    check(scale in BUDGETS, "scale", scale, f"one of {', '.join(BUDGETS)} (a scale notebook 09 runs at)")
-    return BUDGETS[scale]
+    """Notebook 09's budget at ``scale`` (:func:`vitstudy.config.scale_budget`; no ImageNet needed at ``paper``)."""
+    return scale_budget(BUDGETS, scale)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -93,7 +93,7 @@ def budget(scale: str) -> MemoryAndSizeBudget:
 
 
 def cuda_peak_bytes(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> float:
-    """``max_memory_allocated`` over one :func:`vitstudy.train.training_step` (AdamW) on CUDA; NaN elsewhere."""
+    """``max_memory_allocated`` over one :func:`vitstudy.steps.training_step` (AdamW) on CUDA; NaN elsewhere."""
     if images.device.type != "cuda":
         return math.nan
     optimizer = torch.optim.AdamW(model.parameters())

@@ -18,7 +18,8 @@ import torch
 from matplotlib.figure import Figure
 
 from .. import bench
-from ..config import Scale, check
+from ..bench import SMOKE_TIMING
+from ..config import PAPER_SMOKE, Scale, check, scale_budget
 from ..multiexit import (
     DEFAULT_EXITS,
     EXIT_SETS,
@@ -32,7 +33,7 @@ from ..multiexit import (
     simulate,
 )
 from ..plots import new_figure
-from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET, PAPER_SMOKE, SMOKE_TIMING, scale_budget
+from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET
 
 PER_SAMPLE_TARGET = (0.90, 1.03)  # the per-sample exit pays confidences and compaction the FLOP count leaves out
 # Thresholds for sweeps: dense near 1, where a 10-class max-softmax spends most of its mass on a trained model.
@@ -92,7 +93,7 @@ BUDGETS: dict[str, RealDataBudget] = {
 
 
 def budget(scale: Scale | str | None = None) -> RealDataBudget:
-    """Notebook 02's budget at a scale (:func:`~.max_speed_exit.scale_budget`)."""
+    """Notebook 02's budget at a scale (:func:`vitstudy.config.scale_budget`)."""
     return scale_budget(BUDGETS, scale)
 
 

@@ -19,14 +19,14 @@ from typing import Any, TypeVar
 
 import pandas as pd
 
-from ..config import SCALES, Scale, TrainConfig, check, check_choice, get_scale
+from ..config import SCALES, Scale, TrainConfig, check_choice, get_scale, scale_budget
 from ..data import make_loader
 from ..files import cache_dir
 from ..skipvit import SkipViTSettings, apply_skipvit, dropping, warmup_epochs_for, warmup_hook
-from ..train import baseline, baseline_run_dir, config_fingerprint, default_model_factory, evaluate, train
+from ..steps import evaluate
+from ..train import baseline, baseline_run_dir, config_fingerprint, default_model_factory, train
 
 STARTS = ("scratch", "baseline")
-PAPER_SMOKE = "paper_smoke"  # the BUDGETS key of the paper scale at smoke sizes (VITSTUDY_PAPER_SMOKE=1)
 # The data notebooks 04 and 05 train on at smoke and quick: a subset of the scale's, so their rows train in minutes.
 SMOKE_DATA = dataclasses.replace(SCALES["smoke"].train, train_size=256, val_size=128, test_size=256)
 QUICK_DATA = dataclasses.replace(SCALES["quick"].train, train_size=2000, val_size=500, test_size=2000)
@@ -61,12 +61,10 @@ B = TypeVar("B")  # a notebook's budget: a frozen dataclass with a ``training: R
 
 
 def budget_for(budgets: Mapping[str, B], scale: Scale | str | None) -> B:
-    """``budgets[scale]`` (``budgets[PAPER_SMOKE]`` for the paper scale at smoke sizes), its data read from where
-    the scale says (the paper's ImageNet folder); an unsupported scale is one clear ValueError line."""
+    """:func:`vitstudy.config.scale_budget`, its training data read from where the scale says (the paper's ImageNet
+    folder)."""
     scale = scale if isinstance(scale, Scale) else get_scale(scale)
-    key = PAPER_SMOKE if scale.smoke_sizes else scale.name
-    check(key in budgets, "scale", scale.name, f"one of {', '.join(k for k in budgets if k != PAPER_SMOKE)}")
-    chosen = budgets[key]
+    chosen = scale_budget(budgets, scale)
     train = dataclasses.replace(chosen.training.train, data_root=scale.train.data_root)
     return dataclasses.replace(chosen, training=dataclasses.replace(chosen.training, train=train))
 

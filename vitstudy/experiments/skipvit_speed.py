@@ -20,7 +20,7 @@ import torch
 from .. import bench
 from ..models import create_model
 from ..skipvit import BASELINE, HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
-from ..train import random_batch_step
+from ..steps import random_batch_step
 
 CONTROL = bench.control_arm("baseline")  # the A/A control arm: a second copy of the baseline, timed like every row
 TARGET = (0.90, 1.03)  # measured ÷ FLOP-ideal speed-up: issue 8's two-sided target for a training step
@@ -28,7 +28,6 @@ TARGET = (0.90, 1.03)  # measured ÷ FLOP-ideal speed-up: issue 8's two-sided ta
 # kernels): it shrinks with the square of the tokens kept, which a FLOP count of the matmuls undercounts.
 ATTENTION_OPERATORS = ("softmax", "attention")
 # Smoke sizes: the fewest rounds and resamples the engine accepts (numbers meaningless, every code path runs).
-SMOKE_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
 
 
 def training_step_arm(
@@ -41,7 +40,7 @@ def training_step_arm(
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
 ) -> Callable[[], torch.Tensor]:
-    """One training step (:func:`vitstudy.train.random_batch_step`) of ``model_name`` with ``settings``.
+    """One training step (:func:`vitstudy.steps.random_batch_step`) of ``model_name`` with ``settings``.
 
     Module-level so that :func:`vitstudy.bench.compare` can rebuild it in a fresh process
     (``isolation="process"``); the seed gives every arm the same initial weights.

@@ -16,13 +16,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import bench
-from ..config import SCALES, Scale, TrainConfig, check, paper_smoke
+from ..bench import SMOKE_TIMING
+from ..config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
 from ..models import SMALL_MODELS
 from ..plots import grouped_bars, new_figure
 from ..reference import load_reference
 from ..skipvit import TABLE1, SkipViTSettings
-from .skipvit_runs import PAPER_SMOKE, QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
-from .skipvit_speed import CONTROL, SMOKE_TIMING, explain_verdicts, profile_rows, rows_to_profile, timing_runs
+from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
+from .skipvit_speed import CONTROL, explain_verdicts, profile_rows, rows_to_profile, timing_runs
 
 VIT_SMALL = "vit_small_patch16_224"  # the paper's model, timed on random data
 SMALL_INPUT = (1, 28, 28)  # the small model's input: Fashion-MNIST size, 49 patch tokens

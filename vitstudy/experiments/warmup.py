@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..config import SCALES, Scale, paper_smoke
+from ..config import PAPER_SMOKE, SCALES, Scale, paper_smoke
 from ..plots import new_figure
 from ..reference import load_reference
 from ..skipvit import TABLE3
-from .skipvit_runs import PAPER_SMOKE, QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
+from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 
 
 @dataclass(frozen=True)

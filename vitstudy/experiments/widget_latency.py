@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import report
 from ..bench import environment_info
-from ..config import check
+from ..config import scale_budget
 from ..files import project_root
 from . import browser
 
@@ -71,9 +71,8 @@ EXIT_MOVES = [
 
 
 def budget(scale: str) -> WidgetLatencyBudget:
-    """The widget-latency budget of ``scale``; one ValueError line naming it and the scales that have one."""
-    check(scale in BUDGETS, "scale", scale, f"one of {', '.join(BUDGETS)} (a scale with a widget-latency budget)")
-    return BUDGETS[scale]
+    """The widget-latency budget of ``scale`` (:func:`vitstudy.config.scale_budget`)."""
+    return scale_budget(BUDGETS, scale)
 
 
 def _image_source(page) -> str:
