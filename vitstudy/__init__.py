@@ -1,9 +1,9 @@
 """vitstudy: a notebook study of faster Vision Transformers (multi-exit ViT, SkipViT) built on timm.
 
-Two method subpackages of the same shape, ``multiexit`` and ``skipvit`` (maths, model patch, study, tables,
-plots, explorer), on shared modules: config (scales, validation), data, models (factory, ``forward_start``),
-train, distributed, checkpoint, bench (timing, FLOPs, the comparison engine, profiles), report, plots,
-widgets, reference, files, errors. The README's Layout section has one line per file.
+Two method cores of the same shape, ``multiexit`` and ``skipvit`` (the maths, the timm extension, the costs, the
+explorer), on shared mechanics (config, data, models, steps, train, bench, report, plots, widgets, ...), and
+``experiments``: one module per notebook or hand-run measurement, using the cores. Imports go one way: shared <-
+cores <- experiments <- notebooks. The README's Layout section has one line per file.
 """
 
 __version__ = "0.1.0"
