@@ -184,3 +184,16 @@ def test_keeping_every_row_compacts_at_every_exit(tiny_vit, images, monkeypatch)
     with torch.inference_mode():
         MultiExitViT(tiny_vit, keep_every_row=True).eval()(images)
     assert kept == [len(images)] * 3
+
+
+def test_scratch_head_does_not_depend_on_the_global_generator(tiny_vit):
+    """The `scratch` variant's head starts from the same weights whatever the process drew before, and building it
+    leaves the global generator where it was."""
+    torch.manual_seed(1)
+    first = MultiExitViT(tiny_vit, variant="scratch").final_head
+    torch.manual_seed(2)
+    state = torch.get_rng_state()
+    second = MultiExitViT(tiny_vit, variant="scratch").final_head
+    assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert not torch.equal(first.weight, tiny_vit.head.weight)

@@ -44,6 +44,7 @@ from .exits import (
 )
 
 VARIANTS = ("same", "finetune", "scratch", "separate")
+SCRATCH_HEAD_SEED = 0  # the `scratch` variant's head starts from these random weights
 DEFAULT_EXITS = (3, 6, 9)  # the report's "residual path" positions in a depth-12 ViT
 
 
@@ -102,7 +103,11 @@ class MultiExitViT(nn.Module):
         elif variant in ("finetune", "scratch"):
             shared = copy.deepcopy(head)
             if variant == "scratch":
-                shared.reset_parameters()
+                # Its own seed, not the global generator: the head (and every number of the `scratch` rows) must
+                # not depend on what the process drew before (a baseline trained in this kernel, or loaded).
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(SCRATCH_HEAD_SEED)
+                    shared.reset_parameters()
             exit_heads, final_head = [shared] * len(self.exits), shared
         else:  # separate: each exit starts from the final head, which stays as trained
             exit_heads, final_head = [copy.deepcopy(head) for _ in self.exits], head
