@@ -20,6 +20,7 @@ from vitstudy.bench import (
     device_available,
     environment_info,
     flops_per_image,
+    format_interval,
     median_interval,
 )
 from vitstudy.steps import random_batch_step
@@ -212,3 +213,9 @@ def test_median_interval_of_nothing_or_nan_is_nan() -> None:
 def test_median_interval_of_one_value_is_that_value() -> None:
     """One value: the median and both ends are that value."""
     assert median_interval(np.array([1.25])) == (1.25, 1.25, 1.25)
+
+
+def test_format_interval_writes_value_interval_and_not_measured() -> None:
+    """A value with its 95% interval reads "1.91× (1.83–1.92)"; NaN reads "not measured"."""
+    assert format_interval(1.914, 1.826, 1.9249, unit="×") == "1.91× (1.83–1.92)"
+    assert format_interval(float("nan"), float("nan"), float("nan")) == "not measured"

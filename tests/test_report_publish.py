@@ -48,7 +48,7 @@ def test_file_the_previous_run_published_and_this_one_does_not_is_removed(tmp_pa
     runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)
     assert sorted(p.name for p in (out / "tables").iterdir()) == ["04_a.csv", "04_a.md"]
     files = json.loads((out / MANIFEST).read_text())["notebooks"]["04_tables"]["files"]
-    assert files == ["tables/04_a.csv", "tables/04_a.md"]
+    assert files == ["notebooks/04_tables.ipynb", "tables/04_a.csv", "tables/04_a.md"]
 
 
 def test_a_manifest_entry_outside_the_folder_is_never_removed(tmp_path):

@@ -37,6 +37,7 @@ from .rows import (
     control_row,
     control_verdict,
     flop_bound_verdict,
+    format_interval,
     protocol,
     raw_times,
     speed_row,
@@ -44,6 +45,7 @@ from .rows import (
 )
 
 __all__ = [
+    "format_interval",
     "SMOKE_TIMING",
     "BASELINE_VERDICT",
     "compare_models",

@@ -177,3 +177,11 @@ def compare_models(
     finally:
         for model in models.values():
             model.to("cpu")
+
+
+def format_interval(value: float, low: float, high: float, digits: int = 2, unit: str = "") -> str:
+    """``"1.91× (1.83–1.92)"``: a measured value with its 95% interval, as every table's text writes it; NaN reads
+    ``"not measured"``."""
+    if math.isnan(value):
+        return NOT_MEASURED
+    return f"{value:.{digits}f}{unit} ({low:.{digits}f}–{high:.{digits}f})"

@@ -14,6 +14,10 @@ output folder holds one scale: a run into a folder whose manifest records anothe
 naming both and the folder to use instead) rather than started afresh, because starting afresh would leave the
 other scale's figures beside the new ones with nothing saying which is which.
 
+Each executed notebook is published too, cleaned of run-to-run noise (:mod:`vitstudy.report.published`), as
+``notebooks/NN_name.ipynb`` of the output folder: a reader sees every table, figure and closing sentence without
+running anything.
+
 Staging folders live in the cache (``data/cache/report/``, ignored by git), never under ``figures/``: a report
 killed with SIGKILL leaves nothing for git to pick up, and the next run removes what a dead run left.
 
@@ -41,6 +45,7 @@ from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
 from .execute import NotebookFailed, execute_notebook
+from .published import publish_notebook
 
 __all__ = [
     "DEFAULT_SCALE", "MANIFEST", "STUDY_SCALES", "NotebookFailed", "default_out", "list_notebooks",
@@ -142,7 +147,9 @@ def run_report(
         # The pid in the name tells a later run whether the run that made this folder is still alive.
         staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
         try:
-            execute_notebook(path, scale, staging, executed_path=root / f"{path.stem}.ipynb", log=log)
+            executed = root / f"{path.stem}.ipynb"
+            execute_notebook(path, scale, staging, executed_path=executed, log=log)
+            publish_notebook(executed, staging / "notebooks" / executed.name)
             previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
             files = _publish(staging, out, prefix=path.stem.split("_")[0], previous=previous)
         finally:
@@ -195,13 +202,18 @@ def _publish(staging: Path, out: Path, prefix: str, previous: Sequence[str] = ()
     """Move a successful notebook's files into ``out`` (one rename each); remove those of ``previous`` (what this
     runner published for it last time) that it no longer writes. Nothing else in ``out`` is touched."""
     produced = []
-    for sub in ("", "tables", "tables/raw", "tables/profiles"):
+    for sub in ("", "tables", "tables/raw", "tables/profiles", "notebooks"):
         source, target = staging / sub, out / sub
         if not source.is_dir():
             continue
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(source.iterdir()):
-            if path.is_file() and path.name.startswith(f"{prefix}_") and path.suffix != ".ipynb":
+            # An executed notebook is published only from notebooks/ (cleaned), never a copy lying elsewhere.
+            if (
+                path.is_file()
+                and path.name.startswith(f"{prefix}_")
+                and (path.suffix != ".ipynb") == (sub != "notebooks")
+            ):
                 _move(path, target / path.name)
                 produced.append(str(Path(sub) / path.name))
     for stale in set(previous) - set(produced):
