@@ -35,7 +35,7 @@ report: install data
 	$(PY) -m vitstudy report --scale $(SCALE)
 
 test: install data browser
-	$(PY) -m pytest -n 2 --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 lab: install data
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port $(PORT)

@@ -25,8 +25,9 @@ LONG_RUNNING = ("notebooks", "slow", "browser")  # markers of the tests that tak
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the long tests first: xdist's load scheduling then deals them out to the workers one by one, and the
-    short ones fill the gaps, so no worker is left with a long test at the end while the other idles."""
+    """Run the long tests first: xdist deals them out to the workers first, and the short ones fill the gaps; with
+    ``--dist worksteal`` (the Makefile's) an idle worker takes queued tests from the other, so neither idles at
+    the end while the other still has a queue."""
     items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in LONG_RUNNING))
 
 
