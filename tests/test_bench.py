@@ -48,12 +48,6 @@ class Recorder(nn.Module):
         return self.fc(x.flatten(1))
 
 
-@pytest.fixture
-def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make CUDA look absent, so the no-device path is tested on GPU machines too."""
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-
-
 def test_environment_info_records_imported_versions() -> None:
     """environment_info reports the torch and timm versions that are imported."""
     info = environment_info("cpu")
