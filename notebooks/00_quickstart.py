@@ -25,6 +25,8 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
+from IPython.display import Markdown, display
+
 from vitstudy import bench, config, data, plots, report, steps, train, widgets
 from vitstudy.experiments import baseline
 
@@ -101,3 +103,9 @@ browser = widgets.prediction_browser(splits.test, predictions, targets, splits.c
 # Move the controls as a user would: a callback error here fails the notebook (and the report).
 start = baseline.mistakes_page(predictions, targets, budget.page_size)
 widgets.set_controls(browser, {"only_errors": True, "start": start})
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+display(Markdown(baseline.findings(summary, speed)))

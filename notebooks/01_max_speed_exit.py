@@ -26,6 +26,8 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
+from IPython.display import Markdown, display
+
 from vitstudy import bench, config, models, multiexit, reference, report
 from vitstudy.experiments import max_speed_exit
 
@@ -66,3 +68,9 @@ table
 fig = max_speed_exit.speed_bars(ours, paper)
 report.save_figure(fig, "01_max_speed_exit")
 fig
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+display(Markdown(max_speed_exit.findings(table)))

@@ -32,6 +32,8 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
+from IPython.display import Markdown, display
+
 from vitstudy import bench, config, multiexit, reference, report
 from vitstudy.experiments import batch_rule, exit_speed_targets, real_data_exit
 
@@ -162,3 +164,9 @@ controls, comparison = exit_speed_targets.per_sample_controls(study, budget.batc
 report.save_raw(bench.raw_times(comparison), "02_per_sample_controls")
 report.save_table(controls, "02_per_sample_controls")
 controls
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+display(Markdown(exit_speed_targets.findings(table52, performance)))

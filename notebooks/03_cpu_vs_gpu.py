@@ -29,6 +29,8 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
+from IPython.display import Markdown, display
+
 from vitstudy import bench, config, multiexit, reference, report
 from vitstudy.experiments import cpu_vs_gpu, real_data_exit
 
@@ -67,3 +69,9 @@ table53
 fig = cpu_vs_gpu.device_speedup_bars(table53)
 report.save_figure(fig, "03_cpu_vs_gpu")
 fig
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+display(Markdown(cpu_vs_gpu.findings(table53)))

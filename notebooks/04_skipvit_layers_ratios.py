@@ -38,10 +38,10 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 import pandas as pd
+from IPython.display import Markdown, display
 
 from vitstudy import report
 from vitstudy.experiments import table1
-from vitstudy.reference import load_reference
 
 budget = table1.budget(SCALE)
 print(budget.note)
@@ -146,5 +146,8 @@ pairs
 #   their rounds, interval and A/A control. Read a speed-up only together with its interval and the table's
 #   `note`: where the interval spans the FLOP-ideal or 1.00, this CPU does not resolve the difference.
 
+# %% [markdown]
+# ## What this run shows
+
 # %%
-load_reference("skipvit_1")
+display(Markdown(table1.findings(table)))

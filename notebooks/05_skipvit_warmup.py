@@ -27,9 +27,10 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
+from IPython.display import Markdown, display
+
 from vitstudy import report, skipvit
 from vitstudy.experiments import warmup
-from vitstudy.reference import load_reference
 
 budget = warmup.budget(SCALE)
 print(budget.note)
@@ -56,5 +57,8 @@ fig = warmup.warmup_plot(histories)
 report.save_figure(fig, "05_warmup_curves")
 fig
 
+# %% [markdown]
+# ## What this run shows
+
 # %%
-load_reference("skipvit_3")
+display(Markdown(warmup.findings(table)))

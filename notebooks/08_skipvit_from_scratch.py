@@ -30,9 +30,10 @@ RUNS_AT = ("smoke", "scratch")  # read by vitstudy.report: this study runs at no
 
 # %%
 import pandas as pd
+from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments import from_scratch
+from vitstudy.experiments import from_scratch, from_scratch_findings
 
 budget = from_scratch.budget(SCALE)
 training = budget.training
@@ -67,3 +68,9 @@ verdicts[["claim", "paper_diff", "diff", "diff_low", "diff_high", "resolvable", 
 fig = from_scratch.scratch_plot(runs, summary)
 report.save_figure(fig, "08_from_scratch")
 fig
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+display(Markdown(from_scratch_findings.findings(verdicts)))

@@ -27,6 +27,8 @@ import os
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
+from IPython.display import Markdown, display
+
 from vitstudy import report
 from vitstudy.experiments import memory_and_size
 
@@ -61,3 +63,9 @@ sizes
 fig = memory_and_size.model_size_plot(sizes)
 report.save_figure(fig, "09_model_size")
 fig
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+display(Markdown(memory_and_size.findings(table, sizes)))

@@ -17,6 +17,7 @@ from .. import bench
 from ..config import Scale, scale_budget
 from ..data import ArrayImageDataset
 from ..train import TrainResult
+from .sentences import NOT_MEASURED, measured, number, paragraph
 
 BASELINE = "baseline"  # the timed arm; its A/A copy is bench.control_arm(BASELINE)
 
@@ -83,3 +84,21 @@ def mistakes_page(predictions: np.ndarray, targets: np.ndarray, page_size: int) 
     """The first image of the second page of mistakes when there is one, else 0: where the notebook moves the
     prediction browser to check its callbacks."""
     return page_size if (predictions != targets).sum() > page_size else 0
+
+
+def findings(summary: pd.DataFrame, speed: pd.DataFrame) -> str:
+    """What notebook 00 shows, in sentences computed from its summary and speed tables (Markdown)."""
+    top1 = summary["test_top1"].iloc[0] if len(summary) else float("nan")
+    rows = speed.set_index("arm")
+    plain = rows.loc[BASELINE].to_dict() if BASELINE in rows.index else {}
+    control = rows.iloc[-1].to_dict() if len(rows) > 1 else {}
+    return paragraph([
+        "How accurate and how fast is the baseline every later notebook starts from? The papers give no number for "
+        "this model: it is ours.",
+        f"It reaches a test top-1 of {number(top1, unit='%')} and runs "
+        f"{number(plain.get('images_per_s'), digits=0)} images/s at inference on {plain.get('device', 'this device')}.",
+        f"Its A/A control (the model against an identical copy) reads {measured(control, unit='×')}: "
+        f"{control.get('verdict', NOT_MEASURED)}.",
+        "Later speed-ups on this machine are to be read against that control: a difference smaller than its "
+        "interval is not resolved.",
+    ])  # fmt: skip

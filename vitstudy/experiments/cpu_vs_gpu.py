@@ -13,9 +13,11 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from .. import bench
+from ..bench import NOT_MEASURED_NO_CUDA
 from ..multiexit import POLICIES, ExitStudy
 from ..plots import grouped_bars, new_figure
 from .real_data_exit import table_5_2
+from .sentences import NOT_MEASURED, measured, number, paragraph
 
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
 DEVICES = ("cpu", "cuda")
@@ -80,3 +82,27 @@ def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def findings(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -> str:
+    """What notebook 03 shows, in sentences computed from :func:`table_5_3` beside the report's CPU rows
+    (Markdown): the report's CPU speed-ups, then per device our best exit setting with its interval and verdict."""
+    paper = table["paper_cpu_speedup"].dropna() if "paper_cpu_speedup" in table else pd.Series(dtype=float)
+    sentences = ["Does an early exit speed up inference on a CPU but not on a GPU, as the report saw?"]
+    if len(paper):
+        sentences.append(f"The report's CPU speed-ups span {number(paper.min(), unit='×')}–"
+                         f"{number(paper.max(), unit='×')}, with unchanged accuracy.")  # fmt: skip
+    exits = table[table["variant"].notna()] if "variant" in table else table
+    for device in devices:
+        speed = exits[f"{device}_speedup"] if f"{device}_speedup" in exits else pd.Series(dtype=float)
+        if speed.notna().any():
+            best = exits.loc[speed.idxmax()]
+            row = {k.removeprefix(f"{device}_"): v for k, v in best.items()}
+            sentences.append(f"On {device.upper()} our best setting ({best['setting']}) reads {measured(row)}: "
+                             f"{row['verdict']}.")  # fmt: skip
+        else:
+            note = NOT_MEASURED_NO_CUDA if device == "cuda" else NOT_MEASURED
+            sentences.append(f"On {device.upper()}: {note}.")
+    sentences.append("Top-1 and exit shares are the same on every device, so any difference between the devices is "
+                     "in how much the skipped blocks cost there.")  # fmt: skip
+    return paragraph(sentences)

@@ -17,6 +17,7 @@ from .. import bench
 from ..multiexit import DEFAULT_EXITS, ExitStudy, MultiExitViT, exits_label
 from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET
 from .real_data_exit import PER_SAMPLE_TARGET, batch_exits, exit_row, timing_batch
+from .sentences import measured, number, paragraph
 
 NO_EFFECT = (1 - bench.CONTROL_TOLERANCE, 1 + bench.CONTROL_TOLERANCE)  # a control arm that changes nothing
 
@@ -130,3 +131,33 @@ def per_sample_controls(
         })  # fmt: skip
     frame = pd.DataFrame(rows).assign(**bench.protocol(comparison), note=bench.table_note(comparison))
     return frame, comparison
+
+
+def findings(table52: pd.DataFrame, performance: pd.DataFrame) -> str:
+    """What notebook 02 shows, in sentences computed from its Table 5.2 (beside the report's) and its speed
+    targets table (Markdown): the report's real-data speed-ups, ours under the batch rule, and the per-sample exit
+    at the validation-chosen operating point with its verdict."""
+    paper = table52["paper_speedup"].dropna() if "paper_speedup" in table52 else pd.Series(dtype=float)
+    batch = table52[(table52["policy"] == "batch") & table52["speedup"].notna()]
+    per_sample = performance[performance["measurement"].str.startswith("per-sample exit")]
+    control = performance[performance["measurement"] == CONTROL_LABEL]
+    sentences = ["Does an early exit speed up inference on real data, where the report saw none?"]
+    if len(paper):
+        sentences.append(f"The report's real-data speed-ups span {number(paper.min(), unit='×')}–"
+                         f"{number(paper.max(), unit='×')} with its batch rule.")  # fmt: skip
+    if len(batch):
+        best = batch.loc[batch["speedup"].idxmax()].to_dict()
+        sentences.append(f"Under that rule our best setting ({best['setting']}) reads {measured(best)}, "
+                         f"with {number(best.get('batch_exited_pct'), digits=1, unit='%')} of the timed batch "
+                         "exiting early.")  # fmt: skip
+    if len(per_sample):
+        row = per_sample.iloc[0].to_dict()
+        sentences.append(
+            f"Each image leaving on its own ({row['measurement']}) reads {measured(row)}, losing "
+            f"{measured(row, name='test_top1_loss', unit=' points')} of test top-1: {row['verdict']}."
+        )
+    if len(control):
+        sentences.append(f"The A/A control reads {measured(control.iloc[0].to_dict())}: {control['verdict'].iloc[0]}.")
+    sentences.append("The batch rule waits for the least confident image of the batch; letting each image leave on "
+                     "its own is what turns exits into speed.")  # fmt: skip
+    return paragraph(sentences)

@@ -20,6 +20,7 @@ from ..bench import SMOKE_TIMING
 from ..config import PAPER_SMOKE, Scale, check, scale_budget
 from ..multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
 from ..plots import grouped_bars, new_figure
+from .sentences import NOT_MEASURED, measured, number, paragraph
 
 FORCED_TARGET = (0.97, 1.03)  # forced exits run the same blocks, fewer of them: no excess over the FLOP ideal
 FORCED_INTERVAL = (0.95, 1.05)  # issue 8: the measured ÷ ideal interval must lie inside this too
@@ -138,3 +139,24 @@ def speed_bars(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> Fi
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def findings(table: pd.DataFrame) -> str:
+    """What notebook 01 shows, in sentences computed from :func:`beside_paper_5_1`'s table (Markdown): the
+    earliest exit (the best case) against the report's, the FLOP ideal and its verdict, and the A/A control."""
+    exits = table[table["setting"].str.startswith("forced exit")].sort_values("exit_block")
+    control = table[table["setting"] == CONTROL_LABEL]
+    if exits.empty:
+        return paragraph(["How fast can an early exit be at best? This run timed no forced exit."])
+    best = exits.iloc[0].to_dict()
+    block = best["exit_block"]
+    return paragraph([
+        f"How fast can an early exit be at best? Every image forced out after block {block}:",
+        f"the report measured {number(best.get('paper_speed_improvement'), unit='×')} (RTX A6000),",
+        f"we measure {measured(best)} against a FLOP ideal of {number(best['ideal_speedup'], unit='×')}, i.e.",
+        f"{measured(best, name='measured_over_ideal')} of the ideal: {best['verdict']}.",
+        f"The A/A control reads {measured(control.iloc[0].to_dict()) if len(control) else NOT_MEASURED}"
+        f"{': ' + control['verdict'].iloc[0] if len(control) else ''}.",
+        "So the exit's best case is bounded by the blocks it skips: what it buys on real data depends on how many "
+        "images leave early (notebook 02).",
+    ])  # fmt: skip

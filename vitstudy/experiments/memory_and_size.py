@@ -34,6 +34,7 @@ from ..models import create_model
 from ..plots import new_figure
 from ..skipvit import (
     BASELINE,
+    HEADLINE,
     PRESETS,
     SkipViTSettings,
     apply_skipvit,
@@ -43,6 +44,7 @@ from ..skipvit import (
     saved_activation_bytes,
 )
 from ..steps import training_step
+from .sentences import is_missing, measured, number, paragraph
 from .skipvit_speed import CONTROL, TARGET, timing_runs
 
 MIB = 2**20
@@ -246,3 +248,36 @@ def model_size_plot(sizes: pd.DataFrame) -> Figure:
     for ax in (speed, memory):
         ax.grid(axis="y", alpha=0.3)
     return fig
+
+
+def findings(memory: pd.DataFrame, sizes: pd.DataFrame) -> str:
+    """What notebook 09 shows, in sentences computed from :func:`memory_table` and :func:`model_size_rows`
+    (Markdown): the headline row's activation saving on ViT-S, and how the FLOP ideal, the saving and (where timed)
+    the measured speed-up grow with the model."""
+    sentences = ["How much training memory does token dropping save, and does its gain hold on larger models? "
+                 "The paper leaves both open: it gives no number."]  # fmt: skip
+    vit_s = memory[(memory["model"] == MODELS["ViT-S/16"]) & (memory["row"] == HEADLINE)]
+    if len(vit_s):
+        row = vit_s.iloc[0]
+        peak = row["cuda_peak_mib_per_image_on"]
+        sentences.append(
+            f"On ViT-S/16 the headline row ({row['setting']}) keeps {number(row['memory_saving_pct'], digits=1)}% "
+            f"less activation memory for backward ({number(row['saved_mib_per_image_off'], digits=1)} → "
+            f"{number(row['saved_mib_per_image_on'], digits=1)} MiB per image) at a FLOP-ideal speed-up of "
+            f"{number(row['ideal_speedup'], unit='×')}; the CUDA peak per image with dropping: "
+            f"{row['note'] if is_missing(peak) and row['note'] else number(peak, digits=1, unit=' MiB')}."
+        )
+    scaled = [f"{r['model']} ({r['setting']}): ideal {number(r['ideal_speedup'], unit='×')}, memory "
+              f"−{number(r['memory_saving_pct'], digits=1)}%, measured {measured(r)}"
+              + ("" if is_missing(r.get("speedup")) else f" ({r['verdict']})")
+              for r in sizes.to_dict("records")]  # fmt: skip
+    if scaled:
+        sentences.append("Scaled with depth: " + "; ".join(scaled) + ".")
+    ideal = sizes["ideal_speedup"].dropna() if "ideal_speedup" in sizes else pd.Series(dtype=float)
+    if len(ideal) > 1:
+        trend = "grows" if ideal.iloc[-1] > ideal.iloc[0] else "does not grow"
+        sentences.append(
+            f"So the FLOP-ideal gain {trend} with the model ({number(ideal.iloc[0], unit='×')} → "
+            f"{number(ideal.iloc[-1], unit='×')}); a measured speed-up is only as good as its interval."
+        )
+    return paragraph(sentences)

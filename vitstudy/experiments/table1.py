@@ -21,7 +21,8 @@ from ..config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
 from ..models import SMALL_MODELS
 from ..plots import grouped_bars, new_figure
 from ..reference import load_reference
-from ..skipvit import TABLE1, SkipViTSettings
+from ..skipvit import HEADLINE, TABLE1, SkipViTSettings
+from .sentences import NOT_MEASURED, measured, number, paragraph
 from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 from .skipvit_speed import CONTROL, explain_verdicts, profile_rows, rows_to_profile, timing_runs
 
@@ -298,3 +299,25 @@ def accuracy_plot(table: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
+    """What notebook 04 shows, in sentences computed from :func:`table_1` (Markdown): the headline row's speed-up
+    and top-1 against the paper's, its verdict against the FLOP ideal, and the A/A control."""
+    rows = table.set_index("row")
+    if row not in rows.index:
+        return paragraph([f"How much faster is SkipViT's {row}, and at what top-1? This run did not measure it."])
+    head = rows.loc[row].to_dict()
+    control = rows.loc[CONTROL].to_dict() if CONTROL in rows.index else {}
+    return paragraph([
+        f"How much faster does SkipViT's headline row ({head['setting']}) train, and at what top-1?",
+        f"The paper reports a throughput gain of {number(head['paper_gain_pct'], digits=1, unit='%')} at "
+        f"{number(head['paper_top1_diff'], unit=' points')} top-1 (ViT-S, Ascend 910A).",
+        f"On ViT-S/16 we measure {measured(head, prefix='vit_small_')} against a FLOP ideal of "
+        f"{number(head.get('vit_small_ideal_speedup'), unit='×')}: {head.get('vit_small_verdict', NOT_MEASURED)};",
+        f"on the small model {measured(head, prefix='small_')}: {head.get('small_verdict', NOT_MEASURED)}.",
+        f"Our small model's top-1 with dropping on moves by {number(head.get('top1_dropping_on_diff'), unit=' points')}"
+        " from our baseline (read it with the seeds and scale printed above).",
+        f"The A/A control reads {measured(control, prefix='vit_small_')}: "
+        f"{control.get('vit_small_verdict', NOT_MEASURED)}.",
+    ])  # fmt: skip

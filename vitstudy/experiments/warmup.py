@@ -15,6 +15,7 @@ from ..config import PAPER_SMOKE, SCALES, Scale, paper_smoke
 from ..plots import new_figure
 from ..reference import load_reference
 from ..skipvit import TABLE3
+from .sentences import is_missing, number, paragraph
 from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 
 
@@ -94,3 +95,33 @@ def warmup_plot(histories: pd.DataFrame) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return fig
+
+
+def findings(table: pd.DataFrame) -> str:
+    """What notebook 05 shows, in sentences computed from :func:`table_3` (Markdown): the warm-up's effect on
+    top-1 in the paper and here, and how many seeds stand behind ours."""
+    rows = table.set_index("warmup")
+    if not {"no", "yes"} <= set(rows.index):
+        return paragraph(["Does a warm-up without dropping help training from scratch? This run lacks one of the "
+                          "two rows."])  # fmt: skip
+    no, yes = rows.loc["no"], rows.loc["yes"]
+    ours = yes["top1_dropping_on"] - no["top1_dropping_on"]
+    paper = yes["paper_top1"] - no["paper_top1"]
+    agrees = (
+        "direction unknown"
+        if is_missing(ours)
+        else ("the paper's direction" if ours * paper > 0 else "not the paper's direction")
+    )
+    seeds = int(min(no["seeds"], yes["seeds"]))
+    return paragraph([
+        "Does training the first epochs without dropping help SkipViT trained from scratch?",
+        f"The paper's warm-up of {yes['paper_warmup_epochs']} of {yes['paper_epochs']} epochs gains "
+        f"{number(paper, unit=' points')} top-1 ({number(no['paper_top1'], unit='%')} → "
+        f"{number(yes['paper_top1'], unit='%')}).",
+        f"Ours, {yes['warmup_epochs']} of {yes['epochs']} epochs: {number(ours, unit=' points')} "
+        f"({number(no['top1_dropping_on'], unit='%')} → {number(yes['top1_dropping_on'], unit='%')}), "
+        f"{agrees}, over {seeds} seed(s) per row (std {number(no['top1_dropping_on_std'], unit=' points')} and "
+        f"{number(yes['top1_dropping_on_std'], unit=' points')}).",
+        "Verdict: a direction, not a resolved difference: this table has no paired interval; notebook 08 tests "
+        "the claim with seeds and a paired 95% interval.",
+    ])  # fmt: skip
