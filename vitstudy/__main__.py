@@ -1,4 +1,4 @@
-"""Command line: ``python -m vitstudy {report,train,data,measure} ...``.
+"""Command line: ``python -m vitstudy {report,results,train,data,measure} ...``.
 
 A mistake a user can fix (a bad setting, scale, model name, path; missing or damaged data) is printed as one
 line naming the value and the fix, with exit status 2; a failed notebook exits 1. ``VITSTUDY_DEBUG=1`` shows
@@ -27,6 +27,7 @@ USAGE = """usage: python -m vitstudy COMMAND [options]
 
 commands:
   report   execute the numbered notebooks and regenerate figures/ (--scale, --only, --out)
+  results  regenerate RESULTS.md from the committed tables in figures/ (--check: is it current?)
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
   measure  run one hand-run measurement: isolation, loader_speed or widget_latency
@@ -102,6 +103,24 @@ def report_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def results_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitstudy results", description="regenerate RESULTS.md")
+    parser.add_argument("--check", action="store_true", help="only check: exit 1 if RESULTS.md is not current")
+    parser.add_argument("--figures", default=None, help="the tables' folder (default: figures/)")
+    parser.add_argument("--output", default=None, help="the file (default: RESULTS.md at the project root)")
+    args = parser.parse_args(argv)
+    from .report import results  # pandas only, never torch: answers in a second
+
+    if not args.check:
+        print(f"wrote {results.write_results(args.figures, args.output)}")
+        return 0
+    if results.is_current(args.figures, args.output):
+        return 0
+    path = args.output or results.results_path()
+    print(f"{path} is not current: run python -m vitstudy results", file=sys.stderr)
+    return 1
+
+
 def train_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitstudy train")
     parser.add_argument("--scale", default=None, help="start from this scale's settings (default: quick)")
@@ -144,7 +163,7 @@ def measure_main(argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "report": report_main, "train": train_main, "data": data_main, "measure": measure_main,
+    "report": report_main, "results": results_main, "train": train_main, "data": data_main, "measure": measure_main,
 }  # fmt: skip
 
 

@@ -46,6 +46,7 @@ from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
 from .execute import NotebookFailed, execute_notebook
 from .published import publish_notebook
+from .results import write_results
 
 __all__ = [
     "DEFAULT_SCALE", "MANIFEST", "STUDY_SCALES", "NotebookFailed", "default_out", "list_notebooks",
@@ -165,6 +166,9 @@ def run_report(
         }
         atomic_write_json(manifest_path, manifest)
         log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
+    # Only the committed report (figures/, no $VITSTUDY_OUT redirect) feeds RESULTS.md; other runs leave it alone.
+    if chosen and not os.environ.get("VITSTUDY_OUT") and out.resolve() == default_out(DEFAULT_SCALE).resolve():
+        log(f"wrote {write_results(out)}", flush=True)
     return manifest
 
 
