@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 from types import SimpleNamespace
 
 import pytest
@@ -46,6 +48,55 @@ def test_explorer_settings_reads_second_layer_zero_as_one_stage():
     """Slider values → settings: second drop 0 means one stage; fused mode has no skip layer."""
     assert sv.explorer_settings(6, 0, 0.55, 11, "skip") == sv.preset("skip_6_55_s11")
     assert sv.explorer_settings(6, 0, 0.45, 11, "fused") == sv.preset("fused_6_45")
+
+
+def test_explorer_widget_shows_the_readout_and_keeps_the_summary(explorer):
+    """After a move the widget shows readout() of the view and keeps its summary as JSON in the hidden element."""
+    view = set_controls(explorer, {"first_layer": 4, "second_layer": 0, "ratio": 0.3, "skip_layer": 10})
+    assert explorer.readout.value == f"<p>{html.escape(sv.explorer.readout(view.summary))}</p>"
+    assert json.loads(html.unescape(explorer.readout_data.value))["kept_per_stage"] == [35]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The readout a person reads
+
+
+def _summary(**changes):
+    summary = dict(
+        setting="skip_6_55_s11", drop_layers=[6], mode="skip", skip_layer=11, kept_per_stage=[22],
+        dropped_per_stage=[27], patches=49, prediction_dropping_on="Coat", confidence_dropping_on=0.183,
+        prediction_dropping_off="Shirt", confidence_dropping_off=0.421, label="Coat",
+    )  # fmt: skip
+    return {**summary, **changes}
+
+
+def test_readout_says_what_each_stage_keeps_and_the_predictions():
+    """One stage in skip mode: kept of all patches, where the rest go, both predictions and the true class."""
+    assert sv.explorer.readout(_summary()) == (
+        "After block 6: 22 of 49 patches kept, 27 skip to block 11. "
+        "Prediction Coat 18% with dropping, Shirt 42% without (true class Coat)."
+    )
+
+
+def test_readout_counts_the_second_stage_from_what_the_first_kept():
+    """Two fused stages: the second ranks the first's kept patches; no true class for an image file."""
+    summary = _summary(drop_layers=[4, 7], mode="fused", skip_layer=None, kept_per_stage=[35, 25],
+                       dropped_per_stage=[14, 10], label=None)  # fmt: skip
+    assert sv.explorer.readout(summary).startswith(
+        "After block 4: 35 of 49 patches kept, 14 are fused into one token; "
+        "after block 7: 25 of 35 patches kept, 10 are fused into one token. Prediction Coat 18% with dropping,"
+    )
+    assert sv.explorer.readout(summary).endswith("Shirt 42% without.")
+
+
+def test_readout_of_no_dropping_and_of_an_invalid_setting():
+    """No stage says every patch goes through every block; an invalid setting repeats its message."""
+    baseline = _summary(drop_layers=[], kept_per_stage=[], dropped_per_stage=[])
+    assert sv.explorer.readout(baseline).startswith("No patch is dropped: all 49 go through every block. Prediction")
+    assert (
+        sv.explorer.readout({"error": "skip_layer=4 is not allowed"})
+        == "Not a valid setting: skip_layer=4 is not allowed"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------

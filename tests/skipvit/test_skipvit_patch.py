@@ -147,8 +147,35 @@ def test_batch_images_keep_different_sets_and_match_single_runs(tiny_vit, images
 
 def test_fused_mode_appends_one_fused_token():
     """Fused mode leaves prefix + kept + one fused token (its value: test_fused_token_is_the_weighted_average)."""
-    out, _ = counting_run(sv.SkipViTSettings((6,), (0.5,), mode="fused"))
+    out, _ = counting_run(sv.SkipViTSettings((6,), (0.5,), mode="fused", placement="block"))
     assert out.shape[1] == 1 + 8 + 1
+
+
+def test_a_later_stage_keeps_the_updated_fused_token(tiny_vit, images):
+    """A second fused stage that drops nothing changes nothing: the first stage's fused token rides along as the
+    blocks after it updated it (an earlier version put back its stale value at every later stage)."""
+    x = images()
+    one = sv.apply_skipvit(tiny_vit(), sv.SkipViTSettings((4,), (0.3,), mode="fused"))(x)
+    two = sv.apply_skipvit(tiny_vit(), sv.SkipViTSettings((4, 7), (0.3, 0.0), mode="fused"))(x)
+    torch.testing.assert_close(two, one)
+
+
+def test_attention_half_then_mlp_half_is_timm_block(tiny_vit, images):
+    """Splitting a timm Block into its two residual steps gives exactly the Block's output."""
+    model, x = tiny_vit(), images()
+    tokens = model.patch_embed(x)
+    tokens = model._pos_embed(tokens)
+    block = model.blocks[0]
+    assert torch.equal(sv.mlp_half(block, sv.attention_half(block, tokens)), block(tokens))
+
+
+@pytest.mark.parametrize("placement", sv.PLACEMENTS)
+def test_both_placements_drop_the_same_share(tiny_vit, images, placement):
+    """Dropping after the attention or after the whole block keeps the same number of tokens; they differ in
+    output (the dropped tokens skip block L's MLP only when dropped after the attention)."""
+    settings = sv.SkipViTSettings((6,), (0.55,), skip_layer=11, placement=placement)
+    _, trace = sv.trace_forward(sv.apply_skipvit(tiny_vit(), settings), images())
+    assert trace[0].kept.shape[1] == 49 - 26
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from vitstudy import skipvit as sv
         (dict(drop_layers=(6,), drop_ratios=(0.5,), skip_layer=11, mode="fused"), r"skip_layer=11 .* mode='fused'"),
         (dict(drop_layers=(6,), drop_ratios=(0.5,), mode="merge"), r"mode='merge' .* one of"),
         (dict(drop_layers=(4, 7), drop_ratios=(0.6, 0.5), skip_layer=10, ratio_of="original"), r"sum to 1\.1"),
+        (dict(drop_layers=(6,), drop_ratios=(0.5,), skip_layer=11, placement="mlp"), r"placement='mlp' .* one of"),
+        (dict(drop_layers=(6,), drop_ratios=(0.5,), mode="fused", fuse_weights="mean"), r"fuse_weights='mean'"),
     ],
 )
 def test_bad_settings_raise_clear_errors(kwargs, message):
@@ -77,3 +79,12 @@ def test_unknown_preset_lists_the_presets():
 def test_table3_is_the_two_stage_skip_10_row():
     """Table 3's configuration is Table 1's 4,7 at 30%, skip 10."""
     assert sv.TABLE3 == sv.preset("skip_4_7_30_s10") and sv.TABLE3.label == "4,7 / 30%,30% / skip 10"
+
+
+def test_placement_defaults_follow_the_mode():
+    """The fused mode drops after block L's attention (EViT's code); skip and drop after the whole block."""
+    assert sv.TABLE1["fused_6_45"].placement == "attention" and sv.TABLE1["fused_6_45"].fuse_weights == "raw"
+    assert sv.TABLE1[sv.HEADLINE].placement == "block"
+    assert sv.SkipViTSettings((6,), (0.5,), skip_layer=11, placement="attention").label == (
+        "6 / 50% / skip 11 (selected after the attention)"
+    )

@@ -15,12 +15,19 @@ def test_reinsert_inverts_gather():
     assert torch.equal(sv.reinsert_tokens(pieces, torch.cat([keep, drop], 1)), x)
 
 
-def test_fused_token_is_the_weighted_average():
-    """fuse_tokens is the average of the tokens weighted by their normalised weights."""
+def test_fused_token_is_the_raw_weighted_sum():
+    """fuse_tokens is Σ weight · token with the weights as given (EViT's code does not renormalise them)."""
+    tokens = torch.randn(2, 5, 3)
+    weights = torch.rand(2, 5)
+    torch.testing.assert_close(sv.fuse_tokens(tokens, weights), (tokens * weights[..., None]).sum(1, keepdim=True))
+
+
+def test_fused_token_normalised_is_the_weighted_average():
+    """With normalise=True, fuse_tokens is the average of the tokens weighted by their normalised weights."""
     tokens = torch.randn(2, 5, 3)
     weights = torch.rand(2, 5)
     expected = (tokens * (weights / weights.sum(1, keepdim=True))[..., None]).sum(1, keepdim=True)
-    torch.testing.assert_close(sv.fuse_tokens(tokens, weights), expected)
+    torch.testing.assert_close(sv.fuse_tokens(tokens, weights, normalise=True), expected)
 
 
 def test_topk_keeps_the_highest_scores_in_original_order_ties_to_the_earlier():

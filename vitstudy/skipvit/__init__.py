@@ -30,8 +30,14 @@ Conventions (the paper's, made exact):
 - A stage with ratio r drops ``floor(r · n)`` of its n patch tokens; [CLS] and every other prefix token
   (``num_prefix_tokens``: registers, distillation token) are always kept, in their original order, and the kept
   patches keep their relative order too.
-- ``mode="fused"``: EViT's baseline, the dropped tokens are replaced by one token, their attention-weighted
-  average, appended after the patches; nothing is re-inserted. ``mode="drop"``: plain dropping, no skip, no fusion.
+- ``mode="fused"``: EViT's baseline computed as EViT's code computes it (youweiliang/evit, evit.py
+  ``Attention.forward`` / ``Block.forward``; a test compares a transcription on the same tensors): the tokens are
+  ranked and dropped inside block L after its attention, so the dropped ones skip block L's MLP, and replaced by
+  one token, Σ token · its raw [CLS] attention (weights not renormalised), appended after the patches; nothing is
+  re-inserted. ``placement="block"`` / ``fuse_weights="normalised"`` give the after-the-block, renormalised variant.
+  ``mode="drop"``: plain dropping, no skip, no fusion.
+- ``placement``: SkipViT's own rows drop after the whole block L (``"block"``, the default for skip and drop:
+  the paper's "SkipViT attention block" does not say which); ``"attention"`` drops after block L's attention.
 - "Dropping on / off" (``top1_dropping_on``, ``set_dropping``) is whether tokens are dropped at test time; it is
   not an accuracy drop.
 """
@@ -54,8 +60,10 @@ from .patch import (
     SkipViTMixin,
     Stage,
     apply_skipvit,
+    attention_half,
     configure,
     dropping,
+    mlp_half,
     remove_skipvit,
     set_dropping,
     skipvit_blocks,
@@ -66,8 +74,10 @@ from .patch import (
 from .settings import (
     BASELINE,
     EXTRA,
+    FUSE_WEIGHTS,
     HEADLINE,
     MODES,
+    PLACEMENTS,
     PRESETS,
     RATIO_OF,
     TABLE1,
@@ -89,7 +99,9 @@ __all__ = [
     "BASELINE",
     "EXTRA",
     "HEADLINE",
+    "FUSE_WEIGHTS",
     "MODES",
+    "PLACEMENTS",
     "PRESETS",
     "RATIO_OF",
     "TABLE1",
@@ -100,12 +112,14 @@ __all__ = [
     "SkipViTSettings",
     "Stage",
     "apply_skipvit",
+    "attention_half",
     "class_names",
     "cls_attention_from_qkv",
     "cls_attention_scores",
     "configure",
     "drop_count",
     "dropping",
+    "mlp_half",
     "explore",
     "explore_controls",
     "explorer_figure",

@@ -146,6 +146,9 @@ def trace_image(
     prob_on, prob_off = logits_on.softmax(-1)[0], logits_off.softmax(-1)[0]
     summary = {
         "setting": settings.label,
+        "drop_layers": [s.layer for s in stages],  # one per stage that dropped (none at ratio 0)
+        "mode": settings.mode,
+        "skip_layer": settings.skip_layer,
         "kept_per_stage": [int(s.kept.shape[1]) for s in stages],
         "dropped_per_stage": [int(s.dropped.shape[1]) for s in stages],
         "patches": n_patches,
@@ -235,6 +238,28 @@ def explore(
     return ExplorerView(trace.summary, explorer_figure(image, trace), trace.stages)
 
 
+def readout(summary: dict[str, Any]) -> str:
+    """One or two sentences a person reads under the figure: per stage the patches kept and where the others
+    go, then the prediction with dropping on and off (and the true class when known)."""
+    if "error" in summary:
+        return f"Not a valid setting: {summary['error']}"
+    if not summary["kept_per_stage"]:
+        route = f"No patch is dropped: all {summary['patches']} go through every block"
+    else:
+        present = [summary["patches"], *summary["kept_per_stage"][:-1]]  # what each stage ranks
+        where = {"skip": f"skip to block {summary['skip_layer']}", "fused": "are fused into one token",
+                 "drop": "are dropped for good"}[summary["mode"]]  # fmt: skip
+        route = "; ".join(f"after block {layer}: {kept} of {total} patches kept, {dropped} {where}"
+                          for layer, kept, dropped, total in zip(summary["drop_layers"], summary["kept_per_stage"],
+                                                                 summary["dropped_per_stage"], present))  # fmt: skip
+    truth = f" (true class {summary['label']})" if summary["label"] is not None else ""
+    return (
+        f"{route[0].upper()}{route[1:]}. Prediction {summary['prediction_dropping_on']} "
+        f"{summary['confidence_dropping_on']:.0%} with dropping, {summary['prediction_dropping_off']} "
+        f"{summary['confidence_dropping_off']:.0%} without{truth}."
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The widget
 
@@ -284,6 +309,7 @@ def explorer_widget(
     depth = len(model.blocks)
     return explorer_interactive(
         explore_controls(model, images, labels, classes),
+        readout,
         show=show,
         index=ipywidgets.IntSlider(0, 0, max(len(images) - 1, 0), description="image"),
         first_layer=ipywidgets.IntSlider(min(6, depth - 1), 1, depth - 1, description="drop after"),

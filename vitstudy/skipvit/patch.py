@@ -44,6 +44,18 @@ def _capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
         handle.remove()
 
 
+def attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The first residual step of a timm ``Block``: x + attention(norm1(x)), x [B, N, C] → [B, N, C]."""
+    return x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+
+
+def mlp_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The second residual step of a timm ``Block``: x + mlp(norm2(x)). ``mlp_half(b, attention_half(b, x))`` is
+    ``b(x)`` (timm's ``Block.forward`` is exactly these two steps; a test checks it): splitting the block is how
+    a drop placed after the attention (EViT's placement) lets the dropped tokens skip the block's MLP."""
+    return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
+
+
 def skipvit_blocks(
     blocks: Sequence[nn.Module],
     x: torch.Tensor,
@@ -60,7 +72,6 @@ def skipvit_blocks(
     stages = dict(zip(settings.drop_layers, settings.drop_ratios))
     index = torch.arange(N, device=x.device).expand(B, N)  # original position of each prefix/patch token
     held: list[tuple[torch.Tensor, torch.Tensor]] = []  # dropped (tokens [B, M, C], positions [B, M]) awaiting S
-    fused: list[torch.Tensor] = []  # mode "fused": one [B, 1, C] token per stage, kept after the patches
     for layer, block in enumerate(blocks, start=1):
         if layer == settings.skip_layer and held:
             # Token-level skip connection: every held token rejoins at its original index as block S's input.
@@ -70,7 +81,7 @@ def skipvit_blocks(
             x = block(x)
             continue
         with _capture_output(block.attn.qkv) as captured:
-            x = block(x)
+            x = block(x) if settings.placement == "block" else attention_half(block, x)
         n_patches = index.shape[1] - P
         with torch.set_grad_enabled(torch.is_grad_enabled() and settings.mode == "fused"):
             scores = cls_attention_from_qkv(captured["out"], block.attn)[:, P : P + n_patches]  # [B, n]
@@ -83,10 +94,17 @@ def skipvit_blocks(
                                gather_tokens(positions, drop) - P))  # fmt: skip
         if settings.mode == "skip" and n_drop:
             held.append((gather_tokens(patches, drop), gather_tokens(positions, drop)))
+        # Mode "fused": one token per stage after the patches; earlier stages' fused tokens ride along as the blocks
+        # updated them (not ranked again: EViT ranks them with the patches, a difference only with two stages).
+        fused = x[:, P + n_patches :]  # [B, stages so far, C]
         if settings.mode == "fused" and n_drop:
-            fused.append(fuse_tokens(gather_tokens(patches, drop), gather_tokens(scores, drop)))
-        x = torch.cat([x[:, :P], gather_tokens(patches, keep), *fused], 1)
+            weights = gather_tokens(scores, drop)
+            new = fuse_tokens(gather_tokens(patches, drop), weights, settings.fuse_weights == "normalised")
+            fused = torch.cat([fused, new], 1)
+        x = torch.cat([x[:, :P], gather_tokens(patches, keep), fused], 1)
         index = torch.cat([index[:, :P], gather_tokens(positions, keep)], 1)
+        if settings.placement == "attention":
+            x = mlp_half(block, x)  # the kept tokens (and fused tokens) finish block L; the dropped ones skip it
     return x
 
 

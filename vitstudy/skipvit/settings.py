@@ -12,6 +12,13 @@ from ..config import check, check_choice
 
 MODES = ("skip", "fused", "drop")
 RATIO_OF = ("surviving", "original")
+# Where in block L the tokens are ranked and dropped: after the whole block ("block", this study's reading of
+# SkipViT's "attention block"), or inside it after the attention and before the MLP ("attention", where EViT's code
+# does it: evit.py Block.forward, so the dropped tokens also skip block L's MLP).
+PLACEMENTS = ("block", "attention")
+# The fused token's weights: each dropped token's raw [CLS] attention ("raw", as EViT's code sums them: evit.py
+# Block.forward), or those weights renormalised to sum to 1 ("normalised", the paper's "weighted average").
+FUSE_WEIGHTS = ("raw", "normalised")
 
 
 @dataclass(frozen=True)
@@ -24,6 +31,8 @@ class SkipViTSettings:
     mode: str = "skip"
     ratio_of: str = "surviving"  # second-stage ratio: of the tokens reaching it (EViT) or of the original count
     enabled: bool = True  # False: the stock timm forward (warm-up, or evaluating with dropping off)
+    placement: str | None = None  # None: "attention" for mode "fused" (EViT's computation), else "block"
+    fuse_weights: str = "raw"  # mode "fused" only: EViT's unnormalised weights by default
 
     def __post_init__(self) -> None:
         layers = _as_tuple(self.drop_layers, "drop_layers")
@@ -32,6 +41,10 @@ class SkipViTSettings:
         object.__setattr__(self, "drop_ratios", ratios)
         check_choice("mode", self.mode, MODES)
         check_choice("ratio_of", self.ratio_of, RATIO_OF)
+        if self.placement is None:
+            object.__setattr__(self, "placement", "attention" if self.mode == "fused" else "block")
+        check_choice("placement", self.placement, PLACEMENTS)
+        check_choice("fuse_weights", self.fuse_weights, FUSE_WEIGHTS)
         if len(layers) != len(ratios):
             raise ValueError(
                 f"drop_layers={layers} and drop_ratios={ratios} have different lengths ({len(layers)} != "
@@ -72,12 +85,17 @@ class SkipViTSettings:
 
     @property
     def label(self) -> str:
-        """The paper's Table 1 wording: '4,7 / 30%,30% / skip 10', '6 / 45% / fused token', 'baseline'."""
+        """The paper's Table 1 wording: '4,7 / 30%,30% / skip 10', '6 / 45% / fused token', 'baseline'; a
+        placement or fused weighting other than the mode's default is named after it."""
         if not self.drop_layers:
             return "baseline"
         layers = ",".join(str(layer) for layer in self.drop_layers)
         ratios = ",".join(f"{100 * r:g}%" for r in self.drop_ratios)
         tail = {"skip": f"skip {self.skip_layer}", "fused": "fused token", "drop": "no skip"}[self.mode]
+        if self.mode == "fused" and (self.placement, self.fuse_weights) != ("attention", "raw"):
+            tail += f" (selected after the {self.placement}, {self.fuse_weights} weights)"
+        elif self.mode != "fused" and self.placement == "attention":
+            tail += " (selected after the attention)"
         return f"{layers} / {ratios} / {tail}"
 
     def check_depth(self, depth: int) -> None:
@@ -109,7 +127,7 @@ BASELINE = SkipViTSettings()
 # The paper's Table 1, row by row (same order as data/reference/skipvit_table1.csv).
 TABLE1: dict[str, SkipViTSettings] = {
     "baseline": BASELINE,
-    "fused_6_45": SkipViTSettings((6,), (0.45,), mode="fused"),
+    "fused_6_45": SkipViTSettings((6,), (0.45,), mode="fused"),  # EViT's computation: in block 6, raw weights
     "skip_4_7_30_s10": SkipViTSettings((4, 7), (0.30, 0.30), skip_layer=10),
     "skip_4_7_30_s11": SkipViTSettings((4, 7), (0.30, 0.30), skip_layer=11),
     "skip_6_8_35_s10": SkipViTSettings((6, 8), (0.35, 0.35), skip_layer=10),

@@ -65,11 +65,13 @@ def reinsert_tokens(x: torch.Tensor, positions: torch.Tensor, length: int | None
     return out.scatter(1, positions.unsqueeze(-1).expand(-1, -1, C), x)
 
 
-def fuse_tokens(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """EViT's fused token: the weighted average of tokens x [B, M, C] with weights [B, M] → [B, 1, C].
+def fuse_tokens(x: torch.Tensor, weights: torch.Tensor, normalise: bool = False) -> torch.Tensor:
+    """EViT's fused token: Σ weight · token over tokens x [B, M, C] with weights [B, M] → [B, 1, C].
 
-    Weights are normalised to sum to 1 (EViT's code sums ``weight · token`` unnormalised; the paper says
-    "weighted average").
+    EViT's code sums the dropped tokens weighted by their raw [CLS] attention, which sums to less than 1
+    (youweiliang/evit, evit.py Block.forward: ``torch.sum(non_topk * non_topk_attn.unsqueeze(-1), dim=1)``);
+    ``normalise=True`` renormalises the weights to sum to 1 (the paper's "weighted average").
     """
-    weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    if normalise:
+        weights = weights / weights.sum(dim=1, keepdim=True).clamp_min(1e-12)
     return (weights.unsqueeze(-1).to(x.dtype) * x).sum(dim=1, keepdim=True)
