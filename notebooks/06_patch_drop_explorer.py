@@ -43,9 +43,9 @@ images.shape
 # ## The paper's headline setting: drop 55% after block 6, back at block 11
 
 # %%
-view = skipvit.explore(model, images[0], skipvit.TABLE1["skip_6_55_s11"], classes, label)
-report.save_figure(view.figure, "06_headline_setting")
-view.summary
+headline = skipvit.explore(model, images[0], skipvit.TABLE1["skip_6_55_s11"], classes, label)
+report.save_figure(headline.figure, "06_headline_setting")
+headline.summary
 
 # %% [markdown]
 # ## Two stages (4,7 at 30%,30%): the second stage ranks only what the first kept
@@ -68,3 +68,9 @@ explorer = skipvit.explorer_widget(model, images, labels, classes)
 set_controls(explorer, {"index": min(3, len(images) - 1), "ratio": 0.3, "second_layer": 8, "skip_layer": 10})
 set_controls(explorer, {"mode": "fused", "second_layer": 0})
 set_controls(explorer, {"mode": "skip", "skip_layer": 4})  # invalid on purpose: a message, not an error
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+print(skipvit.explorer.readout(headline.summary))

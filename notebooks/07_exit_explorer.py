@@ -56,3 +56,9 @@ explorer = multiexit.explorer_widget(study)
 # Move the controls as a user would: a callback error here fails the notebook (and the report).
 set_controls(explorer, {"policy": "batch", "threshold": 0.99})
 set_controls(explorer, {"variant": "finetune", "exits": "3", "policy": "sample", "threshold": 0.5, "start": 24}).summary
+
+# %% [markdown]
+# ## What this run shows
+
+# %%
+print(multiexit.explorer.readout(view.summary))

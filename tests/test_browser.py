@@ -6,6 +6,7 @@ The browser driving (server, page, run-all, moving a control, asking the kernel)
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -18,14 +19,16 @@ from vitstudy.experiments.browser import (
     assert_no_error_output,
     choose,
     chromium_page,
+    cut_labels,
     exit_expected,
     jupyter_lab,
     open_and_run,
     press_slider,
-    shown_readout,
+    shown_data,
+    shown_sentences,
     skipvit_expected,
     type_slider,
-    wait_for_readout,
+    wait_for_data,
 )
 from vitstudy.files import project_root
 
@@ -60,16 +63,14 @@ def page(lab, tmp_path):
         yield page
 
 
-def readout_values(text: str) -> dict[str, str]:
-    return dict(line.split(": ", 1) for line in text.splitlines()[1:])
-
-
-def move_and_read(page, move, label, argument, expected: str) -> dict[str, str]:
-    """Make one move, wait until the readout equals ``expected`` and a figure image is shown; the readout's values."""
+def move_and_read(page, move, label, argument, expected: str) -> dict:
+    """Make one move, wait until the explorer's hidden summary equals ``expected`` (the package's, as JSON) and a
+    figure image is shown; that summary, with readout sentences under the figure."""
     move(page, label, argument)
-    wait_for_readout(page, expected)
+    wait_for_data(page, expected)
     page.locator(FIGURE_IMAGES).wait_for(timeout=30_000)
-    return readout_values(shown_readout(page))
+    assert shown_sentences(page), "no readout sentences under the figure"
+    return json.loads(shown_data(page))
 
 
 def test_quickstart_opens_with_one_click_runs_and_slider_moves(page, lab):
@@ -94,9 +95,11 @@ def test_quickstart_opens_with_one_click_runs_and_slider_moves(page, lab):
 
 def test_patch_drop_explorer_shows_what_skipvit_computes(page, lab):
     """06 in JupyterLab: every slider and the mode selector moved twice; after each move the explorer's kept and
-    dropped counts, greyed patches per stage and predictions with dropping on and off equal the package's."""
+    dropped counts, greyed patches per stage and predictions with dropping on and off equal the package's; every
+    control's label is shown in full."""
     base, token = lab
     open_and_run(page, base, token, "06_patch_drop_explorer.py")
+    assert cut_labels(page) == []
     # where the notebook's own last cell left the controls
     state = dict(index=3, first_layer=6, second_layer=0, ratio=0.3, skip_layer=4, mode="skip")
     moves = [
@@ -117,11 +120,10 @@ def test_patch_drop_explorer_shows_what_skipvit_computes(page, lab):
     for label, move, argument, key, value in moves:
         state[key] = value
         shown = move_and_read(page, move, label, argument, skipvit_expected(page, state))
-        kept, dropped = (list(map(int, shown[k].split(", "))) for k in ("kept_per_stage", "dropped_per_stage"))
-        greyed = [g.split(", ") if g.strip() else [] for g in shown["greyed_patches_per_stage"].split(" | ")]
+        kept, dropped, greyed = (shown[k] for k in ("kept_per_stage", "dropped_per_stage", "greyed_patches_per_stage"))
         stages = 1 if state["second_layer"] == 0 else 2
         assert len(kept) == len(dropped) == len(greyed) == stages, shown
-        assert [len(g) for g in greyed] == [int(shown["patches"]) - k for k in kept], shown
+        assert [len(g) for g in greyed] == [shown["patches"] - k for k in kept], shown
     assert_no_error_output(page)
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.locator(".widget-interact").first.screenshot(path=SCREENS / "06_patch_drop_explorer.png")
@@ -129,9 +131,11 @@ def test_patch_drop_explorer_shows_what_skipvit_computes(page, lab):
 
 def test_exit_explorer_shows_what_the_simulation_computes(page, lab):
     """07 in JupyterLab: threshold, variant, exits, policy and first image moved twice each; after each move the
-    exit-block histogram, top-1, speed-up and the grid's exit blocks equal the package's for that setting."""
+    exit-block histogram, top-1, speed-up and the grid's exit blocks equal the package's for that setting; every
+    control's label is shown in full."""
     base, token = lab
     open_and_run(page, base, token, "07_exit_explorer.py")
+    assert cut_labels(page) == []
     state = dict(variant="finetune", exits="3", policy="sample", threshold=0.5, start=24)  # the notebook's last move
     moves = [
         ("threshold", type_slider, 0.8, "threshold", 0.8),
@@ -150,8 +154,8 @@ def test_exit_explorer_shows_what_the_simulation_computes(page, lab):
         state[key] = value
         shown = move_and_read(page, move, label, argument, exit_expected(page, state))
         blocks = [*map(int, state["exits"].split(",")), 12]
-        assert abs(sum(float(shown[f"at_{b}_pct"]) for b in blocks) - 100) < 1e-3, shown
-        assert len(shown["shown_exit_blocks"].split(", ")) == 24 and shown["first_image"] == str(state["start"])
+        assert abs(sum(shown[f"at_{b}_pct"] for b in blocks) - 100) < 1e-3, shown
+        assert len(shown["shown_exit_blocks"]) == 24 and shown["first_image"] == state["start"]
     assert_no_error_output(page)
     SCREENS.mkdir(parents=True, exist_ok=True)
     page.locator(".widget-interact").first.screenshot(path=SCREENS / "07_exit_explorer.png")

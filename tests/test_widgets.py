@@ -1,3 +1,6 @@
+import html
+import json
+
 import ipywidgets
 import pytest
 
@@ -85,12 +88,59 @@ def test_prediction_browser_shows_only_mistakes():
     assert {t.get_color() for t in titles} == {"tab:red"}
 
 
-def test_summary_text_is_one_readable_line_per_number():
-    from vitstudy.widgets import READOUT_TITLE, summary_text
+def test_readout_data_is_the_summary_as_json():
+    """The hidden readout holds the summary as JSON: lists kept, floats rounded to 6 decimals, None as null."""
+    from vitstudy.widgets import readout_data
 
-    text = summary_text({"top1": 80.4912, "kept_per_stage": [35, 25], "greyed": [[1, 2], [3]], "label": None})
-    assert text.splitlines() == [READOUT_TITLE, "top1: 80.4912", "kept_per_stage: 35, 25", "greyed: 1, 2 | 3",
-                                 "label: None"]  # fmt: skip
+    text = readout_data({"top1": 80.49123456, "kept_per_stage": [35, 25], "greyed": [[1, 2], [3]], "label": None})
+    assert json.loads(text) == {"top1": 80.491235, "kept_per_stage": [35, 25], "greyed": [[1, 2], [3]], "label": None}
+
+
+def _square_view(x: int):
+    from vitstudy.plots import new_figure
+    from vitstudy.widgets import ExplorerView
+
+    return ExplorerView({"x": x, "square": x * x}, new_figure((1, 1)))
+
+
+def _square_readout(summary: dict) -> str:
+    return f"{summary['x']} squared is {summary['square']} & more."
+
+
+def test_explorer_shows_the_readout_sentences_under_the_figure():
+    """After a move the explorer's readout shows the view's sentences (HTML-escaped), after its output area."""
+    from vitstudy.widgets import READOUT_CLASS, explorer_interactive
+
+    widget = explorer_interactive(_square_view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+    set_controls(widget, {"x": 4})
+    assert widget.readout.value == "<p>4 squared is 16 &amp; more.</p>"
+    assert READOUT_CLASS in widget.readout._dom_classes and widget.children.index(widget.readout) > 1
+
+
+def test_explorer_keeps_the_summary_json_in_a_hidden_element():
+    """The explorer's data element is hidden, carries its CSS class and holds readout_data of the shown view."""
+    from vitstudy.widgets import READOUT_DATA_CLASS, explorer_interactive, readout_data
+
+    widget = explorer_interactive(_square_view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+    view = set_controls(widget, {"x": 3})
+    data, shown = widget.readout_data, html.unescape(widget.readout_data.value)
+    assert shown == readout_data(view.summary) and json.loads(shown)["square"] == 9
+    assert data.layout.display == "none" and READOUT_DATA_CLASS in data._dom_classes
+
+
+def test_explorer_labels_share_a_width_that_fits_the_longest():
+    """Every explorer control gets one label width, in ch, longer than the longest label (default-named ones too)."""
+    from vitstudy.widgets import explorer_interactive
+
+    def view(x: int, second_value: int):
+        return _square_view(x)
+
+    widget = explorer_interactive(
+        view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5),
+        second_value=ipywidgets.IntSlider(0, 0, 5, description="2nd drop (0=none)"),
+    )  # fmt: skip
+    widths = {c.style.description_width for c in widget.kwargs_widgets}
+    assert widths == {f"{len('2nd drop (0=none)') + 3}ch"} and widget.kwargs_widgets[0].description == "x"
 
 
 def test_widget_figures_are_shown_as_png_whatever_the_backend(monkeypatch):

@@ -8,8 +8,10 @@ raises the first one, and ``raise_callback_errors`` does the same after a test o
 from __future__ import annotations
 
 import functools
+import html
 import io
-from collections.abc import Callable, Mapping
+import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,43 +65,76 @@ def figure_png(fig: Figure) -> bytes:
     return png.getvalue()
 
 
-READOUT_TITLE = "explorer readout"
+READOUT_CLASS = "vitstudy-readout"  # the sentences under an explorer's figure
+READOUT_DATA_CLASS = "vitstudy-readout-data"  # the hidden element holding the summary as JSON
+CONTROL_WIDTH = "34em"  # the longest label in full plus a slider track long enough to aim at a value
 
 
-def summary_text(summary: dict[str, Any]) -> str:
-    """An explorer's summary as text, one ``key: value`` line each under :data:`READOUT_TITLE`: floats with four
-    decimals, lists comma-separated, lists of lists (one per stage) separated by `` | ``."""
+def readout_data(summary: dict[str, Any]) -> str:
+    """An explorer's summary as JSON, for machines (the browser tests) rather than people.
 
-    def readable(value: Any) -> str:
+    Floats are rounded to 6 decimals: the view states none finer, and two runs of one setting then give the same
+    text even if a float's last bits differ."""
+
+    def rounded(value: Any) -> Any:
         if isinstance(value, float):
-            return f"{value:.4f}"
+            return round(value, 6)
         if isinstance(value, list | tuple):
-            inner = [readable(v) for v in value]
-            return " | ".join(inner) if value and isinstance(value[0], list | tuple) else ", ".join(inner)
-        return str(value)
+            return [rounded(v) for v in value]
+        return value
 
-    return "\n".join([READOUT_TITLE, *(f"{key}: {readable(value)}" for key, value in summary.items())])
+    return json.dumps({key: rounded(value) for key, value in summary.items()})
 
 
 def explorer_interactive(
-    view: Callable[..., ExplorerView], show: bool = True, **controls: Any
+    view: Callable[..., ExplorerView], readout: Callable[[dict[str, Any]], str], show: bool = True, **controls: Any
 ) -> ipywidgets.interactive:
-    """An explorer widget: ``controls`` drive ``view``; each move shows the new figure and returns its
-    :class:`ExplorerView` as ``widget.result`` (callback errors raised, as ``checked_interactive`` does)."""
+    """An explorer widget: ``controls`` drive ``view``; each move shows the new figure, ``readout(summary)`` under
+    it, and returns its :class:`ExplorerView` as ``widget.result`` (callback errors raised, as
+    ``checked_interactive`` does).
+
+    ``widget.readout`` shows the sentences (class :data:`READOUT_CLASS`); ``widget.readout_data`` is hidden and
+    holds :func:`readout_data` of the summary (class :data:`READOUT_DATA_CLASS`), which the browser tests read.
+    Every control gets one label width that fits the longest label, so none is cut."""
+    sentences = ipywidgets.HTML()
+    sentences.add_class(READOUT_CLASS)
+    data = ipywidgets.HTML(layout=ipywidgets.Layout(display="none"))
+    data.add_class(READOUT_DATA_CLASS)
 
     def shown(**values: Any) -> ExplorerView:
-        result = view(**values)
+        try:
+            result = view(**values)
+        except Exception:
+            sentences.value = data.value = ""  # no stale readout beside a traceback
+            raise
         show_and_close(result.figure, show)
-        if show:  # the numbers as text under the figure: readable, copyable, checked by the browser tests
-            print(summary_text(result.summary))
+        sentences.value = f"<p>{html.escape(readout(result.summary))}</p>"
+        data.value = html.escape(readout_data(result.summary))
         return result
 
     functools.update_wrapper(shown, view)
-    return checked_interactive(shown, show=show, **controls)
+    for name, control in controls.items():
+        control.description = control.description or name  # as interactive names them, but before measuring
+    label_controls(list(controls.values()))
+    widget = checked_interactive(shown, show=show, after=(sentences, data), **controls)
+    widget.readout, widget.readout_data = sentences, data
+    return widget
 
 
-def checked_interactive(fn: Callable[..., Any], show: bool = True, **widgets: Any) -> ipywidgets.interactive:
-    """``ipywidgets.interactive(fn, **widgets)`` that re-raises its callback's first exception in this cell."""
+def label_controls(controls: Sequence[ipywidgets.Widget]) -> None:
+    """Give every control one label width that fits the longest label (in ``ch``, the width of a digit, with room
+    for wider letters) and :data:`CONTROL_WIDTH`: ipywidgets' default label width cuts longer labels."""
+    longest = max((len(c.description) for c in controls), default=0)
+    for control in controls:
+        control.style.description_width = f"{longest + 3}ch"
+        control.layout.width = CONTROL_WIDTH
+
+
+def checked_interactive(
+    fn: Callable[..., Any], show: bool = True, after: Sequence[ipywidgets.Widget] = (), **widgets: Any
+) -> ipywidgets.interactive:
+    """``ipywidgets.interactive(fn, **widgets)`` that re-raises its callback's first exception in this cell;
+    ``after``: widgets shown under its output area."""
     errors: list[BaseException] = []
 
     @functools.wraps(fn)
@@ -112,6 +147,7 @@ def checked_interactive(fn: Callable[..., Any], show: bool = True, **widgets: An
 
     widget = ipywidgets.interactive(recorded, **widgets)  # calls `recorded` once with the initial values
     widget.callback_errors = errors
+    widget.children = (*widget.children, *after)
     if show:
         display(widget)
     raise_callback_errors(widget)

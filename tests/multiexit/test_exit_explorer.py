@@ -1,5 +1,8 @@
 """multiexit.explorer: the explorer's view and widget, driven without a browser."""
 
+import html
+import json
+
 from vitstudy import multiexit
 from vitstudy.widgets import ExplorerView, set_controls
 
@@ -28,3 +31,32 @@ def test_explorer_draws_the_images_as_one_mosaic(digits_study):
     view = multiexit.explore(digits_study, "separate", (1, 2), "sample", 0.5, count=8)
     grid_ax, hist_ax = view.figure.axes
     assert len(grid_ax.images) == 1 and len(grid_ax.texts) == 8 and len(hist_ax.patches) == 3
+
+
+def _summary(**changes):
+    summary = dict(variant="separate", exits="3,6,9", policy="sample", threshold=0.9, batch_size=None, top1=80.123,
+                   at_3_pct=40.0, at_6_pct=15.2, at_9_pct=7.0, at_12_pct=37.8, exited_pct=62.2, ideal_speedup=1.456,
+                   plain_top1=81.0)  # fmt: skip
+    return {**summary, **changes}
+
+
+def test_readout_says_where_images_leave_and_what_it_costs():
+    """Two sentences: the setting, the share leaving early and at each exit; top-1 vs plain and the speed-up."""
+    assert multiexit.explorer.readout(_summary()) == (
+        "Variant separate, exits after blocks 3,6,9, per-sample policy, threshold 0.9: 62.2% of the test images "
+        "leave early (block 3: 40.0%, block 6: 15.2%, block 9: 7.0%) and 37.8% run to block 12. "
+        "Top-1 80.12% against 81.00% for the plain model, FLOP-ideal speed-up 1.46x."
+    )
+
+
+def test_readout_names_the_batch_size_of_the_batch_policy():
+    """The per-batch policy is named with its batch size."""
+    assert "per-batch (64 images) policy" in multiexit.explorer.readout(_summary(policy="batch", batch_size=64))
+
+
+def test_explorer_widget_shows_the_readout_and_keeps_the_summary(digits_study):
+    """After a move the widget shows readout() of the view and keeps its summary as JSON in the hidden element."""
+    widget = multiexit.explorer_widget(digits_study, show=False, count=8)
+    view = set_controls(widget, {"exits": "1", "threshold": 0.0})
+    assert widget.readout.value == f"<p>{html.escape(multiexit.explorer.readout(view.summary))}</p>"
+    assert json.loads(html.unescape(widget.readout_data.value))["exited_pct"] == 100

@@ -193,32 +193,47 @@ def choose(page, label: str, option: str) -> None:
 
 
 FIGURE_IMAGES = ".widget-interact .jp-OutputArea-output img"  # an explorer's figure, shown as an image
+# where an explorer keeps its summary as JSON (``widgets.readout_data``), hidden from view, and its sentences
+READOUT_DATA = ".widget-interact .vitstudy-readout-data .widget-html-content"
+READOUT = ".widget-interact .vitstudy-readout .widget-html-content"
 
 
-def shown_readout(page) -> str:
-    """The explorer's readout text (``widgets.summary_text``) as shown, or "" while there is none."""
-    texts = page.locator(".widget-interact .jp-OutputArea-output pre").all_inner_texts()
-    return next((t.strip() for t in texts if t.strip().startswith("explorer readout")), "")
+def shown_data(page) -> str:
+    """The explorer's summary as JSON (``widgets.readout_data``) in its hidden element, or "" while there is none."""
+    element = page.locator(READOUT_DATA)
+    return (element.first.text_content() or "").strip() if element.count() else ""
 
 
-def wait_for_readout(page, expected: str, timeout_s: float = 60.0) -> float:
-    """Wait until the explorer shows ``expected`` (the final text, not an intermediate redraw); returns seconds."""
+def shown_sentences(page) -> str:
+    """The explorer's readout sentences as a person sees them under the figure."""
+    return page.locator(READOUT).first.inner_text().strip()
+
+
+def cut_labels(page) -> list[str]:
+    """The explorer's control labels that do not fit their box (the browser cuts them with an ellipsis)."""
+    return page.locator(".widget-interact .widget-label").evaluate_all(
+        "labels => labels.filter(l => l.offsetWidth && l.scrollWidth > l.clientWidth).map(l => l.textContent)"
+    )
+
+
+def wait_for_data(page, expected: str, timeout_s: float = 60.0) -> float:
+    """Wait until the explorer holds ``expected`` (the final summary, not an intermediate redraw); returns seconds."""
     started = time.perf_counter()
     while time.perf_counter() - started < timeout_s:
-        if shown_readout(page) == expected.strip():
+        if shown_data(page) == expected.strip():
             return time.perf_counter() - started
         time.sleep(0.02)
-    if shown_readout(page) != expected.strip():
+    if shown_data(page) != expected.strip():
         raise BrowserCheckFailed("the explorer shows something else than the package computes")
     return math.nan
 
 
-def view_readout(page, explore_call: str) -> str:
-    """The readout text of the explorer view that ``explore_call`` (Python, run in the notebook's kernel against its
+def view_data(page, explore_call: str) -> str:
+    """The summary JSON of the explorer view that ``explore_call`` (Python, run in the notebook's kernel against its
     variables) returns: what the package computes for a setting. The view's figure is closed unseen."""
     code = (
-        "import matplotlib.pyplot as _plt\nfrom vitstudy.widgets import summary_text as _text\n"
-        f"_v = {explore_call}\n_plt.close(_v.figure)\nprint(_text(_v.summary))"
+        "import matplotlib.pyplot as _plt\nfrom vitstudy.widgets import readout_data as _data\n"
+        f"_v = {explore_call}\n_plt.close(_v.figure)\nprint(_data(_v.summary))"
     )
     return kernel_output(page, code)
 
@@ -230,11 +245,11 @@ def skipvit_expected(page, state: dict) -> str:
     skip = state["skip_layer"] if state["mode"] == "skip" else None
     settings = f"skipvit.SkipViTSettings({layers}, {(state['ratio'],) * len(layers)}, {skip}, mode={state['mode']!r})"
     index = state["index"]
-    return view_readout(page, f"skipvit.explore(model, images[{index}], {settings}, classes, labels[{index}])")
+    return view_data(page, f"skipvit.explore(model, images[{index}], {settings}, classes, labels[{index}])")
 
 
 def exit_expected(page, state: dict) -> str:
     """Notebook 07's view for an exit explorer setting, on its study."""
     exits = tuple(int(b) for b in state["exits"].split(","))
-    return view_readout(page, f"multiexit.explore(study, {state['variant']!r}, {exits}, {state['policy']!r}, "
-                              f"{state['threshold']}, 64, {state['start']}, 24)")  # fmt: skip
+    return view_data(page, f"multiexit.explore(study, {state['variant']!r}, {exits}, {state['policy']!r}, "
+                           f"{state['threshold']}, 64, {state['start']}, 24)")  # fmt: skip

@@ -4,9 +4,9 @@ A hand-run measurement (a timing is no pass/fail on a shared CPU), after ``make 
 
     python -m vitstudy measure widget_latency
 
-For each move it waits until the explorer shows the package's numbers for the new setting (the readout text) AND
-a new figure image, and records the seconds from the key press or click. :func:`measure` writes
-``figures/tables/11_widget_latency.{csv,md}`` (every move) with the machine named in each row.
+For each move it waits until the explorer holds the package's numbers for the new setting (the summary JSON in its
+hidden readout element) AND a new figure image, and records the seconds from the key press or click.
+:func:`measure` writes ``figures/tables/11_widget_latency.{csv,md}`` (every move) with the machine named in each row.
 """
 
 from __future__ import annotations
@@ -81,12 +81,12 @@ def _image_source(page) -> str:
 
 
 def timed_move(page, move: Callable, label: str, argument: Any, expected: str, timeout_s: float) -> float:
-    """Seconds from the move until the readout equals ``expected`` and a new figure image is shown."""
+    """Seconds from the move until the hidden summary equals ``expected`` and a new figure image is shown."""
     before = _image_source(page)
     started = time.perf_counter()
     move(page, label, argument)
     while time.perf_counter() - started < timeout_s:
-        if browser.shown_readout(page) == expected.strip() and _image_source(page) not in ("", before):
+        if browser.shown_data(page) == expected.strip() and _image_source(page) not in ("", before):
             return time.perf_counter() - started
         time.sleep(0.01)
     raise TimeoutError(f"{label}: the view did not update within {timeout_s} s")
@@ -94,7 +94,7 @@ def timed_move(page, move: Callable, label: str, argument: Any, expected: str, t
 
 def time_moves(page, explorer: str, state: dict, moves: list, expected: Callable, chosen: WidgetLatencyBudget):
     """One row per move and repeat: ``state`` (the controls' current setting) follows the moves; ``expected``
-    gives the package's readout for a setting (:func:`browser.skipvit_expected` or :func:`browser.exit_expected`)."""
+    gives the package's summary JSON for a setting (:func:`browser.skipvit_expected`, :func:`browser.exit_expected`)."""
     rows = []
     for repeat in range(chosen.repeats):
         for label, move, argument, key, value in moves:
@@ -109,7 +109,7 @@ def time_explorers(page, base: str, token: str, chosen: WidgetLatencyBudget) -> 
     browser.open_and_run(page, base, token, "06_patch_drop_explorer.py", timeout_ms=chosen.notebook_timeout_ms)
     state = dict(PATCH_DROP_START)
     browser.type_slider(page, "back at block", 11)  # the notebook leaves an invalid setting on purpose
-    browser.wait_for_readout(page, browser.skipvit_expected(page, state))
+    browser.wait_for_data(page, browser.skipvit_expected(page, state))
     rows = time_moves(page, "06_patch_drop_explorer", state, PATCH_DROP_MOVES, browser.skipvit_expected, chosen)
     browser.open_and_run(page, base, token, "07_exit_explorer.py", timeout_ms=chosen.notebook_timeout_ms)
     state = dict(EXIT_START)

@@ -91,6 +91,21 @@ def explorer_figure(
     return fig
 
 
+def readout(summary: dict[str, Any]) -> str:
+    """Two sentences a person reads under the figure: where the test images leave under this setting, then top-1
+    against the plain model and the FLOP-ideal speed-up."""
+    shares = {int(key[3:-4]): value for key, value in summary.items() if key.startswith("at_") and key.endswith("_pct")}
+    *exit_blocks, end = sorted(shares)
+    per_exit = ", ".join(f"block {block}: {shares[block]:.1f}%" for block in exit_blocks)
+    policy = "per-sample" if summary["policy"] == "sample" else f"per-batch ({summary['batch_size']} images)"
+    return (
+        f"Variant {summary['variant']}, exits after blocks {summary['exits']}, {policy} policy, threshold "
+        f"{summary['threshold']:g}: {summary['exited_pct']:.1f}% of the test images leave early ({per_exit}) and "
+        f"{shares[end]:.1f}% run to block {end}. Top-1 {summary['top1']:.2f}% against {summary['plain_top1']:.2f}% "
+        f"for the plain model, FLOP-ideal speed-up {summary['ideal_speedup']:.2f}x."
+    )
+
+
 def explorer_widget(
     study: ExitStudy, show: bool = True, batch_size: int = 64, count: int = 24
 ) -> ipywidgets.interactive:
@@ -107,6 +122,7 @@ def explorer_widget(
     test_size = len(study.features["test"].targets)
     return explorer_interactive(
         view,
+        readout,
         show=show,
         variant=ipywidgets.Dropdown(options=variants, value="separate" if "separate" in variants else variants[0]),
         exits=ipywidgets.Dropdown(options=exit_sets, value=exit_sets[-1], description="exits after"),
