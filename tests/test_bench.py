@@ -213,3 +213,8 @@ def test_format_interval_writes_value_interval_and_not_measured() -> None:
     """A value with its 95% interval reads "1.91× (1.83–1.92)"; NaN reads "not measured"."""
     assert format_interval(1.914, 1.826, 1.9249, unit="×") == "1.91× (1.83–1.92)"
     assert format_interval(float("nan"), float("nan"), float("nan")) == "not measured"
+
+
+def test_format_interval_without_an_interval_writes_the_value() -> None:
+    """Without low and high only the value is written, with its unit."""
+    assert format_interval(0.25, digits=1, unit=" %") == "0.2 %"

@@ -100,7 +100,13 @@ def test_report_runs_notebooks_and_writes_manifest(tmp_path):
     assert saved == json.loads(json.dumps(manifest))
     entry = saved["notebooks"]["01_second"]
     assert entry["scale"] == "smoke" and entry["seconds"] > 0 and "torch" in entry["environment"]
-    assert entry["files"] == ["01_line.png", "01_line.svg", "tables/01_scale.csv", "tables/01_scale.md"]
+    assert entry["files"] == [
+        "01_line.png",
+        "01_line.svg",
+        "notebooks/01_second.ipynb",
+        "tables/01_scale.csv",
+        "tables/01_scale.md",
+    ]
 
 
 def test_only_selects_notebooks_by_number(tmp_path):
@@ -195,7 +201,7 @@ def test_staging_is_outside_the_output_folder(tmp_path):
     staging = pd.read_csv(out / "tables" / "05_where.csv")["staging"].item()
     assert staging.startswith(str(runner.staging_root())) and not staging.startswith(str(out))
     assert not os.path.exists(staging)
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "tables"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notebooks", "tables"]
 
 
 def test_staging_left_by_a_killed_run_is_removed(tmp_path):

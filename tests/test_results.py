@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from vitstudy.__main__ import main
 from vitstudy.reference import TABLES
@@ -68,14 +67,6 @@ def test_run_line_names_notebook_machine_and_date(tmp_path):
 def test_every_reference_table_has_a_section():
     """Every numbered table of both documents (data/reference) is answered by a section."""
     assert set(TABLES) <= {s.reference for s in results.SECTIONS}
-
-
-@pytest.mark.parametrize("value, low, high", [(1.914, 1.83, 1.921), (-0.4, -1.56, 0.75), (math.nan, 1.0, 2.0)])
-def test_format_value_writes_what_bench_format_interval_writes(value, low, high):
-    """The torch-free formatter gives the text of bench.format_interval, the one way an interval is written."""
-    from vitstudy.bench import format_interval
-
-    assert results.format_value(value, low, high, 2, "×") == format_interval(value, low, high, 2, "×")
 
 
 def test_check_on_a_stale_file_exits_1_with_one_line(tmp_path, capsys):

@@ -15,6 +15,7 @@ Numbers stay numbers: on an absent device (``"cuda"`` here) every measured numbe
 ``note`` says :data:`NOT_MEASURED_NO_CUDA`.
 """
 
+from ..formatting import format_interval
 from .comparison import (
     CONTROL_TOLERANCE,
     FLOP_BOUND_SLACK,
@@ -37,7 +38,6 @@ from .rows import (
     control_row,
     control_verdict,
     flop_bound_verdict,
-    format_interval,
     protocol,
     raw_times,
     speed_row,

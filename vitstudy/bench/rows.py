@@ -27,11 +27,11 @@ from typing import Any
 import torch
 
 from ..config import check
+from ..formatting import NOT_MEASURED
 from .comparison import CONTROL_TOLERANCE, FLOP_BOUND_SLACK, CompareSettings, Comparison, compare
 from .environment import device_available
 
 BASELINE_VERDICT = "baseline"
-NOT_MEASURED = "not measured"
 CONTROL_SUFFIX = " (A/A copy)"  # the A/A control arm is the baseline's name plus this
 
 
@@ -177,11 +177,3 @@ def compare_models(
     finally:
         for model in models.values():
             model.to("cpu")
-
-
-def format_interval(value: float, low: float, high: float, digits: int = 2, unit: str = "") -> str:
-    """``"1.91× (1.83–1.92)"``: a measured value with its 95% interval, as every table's text writes it; NaN reads
-    ``"not measured"``."""
-    if math.isnan(value):
-        return NOT_MEASURED
-    return f"{value:.{digits}f}{unit} ({low:.{digits}f}–{high:.{digits}f})"

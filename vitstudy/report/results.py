@@ -18,10 +18,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..files import atomic_write_text, project_root
+from ..formatting import NOT_MEASURED, format_interval
 
-__all__ = ["SECTIONS", "Measure", "Section", "format_value", "is_current", "render", "results_path", "write_results"]
+__all__ = ["SECTIONS", "Measure", "Section", "is_current", "render", "results_path", "write_results"]
 
-NOT_MEASURED = "not measured"
 NOT_IN_PAPER = "—"
 
 
@@ -139,17 +139,6 @@ def current_names(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.rename(columns=new)
 
 
-def format_value(value: float, low: float | None = None, high: float | None = None, digits: int = 2,
-                 unit: str = "") -> str:  # fmt: skip
-    """``"1.91× (1.83–1.92)"``: the text of ``vitstudy.bench.format_interval`` (pinned equal by a test), which this
-    module cannot import without loading torch; without an interval only the value. NaN reads "not measured"."""
-    if value is None or math.isnan(value):
-        return NOT_MEASURED
-    if low is None or high is None:
-        return f"{value:.{digits}f}{unit}"
-    return f"{value:.{digits}f}{unit} ({low:.{digits}f}–{high:.{digits}f})"
-
-
 def _number(row: pd.Series, column: str | None) -> float | None:
     if column is None or column not in row.index or pd.isna(row[column]):
         return None if column is None else math.nan
@@ -161,7 +150,7 @@ def _cell(row: pd.Series, measures: tuple[Measure, ...], missing: str) -> str:
     for m in measures:
         value = _number(row, m.column)
         low, high = _number(row, m.low), _number(row, m.high)
-        text = missing if math.isnan(value) else format_value(value, low, high, m.digits, m.unit)
+        text = missing if math.isnan(value) else format_interval(value, low, high, m.digits, m.unit)
         parts.append(f"{m.label} {text}".strip())
     if all(p.endswith(missing) for p in parts):
         return missing
