@@ -73,4 +73,4 @@ set_controls(explorer, {"mode": "skip", "skip_layer": 4})  # invalid on purpose:
 # ## What this run shows
 
 # %%
-print(skipvit.explorer.readout(headline.summary))
+print(skipvit.readout(headline.summary))

@@ -61,4 +61,4 @@ set_controls(explorer, {"variant": "finetune", "exits": "3", "policy": "sample",
 # ## What this run shows
 
 # %%
-print(multiexit.explorer.readout(view.summary))
+print(multiexit.readout(view.summary))

@@ -32,7 +32,7 @@ from .exits import (
     simulate,
     split_exiting,
 )
-from .explorer import explore, explorer_figure, explorer_widget
+from .explorer import explore, explorer_figure, explorer_widget, readout
 from .heads import (
     ExitFeatures,
     fit_heads,
@@ -82,6 +82,7 @@ __all__ = [
     "explore",
     "explorer_figure",
     "explorer_widget",
+    "readout",
     "fit_heads",
     "fit_linear",
     "logits_from_features",

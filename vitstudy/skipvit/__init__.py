@@ -54,6 +54,7 @@ from .explorer import (
     explorer_settings,
     explorer_widget,
     load_image,
+    readout,
     trace_image,
 )
 from .patch import (
@@ -131,6 +132,7 @@ __all__ = [
     "gather_tokens",
     "load_image",
     "preset",
+    "readout",
     "reinsert_tokens",
     "remove_skipvit",
     "saved_activation_bytes",
