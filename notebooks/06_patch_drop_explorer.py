@@ -45,7 +45,7 @@ images.shape
 # %%
 headline = skipvit.explore(model, images[0], skipvit.TABLE1["skip_6_55_s11"], classes, label)
 report.save_figure(headline.figure, "06_headline_setting")
-headline.summary
+headline
 
 # %% [markdown]
 # ## Two stages (4,7 at 30%,30%): the second stage ranks only what the first kept
@@ -53,7 +53,7 @@ headline.summary
 # %%
 view = skipvit.explore(model, images[0], skipvit.TABLE1["skip_4_7_30_s10"], classes, label)
 report.save_figure(view.figure, "06_two_stages")
-view.summary
+view
 
 # %% [markdown]
 # ## Explore

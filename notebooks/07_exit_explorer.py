@@ -44,7 +44,7 @@ print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
 point = real_data_exit.choose_operating_point(study, max_loss=budget.max_loss)
 view = multiexit.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
 report.save_figure(view.figure, "07_exit_explorer")
-view.figure
+view
 
 # %% [markdown]
 # ## The explorer

@@ -154,3 +154,16 @@ def test_widget_figures_are_shown_as_png_whatever_the_backend(monkeypatch):
     monkeypatch.setattr(widgets, "display", shown.append)
     widgets.show_and_close(new_figure((2, 2)))
     assert isinstance(shown[0], Image) and shown[0].data.startswith(b"\x89PNG")
+
+
+def test_explorer_view_shows_as_its_figure():
+    """An ExplorerView as a cell's last expression renders as its figure's PNG."""
+    import matplotlib.pyplot as plt
+
+    from vitstudy.widgets import ExplorerView
+
+    fig = plt.figure(figsize=(1, 1))
+    try:
+        assert ExplorerView({}, fig)._repr_png_().startswith(b"\x89PNG")
+    finally:
+        plt.close(fig)

@@ -40,6 +40,11 @@ class ExplorerView:
     figure: Figure
     details: Any = None
 
+    def _repr_png_(self) -> bytes:
+        """A view as the last expression of a cell shows its figure, in any frontend and in the executed notebooks
+        the report publishes (the report runs with the Agg backend, where a bare Figure shows only its repr)."""
+        return figure_png(self.figure)
+
 
 WIDGET_DPI = 100  # the inline backend's resolution
 

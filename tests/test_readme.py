@@ -1,0 +1,25 @@
+"""The README is a newcomer's page: small, no commit hashes, no dead local links."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+MAX_BYTES = 15_000  # issue 16: "a README a newcomer reads in five minutes", under 15 KB
+
+
+def test_readme_is_under_15_kb():
+    """README.md stays under 15,000 bytes: method, history and results live in docs/, CHANGELOG.md, RESULTS.md."""
+    assert len(README.read_bytes()) <= MAX_BYTES
+
+
+def test_readme_names_no_commit_hash():
+    """No 7-40 digit hex word (a commit hash) in the README: history lives in CHANGELOG.md, by date."""
+    assert not re.findall(r"\b[0-9a-f]{7,40}\b", README.read_text())
+
+
+def test_readme_links_to_files_that_exist():
+    """Every relative link of the README points at a file or folder of the repository."""
+    links = re.findall(r"\]\(([^)#]+)\)", README.read_text())
+    missing = [link for link in links if "://" not in link and not (ROOT / link).exists()]
+    assert not missing
