@@ -1,4 +1,4 @@
-"""RESULTS.md: generated from the committed tables, current, readable before and after the column renames."""
+"""RESULTS.md: generated from the committed tables, current, torch-free."""
 
 from __future__ import annotations
 
@@ -42,19 +42,10 @@ def test_nan_renders_not_measured(tmp_path):
     assert "not measured" in row and "nan" not in row
 
 
-def test_old_and_new_column_names_render_alike(tmp_path):
-    """The 2026-11-21 tables' `report_*` columns read as today's `paper_*`: the paper's number still shows."""
-    small_report(tmp_path / "old", table_5_1("report_speed_improvement"))
-    small_report(tmp_path / "new", table_5_1("paper_speed_improvement"))
-    old, new = results.render(tmp_path / "old"), results.render(tmp_path / "new")
-    assert old == new and "| exit 3 | 3.83× | 3.50× (3.40–3.90) |" in new
-
-
-def test_table_1_old_vit_small_columns_are_renamed():
-    """Notebook 04's old `vits_*` and `*_train_im_s` columns get today's `vit_small_*` / `*_images_per_s` names."""
-    old = pd.DataFrame(columns=["vits_speedup", "vits_train_im_s", "small_train_im_s", "small_speedup", "setting"])
-    renamed = list(results.current_names(old).columns)
-    assert renamed == ["vit_small_speedup", "vit_small_images_per_s", "small_images_per_s", "small_speedup", "setting"]
+def test_paper_number_shows_beside_ours(tmp_path):
+    """A table's `paper_*` column is the paper's cell, ours with its interval beside it."""
+    small_report(tmp_path, table_5_1("paper_speed_improvement"))
+    assert "| exit 3 | 3.83× | 3.50× (3.40–3.90) |" in results.render(tmp_path)
 
 
 def test_run_line_names_notebook_machine_and_date(tmp_path):

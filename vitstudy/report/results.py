@@ -119,26 +119,6 @@ SECTIONS: tuple[Section, ...] = (
 )  # fmt: skip
 
 
-# The committed tables of 2026-11-21 were written before the published numbers were renamed `paper_*` on both
-# sides (issue 15) and before notebook 04's ViT-S/16 columns became `vit_small_*`; read both until they are rerun.
-OLD_COLUMNS = {"vits_train_im_s": "vit_small_images_per_s", "small_train_im_s": "small_images_per_s"}
-OLD_PREFIXES = {"report_": "paper_", "vits_": "vit_small_"}
-
-
-def current_names(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with the old column names of :data:`OLD_COLUMNS` / :data:`OLD_PREFIXES` renamed to today's."""
-
-    def new(name: str) -> str:
-        if name in OLD_COLUMNS:
-            return OLD_COLUMNS[name]
-        for old, prefix in OLD_PREFIXES.items():
-            if name.startswith(old):
-                return prefix + name.removeprefix(old)
-        return name
-
-    return frame.rename(columns=new)
-
-
 def _number(row: pd.Series, column: str | None) -> float | None:
     if column is None or column not in row.index or pd.isna(row[column]):
         return None if column is None else math.nan
@@ -188,7 +168,7 @@ def render_section(figures: Path, section: Section) -> list[str]:
     path = figures / section.table
     if not path.is_file():
         return [*lines, f"Not run yet: no `figures/{section.table}`.", ""]
-    frame = current_names(pd.read_csv(path))
+    frame = pd.read_csv(path)
     lines += [run_line(figures, section.table), "", "| setting | paper | ours (95 % interval) | verdict |",
               "|---|---|---|---|"]  # fmt: skip
     for _, row in frame.iterrows():
