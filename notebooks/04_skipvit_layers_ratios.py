@@ -41,7 +41,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments import table1
+from vitstudy.experiments import placement, table1
 
 budget = table1.budget(SCALE)
 print(budget.note)
@@ -85,6 +85,21 @@ for row, breakdown in profiles.items():
 report.save_table(vit_small_speed, "04_speed_vit_small")
 print(vit_small_speed["note"].iloc[0] or "A/A control within 1.00 ± 3%")
 {row: breakdown.tail(6) for row, breakdown in profiles.items()}
+
+# %% [markdown]
+# ## Dropping after the whole block or after its attention?
+# The paper drops tokens in "the SkipViT attention block" without saying whether they still pass that block's MLP.
+# `placement="block"` (this package's default for SkipViT's rows, and the one the from-scratch study trains)
+# drops after the whole block L; `placement="attention"` drops inside it, after the attention (where EViT's code
+# drops, so EViT's fused-token row uses it): the dropped tokens then also skip block L's MLP. Both FLOP ideals for
+# every row on ViT-S/16, and the headline row timed both ways above (same rounds, same A/A control):
+
+# %%
+ideals = placement.placement_ideals(table1.VIT_SMALL, budget.vit_small_input, img_size=budget.vit_small_img_size)
+report.save_table(ideals, "04_placement_flop_ideals")
+placements = placement.placement_table(vit_small_speed, ideals)
+report.save_table(placements, "04_placement_speed_vit_small")
+placements
 
 # %% [markdown]
 # ## Speed on the default small model (Fashion-MNIST size: 49 patch tokens)

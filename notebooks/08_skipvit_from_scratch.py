@@ -16,16 +16,21 @@
 #
 # The paper's claims are about training from scratch: 6 / 55% / skip 11 keeps the baseline's top-1 (−0.01),
 # EViT's fused token at 45% loses 1.78 points, and a warm-up of 15% of the epochs is worth +2.55 points for
-# 4,7 / 30% / skip 10. Here every row trains from random weights with the same recipe and three seeds
+# 4,7 / 30% / skip 10. Here every row trains from random weights with the same recipe and six seeds
 # (`vitstudy.experiments.from_scratch`), plus two rows of ours: plain dropping (no skip) and timm's random
-# PatchDropout at the headline row's FLOPs. Each (row, seed) is a resumable run in the cache: re-running this
-# notebook trains only what is missing. Run it with `python -m vitstudy report --scale scratch --only 08` (writes
-# `figures/scratch/`); it does not run in the quick report.
+# PatchDropout at the headline row's FLOPs. Two data sets: Fashion-MNIST (items on black, so many tokens are
+# blank) and cluttered Fashion-MNIST (`vitstudy.cluttered`: each item at a random place on a 56×56 canvas among
+# fragments of other items, 49 tokens, at least 33 of them without the item), where choosing tokens matters.
+# Each (data set, row, seed) is a resumable run in the cache, or taken from the committed per-run table when its
+# fingerprint matches: re-running this notebook trains only what is missing. Run it with
+# `python -m vitstudy report --scale scratch --only 08` (writes `figures/scratch/`); it does not run in the quick
+# report. `TRAIN = False` shows the runs that finished so far without training.
 
 # %% tags=["parameters"]
 import os
 
 SCALE = os.environ.get("VITSTUDY_SCALE", "scratch")
+TRAIN = True  # False: an interim look at the finished runs, nothing trains
 RUNS_AT = ("smoke", "scratch")  # read by vitstudy.report: this study runs at no other scale
 
 # %%
@@ -33,44 +38,49 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments import from_scratch, from_scratch_findings
+from vitstudy.experiments import from_scratch, from_scratch_findings, from_scratch_stats
 
 budget = from_scratch.budget(SCALE)
 training = budget.training
 print(budget.note, "| seeds:", training.seeds, "| warm-up epochs:", training.warmup_epochs, "of", training.train.epochs)
-report.save_table(pd.DataFrame([from_scratch.matched_patch_drop_rate(budget)]), "08_patch_dropout_rate")
-print("runs still to train:", len(from_scratch.missing_runs(budget)))
+rates = [from_scratch.matched_patch_drop_rate(budget, dataset=dataset) for dataset in budget.study_datasets]
+report.save_table(pd.DataFrame(rates), "08_patch_dropout_rate")
+missing = from_scratch.missing_runs(budget)
+print("runs:", len(from_scratch.study_runs(budget)), "| still to train:", len(missing))
 
 # %%
 # Missing runs train side by side, one single-thread process per core (one process on a GPU).
-runs, histories = from_scratch.scratch_runs(budget, log=print, workers=from_scratch.default_workers())
+runs, histories = from_scratch.scratch_runs(budget, log=print, workers=from_scratch.default_workers(),
+                                            train_missing_runs=TRAIN)  # fmt: skip
 report.save_table(runs, "08_runs")
 report.save_raw(histories, "08_histories")
 
 # %% [markdown]
-# ## Per row: mean ± std over seeds, paired difference to the baseline (95% interval), dropping on and off
+# ## Per data set and row: mean ± std over seeds, paired difference to the baseline (95% interval), dropping on and off
 
 # %%
-summary = from_scratch.scratch_summary(runs)
+summary = from_scratch_stats.scratch_summary(runs)
 report.save_table(summary, "08_summary")
 summary
 
 # %% [markdown]
-# ## One verdict per claim
-# `resolvable` is the half-width of the interval: the smallest difference this protocol can tell from zero.
+# ## One verdict per claim and data set
+# `resolvable` is the half-width of the interval: the smallest difference this protocol can tell from zero;
+# `seeds_to_resolve`, for a claim it cannot tell, the seeds that would tell it at the spread measured.
 
 # %%
-verdicts = from_scratch.claim_verdicts(runs)
+verdicts = from_scratch_stats.claim_verdicts(runs)
 report.save_table(verdicts, "08_verdicts")
-verdicts[["claim", "paper_diff", "diff", "diff_low", "diff_high", "resolvable", "verdict"]]
+verdicts[["dataset", "claim", "paper_diff", "diff", "diff_low", "diff_high", "resolvable", "verdict"]]
 
 # %%
-fig = from_scratch.scratch_plot(runs, summary)
-report.save_figure(fig, "08_from_scratch")
-fig
+for dataset in budget.study_datasets:
+    fig = from_scratch_stats.scratch_plot(runs, summary, dataset)
+    report.save_figure(fig, f"08_from_scratch_{dataset}")
+    display(fig)
 
 # %% [markdown]
 # ## What this run shows
 
 # %%
-display(Markdown(from_scratch_findings.findings(verdicts)))
+display(Markdown(from_scratch_findings.findings(verdicts, finished=len(runs), planned=len(from_scratch.study_runs(budget)))))

@@ -1,4 +1,5 @@
-"""Data sets: Fashion-MNIST (the default, real and offline), scikit-learn's digits (tests), any ImageFolder tree.
+"""Data sets: Fashion-MNIST (the default, real and offline), cluttered Fashion-MNIST (``vitstudy.cluttered``),
+scikit-learn's digits (tests), any ImageFolder tree.
 
 Fashion-MNIST's files (search, install, idx format) live in ``vitstudy.fashion_mnist``; the errors a user can fix
 (``DataNotFound``, ``CorruptImageError``) in ``vitstudy.errors``, importable from here too.
@@ -22,6 +23,7 @@ from timm.data import ImageDataset, create_transform, resolve_data_config
 from timm.models import get_pretrained_cfg
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
+from .cluttered import cluttered_mean_std, load_cluttered_arrays
 from .config import DATASETS, TrainConfig
 from .errors import CorruptImageError, DataNotFound
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays, require_fashion_mnist
@@ -130,13 +132,12 @@ def build_splits(cfg: TrainConfig, data_config: dict[str, Any] | None = None) ->
     ``data_config`` (timm's ``resolve_data_config`` dict) sets the transforms of ``imagefolder``; by default it
     is resolved from ``cfg.model``'s pretrained config.
     """
-    if cfg.dataset == "fashion_mnist":
-        train_images, train_labels = load_fashion_mnist_arrays("train", cfg.data_root)
-        test_images, test_labels = load_fashion_mnist_arrays("test", cfg.data_root)
-        return _array_splits(
-            "fashion_mnist", cfg, (train_images, train_labels), (test_images, test_labels),
-            FASHION_MNIST_CLASSES, FASHION_MNIST_MEAN, FASHION_MNIST_STD,
-        )  # fmt: skip
+    if cfg.dataset in ("fashion_mnist", "fashion_mnist_cluttered"):
+        cluttered = cfg.dataset == "fashion_mnist_cluttered"
+        load = load_cluttered_arrays if cluttered else load_fashion_mnist_arrays
+        train, test = (load(split, cfg.data_root)[:2] for split in ("train", "test"))
+        mean, std = cluttered_mean_std(cfg.data_root) if cluttered else (FASHION_MNIST_MEAN, FASHION_MNIST_STD)
+        return _array_splits(cfg.dataset, cfg, train, test, FASHION_MNIST_CLASSES, mean, std)
     if cfg.dataset == "digits":
         return _digits_splits(cfg)
     if cfg.dataset == "imagefolder":
@@ -248,7 +249,7 @@ def imagefolder_root(cfg: TrainConfig) -> Path:
 
 def check_data(cfg: TrainConfig) -> None:
     """Raise DataNotFound, naming the folder and the fix, unless ``cfg``'s data set is there (reads no image)."""
-    if cfg.dataset == "fashion_mnist":
+    if cfg.dataset in ("fashion_mnist", "fashion_mnist_cluttered"):
         require_fashion_mnist(cfg.data_root)
     elif cfg.dataset == "imagefolder":
         root = imagefolder_root(cfg)

@@ -36,6 +36,8 @@ default_cfgs = generate_default_cfgs(
     {
         "vitstudy_tiny_patch4_28": _cfg(**_SMALL_CFG),
         "vitstudy_small_patch4_28": _cfg(**_SMALL_CFG),
+        # Cluttered Fashion-MNIST (vitstudy.cluttered); its data set normalises with its own measured statistics.
+        "vitstudy_tiny_patch8_56": _cfg(**{**_SMALL_CFG, "input_size": (1, 56, 56)}),
     }
 )
 
@@ -54,7 +56,15 @@ def vitstudy_small_patch4_28(pretrained: bool = False, **kwargs: Any) -> VisionT
     return _create_vision_transformer("vitstudy_small_patch4_28", pretrained=pretrained, **dict(model_args, **kwargs))
 
 
-SMALL_MODELS = ("vitstudy_tiny_patch4_28", "vitstudy_small_patch4_28")
+@register_model
+def vitstudy_tiny_patch8_56(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
+    """The tiny model for 56x56 cluttered canvases: patch 8, so the same 7x7 = 49 tokens and the same cost."""
+    model_args = dict(img_size=56, patch_size=8, in_chans=1, num_classes=10, embed_dim=96, depth=12, num_heads=3)
+    return _create_vision_transformer("vitstudy_tiny_patch8_56", pretrained=pretrained, **dict(model_args, **kwargs))
+
+
+SMALL_MODELS = ("vitstudy_tiny_patch4_28", "vitstudy_small_patch4_28")  # 28x28 input
+CLUTTERED_MODEL = "vitstudy_tiny_patch8_56"  # 56x56 input
 
 
 WEIGHTS_ENV = "VITSTUDY_WEIGHTS"  # a folder of <model name>.safetensors files, used for pretrained=True

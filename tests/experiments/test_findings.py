@@ -136,8 +136,13 @@ def test_from_scratch_findings_give_each_claims_verdict():
          "resolvable": NAN, "pairs": 1, "verdict": "cannot tell (fewer than 2 seeds)"},
     ])  # fmt: skip
     text = from_scratch_findings.findings(verdicts)
-    assert "2.55 points" in text and "1.00 points (0.20–1.80)" in text and "reproduces 1 of 2" in text
-    assert "cannot tell (fewer than 2 seeds)" in text
+    assert "2.55 points" in text and "1.00 points (0.20–1.80)" in text
+    assert "reproduces 1 and contradicts 0 of 2" in text and "Fashion-MNIST" in text
+    assert "cannot tell (fewer than 2 seeds)" in text and "Interim" not in text
+    two = pd.concat([verdicts, verdicts.assign(dataset="fashion_mnist_cluttered", seeds_to_resolve=[NAN, 9.0])])
+    text = from_scratch_findings.findings(two.assign(dataset=two["dataset"].fillna("fashion_mnist")), 10, 54)
+    assert text.startswith("Interim: 10 of 54 runs") and "cluttered Fashion-MNIST" in text
+    assert "about 9 seeds would tell it" in text
 
 
 def test_memory_and_size_findings_read_no_cuda_peak_as_not_measured():

@@ -1,14 +1,17 @@
-"""Notebook 08's experiment (vitstudy.experiments.from_scratch): rows, the PatchDropout match, statistics, resuming."""
+"""Notebook 08's experiment (vitstudy.experiments.from_scratch and from_scratch_stats): rows, data sets, the
+PatchDropout match, statistics, resuming, runs taken from the committed table."""
 
 import dataclasses
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
 from vitstudy.config import SCALES, TrainConfig
 from vitstudy.experiments import from_scratch as scratch
+from vitstudy.experiments import from_scratch_stats as scratch_stats
 from vitstudy.experiments.skipvit_runs import RowTraining
 from vitstudy.files import project_root
 
@@ -42,14 +45,14 @@ def test_patch_dropout_rate_keeps_the_matched_count(digits_budget):
 def test_paired_interval_equals_the_t_interval_of_the_differences():
     """The paired difference's 95% interval is the one-sample t interval of the differences (mean ± t·sem)."""
     row, base = pd.Series([80.0, 81.5, 79.0], index=[0, 1, 2]), pd.Series([80.5, 80.0, 80.1], index=[0, 1, 2])
-    got = scratch.paired_difference(row, base)
+    got = scratch_stats.paired_difference(row, base)
     low, high = stats.t.interval(0.95, 2, loc=(row - base).mean(), scale=stats.sem(row - base))
     assert got["diff_low"] == pytest.approx(low) and got["diff_high"] == pytest.approx(high)
 
 
 def test_paired_difference_pairs_by_seed():
     """Seeds are matched by index, not by position; one pair gives no interval."""
-    got = scratch.paired_difference(pd.Series([2.0, 5.0], index=[1, 0]), pd.Series([1.0], index=[1]))
+    got = scratch_stats.paired_difference(pd.Series([2.0, 5.0], index=[1, 0]), pd.Series([1.0], index=[1]))
     assert got["diff"] == 1.0 and got["pairs"] == 1 and math.isnan(got["diff_low"])
 
 
@@ -61,7 +64,7 @@ def test_paired_difference_pairs_by_seed():
 )  # fmt: skip
 def test_verdicts(low, high, direction, word):
     """The verdict follows the interval: clear of zero in the claimed direction, against it, or spanning it."""
-    assert scratch.verdict(low, high, direction).startswith(word)
+    assert scratch_stats.verdict(low, high, direction).startswith(word)
 
 
 def test_other_scales_are_refused():
@@ -70,11 +73,20 @@ def test_other_scales_are_refused():
         scratch.budget("quick")
 
 
-def test_scratch_budget_is_the_scales_recipe_with_three_seeds():
-    """At scratch scale every row trains the scale's recipe from scratch, 3 seeds, warm-up 1 of 7 epochs."""
-    training = scratch.budget("scratch").training
-    assert training.train == SCALES["scratch"].train and training.seeds == (0, 1, 2)
+def test_scratch_budget_is_the_scales_recipe_with_six_seeds_on_two_data_sets():
+    """At scratch scale every row trains the scale's recipe from scratch, 6 seeds, warm-up 1 of 7 epochs, on
+    Fashion-MNIST (7 rows) and its cluttered version (5 rows, the 49-token patch-8 model, the same recipe)."""
+    budget = scratch.budget("scratch")
+    training = budget.training
+    assert training.train == SCALES["scratch"].train and training.seeds == (0, 1, 2, 3, 4, 5)
     assert (training.start, training.warmup_epochs) == ("scratch", 1)
+    cluttered = budget.training_on("fashion_mnist_cluttered").train
+    assert (cluttered.dataset, cluttered.model) == ("fashion_mnist_cluttered", "vitstudy_tiny_patch8_56")
+    assert dataclasses.replace(cluttered, dataset=training.train.dataset, model=training.train.model) == training.train
+    runs = scratch.study_runs(budget)
+    assert len(runs) == 6 * (7 + 5) and runs[0] == ("fashion_mnist", "baseline", 0)
+    assert {name for dataset, name, _ in runs if dataset == "fashion_mnist_cluttered"} == {
+        "baseline", "fused_6_45", "drop_6_55", "skip_6_55_s11", "patch_dropout"}
 
 
 def test_summary_of_the_committed_runs_is_the_committed_summary():
@@ -82,14 +94,14 @@ def test_summary_of_the_committed_runs_is_the_committed_summary():
     08_summary.csv: every value equal to 12 significant digits (the interval bounds differ in the last bit)."""
     runs = pd.read_csv(COMMITTED / "08_runs.csv")
     committed = pd.read_csv(COMMITTED / "08_summary.csv")
-    pd.testing.assert_frame_equal(scratch.scratch_summary(runs), committed, check_dtype=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(scratch_stats.scratch_summary(runs), committed, check_dtype=False, rtol=1e-12)
 
 
 def test_verdicts_of_the_committed_runs_are_the_committed_verdicts():
     """claim_verdicts of the published 08_runs.csv gives the published 08_verdicts.csv, verdicts identical."""
     runs = pd.read_csv(COMMITTED / "08_runs.csv")
     committed = pd.read_csv(COMMITTED / "08_verdicts.csv")
-    pd.testing.assert_frame_equal(scratch.claim_verdicts(runs), committed, check_dtype=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(scratch_stats.claim_verdicts(runs), committed, check_dtype=False, rtol=1e-12)
 
 
 def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypatch):
@@ -115,9 +127,9 @@ def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypat
     again, _ = scratch.scratch_runs(digits_budget, rows)  # everything finished: read, nothing trained
     assert len(trained) == 6
     pd.testing.assert_frame_equal(again.drop(columns="history", errors="ignore"), runs)
-    summary = scratch.scratch_summary(runs)
+    summary = scratch_stats.scratch_summary(runs)
     assert list(summary["seeds"]) == [2, 2, 2] and summary.loc[0, "diff_on"] == 0
-    verdicts = scratch.claim_verdicts(runs)
+    verdicts = scratch_stats.claim_verdicts(runs)
     assert set(verdicts["row"]) == {"skip_6_55_s11"}
 
 
@@ -135,3 +147,72 @@ def test_missing_runs_train_in_parallel_workers(digits_budget):
     runs, _ = scratch.scratch_runs(digits_budget, rows, log=lines.append, workers=2)
     assert len(runs) == 4 and not scratch.missing_runs(digits_budget, rows)
     assert sum("trained in" in line for line in lines) == 4 and "4/4 runs" in " ".join(lines)
+
+
+def test_committed_runs_keep_their_folder_names():
+    """Every committed run whose code did not change (all but EViT's fused token, now EViT's computation) is
+    named by the folder the study computes for it today, so a new machine takes it instead of training it."""
+    runs = scratch_stats.with_dataset(pd.read_csv(COMMITTED / "08_runs.csv"))
+    budget = scratch.budget("scratch")
+    rates = {row["dataset"]: row["patch_drop_rate"] for _, row in pd.read_csv(COMMITTED / "08_patch_dropout_rate.csv")
+             .pipe(scratch_stats.with_dataset).iterrows()}  # fmt: skip
+    expected = {scratch._row_run(budget.training_on(d), name, rates.get(d, 0.0), seed)[2].name
+                for d, name, seed in scratch.study_runs(budget)}  # fmt: skip
+    committed = runs["run_dir"].map(lambda path: path.rsplit("/", 1)[-1])
+    old_fused = (runs["row"] == "fused_6_45") & ~runs["settings"].str.contains("fuse_weights")
+    unchanged = committed[~old_fused]
+    assert len(unchanged) >= 18 and set(unchanged) <= expected
+
+
+def test_fused_row_is_a_new_run_under_evits_computation():
+    """The fused row's folder changed with its computation (the old one renormalised after the whole block)."""
+    budget = scratch.budget("scratch")
+    folder = scratch._row_run(budget.training, "fused_6_45", 0.0, 0)[2].name
+    assert folder.startswith("scratch-fused_6_45-2a530d254c-") and not folder.endswith("f4a46501-w0-seed0")
+
+
+def test_runs_are_taken_from_the_committed_table_not_trained(digits_budget, tmp_path, monkeypatch):
+    """A finished run published in 08_runs (+ raw 08_histories) is read back on a machine whose cache lacks it:
+    row and history equal, nothing trained, the committed files untouched."""
+    rows = ("baseline", "drop_6_55")
+    runs, histories = scratch.scratch_runs(digits_budget, rows)
+    tables = tmp_path / "figures" / "smoke" / "tables"
+    (tables / "raw").mkdir(parents=True)
+    runs.to_csv(tables / "08_runs.csv", index=False)
+    histories.to_csv(tables / "raw" / "08_histories.csv", index=False)
+    before = {p: p.read_bytes() for p in tables.rglob("*.csv")}
+    monkeypatch.setenv("VITSTUDY_CACHE", str(tmp_path / "fresh_cache"))  # a new machine: an empty cache
+    monkeypatch.setattr(scratch, "committed_tables", lambda scale: tables)
+    monkeypatch.setattr(scratch, "train_row", lambda *a, **k: pytest.fail("a committed run was trained again"))
+    assert scratch.missing_runs(digits_budget, rows) == []
+    again, again_histories = scratch.scratch_runs(digits_budget, rows)
+    columns = ["row", "seed", "top1_dropping_on", "top1_dropping_off", "val_top1", "run"]
+    pd.testing.assert_frame_equal(again[columns], runs[columns])
+    pd.testing.assert_frame_equal(again_histories, histories, check_dtype=False)
+    assert {p: p.read_bytes() for p in tables.rglob("*.csv")} == before
+    assert again["adopted_from"].notna().all()
+
+
+def test_interim_look_reads_finished_runs_only(digits_budget, monkeypatch):
+    """train_missing_runs=False (the notebook's TRAIN = False): the finished runs, nothing trained."""
+    one_seed = scratch.ScratchBudget(dataclasses.replace(digits_budget.training, seeds=(0,)))
+    scratch.scratch_runs(one_seed, ("baseline",))
+    monkeypatch.setattr(scratch, "train_row", lambda *a, **k: pytest.fail("an interim look trained"))
+    runs, _ = scratch.scratch_runs(digits_budget, ("baseline", "drop_6_55"), train_missing_runs=False)
+    assert list(zip(runs["row"], runs["seed"])) == [("baseline", 0)]
+
+
+def test_claims_are_judged_per_data_set_with_the_seeds_that_would_tell():
+    """Verdicts per data set; a claim the interval cannot tell names the seeds that would, at that spread."""
+    rng = np.random.default_rng(0)
+    base = 80 + rng.normal(0, 0.3, 6)
+    frames = []
+    wobble = np.array([-0.9, 0.5, -0.4, 0.3, -0.6, 0.4])  # mean -0.12, sd 0.6: no direction at 6 seeds
+    for dataset, change in (("fashion_mnist", -2.0 + rng.normal(0, 0.5, 6)), ("fashion_mnist_cluttered", wobble)):
+        for row, values in (("baseline", base), ("fused_6_45", base + change)):
+            frames.append(pd.DataFrame({"dataset": dataset, "row": row, "seed": range(6), "top1_dropping_on": values}))
+    verdicts = scratch_stats.claim_verdicts(pd.concat(frames, ignore_index=True))
+    assert list(verdicts["dataset"]) == ["fashion_mnist", "fashion_mnist_cluttered"]
+    clear, unclear = verdicts.iloc[0], verdicts.iloc[1]
+    assert clear["verdict"] == "reproduced" and math.isnan(clear["seeds_to_resolve"])
+    assert unclear["verdict"].startswith("cannot") and unclear["seeds_to_resolve"] > 6

@@ -69,11 +69,25 @@ def budget_for(budgets: Mapping[str, B], scale: Scale | str | None) -> B:
     return dataclasses.replace(chosen, training=dataclasses.replace(chosen.training, train=train))
 
 
+def settings_fingerprint(settings: SkipViTSettings) -> dict[str, Any]:
+    """The SkipViT settings that decide what a run computes: ``placement`` and ``fuse_weights`` are left out where
+    they change nothing (after-the-block selection, the settings' first reading; fused weights outside mode
+    "fused"), so a run trained before they existed keeps its folder, and a fused run under EViT's computation
+    gets a new one."""
+    fields = dataclasses.asdict(settings)
+    if settings.placement == "block":
+        fields.pop("placement")
+    if settings.mode != "fused":
+        fields.pop("fuse_weights")
+    return fields
+
+
 def run_dir(training: RowTraining, name: str, settings: SkipViTSettings, warmup: int, seed: int) -> Path:
     """Cache folder of one run: scale, row, training settings, SkipViT settings, warm-up and seed."""
     cfg = dataclasses.replace(training.train, seed=seed)
     start = baseline_run_dir(get_scale(training.scale), seed).name if training.start == "baseline" else "scratch"
-    tag = hashlib.sha256(json.dumps([dataclasses.asdict(settings), start], sort_keys=True).encode()).hexdigest()[:8]
+    fields = [settings_fingerprint(settings), start]
+    tag = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
     return cache_dir() / "skipvit" / f"{training.scale}-{name}-{config_fingerprint(cfg)}-{tag}-w{warmup}-seed{seed}"
 
 
