@@ -51,6 +51,18 @@ report.save_figure(fig, "00_samples")
 fig
 
 # %% [markdown]
+# The same items on **cluttered Fashion-MNIST** (`vitstudy.cluttered`, the from-scratch study's second data set,
+# notebook 08): each item at a random place on a 56×56 canvas among 8×8 fragments of other items (Mnih et al.'s
+# Cluttered MNIST construction). With patch 8 the canvas has the same 49 tokens; the item is on at most 16 of them,
+# so a token-dropping rule has to tell item from clutter rather than find a black background.
+
+# %%
+images, titles = baseline.cluttered_examples(per_class=2)
+fig = plots.image_grid(images, titles, columns=10)
+report.save_figure(fig, "00_samples_cluttered")
+fig
+
+# %% [markdown]
 # ## Train (or load) the baseline
 
 # %%

@@ -25,13 +25,16 @@ uint8 arrays. :func:`item_tokens` says which tokens carry the item (tests, noteb
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
 import numpy as np
 import torch
 
+from .config import TrainConfig
 from .fashion_mnist import load_fashion_mnist_arrays
+from .models import CLUTTERED_MODEL
 
 CANVAS = 56  # pixels per side
 PATCH = 8  # the cluttered model's patch: 7 x 7 = 49 tokens
@@ -121,3 +124,9 @@ def cluttered_mean_std(root: str | None = None) -> tuple[tuple[float], tuple[flo
     mean = float((counts * levels).sum() / counts.sum())
     variance = float((counts * (levels - mean) ** 2).sum() / (counts.sum() - 1))
     return (mean,), (variance**0.5,)
+
+
+def on_cluttered(cfg: TrainConfig) -> TrainConfig:
+    """``cfg``'s recipe on cluttered Fashion-MNIST: the 56x56 canvases need the patch-8 tiny model (49 tokens, as
+    the 28x28 patch-4 one has); width and heads still come from ``cfg.model_kwargs``."""
+    return dataclasses.replace(cfg, dataset="fashion_mnist_cluttered", model=CLUTTERED_MODEL)

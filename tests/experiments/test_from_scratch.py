@@ -75,18 +75,25 @@ def test_other_scales_are_refused():
 
 def test_scratch_budget_is_the_scales_recipe_with_six_seeds_on_two_data_sets():
     """At scratch scale every row trains the scale's recipe from scratch, 6 seeds, warm-up 1 of 7 epochs, on
-    Fashion-MNIST (7 rows) and its cluttered version (5 rows, the 49-token patch-8 model, the same recipe)."""
+    Fashion-MNIST (7 rows) and its cluttered version (5 rows, the 49-token patch-8 model, the same recipe for
+    twice the epochs)."""
     budget = scratch.budget("scratch")
     training = budget.training
     assert training.train == SCALES["scratch"].train and training.seeds == (0, 1, 2, 3, 4, 5)
     assert (training.start, training.warmup_epochs) == ("scratch", 1)
     cluttered = budget.training_on("fashion_mnist_cluttered").train
     assert (cluttered.dataset, cluttered.model) == ("fashion_mnist_cluttered", "vitstudy_tiny_patch8_56")
-    assert dataclasses.replace(cluttered, dataset=training.train.dataset, model=training.train.model) == training.train
+    same = dataclasses.replace(cluttered, dataset=training.train.dataset, model=training.train.model, epochs=7)
+    assert same == training.train and cluttered.epochs == 14  # twice as long: far from converged at 7
     runs = scratch.study_runs(budget)
     assert len(runs) == 6 * (7 + 5) and runs[0] == ("fashion_mnist", "baseline", 0)
     assert {name for dataset, name, _ in runs if dataset == "fashion_mnist_cluttered"} == {
-        "baseline", "fused_6_45", "drop_6_55", "skip_6_55_s11", "patch_dropout"}
+        "baseline",
+        "fused_6_45",
+        "drop_6_55",
+        "skip_6_55_s11",
+        "patch_dropout",
+    }
 
 
 def test_summary_of_the_committed_runs_is_the_committed_summary():

@@ -26,13 +26,25 @@ def test_headline_is_timed_in_both_placements_and_table1_keeps_its_rows():
     rows = table1.vit_small_rows(budget)
     assert placement.ATTENTION_HEADLINE in rows and rows[placement.ATTENTION_HEADLINE].placement == "attention"
     names = [*budget.settings, placement.ATTENTION_HEADLINE, CONTROL]
-    speed = pd.DataFrame({"row": names, "setting": names, "speedup": 1.1, "speedup_low": 1.0, "speedup_high": 1.2,
-                          "ideal_speedup": 1.2, "measured_over_ideal": 0.92, "verdict": "within target", "note": ""})
+    speed = pd.DataFrame(
+        {
+            "row": names,
+            "setting": names,
+            "speedup": 1.1,
+            "speedup_low": 1.0,
+            "speedup_high": 1.2,
+            "ideal_speedup": 1.2,
+            "measured_over_ideal": 0.92,
+            "verdict": "within target",
+            "note": "",
+        }
+    )
     ideals = placement.placement_ideals("vitstudy_tiny_patch4_28", (1, 28, 28), num_classes=10)
     table = placement.placement_table(speed, ideals)
     assert list(table["placement"]) == ["block", "attention", "A/A control"]
     assert table.loc[1, "flop_ideal_from_counts"] == pytest.approx(
-        ideals.set_index("row").loc[HEADLINE, "ideal_speedup_attention"])
+        ideals.set_index("row").loc[HEADLINE, "ideal_speedup_attention"]
+    )
     empty = pd.DataFrame(columns=["row", "top1_dropping_on", "top1_dropping_on_std", "top1_dropping_on_diff",
                                   "top1_dropping_off", "top1_dropping_off_diff"])  # fmt: skip
     assert placement.ATTENTION_HEADLINE not in set(table1.table_1(empty, speed, speed[["row"]])["row"])

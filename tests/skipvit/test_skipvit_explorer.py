@@ -193,3 +193,18 @@ def test_explorer_inputs_default_is_the_baseline_on_test_images(monkeypatch, tin
     assert model is run.model and isinstance(model, sv.SkipViTMixin)
     assert images.shape == (4, 1, 28, 28) and torch.equal(images[3], test[3][0])
     assert labels == [0, 1, 2, 0] and classes == ["a", "b", "c"]
+
+
+def test_explorer_inputs_offer_the_cluttered_data_set(monkeypatch, tiny_vit):
+    """dataset="fashion_mnist_cluttered": the scale's recipe on the cluttered canvases (the patch-8 56x56 model),
+    trained once by the same cached-baseline path; an unknown data set is one line."""
+    asked = []
+    test = [(torch.zeros(1, 56, 56), 0)]
+    run = SimpleNamespace(model=tiny_vit(depth=2), splits=SimpleNamespace(classes=["a"], test=test))
+    monkeypatch.setattr(explorer_module, "baseline", lambda scale: asked.append(scale) or run)
+    inputs = sv.explorer_inputs("smoke", dataset="fashion_mnist_cluttered")
+    assert inputs.images.shape == (1, 1, 56, 56)
+    train = asked[0].train
+    assert (train.dataset, train.model, asked[0].name) == ("fashion_mnist_cluttered", "vitstudy_tiny_patch8_56", "smoke")
+    with pytest.raises(ValueError, match="dataset='mnist' is not allowed"):
+        sv.explorer_inputs("smoke", dataset="mnist")

@@ -14,8 +14,10 @@ import pandas as pd
 import torch
 
 from .. import bench
+from ..cluttered import item_tokens, load_cluttered_arrays
 from ..config import Scale, scale_budget
 from ..data import ArrayImageDataset
+from ..fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays
 from ..train import TrainResult
 from .sentences import NOT_MEASURED, measured, number, paragraph
 
@@ -51,6 +53,17 @@ def class_examples(dataset: ArrayImageDataset, per_class: int = 3) -> tuple[torc
     order = [indices[r] for r in range(per_class) for indices in by_class if r < len(indices)]  # row r: r-th of each
     images = torch.stack([dataset[i][0] for i in order])
     return images, [dataset.classes[int(dataset.targets[i])] for i in order]
+
+
+def cluttered_examples(per_class: int = 2) -> tuple[torch.Tensor, list[str]]:
+    """The first ``per_class`` test canvases of every class of cluttered Fashion-MNIST (notebook 08's second data
+    set, :mod:`vitstudy.cluttered`), titled with the class and how many of the 49 tokens carry part of the item."""
+    canvases, labels, corners = load_cluttered_arrays("test")
+    on_item = item_tokens(torch.from_numpy(load_fashion_mnist_arrays("test")[0]), torch.from_numpy(corners))
+    by_class = [np.flatnonzero(labels == k)[:per_class] for k in range(len(FASHION_MNIST_CLASSES))]
+    order = [indices[r] for r in range(per_class) for indices in by_class if r < len(indices)]
+    titles = [f"{FASHION_MNIST_CLASSES[labels[i]]}\nitem on {int(on_item[i].sum())}/49" for i in order]
+    return torch.from_numpy(canvases[order]), titles
 
 
 def inference_speed(

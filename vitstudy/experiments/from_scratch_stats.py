@@ -167,5 +167,7 @@ def scratch_plot(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str = FIRST
     return fig
 
 
-DATASET_TITLES = {"fashion_mnist": "Fashion-MNIST (items on black)",
-                  "fashion_mnist_cluttered": "cluttered Fashion-MNIST (items among fragments of other items)"}
+DATASET_TITLES = {
+    "fashion_mnist": "Fashion-MNIST (items on black)",
+    "fashion_mnist_cluttered": "cluttered Fashion-MNIST (items among fragments of other items)",
+}

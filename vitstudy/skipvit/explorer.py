@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from ..config import Scale
+from ..cluttered import on_cluttered
+from ..config import Scale, check_choice, get_scale
 from ..data import CorruptImageError
 from ..models import create_model
 from ..plots import display_image, draw_image_grid, new_figure
@@ -61,6 +63,9 @@ def class_names(model: nn.Module, classes: Sequence[str] | None = None) -> list[
     return [str(i) for i in range(model.num_classes)]
 
 
+EXPLORER_DATASETS = ("fashion_mnist", "fashion_mnist_cluttered")
+
+
 class ExplorerInputs(NamedTuple):
     """What the explorer shows: a SkipViT-patched model and images [N, C, H, W] with labels and class names."""
 
@@ -77,16 +82,22 @@ def explorer_inputs(
     weights: str | os.PathLike[str] | None = None,
     pretrained: bool = False,
     count: int = 64,
+    dataset: str = "fashion_mnist",
 ) -> ExplorerInputs:
     """Notebook 06's model and images: the scale's cached baseline (notebook 00) and its first ``count`` test
-    images by default; ``image_path`` for one image file; ``model_name`` (with ``weights`` or ``pretrained``) for
-    any timm ViT, which needs ``image_path``."""
+    images by default; ``dataset="fashion_mnist_cluttered"``: the same recipe trained (once, then cached) on
+    cluttered canvases (:mod:`vitstudy.cluttered`), and their test images; ``image_path`` for one image file;
+    ``model_name`` (with ``weights`` or ``pretrained``) for any timm ViT, which needs ``image_path``."""
+    check_choice("dataset", dataset, EXPLORER_DATASETS)
     if model_name is not None and image_path is None:
         raise ValueError(
             f"MODEL_NAME={model_name!r} needs IMAGE_PATH: the default data set's 28x28 grey images fit only the "
             "study's small models; set IMAGE_PATH to an image file, or MODEL_NAME = None"
         )
     if model_name is None:
+        scale = scale if isinstance(scale, Scale) else get_scale(scale)
+        if dataset == "fashion_mnist_cluttered":
+            scale = dataclasses.replace(scale, train=on_cluttered(scale.train))
         run = baseline(scale)
         model, classes = run.model, run.splits.classes
     else:
