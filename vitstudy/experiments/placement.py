@@ -16,6 +16,7 @@ import dataclasses
 import pandas as pd
 
 from ..models import create_model
+from ..reference import load_reference
 from ..skipvit import BASELINE, HEADLINE, PLACEMENTS, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
 from .skipvit_speed import CONTROL
 
@@ -29,7 +30,10 @@ TIMED_VARIANTS: dict[str, SkipViTSettings] = {
 def placement_ideals(model_name: str, input_size: tuple[int, int, int], num_classes: int = 1000,
                      **model_kwargs) -> pd.DataFrame:  # fmt: skip
     """Per Table 1 row with dropping: its forward GFLOPs per image and FLOP-ideal speed-up when tokens are
-    dropped after the whole block and after the attention, and which placement the row uses by default."""
+    dropped after the whole block and after the attention, which placement the row uses by default, and the
+    paper's measured gain beside them (``paper_speedup``: 1 + its throughput gain)."""
+    paper = load_reference("skipvit_1")
+    paper_speedup = dict(zip(TABLE1, 1 + paper["throughput_gain_pct"].to_numpy() / 100, strict=True))
     model = apply_skipvit(create_model(model_name, num_classes=num_classes, **model_kwargs))
     off = flop_gain(configure(model, BASELINE), input_size)["gflops_off"] * 1e9
     out = []
@@ -41,6 +45,7 @@ def placement_ideals(model_name: str, input_size: tuple[int, int, int], num_clas
             gain = flop_gain(configure(model, dataclasses.replace(settings, placement=placement)), input_size, off)
             record[f"gflops_{placement}"] = gain["gflops_on"]
             record[f"ideal_speedup_{placement}"] = 1 + gain["ideal_gain_pct"] / 100
+        record["paper_speedup"] = paper_speedup[row]
         out.append(record)
     return pd.DataFrame(out)
 
