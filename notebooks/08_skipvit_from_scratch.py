@@ -24,13 +24,13 @@
 # Each (data set, row, seed) is a resumable run in the cache, or taken from the committed per-run table when its
 # fingerprint matches: re-running this notebook trains only what is missing. Run it with
 # `python -m vitstudy report --scale scratch --only 08` (writes `figures/scratch/`); it does not run in the quick
-# report. `TRAIN = False` shows the runs that finished so far without training.
+# report. `TRAIN = False` (or `VITSTUDY_TRAIN=0`) shows the runs that finished so far without training.
 
 # %% tags=["parameters"]
 import os
 
 SCALE = os.environ.get("VITSTUDY_SCALE", "scratch")
-TRAIN = True  # False: an interim look at the finished runs, nothing trains
+TRAIN = os.environ.get("VITSTUDY_TRAIN", "1") != "0"  # False (VITSTUDY_TRAIN=0): the finished runs only
 RUNS_AT = ("smoke", "scratch")  # read by vitstudy.report: this study runs at no other scale
 
 # %%

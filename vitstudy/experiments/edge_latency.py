@@ -1,0 +1,342 @@
+"""Notebook 10: early exit where the report wanted it, on an edge device: one image at a time.
+
+- Latency at batch 1 on real test images: the plain model, the per-sample exit at notebook 02's validation-chosen
+  operating point, the exit machinery with a threshold no image reaches (what the exits cost when none fires) and
+  the A/A control, each image alone (:mod:`.edge_latency_protocol`); the exit histogram and its FLOP ideal; an
+  operator profile of where the exit path's batch-1 overheads go.
+- The same operating point across batch sizes (``bench.compare_models``, one comparison and A/A per batch).
+- ViT-B/16 at 224 at batch 1, forced out after blocks 3 / 6 / 9 on random input (Table 5.1's protocol).
+- Both methods at once (:mod:`.edge_latency_compose`) and the table beside the field (:mod:`.edge_latency_field`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .. import bench
+from ..bench import SMOKE_TIMING
+from ..config import PAPER_SMOKE, Scale, check, scale_budget
+from ..multiexit import DEFAULT_EXITS, ExitStudy, MultiExitViT, check_exits, exits_label, logits_from_features, simulate
+from ..skipvit import HEADLINE, preset
+from .edge_latency_compose import BOTH_ARM
+from .edge_latency_field import our_row
+from .edge_latency_protocol import LatencyRun, latency_rows, time_models_per_image
+from .exit_speed_targets import NO_EFFECT
+from .max_speed_exit import CONTROL_LABEL, table_5_1
+from .real_data_exit import PER_SAMPLE_TARGET, exit_row, timing_batch
+from .sentences import NOT_MEASURED, is_missing, measured, number, paragraph
+
+EXIT_ARM, IDLE_ARM = "per-sample exit", "exit machinery, never fires"
+SWEEP_BATCHES = (1, 8, 64, 256)  # the issue's: one image (the edge), then up to the throughput batch of notebook 02
+
+
+@dataclass(frozen=True)
+class EdgeLatencyBudget:
+    """How much notebook 10 times at one scale."""
+
+    scale: str
+    latency_images: int  # test images timed alone, each by every arm (the first ones of the test split)
+    warmup_images: int  # images every arm runs untimed first
+    sweep_timing: bench.CompareSettings
+    vit_b_timing: bench.CompareSettings  # ViT-B/16 at batch 1
+    composition_timing: bench.CompareSettings
+    sweep_batches: tuple[int, ...] = SWEEP_BATCHES
+    vit_b_exits: tuple[int, ...] = DEFAULT_EXITS
+    skipvit_preset: str = HEADLINE  # SkipViT's headline row: drop 55% after block 6, back at block 11
+    composition_batch: int = 256  # notebook 02's throughput batch
+    profile_calls: int = 20  # batch-1 calls per arm in the operator profile
+    bootstrap: int = 2000  # resamples of every paired interval over images
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("latency_images", "composition_batch", "profile_calls"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
+        check(self.warmup_images >= 0, "warmup_images", self.warmup_images, "an integer >= 0")
+        check(bool(self.sweep_batches) and min(self.sweep_batches) >= 1, "sweep_batches", self.sweep_batches,
+              "batch sizes >= 1")  # fmt: skip
+        check_exits(self.vit_b_exits, 12)  # ViT-B/16 has 12 blocks
+        preset(self.skipvit_preset)  # an unknown preset is one line naming the presets
+
+
+_QUICK = EdgeLatencyBudget(
+    "quick",
+    # 2,000 of the 10,000 test images (a p99 from 20 images in the tail): the tiny model takes a few ms per image
+    # alone on a 2-core CPU, so 4 arms x 2,000 calls are ~30 s; the sweep ~30 s; ViT-B/16 at batch 1 (~0.15 s a
+    # call; 5 arms x 6 rounds of ~4 calls: a few dozen calls per arm) ~20 s; the composition ~15 s: ~2 min in all.
+    latency_images=2000,
+    warmup_images=20,
+    sweep_timing=bench.CompareSettings(rounds=6, min_run_time=0.2, warmup_calls=1),
+    vit_b_timing=bench.CompareSettings(rounds=6, min_run_time=0.4, warmup_calls=1),
+    composition_timing=bench.CompareSettings(rounds=6, min_run_time=0.2, warmup_calls=1),
+    note="~2 min on a quiet 2-core CPU: 2,000 test images at batch 1, the sweep, ViT-B/16, the composition",
+)
+_SMOKE = EdgeLatencyBudget("smoke", 16, 2, SMOKE_TIMING, SMOKE_TIMING, SMOKE_TIMING, sweep_batches=(1, 8),
+                           vit_b_exits=(3,), composition_batch=32, profile_calls=2, bootstrap=200,
+                           note="CI: seconds, numbers meaningless")  # fmt: skip
+BUDGETS: dict[str, EdgeLatencyBudget] = {
+    "smoke": _SMOKE,
+    "quick": _QUICK,
+    "full": dataclasses.replace(_QUICK, scale="full", latency_images=10_000, note="every test image at batch 1"),
+    "paper": dataclasses.replace(
+        _QUICK, scale="paper", note="the study is ViT-B/16 on ImageNet: real images at batch 1"
+    ),
+    PAPER_SMOKE: dataclasses.replace(
+        _SMOKE,
+        scale=PAPER_SMOKE,
+        latency_images=4,
+        warmup_images=1,
+        sweep_batches=(1, 2),
+        composition_batch=2,
+        note="a test on a CPU",
+    ),
+}
+
+
+def budget(scale: Scale | str | None = None) -> EdgeLatencyBudget:
+    """Notebook 10's budget at a scale (:func:`vitstudy.config.scale_budget`)."""
+    return scale_budget(BUDGETS, scale)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch 1 on real test images
+
+
+def subset_exit_blocks(study: ExitStudy, model: MultiExitViT, count: int) -> torch.Tensor:
+    """``[count]`` the block each of the first ``count`` test images leaves after under ``model``'s settings
+    (depth: the end), from the recorded features (``simulate`` reproduces the forward; the policy is per image)."""
+    logits = logits_from_features(model, study.features["test"].first(count))
+    return simulate(logits, model.exits, study.depth, model.threshold, model.policy, model.confidence).exit_block
+
+
+def exit_histogram(exits: Sequence[int], depth: int, exit_block: torch.Tensor) -> pd.DataFrame:
+    """How many images left after each exit block (and at the end, ``depth``), and their share (%)."""
+    blocks = [*exits, depth]
+    counts = [int((exit_block == block).sum()) for block in blocks]
+    return pd.DataFrame({"exit_block": blocks, "images": counts,
+                         "share_pct": [100 * c / max(1, len(exit_block)) for c in counts]})  # fmt: skip
+
+
+def batch1_models(study: ExitStudy, point: dict[str, Any]) -> dict[str, torch.nn.Module]:
+    """The arms of the batch-1 table: plain, the exit at ``point``, the same exits with a threshold of 1.0."""
+    variant, exits = point["variant"], point["exits"]
+    return {"plain": study.vit, EXIT_ARM: study.configured(variant, exits, point["threshold"], "sample"),
+            IDLE_ARM: study.configured(variant, exits, 1.0, "sample")}  # fmt: skip
+
+
+def batch1_latency(
+    study: ExitStudy,
+    point: dict[str, Any],
+    spend: EdgeLatencyBudget,
+    device: str = "cpu",
+    timer: Callable[[], float] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, LatencyRun]:
+    """Latency per image at batch 1 of every arm (:func:`batch1_models` and the A/A copy) on the first
+    ``spend.latency_images`` test images; the exit histogram of the per-sample exit on them; and the raw run.
+
+    The exit's FLOP ideal is that of its histogram on these images; the never-firing exit's is 1 (it skips
+    nothing), so its speed-up is its overhead alone (``overhead_pct``: time it adds per image, in %).
+    """
+    images = timing_batch(study, spend.latency_images)
+    models = batch1_models(study, point)
+    run = time_models_per_image(models, images, spend.warmup_images, device, timer)
+    exit_blocks = {arm: subset_exit_blocks(study, models[arm], len(images)) for arm in (EXIT_ARM, IDLE_ARM)}
+    ideals = {EXIT_ARM: study.costs.ideal_speedup(point["exits"], exit_blocks[EXIT_ARM])}
+    table = latency_rows(run, ideals, {EXIT_ARM: PER_SAMPLE_TARGET, IDLE_ARM: (NO_EFFECT[0], 1.0)}, spend.bootstrap)
+    table["exited_pct"] = table["arm"].map({a: 100 * (b < study.depth).double().mean().item()
+                                            for a, b in exit_blocks.items()})  # fmt: skip
+    idle = table["arm"] == IDLE_ARM
+    for end, source in (("", "speedup"), ("_low", "speedup_high"), ("_high", "speedup_low")):
+        table.loc[idle, f"overhead_pct{end}"] = 100 * (1 / table.loc[idle, source] - 1)
+    setting = f"{point['variant']}, exits {exits_label(point['exits'])}"
+    table.insert(1, "setting", table["arm"].map({EXIT_ARM: f"{setting}, threshold {point['threshold']:g}",
+                                                 IDLE_ARM: f"{setting}, threshold 1.0"}).fillna(""))  # fmt: skip
+    table["arm"] = table["arm"].replace({run.control: CONTROL_LABEL})
+    histogram = exit_histogram(point["exits"], study.depth, exit_blocks[EXIT_ARM])
+    return table, histogram, run
+
+
+def batch1_overheads(study: ExitStudy, point: dict[str, Any], calls: int) -> pd.DataFrame:
+    """``bench.operator_breakdown`` of the plain model and the never-firing exit on one test image (batch 1), every
+    operator: self ms per call. The exit path adds its confidence heads (more ``addmm`` and norms), the softmax
+    and the decision, and the host read of how many images leave (``aten::item``), once per exit."""
+    models = batch1_models(study, point)
+    image = timing_batch(study, 1)
+
+    def forward(model: torch.nn.Module) -> Callable[[], Any]:
+        def call() -> Any:
+            with torch.inference_mode():
+                return model.eval()(image)
+
+        return call
+
+    arms = {arm: forward(models[arm]) for arm in ("plain", IDLE_ARM)}
+    return bench.operator_breakdown(arms, calls, top=1_000)  # every operator: the exit-only ones are small
+
+
+def overhead_summary(breakdown: pd.DataFrame) -> dict[str, Any]:
+    """From :func:`batch1_overheads`: ms per call of each arm, their difference, and the operators only the exit
+    path runs (their ms and names, largest first)."""
+    total = breakdown.set_index("operator").loc["total"]
+    ops = breakdown[~breakdown["operator"].isin(["total", "(other operators)"])]
+    only = ops[ops["plain"] == 0].sort_values(IDLE_ARM, ascending=False)
+    return {"plain_ms": float(total["plain"]), "exit_ms": float(total[IDLE_ARM]),
+            "added_ms": float(total[IDLE_ARM] - total["plain"]), "exit_only_ms": float(only[IDLE_ARM].sum()),
+            "exit_only_operators": ", ".join(only["operator"].head(4))}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Batch sizes, ViT-B/16
+
+
+def batch_sweep(
+    study: ExitStudy,
+    point: dict[str, Any],
+    batch_sizes: Sequence[int],
+    settings: bench.CompareSettings,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-sample exit at ``point`` against the plain model at each batch size (the first b test images, one
+    comparison with its A/A control each), judged against the FLOP ideal of that batch's exits; and the raw times."""
+    exit_model = study.configured(point["variant"], point["exits"], point["threshold"], "sample")
+    rows, raw = [], []
+    for size in batch_sizes:
+        images = timing_batch(study, size)
+        count = len(images)
+        comparison = bench.compare_models({"plain": study.vit, EXIT_ARM: exit_model}, images, settings, device)
+        common = {"batch_size": count, **bench.protocol(comparison), "note": bench.table_note(comparison)}
+        rows += [{"arm": "plain", **bench.speed_row(comparison, "plain", count, 1.0, PER_SAMPLE_TARGET), **common},
+                 {"arm": EXIT_ARM, **exit_row(study, comparison, EXIT_ARM, exit_model, count, PER_SAMPLE_TARGET),
+                  **common},
+                 {"arm": CONTROL_LABEL, **bench.control_row(comparison, count), **common}]  # fmt: skip
+        raw.append(bench.raw_times(comparison, batch_size=count))
+    frame = pd.DataFrame(rows)
+    frame.insert(2, "ms_per_call", 1e3 * frame["seconds_per_call"])
+    return frame, pd.concat(raw, ignore_index=True)
+
+
+def vit_b_batch1(
+    vit: torch.nn.Module,
+    input_size: tuple[int, int, int],
+    exits: Sequence[int],
+    settings: bench.CompareSettings,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, bench.Comparison]:
+    """Table 5.1's protocol at batch 1: latency (ms) of the full model and of every image forced out after each exit
+    on random input, its speed-up and FLOP ideal, the A/A control (:func:`.max_speed_exit.table_5_1`)."""
+    table, comparison = table_5_1(vit, input_size, 1, exits, settings, device)
+    table.insert(2, "latency_ms", 1e3 * table["seconds_per_call"])
+    return table, comparison
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Beside the field, what the run shows
+
+
+def our_field_rows(
+    latency: pd.DataFrame,
+    sweep: pd.DataFrame,
+    composition: pd.DataFrame,
+    test_loss: tuple[float, float, float],
+    model: str,
+    dataset: str,
+) -> list[dict[str, Any]]:
+    """Our rows of the table beside the field: the exit at batch 1 (ratio of mean latencies), at the sweep's largest
+    batch (throughput), and both methods at once; ``test_loss`` is the operating point's top-1 loss on test."""
+    exit_b1 = _arm(latency, EXIT_ARM)
+    ours = f"per-sample exit (ours: {exit_b1.get('setting') or 'the operating point'})"
+    rows = []
+    if exit_b1:
+        rows.append(our_row(ours, "timed: mean latency per image at batch 1", {**exit_b1, "batch_size": 1},
+                            test_loss, model, dataset))  # fmt: skip
+    largest = sweep[sweep["arm"] == EXIT_ARM].sort_values("batch_size").tail(1).to_dict("records")
+    if largest:
+        rows.append(our_row(ours, f"timed: throughput at batch {int(largest[0]['batch_size'])}", largest[0],
+                            test_loss, model, dataset))  # fmt: skip
+    if both := _arm(composition, BOTH_ARM):
+        loss = (both["top1_loss"], both["top1_loss_low"], both["top1_loss_high"])
+        rows.append(our_row(f"per-sample exit + SkipViT dropping (ours: {both['setting']})",
+                            f"timed: throughput at batch {int(both['batch_size'])}", both, loss, model, dataset,
+                            note="top-1 change on the timed images only"))  # fmt: skip
+    return rows
+
+
+def _arm(table: pd.DataFrame, arm: str) -> dict[str, Any]:
+    rows = table[table["arm"] == arm]
+    return rows.iloc[0].to_dict() if len(rows) else {}
+
+
+def _saves_time(row: dict[str, Any]) -> str:
+    low, high = row.get("speedup_low"), row.get("speedup_high")
+    if is_missing(low) or is_missing(high):
+        return "cannot say (not measured)"
+    return "saves time" if low > 1 else "costs time" if high < 1 else "cannot be told from 1.00 on this run"
+
+
+def findings(
+    latency: pd.DataFrame,
+    sweep: pd.DataFrame,
+    vit_b: pd.DataFrame,
+    composition: pd.DataFrame,
+    overheads: dict[str, Any],
+) -> str:
+    """What notebook 10 shows, in sentences computed from its tables (Markdown)."""
+    exit_row_, idle, plain = _arm(latency, EXIT_ARM), _arm(latency, IDLE_ARM), _arm(latency, "plain")
+    control = _arm(latency, CONTROL_LABEL)
+    sentences = ["Does an early exit save time where the report wanted it, one image at a time?"]
+    if exit_row_:
+        sentences.append(
+            f"Each of {exit_row_['images']} test images alone: the plain model takes {number(plain.get('mean_ms'))} ms "
+            f"on average (median {number(plain.get('median_ms'))}, p99 {number(plain.get('p99_ms'))} ms); the "
+            f"per-sample exit ({exit_row_['setting']}, {number(exit_row_.get('exited_pct'), 1, '%')} leaving early) "
+            f"reads a speed-up of {measured(exit_row_)} on the mean and "
+            f"{measured(exit_row_, name='speedup_of_medians')} on the median, against a FLOP ideal of "
+            f"{number(exit_row_['ideal_speedup'], unit='×')}: {exit_row_['verdict']}."
+        )
+        sentences.append(f"At batch 1 on this device the exit {_saves_time(exit_row_)}.")
+    if idle:
+        sentences.append(
+            f"With a threshold no image reaches, the exits cost {measured(idle, name='overhead_pct', unit=' %')} per "
+            f"image: that is the share of the gain batch 1 gives away. The operator profile of one image puts "
+            f"{number(overheads.get('added_ms'), 3)} ms more per call on the exit path "
+            f"({number(overheads.get('exit_only_ms'), 3)} ms of it on operators the plain model never runs: "
+            f"{overheads.get('exit_only_operators') or 'none'}), besides its confidence heads' own matmuls and norms."
+        )
+    exits = sweep[sweep["arm"] == EXIT_ARM]
+    if len(exits):
+        by_batch = ", ".join(f"batch {int(r['batch_size'])}: {measured(r)} (ideal {number(r['ideal_speedup'])})"
+                             for r in exits.to_dict("records"))  # fmt: skip
+        sentences.append(f"Across batch sizes the same operating point reads {by_batch}.")
+    forced = vit_b[vit_b["setting"].astype(str).str.startswith("forced exit")]
+    if len(forced):
+        forced = forced.sort_values("exit_block")
+        best = forced.iloc[0].to_dict()
+        sentences.append(f"ViT-B/16 at 224, batch 1, forced out after block {best['exit_block']}: "
+                         f"{number(best.get('latency_ms'), 1)} ms per image, {measured(best)} against a FLOP ideal "
+                         f"of {number(best['ideal_speedup'], unit='×')} ({best['verdict']}).")  # fmt: skip
+    both = _arm(composition, BOTH_ARM)
+    if both:
+        sentences.append(
+            f"Both methods at once ({both['setting']}): {measured(both)} against the product of the two FLOP ideals "
+            f"{number(both.get('product_of_ideals'), unit='×')} "
+            f"({measured(both, name='measured_over_product', unit='')} of it; counted for the composed path, the "
+            f"ideal is {number(both['ideal_speedup'], unit='×')}), "
+            f"top-1 points lost on the timed images {measured(both, name='top1_loss', unit='')}."
+        )
+    aa = {"batch 1": control, "ViT-B/16": _arm(vit_b.rename(columns={"setting": "arm"}), CONTROL_LABEL),
+          "composition": _arm(composition, CONTROL_LABEL)}  # fmt: skip
+    reads = [f"{name} {measured(row)} ({row['verdict']})" for name, row in aa.items() if row]
+    sweep_aa = sweep[sweep["arm"] == CONTROL_LABEL]
+    if len(sweep_aa):
+        inside = sweep_aa["verdict"].astype(str).str.contains("within").sum()
+        reads.append(f"the batch sweep {inside} of {len(sweep_aa)} within 1.00 ± {bench.CONTROL_TOLERANCE:.0%}")
+    if reads:
+        sentences.append(f"The A/A controls read: {'; '.join(reads)}.")
+    else:
+        sentences.append(f"Nothing was timed: {NOT_MEASURED}.")
+    return paragraph(sentences)
