@@ -7,7 +7,7 @@ SCALE ?= quick
 PORT ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: install data browser report test lab clean-venv
+.PHONY: install data browser report test lab gpu clean-venv
 
 # Re-install only when the project's requirements change.
 $(VENV)/.installed: pyproject.toml
@@ -36,6 +36,10 @@ report: install data
 
 test: install data browser
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15 $(PYTEST_ARGS)
+
+# The one prepared GPU command (vitstudy.experiments.gpu_run): on a machine with its own torch, from the working tree.
+gpu:
+	PYTHONPATH=. $(PYTHON) -m vitstudy gpu
 
 lab: install data
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port $(PORT)

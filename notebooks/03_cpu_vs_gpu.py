@@ -65,6 +65,17 @@ table53
 # i.e. with no image exiting: they are run-to-run variation of the timing, not early exits. Our own rows are to be
 # read with their intervals and the A/A control row.
 
+# %% [markdown]
+# ## How close to each machine
+# Every timed row also says how close the plain model runs to the device it was timed on: its achieved GFLOP/s
+# (forward FLOPs per image × images/s) beside the device's peak, the rate of a large square matmul in fp32 and
+# bf16 measured in this process at the timed thread count. A device that is absent is "not measured".
+
+# %%
+machine = cpu_vs_gpu.machine_table(table53, budget.table_timing)
+report.save_table(machine, "03_machine_peak")
+machine
+
 # %%
 fig = cpu_vs_gpu.device_speedup_bars(table53)
 report.save_figure(fig, "03_cpu_vs_gpu")

@@ -76,6 +76,23 @@ vit_small_speed[
 ]
 
 # %% [markdown]
+# ### bf16 beside fp32, and how close to the machine
+# fp32 is the headline. The baseline and the headline row (every row at `full`) are timed once more with their
+# forward under `torch.autocast(dtype=torch.bfloat16)`, in the same rounds: `bf16_speedup_over_fp32` is a row in bf16
+# against itself in fp32, `bf16_measured_over_ideal` its bf16 speed-up over the bf16 baseline ÷ the same FLOP
+# ideal. `baseline_gflop_per_s` is the baseline's training step counted as 3 × its forward FLOPs (the usual
+# convention) × images/s, beside `peak_gflop_per_s`, a 2048² matmul's rate measured in this process at the timed
+# thread count (`bf16_*`: the same in bf16).
+
+# %%
+vit_small_speed[
+    ["setting", "bf16_speedup_over_fp32", "bf16_speedup_over_fp32_low", "bf16_speedup_over_fp32_high",
+     "measured_over_ideal", "bf16_measured_over_ideal", "bf16_verdict", "baseline_gflop_per_s", "peak_gflop_per_s",
+     "baseline_fraction_of_peak", "bf16_baseline_gflop_per_s", "bf16_peak_gflop_per_s",
+     "bf16_baseline_fraction_of_peak"]
+]  # fmt: skip
+
+# %% [markdown]
 # Rows outside 0.90–1.03 (the headline row first, then the farthest): where the time goes, baseline vs row.
 
 # %%

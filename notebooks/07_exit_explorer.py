@@ -18,7 +18,8 @@
 # block they left after, the confidence they had there, and whether the prediction was right (wrong in red);
 # the histogram shows where the whole test set leaves; the title gives top-1 and the FLOP-ideal speed-up.
 # Everything is computed offline from the features notebook 02 recorded (`vitstudy.multiexit.explore`), so the
-# widget answers at once.
+# widget answers at once. The variants are notebook 02's: the heads fitted on the frozen backbone and `joint`, the
+# exits trained with the backbone (its run and features cached by notebook 02; trained here if absent).
 
 # %% tags=["parameters"]
 import os
@@ -27,18 +28,19 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import config, multiexit, report
-from vitstudy.experiments import real_data_exit
+from vitstudy.experiments import joint_exit, real_data_exit
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # notebook 02's: the same heads and operating point
 study = multiexit.prepare(scale, head_epochs=budget.head_epochs)
-print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%")
+joint_exit.add_joint_variant(study, joint_exit.budget(scale))  # notebook 02's joint run, from the cache
+print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%, variants {', '.join(study.variants)}")
 
 # %% [markdown]
 # ## One setting, saved for the report
-# Our `separate` heads at exits 3, 6, 9, per-sample policy, at the operating point notebook 02 chose on the
-# validation split.
+# The per-sample policy at the operating point notebook 02 chose on the validation split, over every variant
+# (`joint` included).
 
 # %%
 point = real_data_exit.choose_operating_point(study, max_loss=budget.max_loss)
@@ -55,6 +57,7 @@ explorer = multiexit.explorer_widget(study)
 # %%
 # Move the controls as a user would: a callback error here fails the notebook (and the report).
 set_controls(explorer, {"policy": "batch", "threshold": 0.99})
+set_controls(explorer, {"variant": "joint", "exits": "3,6,9", "policy": "sample", "threshold": 0.95})
 set_controls(explorer, {"variant": "finetune", "exits": "3", "policy": "sample", "threshold": 0.5, "start": 24}).summary
 
 # %% [markdown]

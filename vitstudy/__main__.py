@@ -30,7 +30,8 @@ commands:
   results  regenerate RESULTS.md from the committed tables in figures/ (--check: is it current?)
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
-  measure  run one hand-run measurement: isolation, loader_speed or widget_latency
+  measure  run one hand-run measurement: isolation, loader_speed, widget_latency, compile or sharing
+  gpu      the one prepared GPU command: the CUDA tests and every GPU column, under figures/gpu/
 
 A mistake in the options or the data is one line on stderr and exit status 2 (VITSTUDY_DEBUG=1: a traceback).
 """
@@ -149,21 +150,47 @@ def data_main(argv: Sequence[str]) -> int:
     return 0
 
 
-# The hand-run measurements: each is vitstudy.experiments.<name>, whose measure() runs it and writes its table.
-MEASUREMENTS = ("isolation", "loader_speed", "widget_latency")
+# The hand-run measurements: each is vitstudy.experiments.<module>, whose measure() runs it and writes its table.
+MEASUREMENTS = {"isolation": "isolation", "loader_speed": "loader_speed", "widget_latency": "widget_latency",
+                "compile": "compile_speed", "sharing": "core_sharing"}  # fmt: skip
 
 
 def measure_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitstudy measure")
     parser.add_argument("name", help=f"one of {', '.join(MEASUREMENTS)}")
     args = parser.parse_args(argv)
-    name = check_choice("measure", args.name, MEASUREMENTS)
-    importlib.import_module(f"vitstudy.experiments.{name}").measure()
+    name = check_choice("measure", args.name, tuple(MEASUREMENTS))
+    importlib.import_module(f"vitstudy.experiments.{MEASUREMENTS[name]}").measure()
     return 0
+
+
+def gpu_main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitstudy gpu", description="the one prepared GPU command")
+    parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny: the CPU test)")
+    parser.add_argument("--tiny", action="store_true", help="tiny models and sizes: the same path in seconds")
+    parser.add_argument("--out", default=None, help="output folder (default: figures/gpu)")
+    parser.add_argument("--only", nargs="*", default=None, help="some of the steps (default: all)")
+    parser.add_argument("--nccl-check", action="store_true", help=argparse.SUPPRESS)  # torchrun's child
+    args = parser.parse_args(argv)
+    from .experiments import gpu_run  # torch, timm, pandas: after the arguments parsed
+
+    if args.nccl_check:
+        print(json.dumps(gpu_run.nccl_check()), flush=True)
+        return 0
+    check_choice("device", args.device, ("cuda", "cpu"))
+    steps = [check_choice("step", s, gpu_run.STEPS) for s in args.only] if args.only else gpu_run.STEPS
+    import torch
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' is not allowed here: no CUDA device; run --device cpu --tiny on a CPU")
+    budget = gpu_run.BUDGETS["tiny" if args.tiny else "gpu"]
+    summary = gpu_run.run_gpu(budget, args.device, args.out, steps, log=lambda line: print(line, flush=True))
+    return 0 if (summary["status"] == "done").all() else 1
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "report": report_main, "results": results_main, "train": train_main, "data": data_main, "measure": measure_main,
+    "gpu": gpu_main,
 }  # fmt: skip
 
 

@@ -17,14 +17,20 @@ from .distributed import Dist, all_reduce_sum
 
 
 def training_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, targets: torch.Tensor
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """One plain training step: forward, cross-entropy, backward, optimizer step; returns the (detached) loss.
 
     The step every timed training arm and every memory probe runs. Gradients are freed at the end, not the start:
-    when arms are timed in turn, no arm holds gradients while another runs.
+    when arms are timed in turn, no arm holds gradients while another runs. ``autocast_dtype`` (bf16 arms) runs
+    the forward and the loss under ``torch.autocast``; the backward runs outside it, as torch recommends.
     """
-    loss = nn.functional.cross_entropy(model(images), targets)
+    with autocast(images.device, autocast_dtype is not None, autocast_dtype):
+        loss = nn.functional.cross_entropy(model(images), targets)
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -38,19 +44,24 @@ def random_batch_step(
     num_classes: int,
     device: str | torch.device = "cpu",
     optimizer_factory: Callable[..., torch.optim.Optimizer] | None = None,
+    autocast_dtype: torch.dtype | None = None,
 ) -> Callable[[], torch.Tensor]:
     """A no-argument :func:`training_step` of ``model`` (train mode, on ``device``, AdamW unless
-    ``optimizer_factory``) on one fixed random batch: a step's cost does not depend on the values, and no loader
-    time is timed. This trains the model it is given: pass a ``copy.deepcopy`` to keep the original."""
+    ``optimizer_factory``, under ``autocast_dtype`` if given) on one fixed random batch: a step's cost does not
+    depend on the values, and no loader time is timed. This trains the model it is given: pass a
+    ``copy.deepcopy`` to keep the original."""
     model.to(device).train()
     optimizer = (optimizer_factory or torch.optim.AdamW)(model.parameters())
     images = torch.randn(batch_size, *input_size, device=device)
     targets = torch.randint(0, num_classes, (batch_size,), device=device)
-    return lambda: training_step(model, optimizer, images, targets)
+    return lambda: training_step(model, optimizer, images, targets, autocast_dtype)
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 (else fp16) autocast on CUDA when ``enabled``; nothing elsewhere (the CPU trains in fp32)."""
+def autocast(device: torch.device, enabled: bool, dtype: torch.dtype | None = None):
+    """bf16 (else fp16) autocast on CUDA when ``enabled``; nothing elsewhere (the CPU trains in fp32). With
+    ``dtype`` (the bf16 timing arms), autocast to it on any device."""
+    if enabled and dtype is not None:
+        return torch.autocast(device.type, dtype=dtype)
     if not enabled or device.type != "cuda":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -39,12 +39,14 @@ from .files import atomic_path, atomic_write_json, cache_dir
 from .models import create_model
 from .progress import EpochProgress
 from .steps import autocast, evaluate
+from .threads import share_cores
 
 METRICS_FILE = "metrics.csv"
 FINAL_FILE = "final.json"
 
 ModelFactory = Callable[[TrainConfig, Splits], nn.Module]
 EpochHook = Callable[[nn.Module, int], None]
+LossFn = Callable[[Any, torch.Tensor, nn.Module], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -126,6 +128,7 @@ class TrainingRun:
     fingerprint: str
     start_epoch: int = 0  # the first epoch still to train (> 0 after a resume)
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics row per finished epoch
+    loss_fn: LossFn | None = None  # None: the criterion on the model's logits
 
     @property
     def steps_per_epoch(self) -> int:
@@ -141,14 +144,18 @@ def train(
     device: str | torch.device | None = None,
     model_factory: ModelFactory = default_model_factory,
     on_epoch_start: EpochHook | None = None,
+    loss_fn: LossFn | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``run_dir`` (checkpoint every epoch), resuming from its last checkpoint if any.
 
     A run that already finished is loaded, not retrained. ``on_epoch_start(model, epoch)`` lets a method
-    change the model between epochs (e.g. switch token dropping on after its warm-up).
+    change the model between epochs (e.g. switch token dropping on after its warm-up). ``loss_fn(output, targets,
+    criterion) -> (loss, logits train top-1 counts)`` takes a training forward's output (e.g. every exit's logits).
     """
     run = _setup(cfg, Path(run_dir), resume=resume, device=device, model_factory=model_factory)
+    run.loss_fn = loss_fn
     for epoch in range(run.start_epoch, cfg.epochs):
+        share_cores()  # this epoch's share of the cores among the package's running processes (vitstudy.threads)
         seed_epoch(cfg.seed, epoch, run.world.rank)
         run.train_loader.sampler.set_epoch(epoch)
         if on_epoch_start is not None:
@@ -241,8 +248,9 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict
         if run.mixup is not None:
             images, targets = run.mixup(images, targets)
         with autocast(world.device, run.use_amp):
-            logits = model(images)
-            loss = run.criterion(logits, targets)
+            output = model(images)
+            loss, logits = run.loss_fn(output, targets, run.criterion) if run.loss_fn else (
+                run.criterion(output, targets), output)  # fmt: skip
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.grad_clip:

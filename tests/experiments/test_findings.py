@@ -84,13 +84,14 @@ def test_exit_speed_targets_findings_give_the_report_batch_rule_and_per_sample()
         {"setting": "same/3/sample", "policy": "sample", "paper_speedup": 1.02, **speed(1.8, 1.7, 1.9, "x")},
     ])  # fmt: skip
     performance = pd.DataFrame([
-        {"measurement": "per-sample exit: separate, exits 3,6,9, threshold 0.9", "test_top1_loss": 0.3,
-         "test_top1_loss_low": 0.1, "test_top1_loss_high": 0.45, **speed(2.6, 2.5, 2.7, "within target (0.9–1.03)")},
+        {"measurement": "per-sample exit: separate, exits 3,6,9, threshold 0.9", "variant": "separate",
+         "test_top1_loss": 0.3, "test_top1_loss_low": 0.1, "test_top1_loss_high": 0.45, "measured_over_ideal": 0.97,
+         "test_ideal_speedup": 2.7, "speed_target": "met", **speed(2.6, 2.5, 2.7, "within target (0.9–1.03)")},
         {"measurement": max_speed_exit.CONTROL_LABEL, **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%")},
     ])  # fmt: skip
     text = exit_speed_targets.findings(table52, performance)
     assert "0.98×–1.02×" in text and "1.01× (0.99–1.02)" in text
-    assert "2.60× (2.50–2.70)" in text and "0.30 points (0.10–0.45)" in text and "within target (0.9–1.03)" in text
+    assert "2.60× (2.50–2.70)" in text and "0.30 points (0.10–0.45)" in text and "is met by" in text
 
 
 def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():

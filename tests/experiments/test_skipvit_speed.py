@@ -124,3 +124,65 @@ def test_timing_runs_in_separate_processes():
     assert list(table["row"]) == ["baseline", "one_stage", speed.CONTROL]
     assert table["speedup"].notna().all() and (table["isolation"] == "process").all()
     assert (raw.groupby("arm")["round"].nunique() == timing.rounds).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bf16 twins and how close the baseline runs to the machine
+
+
+@pytest.fixture(scope="module")
+def bf16_timing():
+    """The depth-2 timing with the baseline and the row also timed in bf16 (smoke timing)."""
+    return speed.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, bench.SMOKE_TIMING, ONE_STAGE,
+                             device="cpu", bf16_rows=("baseline", "one_stage"), depth=2)  # fmt: skip
+
+
+def test_bf16_twins_are_timed_in_the_same_rounds_and_fill_their_rows_bf16_columns(bf16_timing):
+    """One row per fp32 arm; the bf16 twins are raw arms whose numbers sit in their row's bf16 columns."""
+    table, raw = bf16_timing
+    assert list(table["row"]) == ["baseline", "one_stage", speed.CONTROL]
+    assert set(raw["arm"]) == {*table["row"], "baseline (bf16)", "one_stage (bf16)"}
+    rows = table.set_index("row")
+    assert (rows.loc[["baseline", "one_stage"], "bf16_speedup_over_fp32"] > 0).all()
+    assert rows.loc["baseline", "bf16_verdict"] == bench.BASELINE_VERDICT
+    one = rows.loc["one_stage"]
+    assert one["bf16_verdict"] == bench.flop_bound_verdict(
+        one["bf16_measured_over_ideal"], speed.TARGET,
+        interval=(one["bf16_measured_over_ideal_low"], one["bf16_measured_over_ideal_high"]))  # fmt: skip
+    assert pd.isna(rows.loc[speed.CONTROL, "bf16_verdict"])  # the A/A control has no bf16 twin
+
+
+def test_every_row_carries_the_baselines_training_flop_rate(bf16_timing):
+    """The baseline's GFLOP/s count a training step as 3 x forward: 3 x gflops_off x its images/s, on every row,
+    beside the fp32 and bf16 peaks measured in this process."""
+    table, _ = bf16_timing
+    base = table.set_index("row").loc["baseline"]
+    expected = 3 * base["gflops_off"] * base["images_per_s"]
+    assert table["baseline_gflop_per_s"].to_numpy() == pytest.approx([expected] * 3)
+    assert (table["flops_counted"] == bench.TRAINING_STEP).all() and (table["peak_gflop_per_s"] > 0).all()
+    assert table["baseline_fraction_of_peak"].iloc[0] == pytest.approx(expected / base["peak_gflop_per_s"])
+    assert table["bf16_baseline_gflop_per_s"].iloc[0] == pytest.approx(3 * base["gflops_off"] *
+                                                                      base["bf16_images_per_s"])  # fmt: skip
+
+
+def test_bf16_rows_must_include_the_baseline_and_be_rows_of_the_table():
+    with pytest.raises(ValueError, match=r"bf16_rows=\('one_stage',\) is not allowed"):
+        speed.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, bench.SMOKE_TIMING, ONE_STAGE,
+                          bf16_rows=("one_stage",), depth=2)  # fmt: skip
+
+
+def test_a_bf16_training_step_arm_trains_under_autocast(monkeypatch):
+    """precision="bf16": the forward runs under a CPU bf16 autocast, the weights change, the losses are finite."""
+    entered = []
+    original = torch.autocast
+
+    def recording_autocast(device_type, dtype=None, **kwargs):
+        entered.append((device_type, dtype))
+        return original(device_type, dtype=dtype, **kwargs)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    step = speed.training_step_arm("vitstudy_tiny_patch4_28", sv.TABLE1[sv.HEADLINE], (1, 28, 28), 10, 2, "cpu",
+                                   model_kwargs={"depth": 12}, precision="bf16")  # fmt: skip
+    first, second = step(), step()
+    assert torch.isfinite(first) and torch.isfinite(second) and first != second
+    assert entered == [("cpu", torch.bfloat16)] * 2

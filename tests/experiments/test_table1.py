@@ -159,3 +159,48 @@ def test_accuracy_plot_labels_every_setting(table_1_of):
     """accuracy_plot annotates one point per non-baseline row with its setting."""
     ax = table1.accuracy_plot(table_1_of()).axes[0]
     assert len(ax.texts) == len(sv.TABLE1) - 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bf16 beside fp32, and how close the baseline runs to the machine
+
+
+def test_quick_times_the_baseline_and_the_headline_row_in_bf16():
+    """quick: bf16 twins of the baseline and the headline row on ViT-S/16, of the baseline on the small model;
+    full and paper: every row on ViT-S/16."""
+    quick = table1.budget("quick")
+    assert quick.vit_small_bf16_rows == ("baseline", sv.HEADLINE) and quick.small_bf16_rows == ("baseline",)
+    assert table1.budget("full").vit_small_bf16_rows == tuple(sv.TABLE1)
+    for budget in table1.BUDGETS.values():
+        assert set(budget.vit_small_bf16_rows) <= set(budget.rows) and "baseline" in budget.vit_small_bf16_rows
+
+
+def test_bf16_rows_outside_the_budgets_rows_are_refused():
+    smoke = table1.BUDGETS["smoke"]
+    with pytest.raises(ValueError, match=r"vit_small_bf16_rows=\('skip_6_55_s11',\) is not allowed"):
+        table1.Table1Budget(smoke.training, smoke.timing, vit_small_bf16_rows=("skip_6_55_s11",))
+
+
+BF16_AND_MACHINE = {"bf16_speedup_over_fp32": 1.7, "bf16_speedup_over_fp32_low": 1.6,
+                    "bf16_speedup_over_fp32_high": 1.8, "bf16_measured_over_ideal": 0.8,
+                    "bf16_measured_over_ideal_low": 0.7, "bf16_measured_over_ideal_high": 0.9, "bf16_verdict": "v",
+                    "baseline_gflop_per_s": 70.0, "peak_gflop_per_s": 140.0, "baseline_fraction_of_peak": 0.5,
+                    "bf16_baseline_gflop_per_s": 120.0, "bf16_peak_gflop_per_s": 400.0,
+                    "bf16_baseline_fraction_of_peak": 0.3, "flops_counted": "training step = 3 × forward"}  # fmt: skip
+
+
+def test_table_1_carries_the_bf16_and_machine_columns_of_both_models():
+    """The speed tables' bf16 and peak columns reach Table 1 under vit_small_* and small_*; findings read them."""
+    names = [*sv.TABLE1, CONTROL]
+    speed = pd.DataFrame({"row": names, "setting": names, "images_per_s": 1.0, "speedup": 1.0, "speedup_low": 0.9,
+                          "speedup_high": 1.1, "gain_pct": 0.0, "ideal_speedup": 1.2, "ideal_gain_pct": 20.0,
+                          "measured_over_ideal": 0.9, "verdict": "x", "note": "", **BF16_AND_MACHINE})  # fmt: skip
+    runs = pd.DataFrame({"row": list(sv.TABLE1), "setting": "x", "seed": 0, "top1_dropping_on": 80.0,
+                         "top1_dropping_off": 81.0, "loop_im_s": 1.0})  # fmt: skip
+    table = table1.table_1(table1.accuracy_summary(runs), speed, speed)
+    for column in BF16_AND_MACHINE:
+        assert f"vit_small_{column}" in table and f"small_{column}" in table
+    text = table1.findings(table)
+    assert "1.70× (1.60–1.80) faster than in fp32" in text
+    assert "70.0 GFLOP/s, 50% of this machine's fp32 matmul peak (140.0 GFLOP/s)" in text
+    assert "120.0 GFLOP/s, 30% of this machine's bf16 matmul peak" in text

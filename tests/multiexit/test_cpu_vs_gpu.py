@@ -3,6 +3,7 @@
 import math
 
 import pandas as pd
+import pytest
 
 from vitstudy import bench
 from vitstudy.experiments import cpu_vs_gpu, real_data_exit
@@ -59,3 +60,17 @@ def test_paper_cpu_numbers_sit_beside_ours_with_their_prefix():
     ours = pd.DataFrame({"variant": ["same"], "exits": ["3"]})
     table = real_data_exit.beside_paper(ours, paper, prefix="paper_cpu_")
     assert {"paper_cpu_top1", "paper_cpu_speedup"} <= set(table.columns)
+
+
+def test_machine_table_sets_the_cpu_peak_beside_its_use_and_the_gpu_not_measured(digits_study, no_cuda):
+    """Per device: fp32 and bf16 peaks, the plain model's GFLOP/s and share of the fp32 peak; CUDA: NaN and why."""
+    table, _ = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["separate"], [(1,)], ["sample"])
+    assert (table["cpu_baseline_gflop_per_s"] > 0).all() and table["cuda_baseline_gflop_per_s"].isna().all()
+    machine = cpu_vs_gpu.machine_table(table, NO_TIMING).set_index("timed_on")
+    cpu, cuda = machine.loc["cpu"], machine.loc["cuda"]
+    assert cpu["peak_fp32_gflop_per_s"] == table["cpu_peak_gflop_per_s"].iloc[0] > 0 and cpu["note"] == ""
+    assert cpu["peak_bf16_gflop_per_s"] > 0
+    assert cpu["plain_model_fraction_of_fp32_peak"] == pytest.approx(
+        cpu["plain_model_gflop_per_s"] / cpu["peak_fp32_gflop_per_s"])  # fmt: skip
+    assert math.isnan(cuda["peak_fp32_gflop_per_s"]) and cuda["note"] == bench.NOT_MEASURED_NO_CUDA
+    assert "On CUDA, the baseline's share of the fp32 peak: not measured" in cpu_vs_gpu.findings(table)

@@ -1,5 +1,6 @@
 """experiments.exit_speed_targets (notebook 02): the speed targets in one comparison, the per-sample controls."""
 
+import pandas as pd
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, 
 def test_performance_table_reports_points_lost_with_its_interval(depth12_study):
     """The speed-target table states the per-sample test top-1 loss in points, with a paired interval around it."""
     point = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
-    table, _ = exit_speed_targets.performance_table(depth12_study, point, 16, NO_TIMING)
+    table, _ = exit_speed_targets.performance_table(depth12_study, [point], 16, NO_TIMING)
     test = depth12_study.evaluate("separate", (3, 6, 9), 0.5, "sample")
     row = table[table["test_top1_loss"].notna()].iloc[0]
     assert row["test_top1_loss"] == pytest.approx(test["top1_loss"])
@@ -24,7 +25,7 @@ def test_performance_table_reports_points_lost_with_its_interval(depth12_study):
 def test_performance_table_judges_each_forced_exit_against_its_flop_ratio(depth12_study):
     """A forced exit's ideal is the plain model's FLOPs over the exit path's; the idle row reports its overhead."""
     point = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
-    table, _ = exit_speed_targets.performance_table(depth12_study, point, 16, NO_TIMING)
+    table, _ = exit_speed_targets.performance_table(depth12_study, [point], 16, NO_TIMING)
     ideal = [depth12_study.costs.plain() / depth12_study.costs.forced(b) for b in (3, 6, 9)]
     assert table["ideal_speedup"].iloc[:3].tolist() == pytest.approx(ideal)
     idle = table.iloc[4]
@@ -51,3 +52,62 @@ def test_the_compaction_control_is_the_idle_model_keeping_every_row(depth12_stud
     with torch.inference_mode():
         torch.testing.assert_close(control(x).logits, depth12_study.vit(x))
     assert control.keep_every_row and control.exits == (3, 6, 9) and control.threshold == 1.0
+
+
+def test_performance_table_times_each_operating_point_once(depth12_study):
+    """One per-sample row per distinct point (each judged against the issue's target), between the forced exits and
+    the idle row."""
+    points = [{"variant": "separate", "exits": (3, 6, 9), "threshold": t} for t in (0.5, 0.9, 0.5)]
+    table, comparison = exit_speed_targets.performance_table(depth12_study, points, 16, NO_TIMING)
+    per_sample = table[table["measurement"].str.startswith(exit_speed_targets.PER_SAMPLE)]
+    assert per_sample.index.tolist() == [3, 4] and len(table) == 7
+    assert per_sample["measurement"].tolist() == [exit_speed_targets.per_sample_label(p) for p in points[:2]]
+    assert (per_sample["variant"] == "separate").all() and per_sample["speed_target"].str.len().gt(0).all()
+    assert set(per_sample["measurement"]) <= set(comparison.raw["arm"])
+
+
+def _row(**changes):
+    row = dict(speedup=2.7, speedup_low=2.6, speedup_high=2.8, test_top1_loss=0.2, test_top1_loss_low=-0.1,
+               test_top1_loss_high=0.45, verdict="within target (0.9–1.03)")  # fmt: skip
+    return {**row, **changes}
+
+
+def test_target_verdict_needs_speed_accuracy_and_the_flop_bound():
+    """>= 2.5x at <= 0.5 points lost, within 0.90-1.03 of the ideal: intervals decide between met and point-only."""
+    verdict = exit_speed_targets.target_verdict
+    assert verdict(_row()).startswith("met (") and "both intervals inside" in verdict(_row())
+    assert verdict(_row(speedup_low=2.4)).startswith("met at the point estimates")
+    assert verdict(_row(test_top1_loss_high=0.7)).startswith("met at the point estimates")
+    assert verdict(_row(speedup=1.9)).endswith("speed-up below 2.5x")
+    assert verdict(_row(test_top1_loss=0.6)).endswith("loses more than 0.5 points")
+    assert "measured / ideal off target" in verdict(_row(verdict="exceeds the FLOP bound — measurement suspect"))
+    assert verdict(_row(speedup=float("nan"))) == "not measured"
+
+
+def _performance(rows):
+    frame = pd.DataFrame(rows)
+    frame["speed_target"] = [exit_speed_targets.target_verdict(r) for r in rows]
+    return frame
+
+
+def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_target():
+    """Nobody meets the target: the best measured accuracy-preserving point and its ideal's shortfall, computed."""
+    label = exit_speed_targets.PER_SAMPLE
+    table = _performance([
+        _row(measurement=f"{label}: separate, a", variant="separate", speedup=1.9, speedup_low=1.8,
+             test_ideal_speedup=1.93, measured_over_ideal=0.98),
+        _row(measurement=f"{label}: joint, b", variant="joint", speedup=2.2, speedup_low=2.1, test_ideal_speedup=2.25,
+             measured_over_ideal=0.98),
+        _row(measurement=f"{label}: scratch, c", variant="scratch", speedup=3.0, test_top1_loss=2.0,
+             test_ideal_speedup=3.1, measured_over_ideal=0.97),
+    ])  # fmt: skip
+    text = " ".join(exit_speed_targets.target_findings(table))
+    assert "No operating point meets the target" in text
+    assert f"The best measured point that keeps accuracy is {label}: joint, b" in text
+    assert "0.25× short of 2.5×" in text and "The exits trained with the backbone" in text
+    met = _performance([_row(measurement=f"{label}: joint, b", variant="joint", test_ideal_speedup=2.75,
+                             measured_over_ideal=0.98)])  # fmt: skip
+    assert f"is met by: {label}: joint, b." in " ".join(exit_speed_targets.target_findings(met))
+    nothing = _performance([_row(measurement=f"{label}: joint, b", variant="joint", speedup=float("nan"),
+                                 test_ideal_speedup=2.75, measured_over_ideal=float("nan"))])  # fmt: skip
+    assert exit_speed_targets.target_findings(nothing)[-1] == "Against the 2.5× target: not measured."

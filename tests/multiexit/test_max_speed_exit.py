@@ -104,3 +104,40 @@ def test_speed_bars_put_the_report_beside_ours():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["exit 3", "original"]
     assert [t.get_text() for t in ax.get_legend().get_texts()][-1] == "report, measured (RTX A6000)"
     assert 3.83 in [round(p.get_height(), 2) for p in ax.patches]
+
+
+def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
+    """bf16=True: the plain model and every exit get a bf16 twin in the same rounds; the plain row's bf16 speed-up
+    is over its fp32 self, each exit's bf16 measured ÷ ideal is over the bf16 plain model; the A/A row has none."""
+    table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
+    assert {"plain (bf16)", "3 (bf16)", "6 (bf16)", "9 (bf16)"} <= set(comparison.raw["arm"])
+    assert table["bf16_verdict"].iloc[0] == bench.BASELINE_VERDICT and pd.isna(table["bf16_verdict"].iloc[-1])
+    assert (table["bf16_speedup_over_fp32"].iloc[:4] > 0).all()
+    exit_3 = table.iloc[1]
+    bf16_speedup = comparison.speedup("3 (bf16)", over="plain (bf16)")["speedup"]
+    assert exit_3["bf16_measured_over_ideal"] == pytest.approx(bf16_speedup / exit_3["ideal_speedup"])
+
+
+def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_vit):
+    """Every row: the plain model's forward GFLOP/s (its FLOPs per image x images/s) against the fp32 peak."""
+    table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    plain = table.iloc[0]
+    expected = plain["gflops_per_image"] * plain["images_per_s"]
+    assert table["baseline_gflop_per_s"].to_numpy() == pytest.approx([expected] * len(table))
+    assert plain["peak_gflop_per_s"] == comparison.environment["peak_fp32_gflop_per_s"] > 0
+    assert (table["flops_counted"] == bench.FORWARD).all()
+    assert (table["bf16_verdict"].iloc[:4] == bench.NOT_TIMED_BF16).all()  # bf16 off: said, not left blank
+
+
+def test_findings_state_bf16_and_the_share_of_the_peak(tiny_vit):
+    """The closing sentences name the bf16 speed-up over fp32 and the baseline's share of the fp32 peak."""
+    ours, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
+    text = max_speed_exit.findings(max_speed_exit.beside_paper_5_1(ours, load_reference("multiexit_5.1")))
+    assert "In bf16" in text and "of this machine's fp32 matmul peak" in text and "bf16 matmul peak" in text
+
+
+def test_every_budget_times_bf16_beside_fp32():
+    """bf16 twins at every scale (the plain model and the forced exits); fp32 stays the headline columns."""
+    assert all(budget.bf16 for budget in max_speed_exit.BUDGETS.values())
+    columns = list(max_speed_exit.TABLE_5_1_COLUMNS)
+    assert columns.index("verdict") < columns.index("bf16_speedup_over_fp32")

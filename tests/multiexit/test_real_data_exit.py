@@ -23,14 +23,16 @@ def test_budgets_keep_the_former_settings(name):
     assert budget.scale == name and budget.batch_size == (64 if smoke else scale.eval_batch_size)
     assert all((settings.rounds == 2) == smoke for settings in (budget.timing, budget.table_timing))
     assert (budget.threshold, budget.max_loss, budget.head_epochs) == (0.9, 0.5, 30)
-    assert len(budget.table_variants) * len(budget.table_exit_sets) * len(budget.policies) == 24
+    assert budget.table_variants == multiexit.VARIANTS and budget.table_variants[-1] == "joint"
+    assert len(budget.table_variants) * len(budget.table_exit_sets) * len(budget.policies) == 30
 
 
 def test_paper_smoke_sizes_time_each_code_path_once():
-    """At smoke sizes the paper scale's Table 5.2 times each final-head path at one exit, both policies (8 arms)."""
+    """At smoke sizes the paper scale's Table 5.2 times each final-head path and joint's own backbone at one exit,
+    both policies (10 arms)."""
     budget = real_data_exit.budget(config.paper_smoke(SCALES["paper"]))
     assert (budget.batch_size, budget.head_epochs, budget.table_timing.rounds) == (2, 2, 2)
-    assert budget.table_variants == ("same", "finetune", "separate") and budget.table_exit_sets == ((3,),)
+    assert budget.table_variants == ("same", "finetune", "separate", "joint") and budget.table_exit_sets == ((3,),)
     assert budget.policies == multiexit.POLICIES
 
 
@@ -103,6 +105,8 @@ def test_measured_points_time_each_point_per_sample_with_the_a_a_row(depth12_stu
     """Each point is one per-sample arm with its offline row and speed row; the A/A control row comes last."""
     points = real_data_exit.sweep_points({"variant": "separate", "exits": (3, 6, 9), "threshold": 0.9})
     assert [p["threshold"] for p in points] == [0.9, 1.0, 0.99]
+    both = real_data_exit.sweep_points(points[0], ("separate", "joint"))
+    assert [p["variant"] for p in both[2:]] == ["separate", "joint"] and both[3]["threshold"] == 0.99
     table, comparison = real_data_exit.measured_points(depth12_study, points, 16, NO_TIMING)
     assert table["policy"].iloc[:3].tolist() == ["sample"] * 3
     assert table["variant"].iloc[-1] == real_data_exit.CONTROL_LABEL

@@ -1,13 +1,18 @@
 """Measuring speed, shared by both methods: where it runs, FLOPs, comparing arms (the only timer), the speed row.
 
 - ``environment``: device presence, :func:`default_device`, :func:`environment_info` (recorded in every row).
-- ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups).
+- ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups);
+  :class:`BaselineWork`, the baseline's FLOPs per image (a training step counts 3 × forward).
+- ``peak``: :func:`machine_peak`, the fp32 and bf16 FLOP/s of a square matmul at the timed thread count, measured
+  once per process by :func:`compare` and recorded (``$VITSTUDY_PEAK_RECORD``, the report's manifest).
 - ``comparison``: the comparison engine, the one timer (:func:`compare`: balanced rounds, paired ratios with 95%
   bootstrap intervals, raw times, the A/A control; ``isolation="process"`` times each arm in its own process from
   an :class:`ArmSpec`).
 - ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
   :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`), :func:`compare_models` (inference
-  forwards of several models with an A/A copy: one model's images/s is ``compare_models({"plain": model}, ...)``).
+  forwards of several models with an A/A copy: one model's images/s is ``compare_models({"plain": model}, ...)``),
+  how close the baseline runs to the peak (:func:`machine_use`, in every row) and a bf16 twin's columns
+  (:func:`bf16_columns`).
   A timed training step is :func:`vitstudy.steps.random_batch_step`.
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
@@ -27,17 +32,23 @@ from .comparison import (
     compare,
     control_note,
     median_interval,
+    settings_peak,
 )
 from .environment import NOT_MEASURED_NO_CUDA, default_device, device_available, environment_info, synchronize
-from .flops import count_flops, flops_per_image
+from .flops import FORWARD, TRAINING_STEP, BaselineWork, count_flops, flops_per_image
+from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_peaks, read_peak_record
 from .profile import operator_breakdown, operator_times
 from .rows import (
     BASELINE_VERDICT,
+    NOT_TIMED_BF16,
+    bf16_arm,
+    bf16_columns,
     compare_models,
     control_arm,
     control_row,
     control_verdict,
     flop_bound_verdict,
+    machine_use,
     protocol,
     raw_times,
     speed_row,
@@ -48,6 +59,18 @@ __all__ = [
     "format_interval",
     "SMOKE_TIMING",
     "BASELINE_VERDICT",
+    "NOT_TIMED_BF16",
+    "bf16_arm",
+    "bf16_columns",
+    "machine_use",
+    "FORWARD",
+    "TRAINING_STEP",
+    "BaselineWork",
+    "PEAK_RECORD_ENV",
+    "machine_peak",
+    "matmul_gflop_per_s",
+    "measured_peaks",
+    "read_peak_record",
     "compare_models",
     "control_arm",
     "control_row",
@@ -66,6 +89,7 @@ __all__ = [
     "control_note",
     "flop_bound_verdict",
     "median_interval",
+    "settings_peak",
     "operator_breakdown",
     "operator_times",
     "NOT_MEASURED_NO_CUDA",

@@ -38,6 +38,8 @@ from scipy import stats
 
 from ..config import check, check_choice
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
+from .flops import BaselineWork
+from .peak import PEAK_DTYPES, machine_peak, peak_size
 
 ORDERS = ("abba", "random")
 ISOLATIONS = ("in_process", "process")
@@ -59,6 +61,8 @@ class CompareSettings:
     # "process": each (round, arm) in its own process (the A/A control decides when in-process timing is biased);
     # its warm-up calls are then paid in every round, so it costs roughly (warmup_calls + 2) calls per arm and round.
     isolation: str = "in_process"
+    # The machine's peak (.peak) is a square matmul of this size; None: the device's default (2048 on a CPU).
+    peak_size: int | None = None
 
     def __post_init__(self) -> None:
         check(self.rounds >= 2, "rounds", self.rounds, "an integer >= 2 (a paired interval needs rounds)")
@@ -68,10 +72,12 @@ class CompareSettings:
         check_choice("order", self.order, ORDERS)
         check(self.bootstrap >= 100, "bootstrap", self.bootstrap, "an integer >= 100")
         check_choice("isolation", self.isolation, ISOLATIONS)
+        check(self.peak_size is None or self.peak_size >= 16, "peak_size", self.peak_size, "None or an integer >= 16")
 
 
 # The timing of every experiment's smoke budget (CI): seconds, numbers meaningless.
-SMOKE_TIMING = CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)
+SMOKE_TIMING = CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200, peak_size=256)
+PEAK_MIN_RUN_TIME = 0.5  # seconds the peak's matmul is timed per dtype at most (less when the arms are timed less)
 
 
 @dataclass(frozen=True)
@@ -124,8 +130,9 @@ class Comparison:
     baseline: str
     control: str | None
     settings: CompareSettings
-    environment: dict[str, Any]
+    environment: dict[str, Any]  # environment_info, the timed threads and the machine's peak (peak_*_gflop_per_s)
     note: str = ""  # set when the device is absent: then every number is NaN
+    work: BaselineWork | None = None  # what one image of the baseline arm costs in FLOPs; None: not counted
 
     def round_seconds(self) -> pd.DataFrame:
         """Seconds per call of each arm in each round (median over the round's blocks): rounds × arms."""
@@ -133,12 +140,13 @@ class Comparison:
             return pd.DataFrame()
         return self.raw.groupby(["round", "arm"], sort=False)["seconds_per_call"].median().unstack("arm")
 
-    def speedup(self, arm: str) -> dict[str, float]:
-        """Median over rounds of (baseline time / arm time) with its 95% interval, and the median seconds."""
+    def speedup(self, arm: str, over: str | None = None) -> dict[str, float]:
+        """Median over rounds of (``over`` time / arm time) with its 95% interval, and the arm's median seconds;
+        ``over`` defaults to the baseline (a bf16 arm over its fp32 twin names the twin)."""
         per_round = self.round_seconds()
         if per_round.empty:
             return dict.fromkeys(("seconds", "speedup", "speedup_low", "speedup_high"), math.nan)
-        ratios = (per_round[self.baseline] / per_round[arm]).to_numpy()
+        ratios = (per_round[over or self.baseline] / per_round[arm]).to_numpy()
         mid, low, high = median_interval(ratios, self.settings.bootstrap, self.settings.seed)
         return {"seconds": float(per_round[arm].median()), "speedup": mid, "speedup_low": low, "speedup_high": high}
 
@@ -177,6 +185,12 @@ def control_note(control_speedup: float) -> str:
     )
 
 
+def settings_peak(device: str | torch.device, threads: int, settings: CompareSettings) -> dict[str, float]:
+    """The machine's peak (:func:`.peak.machine_peak`) as :func:`compare` measures it with ``settings``: their
+    matmul size, timed at most :data:`PEAK_MIN_RUN_TIME` per dtype (less when the arms are timed less); cached."""
+    return machine_peak(device, threads, settings.peak_size, min(settings.min_run_time, PEAK_MIN_RUN_TIME))
+
+
 def compare(
     arms: Mapping[str, Callable[[], Any] | ArmSpec],
     baseline: str,
@@ -184,6 +198,7 @@ def compare(
     settings: CompareSettings = CompareSettings(),
     device: str | torch.device = "cpu",
     timer: Callable[[], float] | None = None,
+    work: BaselineWork | None = None,
 ) -> Comparison:
     """Time every arm in balanced order over ``settings.rounds`` rounds; see the module docstring.
 
@@ -191,20 +206,26 @@ def compare(
     builds one (required for ``settings.isolation="process"``); ``baseline`` names the arm
     every ratio divides; ``control`` names an arm that is an identical copy of the baseline (the A/A control).
     ``timer`` replaces the clock (tests); the default is ``torch.utils.benchmark``'s, which syncs CUDA.
+    ``work`` (the baseline's FLOPs per image) turns its images/s into FLOP/s; the machine's peak
+    (:func:`.peak.machine_peak`, once per process) is measured here, at the timed thread count, before the arms,
+    into ``environment`` (NaN with a test clock: fake seconds have no peak).
     """
     check(baseline in arms, "baseline", baseline, f"one of the arms {list(arms)}")
     check(control is None or control in arms, "control", control, f"None or one of the arms {list(arms)}")
     device = torch.device(device)
     env = environment_info(device)
-    if not device_available(device):
-        return Comparison(pd.DataFrame(), baseline, control, settings, env, note=NOT_MEASURED_NO_CUDA)
     threads = settings.threads or torch.get_num_threads()
+    peak = settings_peak(device, threads, settings) if timer is None else dict.fromkeys(PEAK_DTYPES, math.nan)
+    env |= {f"peak_{dtype}_gflop_per_s": value for dtype, value in peak.items()}
+    env["peak_matmul_size"] = peak_size(device, settings.peak_size)
+    if not device_available(device):
+        return Comparison(pd.DataFrame(), baseline, control, settings, env, note=NOT_MEASURED_NO_CUDA, work=work)
     env["cpu_threads"] = threads
     env["isolation"] = settings.isolation
     orders = round_orders(list(arms), settings.rounds, settings.order, settings.seed)
     if settings.isolation == "process":
         records = _time_in_processes(arms, orders, settings, threads, timer)
-        return Comparison(pd.DataFrame(records), baseline, control, settings, env)
+        return Comparison(pd.DataFrame(records), baseline, control, settings, env, work=work)
     arms = {name: arm.build() if isinstance(arm, ArmSpec) else arm for name, arm in arms.items()}
     for fn in arms.values():
         for _ in range(settings.warmup_calls):
@@ -215,7 +236,7 @@ def compare(
             gc.collect()  # the previous arm's freed tensors are released here, not inside the next arm's time
             times, number = _blocked_times(arms[name], settings.min_run_time, threads, timer)
             records += _records(name, round_index, position, times, number)
-    return Comparison(pd.DataFrame(records), baseline, control, settings, env)
+    return Comparison(pd.DataFrame(records), baseline, control, settings, env, work=work)
 
 
 def _records(name: str, round_index: int, position: int, times: Sequence[float], number: int) -> list[dict]:

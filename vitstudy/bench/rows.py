@@ -5,6 +5,12 @@ speed-up over the baseline with its 95% interval, beside the FLOP-ideal speed-up
 speed-ups, not of gains) with its interval, and a verdict; the A/A control's row; and the protocol columns
 (device, threads, rounds, seconds per arm and round, order, isolation, versions) on every row.
 
+Every row also says how close the baseline runs to the machine (:func:`machine_use`): the baseline's achieved
+GFLOP/s (its FLOPs per image, as ``flops_counted`` says, times its images/s), the machine's matmul peak in the
+baseline's precision measured in the same process (``peak_gflop_per_s``, ``peak_dtype``) and their quotient
+(``baseline_fraction_of_peak``). A bf16 arm (:func:`bf16_arm`, run under ``torch.autocast``) adds
+:func:`bf16_columns` beside its fp32 twin's row: its speed-up over fp32 and its measured ÷ FLOP ideal in bf16.
+
 Verdicts, the whole vocabulary:
 
 - ``"baseline"``: the arm every ratio divides.
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,9 +36,21 @@ from ..config import check
 from ..formatting import NOT_MEASURED
 from .comparison import CONTROL_TOLERANCE, FLOP_BOUND_SLACK, CompareSettings, Comparison, compare
 from .environment import device_available
+from .flops import BaselineWork, flops_per_image
 
 BASELINE_VERDICT = "baseline"
 CONTROL_SUFFIX = " (A/A copy)"  # the A/A control arm is the baseline's name plus this
+BF16_SUFFIX = " (bf16)"  # a bf16 arm is its fp32 twin's name plus this
+NOT_TIMED_BF16 = "not timed in bf16 at this scale"  # the bf16 verdict of a row whose bf16 arm the budget leaves out
+NOT_COUNTED = "not counted"  # flops_counted of a comparison without BaselineWork
+BF16_NUMBERS = tuple(f"bf16_{name}" for name in ("images_per_s", "speedup_over_fp32", "speedup_over_fp32_low",
+                                                 "speedup_over_fp32_high", "measured_over_ideal",
+                                                 "measured_over_ideal_low", "measured_over_ideal_high"))  # fmt: skip
+
+
+def bf16_arm(name: str) -> str:
+    """The name of ``name``'s bf16 twin: ``"plain"`` -> ``"plain (bf16)"``."""
+    return name + BF16_SUFFIX
 
 
 def control_arm(baseline: str) -> str:
@@ -114,6 +132,65 @@ def speed_row(
         "measured_over_ideal_low": low,
         "measured_over_ideal_high": high,
         "verdict": verdict,
+        **machine_use(comparison, comparison.baseline, images, comparison.work),
+    }
+
+
+def machine_use(comparison: Comparison, arm: str, images: int, work: BaselineWork | None) -> dict[str, Any]:
+    """How close ``arm`` (the baseline, in every row) runs to the machine: ``baseline_gflop_per_s`` =
+    ``work.flops_per_image`` × its images/s, the peak in ``work.dtype`` recorded in the comparison's environment,
+    their quotient, and what the FLOPs count. NaN where the FLOPs were not counted or nothing was timed."""
+    dtype = work.dtype if work is not None else "fp32"
+    seconds = comparison.speedup(arm)["seconds"] if arm in _timed_arms(comparison) else math.nan
+    achieved = (work.flops_per_image if work is not None else math.nan) * images / seconds
+    peak = float(comparison.environment.get(f"peak_{dtype}_gflop_per_s", math.nan))
+    return {
+        "baseline_gflop_per_s": achieved / 1e9,
+        "peak_gflop_per_s": peak,
+        "baseline_fraction_of_peak": achieved / 1e9 / peak,
+        "peak_dtype": dtype,
+        "flops_counted": work.counted if work is not None else NOT_COUNTED,
+    }
+
+
+def _timed_arms(comparison: Comparison) -> set[str]:
+    return set(comparison.raw["arm"]) if not comparison.raw.empty else set()
+
+
+def bf16_columns(
+    comparison: Comparison,
+    arm: str,
+    images: int,
+    ideal: float,
+    target: tuple[float, float],
+    interval_within: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """``arm``'s bf16 columns, for its fp32 row: its bf16 twin's speed-up over ``arm`` (the same work in fp32) with
+    its 95% interval, and the twin's speed-up over the bf16 baseline ÷ ``ideal`` with its interval and verdict
+    (``"baseline"`` for the baseline). The bf16 baseline's GFLOP/s against the bf16 peak on every row. A twin the
+    comparison did not time gives NaN and :data:`NOT_TIMED_BF16`."""
+    twin, base = bf16_arm(arm), bf16_arm(comparison.baseline)
+    fp32_work = comparison.work
+    work = None if fp32_work is None else BaselineWork(fp32_work.flops_per_image, fp32_work.counted, "bf16")
+    use = machine_use(comparison, base, images, work)
+    use = {f"bf16_{k}": use[k] for k in ("baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak")}
+    if not {twin, base} <= _timed_arms(comparison):
+        verdict = NOT_MEASURED if comparison.raw.empty else NOT_TIMED_BF16
+        return {**dict.fromkeys(BF16_NUMBERS, math.nan), "bf16_verdict": verdict, **use}
+    over_fp32, speed = comparison.speedup(twin, over=arm), comparison.speedup(twin, over=base)
+    low, high = speed["speedup_low"] / ideal, speed["speedup_high"] / ideal
+    verdict = BASELINE_VERDICT if twin == base else (
+        flop_bound_verdict(speed["speedup"] / ideal, target, False, (low, high), interval_within))  # fmt: skip
+    return {
+        "bf16_images_per_s": images / speed["seconds"],
+        "bf16_speedup_over_fp32": over_fp32["speedup"],
+        "bf16_speedup_over_fp32_low": over_fp32["speedup_low"],
+        "bf16_speedup_over_fp32_high": over_fp32["speedup_high"],
+        "bf16_measured_over_ideal": speed["speedup"] / ideal,
+        "bf16_measured_over_ideal_low": low,
+        "bf16_measured_over_ideal_high": high,
+        "bf16_verdict": verdict,
+        **use,
     }
 
 
@@ -155,14 +232,19 @@ def compare_models(
     settings: CompareSettings,
     device: str | torch.device = "cpu",
     baseline: str = "plain",
+    bf16: Sequence[str] = (),
 ) -> Comparison:
     """Time one inference forward of each model on the same batch with :func:`compare`; ``models[baseline]`` is
     the baseline and a deep copy of it, :func:`control_arm` ``(baseline)``, is always added as the A/A control.
+    Every model named in ``bf16`` gets a twin arm, :func:`bf16_arm` ``(name)``, the same model run under
+    ``torch.autocast(dtype=torch.bfloat16)`` (the fp32 arms stay the headline).
 
-    Models run in eval mode under ``torch.inference_mode`` on ``device`` and go back to the CPU afterwards. On an
+    Models run in eval mode under ``torch.inference_mode`` on ``device`` and go back to the CPU afterwards. The
+    baseline's forward FLOPs per image (:func:`.flops.flops_per_image`) are the comparison's ``work``. On an
     absent device nothing runs: the comparison is empty and its ``note`` says why.
     """
     check(baseline in models, "models", list(models), f"a mapping with a {baseline!r} entry (the baseline)")
+    check(set(bf16) <= set(models), "bf16", tuple(bf16), f"names among the models {list(models)}")
     device = torch.device(device)
     control = control_arm(baseline)
     models = {**models, control: copy.deepcopy(models[baseline])}
@@ -171,9 +253,20 @@ def compare_models(
     try:
         for model in models.values():
             model.eval().to(device if available else "cpu")
+        # Counted on a copy and one random image (FLOPs do not depend on the values), so the models see only x.
+        work = BaselineWork(flops_per_image(models[baseline], tuple(inputs.shape[1:]), device))
         with torch.inference_mode():
             arms = {name: (lambda m=model: m(x)) for name, model in models.items()}
-            return compare(arms, baseline, control, settings, device)
+            arms |= {bf16_arm(name): _autocast_call(models[name], x) for name in bf16}
+            return compare(arms, baseline, control, settings, device, work=work)
     finally:
         for model in models.values():
             model.to("cpu")
+
+
+def _autocast_call(model: torch.nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    def call() -> Any:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
+            return model(x)
+
+    return call

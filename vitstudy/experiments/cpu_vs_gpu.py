@@ -7,6 +7,7 @@ is not present has NaN in its columns and the ``note`` says why. Budgets are not
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -17,7 +18,7 @@ from ..bench import NOT_MEASURED_NO_CUDA
 from ..multiexit import POLICIES, ExitStudy
 from ..plots import grouped_bars, new_figure
 from .real_data_exit import table_5_2
-from .sentences import NOT_MEASURED, measured, number, paragraph
+from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
 DEVICES = ("cpu", "cuda")
@@ -25,7 +26,8 @@ DEVICES = ("cpu", "cuda")
 OFFLINE_COLUMNS = ("setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "exited_pct",
                    "ideal_speedup")  # fmt: skip
 TIMED_COLUMNS = ("images_per_s", "plain_images_per_s", "speedup", "speedup_low", "speedup_high",
-                 "measured_over_ideal", "verdict", "device", "threads", "rounds")  # fmt: skip
+                 "measured_over_ideal", "verdict", "baseline_gflop_per_s", "peak_gflop_per_s",
+                 "baseline_fraction_of_peak", "device", "threads", "rounds")  # fmt: skip
 
 
 def table_5_3(
@@ -58,6 +60,26 @@ def table_5_3(
     notes = wide.loc[table["setting"], [f"{d}_note" for d in devices]].to_numpy()
     table["note"] = ["; ".join(f"{d} columns: {n}" for d, n in zip(devices, row) if n) for row in notes]
     return table, pd.concat(raws, ignore_index=True)
+
+
+def machine_table(table: pd.DataFrame, settings: bench.CompareSettings,
+                  devices: Sequence[str] = DEVICES) -> pd.DataFrame:  # fmt: skip
+    """How close each device runs to its peak, side by side: the fp32 and bf16 matmul peaks measured in this
+    process at the timed thread count (:func:`vitstudy.bench.settings_peak`: cached when :func:`table_5_3` timed
+    with the same ``settings``), the plain model's achieved GFLOP/s (forward FLOPs × images/s) and its
+    share of the fp32 peak. A device that is absent reads NaN with the ``note`` saying why."""
+    out = []
+    for device in devices:
+        threads = table[f"{device}_threads"].iloc[0]
+        present = bench.device_available(device) and table[f"{device}_baseline_gflop_per_s"].notna().any()
+        peak = bench.settings_peak(device, int(threads), settings) if present else {}
+        out.append({"timed_on": device, "device": table[f"{device}_device"].iloc[0], "threads": threads,
+                    "peak_fp32_gflop_per_s": peak.get("fp32", math.nan),
+                    "peak_bf16_gflop_per_s": peak.get("bf16", math.nan),
+                    "plain_model_gflop_per_s": table[f"{device}_baseline_gflop_per_s"].iloc[0],
+                    "plain_model_fraction_of_fp32_peak": table[f"{device}_baseline_fraction_of_peak"].iloc[0],
+                    "flops_counted": "forward", "note": "" if present else NOT_MEASURED_NO_CUDA})  # fmt: skip
+    return pd.DataFrame(out)
 
 
 def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -> Figure:
@@ -105,4 +127,7 @@ def findings(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -> str:
             sentences.append(f"On {device.upper()}: {note}.")
     sentences.append("Top-1 and exit shares are the same on every device, so any difference between the devices is "
                      "in how much the skipped blocks cost there.")  # fmt: skip
+    for device in devices:
+        row = {k.removeprefix(f"{device}_"): v for k, v in exits.iloc[0].items()} if len(exits) else {}
+        sentences.append(f"On {device.upper()}, {machine_use(row)}.")
     return paragraph(sentences)

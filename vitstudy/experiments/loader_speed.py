@@ -103,7 +103,8 @@ def loader_speed(
     arms[NO_LOADER] = random_batch_step(copy.deepcopy(model), batch_size, splits.input_size, splits.num_classes,
                                         device)  # fmt: skip
     arms[bench.control_arm(BASELINE)] = arm(dataloader(0))
-    comparison = bench.compare(arms, BASELINE, bench.control_arm(BASELINE), settings, device)
+    work = bench.BaselineWork.training_step(bench.flops_per_image(model, splits.input_size))  # its FLOP/s vs the peak
+    comparison = bench.compare(arms, BASELINE, bench.control_arm(BASELINE), settings, device, work=work)
     ideal = comparison.speedup(NO_LOADER)["speedup"]
     rows = [
         {"arm": name, **bench.speed_row(comparison, name, batch_size, ideal, TARGET)}

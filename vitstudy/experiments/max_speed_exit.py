@@ -2,7 +2,7 @@
 
 Every image is forced out after one exit of the report's ViT-B/16 and timed on random input against the plain
 model; each measured speed-up stands beside its FLOP-ideal value (FLOPs of the plain model over those of the exit
-path) and the report's own numbers.
+path) and the report's own numbers, the same in bf16 beside fp32, and how close the plain model runs to the peak.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ..bench import SMOKE_TIMING
 from ..config import PAPER_SMOKE, Scale, check, scale_budget
 from ..multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
 from ..plots import grouped_bars, new_figure
-from .sentences import NOT_MEASURED, measured, number, paragraph
+from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 
 FORCED_TARGET = (0.97, 1.03)  # forced exits run the same blocks, fewer of them: no excess over the FLOP ideal
 FORCED_INTERVAL = (0.95, 1.05)  # issue 8: the measured ÷ ideal interval must lie inside this too
@@ -36,6 +36,8 @@ class MaxSpeedBudget:
     batch_cpu: int = 8  # ViT-B/16 runs ~5 im/s on a 2-core CPU; batch 4 on a CPU is noisy
     batch_cuda: int = 64
     exits: tuple[int, ...] = DEFAULT_EXITS  # the forced exits timed
+    # The plain model and every forced exit timed in bf16 autocast too, in the same rounds (fp32 stays the headline).
+    bf16: bool = True
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -52,7 +54,10 @@ _QUICK = MaxSpeedBudget(
     "quick",
     # ViT-B/16 at batch 8 takes ~1.5 s per forward on a 2-core CPU: blocks of 1.5 s hold about one call.
     timing=bench.CompareSettings(rounds=6, min_run_time=1.5, warmup_calls=1),
-    note="about 1.5 min of timing on a 2-core CPU",
+    # bf16 adds 4 arms (plain, exits 3/6/9) at roughly half the fp32 cost each (estimated from issue 19's ViT-S/16
+    # 1.70x, not yet timed on a quiet machine): each is a sizing call plus one 1.5 s block, ~8 s a round, ~50 s in
+    # all; the machine's peak <= 1.5 s. A budget with bf16=False keeps the former ~1.5 min.
+    note="about 2.5 min of timing on a 2-core CPU (fp32 ~1.5 min, bf16 ~50 s, estimated)",
 )
 _LONGER = bench.CompareSettings(rounds=10, min_run_time=2.0)  # full / paper: tighter intervals
 BUDGETS: dict[str, MaxSpeedBudget] = {
@@ -74,8 +79,12 @@ def budget(scale: Scale | str | None = None) -> MaxSpeedBudget:
 TABLE_5_1_COLUMNS = (
     "setting", "exit_block", "images_per_s", "speedup", "speedup_low", "speedup_high", "ideal_speedup",
     "measured_over_ideal", "measured_over_ideal_low", "measured_over_ideal_high", "verdict",
-    "paper_inference_speed_im_s", "paper_speed_improvement", "gflops_per_image", "batch_size", "device", "threads",
-    "rounds", "note",
+    "paper_inference_speed_im_s", "paper_speed_improvement",
+    "bf16_speedup_over_fp32", "bf16_speedup_over_fp32_low", "bf16_speedup_over_fp32_high", "bf16_measured_over_ideal",
+    "bf16_measured_over_ideal_low", "bf16_measured_over_ideal_high", "bf16_verdict",
+    "baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak", "bf16_baseline_gflop_per_s",
+    "bf16_peak_gflop_per_s", "bf16_baseline_fraction_of_peak", "flops_counted",
+    "gflops_per_image", "batch_size", "device", "threads", "rounds", "note",
 )  # fmt: skip
 
 
@@ -86,12 +95,16 @@ def table_5_1(
     exits: Sequence[int] = DEFAULT_EXITS,
     settings: bench.CompareSettings | None = None,
     device: str = "cpu",
+    bf16: bool = False,
 ) -> tuple[pd.DataFrame, bench.Comparison]:
     """Table 5.1: every image forced out after each exit vs the plain model, on random input; and its comparison.
 
     Measured speed-up (95% interval) next to the FLOP-ideal one, their quotient and its verdict against
     :data:`FORCED_TARGET` with the interval inside :data:`FORCED_INTERVAL`; the last row is the A/A control
-    (``exit_block`` empty).
+    (``exit_block`` empty). With ``bf16`` the plain model and every exit are timed under bf16 autocast too, in
+    the same rounds: each row's :func:`vitstudy.bench.bf16_columns` (its speed-up over fp32, its measured ÷
+    ideal in bf16) beside its fp32 numbers. Every row carries how close the fp32 (and bf16) baseline runs to the
+    machine's peak (:func:`vitstudy.bench.machine_use`).
     """
     settings = settings or bench.CompareSettings()
     costs = exit_costs(MultiExitViT(vit, exits).eval(), input_size)
@@ -99,14 +112,17 @@ def table_5_1(
     for block in exits:
         models[str(block)] = MultiExitViT(vit, exits, forced_exit=block).eval()
     inputs = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
-    comparison = bench.compare_models(models, inputs, settings, device)
+    comparison = bench.compare_models(models, inputs, settings, device, bf16=list(models) if bf16 else ())
     rows = [{"setting": "original (all blocks)", "exit_block": costs.depth, "gflops_per_image": costs.plain() / 1e9,
-             **bench.speed_row(comparison, "plain", batch_size, 1.0, FORCED_TARGET)}]  # fmt: skip
+             **bench.speed_row(comparison, "plain", batch_size, 1.0, FORCED_TARGET),
+             **bench.bf16_columns(comparison, "plain", batch_size, 1.0, FORCED_TARGET)}]  # fmt: skip
     for block in exits:
-        speed = bench.speed_row(comparison, str(block), batch_size, costs.plain() / costs.forced(block),
-                                FORCED_TARGET, interval_within=FORCED_INTERVAL)  # fmt: skip
+        ideal = costs.plain() / costs.forced(block)
+        speed = bench.speed_row(comparison, str(block), batch_size, ideal, FORCED_TARGET,
+                                interval_within=FORCED_INTERVAL)  # fmt: skip
+        in_bf16 = bench.bf16_columns(comparison, str(block), batch_size, ideal, FORCED_TARGET, FORCED_INTERVAL)
         rows.append({"setting": f"forced exit after block {block}", "exit_block": block,
-                     "gflops_per_image": costs.forced(block) / 1e9, **speed})  # fmt: skip
+                     "gflops_per_image": costs.forced(block) / 1e9, **speed, **in_bf16})  # fmt: skip
     rows.append({"setting": CONTROL_LABEL, "exit_block": None, "gflops_per_image": costs.plain() / 1e9,
                  **bench.control_row(comparison, batch_size)})  # fmt: skip
     frame = pd.DataFrame(rows).astype({"exit_block": "Int64"})
@@ -149,6 +165,8 @@ def findings(table: pd.DataFrame) -> str:
     if exits.empty:
         return paragraph(["How fast can an early exit be at best? This run timed no forced exit."])
     best = exits.iloc[0].to_dict()
+    original = table[table["setting"].str.startswith("original")]
+    plain = original.iloc[0].to_dict() if len(original) else {}
     block = best["exit_block"]
     return paragraph([
         f"How fast can an early exit be at best? Every image forced out after block {block}:",
@@ -159,4 +177,9 @@ def findings(table: pd.DataFrame) -> str:
         f"{': ' + control['verdict'].iloc[0] if len(control) else ''}.",
         "So the exit's best case is bounded by the blocks it skips: what it buys on real data depends on how many "
         "images leave early (notebook 02).",
+        f"In bf16 (autocast; fp32 stays the headline) the plain model runs "
+        f"{measured(plain, name='bf16_speedup_over_fp32')} faster than in fp32, and the exit after block {block} "
+        f"reads {measured(best, name='bf16_measured_over_ideal')} of its FLOP ideal: "
+        f"{best.get('bf16_verdict', NOT_MEASURED)}.",
+        f"How close to the machine: in fp32 {machine_use(plain)}; in bf16 {machine_use(plain, 'bf16_', 'bf16')}.",
     ])  # fmt: skip

@@ -3,7 +3,8 @@
 Accuracy and exit shares come offline from a :class:`~vitstudy.multiexit.ExitStudy` (features recorded once);
 speed-ups from one batch of real test images, every timed setting against the plain model in one
 ``bench.compare_models`` comparison with its A/A control, each row built by ``bench.speed_row``. The speed targets
-and their controls are :mod:`.exit_speed_targets`; why the report's batch rule never fired, :mod:`.batch_rule`.
+and their controls are :mod:`.exit_speed_targets`; why the report's batch rule never fired, :mod:`.batch_rule`; the
+``joint`` variant's training, :mod:`.joint_exit`. Every function compares the variants the study holds.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET
 PER_SAMPLE_TARGET = (0.90, 1.03)  # the per-sample exit pays confidences and compaction the FLOP count leaves out
 # Thresholds for sweeps: dense near 1, where a 10-class max-softmax spends most of its mass on a trained model.
 SWEEP_THRESHOLDS = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999, 0.9999, 1.0)
-VARIANT_LABELS = {"same": "Same", "finetune": "Fine-Tune", "scratch": "Scratch", "separate": "separate (ours)"}
+VARIANT_LABELS = {"same": "Same", "finetune": "Fine-Tune", "scratch": "Scratch", "separate": "separate (ours)",
+                  "joint": "joint (ours)"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ _LONGER = dict(  # full / paper: more rounds and longer blocks, for tighter inte
 )
 _SMOKE = RealDataBudget("smoke", 64, SMOKE_TIMING, SMOKE_TIMING, note="CI: seconds, numbers meaningless")
 # The paper path at smoke sizes: each final-head path (timm's head: same, separate; a fitted shared head: finetune)
-# at one exit and both policies runs every line of Tables 5.2 / 5.3 (8 ViT-B arms, not 26).
-_PAPER_SMOKE_GRID = dict(table_variants=("same", "finetune", "separate"), table_exit_sets=((3,),))
+# and joint's own backbone, at one exit and both policies, runs every line of Table 5.2 (10 ViT-B arms, not 32).
+_PAPER_SMOKE_GRID = dict(table_variants=("same", "finetune", "separate", "joint"), table_exit_sets=((3,),))
 BUDGETS: dict[str, RealDataBudget] = {
     "smoke": _SMOKE,
     "quick": _QUICK,
@@ -113,7 +115,7 @@ def batch_exits(study: ExitStudy, model: MultiExitViT, batch_size: int) -> dict[
 
     Computed from the recorded features (``simulate`` reproduces the forward; tested), so no backbone runs here.
     """
-    logits = logits_from_features(model, study.features["test"].first(batch_size))
+    logits = logits_from_features(model, study.features_of(model.variant)["test"].first(batch_size))
     sim = simulate(logits, model.exits, study.depth, model.threshold, model.policy, model.confidence, batch_size)
     return {
         "batch_exited_pct": 100 * (sim.exit_block < study.depth).double().mean().item(),
@@ -144,7 +146,7 @@ def table_5_2(
     threshold: float,
     batch_size: int,
     settings: bench.CompareSettings,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] | None = None,
     exit_sets: Sequence[tuple[int, ...]] = ((3,), (6,), (9,)),
     policies: Sequence[str] = POLICIES,
     device: str = "cpu",
@@ -153,10 +155,10 @@ def table_5_2(
 
     Top-1 and exit shares come from the whole test set (offline); speed-ups from one batch of real test images.
     ``ideal_speedup`` is the FLOP-ideal of the whole test set's exits, ``batch_ideal_speedup`` that of the timed
-    batch (what ``measured_over_ideal`` uses).
+    batch (what ``measured_over_ideal`` uses). ``variants``: default, every variant the study holds.
     """
     images = timing_batch(study, batch_size)
-    grid = [(v, e, p) for v in variants for e in exit_sets for p in policies]
+    grid = [(v, e, p) for v in variants or study.variants for e in exit_sets for p in policies]
     models: dict[str, torch.nn.Module] = {"plain": study.vit}
     models.update({_setting_name(*s): study.configured(s[0], s[1], threshold, s[2]) for s in grid})
     comparison = bench.compare_models(models, images, settings, device)
@@ -186,8 +188,8 @@ TABLE_5_2_COLUMNS = (
 def beside_paper(table: pd.DataFrame, paper: pd.DataFrame, prefix: str = "paper_") -> pd.DataFrame:
     """Add the report's top-1, speed-up and images/s (Table 5.2 or 5.3, long format) beside matching rows.
 
-    Rows match on variant (the report's Same / Fine-Tune / Scratch) and single exit block; ``separate`` and
-    multi-exit rows have no counterpart and keep empty ``prefix`` columns. Filter ``paper`` to one device first.
+    Rows match on variant (the report's Same / Fine-Tune / Scratch) and single exit block; ``separate``, ``joint``
+    and multi-exit rows have no counterpart and keep empty ``prefix`` columns. Filter ``paper`` to one device first.
     """
     wide = paper.pivot_table(index=["classifier", "exit_block"], columns="metric", values="value").reset_index()
     wide["variant"] = wide["classifier"].map({label: name for name, label in VARIANT_LABELS.items()})
@@ -205,16 +207,17 @@ def beside_paper(table: pd.DataFrame, paper: pd.DataFrame, prefix: str = "paper_
 def threshold_sweep(
     study: ExitStudy,
     thresholds: Sequence[float] = SWEEP_THRESHOLDS,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] | None = None,
     exit_sets: Sequence[tuple[int, ...]] = EXIT_SETS,
     policies: Sequence[str] = ("sample",),
     batch_size: int | None = None,
     split: str = "test",
 ) -> pd.DataFrame:
-    """Offline accuracy / exit share / FLOP-ideal speed-up of every (variant, exits, policy, threshold)."""
+    """Offline accuracy / exit share / FLOP-ideal speed-up of every (variant, exits, policy, threshold); default
+    variants: every one the study holds."""
     rows = [
         study.evaluate(variant, exits, t, policy, batch_size, split)
-        for variant in variants
+        for variant in variants or study.variants
         for exits in exit_sets
         for policy in policies
         for t in thresholds
@@ -226,7 +229,7 @@ def choose_operating_point(
     study: ExitStudy,
     max_loss: float = 0.5,
     thresholds: Sequence[float] = SWEEP_THRESHOLDS,
-    variants: Sequence[str] = VARIANTS,
+    variants: Sequence[str] | None = None,
     exit_sets: Sequence[tuple[int, ...]] = EXIT_SETS,
 ) -> dict[str, Any]:
     """The per-sample setting with the highest FLOP-ideal speed-up whose validation top-1 loss is within
@@ -236,6 +239,7 @@ def choose_operating_point(
     fresh run chose one that lost 1.07 points on test); requiring the interval's upper end leaves margin for
     the validation split's noise. Chosen on validation, so the test numbers it is reported with are not tuned.
     Settings are tried fastest first (a stable sort), so only the intervals up to the winner's are computed.
+    ``variants``: default, every variant the study holds.
     """
     ranked = threshold_sweep(study, thresholds, variants, exit_sets, split="val")
     ranked = ranked.sort_values(["ideal_speedup", "top1"], ascending=False)
@@ -273,11 +277,23 @@ def measured_points(
     return frame, comparison
 
 
-def sweep_points(point: dict[str, Any]) -> list[dict[str, Any]]:
-    """The points notebook 02 times on its curves: the operating point, a stricter threshold (+0.2) and our
-    ``separate`` heads at every exit with threshold 0.99."""
+def operating_points(
+    study: ExitStudy,
+    max_loss: float = 0.5,
+    thresholds: Sequence[float] = SWEEP_THRESHOLDS,
+    variants: Sequence[str] | None = None,
+    exit_sets: Sequence[tuple[int, ...]] = EXIT_SETS,
+) -> list[dict[str, Any]]:
+    """Each variant's own operating point by :func:`choose_operating_point`'s rule (on validation), so every
+    variant, the heads on the frozen backbone and ``joint`` alike, is timed at its best allowed setting."""
+    return [choose_operating_point(study, max_loss, thresholds, [v], exit_sets) for v in variants or study.variants]
+
+
+def sweep_points(point: dict[str, Any], variants: Sequence[str] = ("separate",)) -> list[dict[str, Any]]:
+    """The points notebook 02 times on its curves: the operating point, a stricter threshold (+0.2) and each of
+    ``variants`` (our heads) at every exit with threshold 0.99."""
     stricter = {**point, "threshold": min(1.0, round(point["threshold"] + 0.2, 3))}
-    return [point, stricter, {"variant": "separate", "exits": DEFAULT_EXITS, "threshold": 0.99}]
+    return [point, stricter, *({"variant": v, "exits": DEFAULT_EXITS, "threshold": 0.99} for v in variants)]
 
 
 def accuracy_speed_curves(

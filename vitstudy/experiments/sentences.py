@@ -42,3 +42,14 @@ def number(value: Any, digits: int = 2, unit: str = "") -> str:
 def paragraph(sentences: Iterable[str]) -> str:
     """The non-empty sentences as one Markdown paragraph."""
     return " ".join(s.strip() for s in sentences if s and s.strip())
+
+
+def machine_use(row: Mapping[str, Any], prefix: str = "", dtype: str = "fp32") -> str:
+    """How close the baseline runs to the machine, from a speed row's ``bench.machine_use`` columns (``prefix``:
+    a table's model prefix, ``"bf16_"`` for the bf16 baseline): achieved GFLOP/s, the peak, their quotient."""
+    achieved, peak = row.get(f"{prefix}baseline_gflop_per_s"), row.get(f"{prefix}peak_gflop_per_s")
+    if is_missing(achieved) or is_missing(peak):
+        return f"the baseline's share of the {dtype} peak: {NOT_MEASURED}"
+    share = float(achieved) / float(peak)
+    return f"the baseline runs at {float(achieved):.1f} GFLOP/s, {share:.0%} of this machine's {dtype} matmul peak " \
+        f"({float(peak):.1f} GFLOP/s)"  # fmt: skip

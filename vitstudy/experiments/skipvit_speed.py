@@ -10,7 +10,7 @@ paired ratios with a 95% interval, ``isolation`` in one process or one per arm a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,11 +18,13 @@ import pandas as pd
 import torch
 
 from .. import bench
+from ..config import check
 from ..models import create_model
 from ..skipvit import BASELINE, HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
 from ..steps import random_batch_step
 
 CONTROL = bench.control_arm("baseline")  # the A/A control arm: a second copy of the baseline, timed like every row
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # a training arm's precision -> its autocast dtype
 TARGET = (0.90, 1.03)  # measured ÷ FLOP-ideal speed-up: issue 8's two-sided target for a training step
 # Operator-name fragments of attention's memory-bound work (softmax and its backward, the fused attention
 # kernels): it shrinks with the square of the tokens kept, which a FLOP count of the matmuls undercounts.
@@ -39,8 +41,10 @@ def training_step_arm(
     device: str,
     seed: int = 0,
     model_kwargs: dict[str, Any] | None = None,
+    precision: str = "fp32",
 ) -> Callable[[], torch.Tensor]:
-    """One training step (:func:`vitstudy.steps.random_batch_step`) of ``model_name`` with ``settings``.
+    """One training step (:func:`vitstudy.steps.random_batch_step`) of ``model_name`` with ``settings``, in fp32
+    or, ``precision="bf16"``, with its forward under ``torch.autocast(dtype=torch.bfloat16)``.
 
     Module-level so that :func:`vitstudy.bench.compare` can rebuild it in a fresh process
     (``isolation="process"``); the seed gives every arm the same initial weights.
@@ -48,7 +52,8 @@ def training_step_arm(
     torch.manual_seed(seed)
     model = configure(apply_skipvit(create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))),
                       settings)  # fmt: skip
-    return random_batch_step(model, batch_size, input_size, num_classes, device)
+    return random_batch_step(model, batch_size, input_size, num_classes, device,
+                             autocast_dtype=PRECISIONS[precision])  # fmt: skip
 
 
 def _train_steps(
@@ -59,9 +64,11 @@ def _train_steps(
     rows: dict[str, SkipViTSettings],
     device: torch.device,
     control: bool,
+    bf16_rows: Sequence[str] = (),
     **model_kwargs: Any,
 ) -> tuple[dict[str, bench.ArmSpec], dict[str, dict[str, float]]]:
-    """(one training-step arm per row: baseline, every row, the A/A copy; FLOPs and FLOP-ideal per row)."""
+    """(one training-step arm per row: baseline, every row, the A/A copy, then a bf16 twin of each of
+    ``bf16_rows``; FLOPs and FLOP-ideal per row)."""
     model = apply_skipvit(create_model(model_name, num_classes=num_classes, **model_kwargs))
     flops_off = bench.flops_per_image(configure(model, BASELINE), input_size)
     arms = {"baseline": BASELINE, **{n: s for n, s in rows.items() if n != "baseline"}}
@@ -69,12 +76,12 @@ def _train_steps(
     if control:
         arms[CONTROL] = BASELINE
         flops[CONTROL] = flops["baseline"]
-    specs = {
-        name: bench.ArmSpec(training_step_arm, dict(model_name=model_name, settings=s, input_size=input_size,
-                                                    num_classes=num_classes, batch_size=batch_size,
-                                                    device=str(device), model_kwargs=model_kwargs))
-        for name, s in arms.items()
-    }  # fmt: skip
+    common = dict(model_name=model_name, input_size=input_size, num_classes=num_classes, batch_size=batch_size,
+                  device=str(device), model_kwargs=model_kwargs)  # fmt: skip
+    specs = {name: bench.ArmSpec(training_step_arm, dict(common, settings=s)) for name, s in arms.items()}
+    specs |= {bench.bf16_arm(name): bench.ArmSpec(training_step_arm, dict(common, settings=arms[name],
+                                                                          precision="bf16"))
+              for name in bf16_rows}  # fmt: skip
     return specs, flops
 
 
@@ -86,6 +93,7 @@ def timing_runs(
     timing: bench.CompareSettings,
     rows: dict[str, SkipViTSettings] = TABLE1,
     device: str | None = None,
+    bf16_rows: Sequence[str] = (),
     **model_kwargs: Any,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training speed-up (random data) of every row over the baseline, beside its FLOP-ideal; and the raw times.
@@ -93,23 +101,32 @@ def timing_runs(
     Every row, the baseline and an A/A copy of the baseline get their own model copy and AdamW and are timed one
     training step per call. Per row: :func:`vitstudy.bench.speed_row` (the baseline's and the A/A control's
     :func:`~vitstudy.bench.control_row` too), ``gain_pct`` = 100·(speed-up − 1), the FLOPs, the protocol and the
-    table's note. Returns (one row per arm, the raw per-block times for ``report.save_raw``). On an absent device
-    every number is NaN and ``note`` says so.
+    table's note. The rows named in ``bf16_rows`` (the baseline among them) are timed in bf16 too, in the same
+    rounds: :func:`vitstudy.bench.bf16_columns` on every row (NaN where not timed in bf16). The baseline's FLOPs
+    per image count a training step as 3 × forward (:meth:`vitstudy.bench.BaselineWork.training_step`). Returns
+    (one row per fp32 arm, the raw per-block times for ``report.save_raw``). On an absent device every number is
+    NaN and ``note`` says so.
     """
+    check(not bf16_rows or ("baseline" in bf16_rows and set(bf16_rows) <= {"baseline", *rows}), "bf16_rows",
+          tuple(bf16_rows), "rows of this table with 'baseline' among them")  # fmt: skip
     device = torch.device(device or bench.default_device())
-    steps, flops = _train_steps(model_name, input_size, num_classes, batch_size, rows, device, True, **model_kwargs)
-    comparison = bench.compare(steps, "baseline", CONTROL, timing, device)
+    steps, flops = _train_steps(model_name, input_size, num_classes, batch_size, rows, device, True, bf16_rows,
+                                **model_kwargs)  # fmt: skip
+    work = bench.BaselineWork.training_step(flops["baseline"]["gflops_off"] * 1e9)
+    comparison = bench.compare(steps, "baseline", CONTROL, timing, device, work=work)
     labels = {**{n: s.label for n, s in rows.items()}, "baseline": BASELINE.label, CONTROL: "baseline (A/A control)"}
     protocol, note = bench.protocol(comparison), bench.table_note(comparison)
     out = []
-    for name in steps:
+    for name in flops:  # the fp32 arms; bf16 twins fill their row's bf16 columns
         ideal = 1 + flops[name]["ideal_gain_pct"] / 100  # = gflops_off / gflops_on
         if name == CONTROL:
             speed = bench.control_row(comparison, batch_size)
         else:
             speed = bench.speed_row(comparison, name, batch_size, ideal, TARGET)
+        bf16 = bench.bf16_columns(comparison, name, batch_size, ideal, TARGET) if bf16_rows and name != CONTROL else {}
         out.append({"row": name, "setting": labels[name], "model": model_name, "batch_size": batch_size, **speed,
-                    "gain_pct": 100 * (speed["speedup"] - 1), **flops[name], **protocol, "note": note})  # fmt: skip
+                    "gain_pct": 100 * (speed["speedup"] - 1), **flops[name], **bf16, **protocol,
+                    "note": note})  # fmt: skip
     return pd.DataFrame(out), bench.raw_times(comparison, model=model_name, batch_size=batch_size)
 
 

@@ -1,7 +1,8 @@
 """Notebook 04, the paper's Table 1: drop layers, drop ratios and the skip layer, every row timed and trained.
 
 Speed: every row's training step on the paper's model (ViT-S/16, random weights and data) and on the small model
-(:mod:`.skipvit_speed`, with an A/A control and profiles of the rows that stray from the FLOP-ideal). Accuracy:
+(:mod:`.skipvit_speed`, with an A/A control and profiles of the rows that stray from the FLOP-ideal), the baseline
+and the headline row in bf16 too, and how close the baseline runs to the machine's peak. Accuracy:
 every row trained on the scale's data (:mod:`.skipvit_runs`). Then Table 1 with the paper's numbers beside ours,
 the skip-layer 10 vs 11 comparison and two figures. :data:`BUDGETS` says how much each scale trains and times.
 """
@@ -11,21 +12,23 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
 from .. import bench
 from ..bench import SMOKE_TIMING
 from ..config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
 from ..models import SMALL_MODELS
-from ..plots import grouped_bars, new_figure
 from ..reference import load_reference
 from ..skipvit import HEADLINE, TABLE1, SkipViTSettings
-from .sentences import NOT_MEASURED, measured, number, paragraph
 from .placement import TIMED_VARIANTS
+from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 from .skipvit_speed import CONTROL, explain_verdicts, profile_rows, rows_to_profile, timing_runs
+from .table1_figures import accuracy_plot, gain_plot
+
+__all__ = ["BUDGETS", "VIT_SMALL", "Table1Budget", "accuracy_plot", "accuracy_runs", "accuracy_summary", "budget",
+           "explain_by_profiles", "findings", "gain_plot", "skip_layer_comparison", "small_speed", "table_1",
+           "vit_small_rows", "vit_small_speed"]  # fmt: skip
 
 VIT_SMALL = "vit_small_patch16_224"  # the paper's model, timed on random data
 SMALL_INPUT = (1, 28, 28)  # the small model's input: Fashion-MNIST size, 49 patch tokens
@@ -46,11 +49,18 @@ class Table1Budget:
     small_timing: bench.CompareSettings | None = None
     profile_limit: int = 2  # rows profiled at most: the headline row and the worst-flagged one
     profile_always: bool = False  # smoke: profile one row even when none is flagged, so that path runs
+    # Rows also timed in bf16 autocast, in the same rounds as fp32 (which stays the headline): a bf16 twin per row.
+    vit_small_bf16_rows: tuple[str, ...] = ("baseline", HEADLINE)
+    small_bf16_rows: tuple[str, ...] = ("baseline",)  # issue 19: a 64-wide model ran 0.83x in bf16: measure it
     note: str = ""
 
     def __post_init__(self) -> None:
         check("baseline" in self.rows and set(self.rows) <= set(TABLE1), "rows", self.rows,
               f"Table 1 rows with 'baseline' among them: {', '.join(TABLE1)}")  # fmt: skip
+        for name in ("vit_small_bf16_rows", "small_bf16_rows"):
+            chosen = getattr(self, name)
+            check(not chosen or ("baseline" in chosen and set(chosen) <= set(self.rows)), name, chosen,
+                  "() or rows of this budget with 'baseline' among them")  # fmt: skip
 
     @property
     def settings(self) -> dict[str, SkipViTSettings]:
@@ -89,6 +99,9 @@ BUDGETS: dict[str, Table1Budget] = {
     # CPU, in separate processes 0.94 and 1.02 (figures/tables/04_aa_isolation_vit_small.md,
     # vitstudy.experiments.isolation); it costs ~1.4x the time (each child builds its model and warms up again).
     # The small model adds 10 arms x 8 rounds x 0.5 s ~ 45 s.
+    # bf16 (issue 19), the baseline and the headline row only; estimated, not yet timed on a quiet machine: 2 more
+    # ViT-S/16 arms x 4 rounds x ~4.5 s (a bf16 step ~0.9 s, issue 19's 1.70x, plus the child's start) ~ 40 s; the
+    # small model's bf16 baseline 8 rounds x ~0.6 s ~ 5 s; the machine's peak <= 1.5 s per process. ~45 s in all.
     "quick": Table1Budget(
         RowTraining("quick", dataclasses.replace(QUICK_DATA, epochs=1, lr=5e-4, warmup_epochs=0.1), start="baseline"),
         bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1, isolation="process"),
@@ -101,12 +114,14 @@ BUDGETS: dict[str, Table1Budget] = {
         RowTraining.of(SCALES["full"]),
         bench.CompareSettings(rounds=7, min_run_time=2.0, warmup_calls=2),
         vit_small_batch=32,
+        vit_small_bf16_rows=tuple(TABLE1),
         note="whole Fashion-MNIST, 30 epochs, 3 seeds, warm-up 15% of the epochs",
     ),
     "paper": Table1Budget(
         RowTraining.of(SCALES["paper"]),
         bench.CompareSettings(rounds=11, min_run_time=5.0, warmup_calls=3),
         vit_small_batch=64,
+        vit_small_bf16_rows=tuple(TABLE1),
         note="the paper's recipe (Table 2)",
     ),
     # The paper's path in a test (tests/test_paper_scale.py): smoke's timing, the paper's training, and the fewest
@@ -115,6 +130,7 @@ BUDGETS: dict[str, Table1Budget] = {
         _SMOKE,
         training=RowTraining.of(paper_smoke(SCALES["paper"])),
         rows=("baseline", "skip_4_7_30_s10", "skip_4_7_30_s11"),
+        vit_small_bf16_rows=("baseline", "skip_4_7_30_s11"),
         small_batch=4,
         note="smoke sizes: numbers meaningless",
     ),
@@ -139,13 +155,14 @@ def vit_small_rows(budget: Table1Budget) -> dict[str, SkipViTSettings]:
 def vit_small_speed(budget: Table1Budget) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every row's training step on the paper's model: :func:`~.skipvit_speed.timing_runs` (table, raw times)."""
     return timing_runs(VIT_SMALL, budget.vit_small_input, 1000, budget.vit_small_batch, budget.timing,
-                       vit_small_rows(budget), img_size=budget.vit_small_img_size)  # fmt: skip
+                       vit_small_rows(budget), bf16_rows=budget.vit_small_bf16_rows,
+                       img_size=budget.vit_small_img_size)  # fmt: skip
 
 
 def small_speed(budget: Table1Budget) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every row's training step on the small model (28x28 input): (table, raw times)."""
     return timing_runs(budget.small_model, SMALL_INPUT, 10, budget.small_batch, budget.small_timing or budget.timing,
-                       budget.settings)  # fmt: skip
+                       budget.settings, bf16_rows=budget.small_bf16_rows)  # fmt: skip
 
 
 def explain_by_profiles(budget: Table1Budget, speed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
@@ -188,7 +205,13 @@ def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
 # Tables
 
 SPEED_COLUMNS = ["images_per_s", "speedup", "speedup_low", "speedup_high", "gain_pct", "ideal_speedup",
-                 "ideal_gain_pct", "measured_over_ideal", "verdict", "note"]  # fmt: skip
+                 "ideal_gain_pct", "measured_over_ideal", "verdict",
+                 # bf16 beside fp32 (NaN where the row was not timed in bf16), then how close the baseline runs
+                 "bf16_speedup_over_fp32", "bf16_speedup_over_fp32_low", "bf16_speedup_over_fp32_high",
+                 "bf16_measured_over_ideal", "bf16_measured_over_ideal_low", "bf16_measured_over_ideal_high",
+                 "bf16_verdict", "baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak",
+                 "bf16_baseline_gflop_per_s", "bf16_peak_gflop_per_s", "bf16_baseline_fraction_of_peak",
+                 "flops_counted", "note"]  # fmt: skip
 SKIP_PAIRS = ("4_7_30", "6_8_35")  # the two-stage settings Table 1 gives at skip layer 10 and 11
 
 
@@ -248,68 +271,6 @@ def skip_layer_comparison(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Figures (data in, Figure out)
-
-# Table 1 columns of gain_plot's bars: (column, legend label, colour).
-GAIN_BARS = (
-    ("paper_gain_pct", "paper (Ascend 910A)", "tab:gray"),
-    ("vit_small_gain_pct", "ours ViT-S/16 measured", "tab:blue"),
-    ("vit_small_ideal_gain_pct", "ours ViT-S/16 FLOP-ideal", "lightsteelblue"),
-    ("small_gain_pct", "ours small model measured", "tab:orange"),
-    ("small_ideal_gain_pct", "ours small model FLOP-ideal", "navajowhite"),
-)
-
-
-def _dropping_rows(table: pd.DataFrame) -> pd.DataFrame:
-    return table[~table["row"].isin(["baseline", CONTROL])]
-
-
-def gain_plot(table: pd.DataFrame) -> Figure:
-    """Per row of :func:`table_1`: measured training-throughput gain (with its 95% interval as an error bar) vs
-    the FLOP-ideal gain (ViT-S/16 and the small model) and the paper's gain."""
-    fig = new_figure((10, 4))
-    ax = fig.subplots()
-    rows = _dropping_rows(table)
-    series = [(label, rows[column]) for column, label, _ in GAIN_BARS]
-    grouped_bars(ax, list(rows["setting"]), series, colors=[color for *_, color in GAIN_BARS])
-    width = 0.8 / len(GAIN_BARS)  # grouped_bars' bar positions
-    for i, (column, *_) in enumerate(GAIN_BARS):
-        prefix = column.removesuffix("gain_pct")
-        if column.endswith("ideal_gain_pct") or f"{prefix}speedup_low" not in rows:
-            continue
-        gain = rows[column].to_numpy(dtype=float)
-        low = 100 * (rows[f"{prefix}speedup_low"].to_numpy(dtype=float) - 1)
-        high = 100 * (rows[f"{prefix}speedup_high"].to_numpy(dtype=float) - 1)
-        x = np.arange(len(rows)) + (i - (len(GAIN_BARS) - 1) / 2) * width
-        ax.errorbar(x, gain, yerr=[gain - low, high - gain], fmt="none", ecolor="black", elinewidth=0.8, capsize=2)
-    for tick in ax.get_xticklabels():
-        tick.set(rotation=25, ha="right", fontsize=8)
-    ax.set(ylabel="training throughput gain (%)", title="Table 1: speed-up over the baseline")
-    ax.axhline(0, color="black", lw=0.8)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncols=2)
-    return fig
-
-
-def accuracy_plot(table: pd.DataFrame) -> Figure:
-    """Top-1 difference from the baseline vs throughput gain: ours (small model, dropping on) and the paper's."""
-    fig = new_figure((6.5, 4.5))
-    ax = fig.subplots()
-    rows = _dropping_rows(table)
-    ax.errorbar(rows["small_gain_pct"], rows["top1_dropping_on_diff"], yerr=rows["top1_dropping_on_std"].fillna(0),
-                fmt="o", color="tab:orange", label="ours: small model, Fashion-MNIST")  # fmt: skip
-    ax.scatter(rows["paper_gain_pct"], rows["paper_top1_diff"], marker="s", color="tab:gray",
-               label="paper: ViT-S, ImageNet")  # fmt: skip
-    for _, row in rows.iterrows():
-        ax.annotate(row["setting"], (row["small_gain_pct"], row["top1_dropping_on_diff"]), fontsize=6, alpha=0.8)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set(xlabel="training throughput gain (%)", ylabel="top-1 minus baseline (points)", title="accuracy vs speed")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return fig
-
-
 def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
     """What notebook 04 shows, in sentences computed from :func:`table_1` (Markdown): the headline row's speed-up
     and top-1 against the paper's, its verdict against the FLOP ideal, and the A/A control."""
@@ -318,6 +279,7 @@ def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
         return paragraph([f"How much faster is SkipViT's {row}, and at what top-1? This run did not measure it."])
     head = rows.loc[row].to_dict()
     control = rows.loc[CONTROL].to_dict() if CONTROL in rows.index else {}
+    base = rows.loc["baseline"].to_dict() if "baseline" in rows.index else {}
     return paragraph([
         f"How much faster does SkipViT's headline row ({head['setting']}) train, and at what top-1?",
         f"The paper reports a throughput gain of {number(head['paper_gain_pct'], digits=1, unit='%')} at "
@@ -329,4 +291,10 @@ def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
         " from our baseline (read it with the seeds and scale printed above).",
         f"The A/A control reads {measured(control, prefix='vit_small_')}: "
         f"{control.get('vit_small_verdict', NOT_MEASURED)}.",
+        f"How close to the machine: on ViT-S/16 {machine_use(head, 'vit_small_')} "
+        f"(a training step counted as 3 × forward); in bf16 {machine_use(head, 'vit_small_bf16_', 'bf16')}.",
+        f"In bf16 (autocast; fp32 above stays the headline) the baseline's step is "
+        f"{measured(base, 'vit_small_bf16_', 'speedup_over_fp32')} faster than in fp32, and the headline row reads "
+        f"{measured(head, 'vit_small_bf16_', 'measured_over_ideal')} of its FLOP ideal (fp32: "
+        f"{number(head.get('vit_small_measured_over_ideal'))}): {head.get('vit_small_bf16_verdict', NOT_MEASURED)}.",
     ])  # fmt: skip

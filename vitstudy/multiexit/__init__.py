@@ -8,9 +8,11 @@ The method core, used by notebooks 01-03 and 07 through ``vitstudy.experiments``
 - ``costs``: FLOP accounting of an exit histogram (``ExitCosts``, ``exit_costs``).
 - ``study``: ``ExitStudy``, the offline container (backbone, recorded features, fitted heads; evaluates any
   setting without the backbone), built by ``prepare`` (a scale's model and data) or ``build_study``.
+- ``joint``: the ``joint`` variant, exits trained with the backbone (deep supervision + self-distillation):
+  ``JointExitViT``, ``joint_loss`` / ``training_loss`` (the training loop's ``loss_fn``), ``add_joint`` (into a study).
 - ``explorer``: ``explore() -> widgets.ExplorerView`` and ``explorer_widget()``, drawn from an ``ExitStudy``.
 
-Imports go one way: exits <- model <- heads, costs <- study <- explorer. Nothing here imports
+Imports go one way: exits <- model <- heads, costs <- study <- joint, explorer. Nothing here imports
 ``vitstudy.experiments`` (the tables, budgets and plots of each notebook live there).
 """
 
@@ -42,7 +44,18 @@ from .heads import (
     record_loader,
     recorded_features,
 )
-from .model import DEFAULT_EXITS, VARIANTS, ExitOutput, MultiExitViT
+from .joint import (
+    DISTILL_TEMPERATURE,
+    DISTILL_WEIGHT,
+    JointExitViT,
+    JointLossTerms,
+    add_joint,
+    distillation,
+    joint_loss,
+    joint_loss_terms,
+    training_loss,
+)
+from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, ExitOutput, MultiExitViT
 from .study import (
     EXIT_SETS,
     PAPER_MODEL,
@@ -52,7 +65,10 @@ from .study import (
     paired_loss_interval,
     parse_exits,
     prepare,
+    record_path,
+    study_config,
     study_model,
+    study_model_name,
     summarize,
 )
 
@@ -60,7 +76,10 @@ __all__ = [
     "CONFIDENCES",
     "CONFIDENCE_FNS",
     "DEFAULT_EXITS",
+    "DISTILL_TEMPERATURE",
+    "DISTILL_WEIGHT",
     "EXIT_SETS",
+    "FROZEN_VARIANTS",
     "PAPER_MODEL",
     "POLICIES",
     "VARIANTS",
@@ -68,13 +87,17 @@ __all__ = [
     "ExitFeatures",
     "ExitOutput",
     "ExitStudy",
+    "JointExitViT",
+    "JointLossTerms",
     "MultiExitViT",
     "Simulation",
+    "add_joint",
     "build_study",
     "check_exits",
     "check_threshold",
     "compact",
     "confidence",
+    "distillation",
     "entropy_confidence",
     "exit_costs",
     "exit_decision",
@@ -85,18 +108,24 @@ __all__ = [
     "readout",
     "fit_heads",
     "fit_linear",
+    "joint_loss",
+    "joint_loss_terms",
     "logits_from_features",
     "margin_confidence",
     "max_softmax",
     "paired_loss_interval",
     "parse_exits",
     "prepare",
+    "record_path",
     "record_features",
     "record_loader",
     "recorded_features",
     "scatter_rows",
     "simulate",
     "split_exiting",
+    "study_config",
     "study_model",
+    "study_model_name",
     "summarize",
+    "training_loss",
 ]

@@ -109,7 +109,8 @@ def readout(summary: dict[str, Any]) -> str:
 def explorer_widget(
     study: ExitStudy, show: bool = True, batch_size: int = 64, count: int = 24
 ) -> ipywidgets.interactive:
-    """The explorer as a widget: threshold slider, variant / exits / policy selectors, first image shown.
+    """The explorer as a widget: threshold slider, variant / exits / policy selectors, first image shown. The
+    variants are those the study holds (``joint`` once an experiment added it: ``ExitStudy.add_variant``).
 
     Each move returns the new :class:`ExplorerView` as ``widget.result``; callback errors are raised.
     """

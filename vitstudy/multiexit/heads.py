@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..config import check
 from ..data import make_loader
 from ..files import atomic_path
 from ..models import forward_start
@@ -115,8 +116,10 @@ def fit_heads(
     """Train ``model``'s variant's heads on recorded (frozen-backbone) features; per-epoch loss and top-1 per head.
 
     ``same`` trains nothing. ``finetune`` / ``scratch`` fit the shared head on every exit's features and the
-    final features together; ``separate`` fits each exit's head on its own exit's features.
+    final features together; ``separate`` fits each exit's head on its own exit's features. ``joint`` is refused:
+    its heads train with the backbone (``multiexit.joint``).
     """
+    check(model.variant != "joint", "variant", model.variant, "a variant fitted on frozen features, not 'joint'")
     if model.variant == "same":
         return pd.DataFrame()
     columns = train.columns(model.exits)

@@ -13,6 +13,7 @@ Classifier variants (the report's three, plus one):
   (backbone frozen). The final output uses it too, which is why the report's "original model" accuracy moves.
 - ``scratch``: the same shared head, trained from a fresh init.
 - ``separate``: one head per exit (each starts as a copy of the final head); the final head is left intact.
+- ``joint``: the same layout, with the backbone and every head trained together (``multiexit.joint``).
 
 Exit policies: ``batch`` (the report's rule: the whole batch leaves when the least confident image reaches the
 threshold) and ``sample`` (each image leaves on its own; the rest go on as a smaller batch).
@@ -43,7 +44,8 @@ from .exits import (
     split_exiting,
 )
 
-VARIANTS = ("same", "finetune", "scratch", "separate")
+FROZEN_VARIANTS = ("same", "finetune", "scratch", "separate")  # heads fitted on a frozen backbone's features
+VARIANTS = (*FROZEN_VARIANTS, "joint")
 SCRATCH_HEAD_SEED = 0  # the `scratch` variant's head starts from these random weights
 DEFAULT_EXITS = (3, 6, 9)  # the report's "residual path" positions in a depth-12 ViT
 
@@ -109,7 +111,7 @@ class MultiExitViT(nn.Module):
                     torch.manual_seed(SCRATCH_HEAD_SEED)
                     shared.reset_parameters()
             exit_heads, final_head = [shared] * len(self.exits), shared
-        else:  # separate: each exit starts from the final head, which stays as trained
+        else:  # separate, joint: each exit starts from the final head, which stays as trained
             exit_heads, final_head = [copy.deepcopy(head) for _ in self.exits], head
         self.exit_heads = nn.ModuleList(exit_heads)
         self.final_head = final_head

@@ -5,6 +5,8 @@ last block. Every variant's logits are then one linear layer away, and any thres
 evaluated offline by ``exits.simulate`` (top-1, exit histogram, FLOP-ideal speed-up). :class:`ExitStudy` holds
 the backbone, the recorded features and the fitted heads; :func:`prepare` builds it for a scale (the cached
 baseline, or at ``paper`` scale the report's pretrained ViT-B/16 on ImageNet), :func:`build_study` for any model.
+A variant with a backbone of its own (``joint``: trained with its exits) joins through :meth:`ExitStudy.add_variant`
+with the features recorded through that backbone.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torch
 from scipy import stats
 
 from .. import bench
-from ..config import Scale, check, check_choice, get_scale
+from ..config import Scale, TrainConfig, check, check_choice, get_scale
 from ..data import Splits, build_splits
 from ..files import cache_dir
 from ..models import create_model
@@ -31,7 +33,7 @@ from ..train import baseline, baseline_run_dir
 from .costs import ExitCosts, exit_costs
 from .exits import Simulation, simulate
 from .heads import ExitFeatures, fit_heads, logits_from_features, recorded_features
-from .model import DEFAULT_EXITS, VARIANTS, MultiExitViT
+from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, MultiExitViT
 
 PAPER_MODEL = "vit_base_patch16_224"  # the report's model, with timm's ImageNet-1k weights
 # The report's sizes: heads fitted on 50k ImageNet training images, 10k held out, 10k of val/ as the test set.
@@ -91,6 +93,8 @@ class ExitStudy:
     models: dict[tuple[str, tuple[int, ...]], MultiExitViT] = field(default_factory=dict)
     head_history: pd.DataFrame = field(default_factory=pd.DataFrame)
     plain_top1: float = math.nan
+    # features recorded through a variant's own backbone (joint); every other variant reads ``features``
+    variant_features: dict[str, dict[str, ExitFeatures]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._logits: dict[tuple[str, tuple[int, ...], str], torch.Tensor] = {}
@@ -102,6 +106,37 @@ class ExitStudy:
     @property
     def all_exits(self) -> tuple[int, ...]:
         return self.features["test"].exits
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The variants this study holds a fitted setting of, in the order they were added."""
+        return tuple(dict.fromkeys(variant for variant, _ in self.models))
+
+    def features_of(self, variant: str) -> dict[str, ExitFeatures]:
+        """The recorded features (per split) a variant's heads read: its own backbone's, else the shared ones."""
+        return self.variant_features.get(variant, self.features)
+
+    def add_variant(
+        self,
+        variant: str,
+        models: dict[tuple[int, ...], MultiExitViT],
+        features: dict[str, ExitFeatures],
+        history: pd.DataFrame | None = None,
+    ) -> None:
+        """Add a variant that runs a backbone of its own: a model per exit set, the features recorded through that
+        backbone on every split (the same images in the same order) and its training history, if any."""
+        check_choice("variant", variant, VARIANTS)
+        for split, recorded in self.features.items():
+            own = features.get(split)
+            same = own is not None and torch.equal(own.targets, recorded.targets)
+            check(same, "features of split", split, "a recording of the study's images of every split, in order")
+        for exits, model in models.items():
+            check(model.depth == self.depth, "model.depth", model.depth, f"the study's depth {self.depth}")
+            self.models[(variant, tuple(exits))] = model
+        self.variant_features[variant] = features
+        self._logits = {key: value for key, value in self._logits.items() if key[0] != variant}
+        if history is not None:
+            self.head_history = pd.concat([self.head_history, history.assign(variant=variant)], ignore_index=True)
 
     def model(self, variant: str, exits: Sequence[int]) -> MultiExitViT:
         key = (check_choice("variant", variant, VARIANTS), tuple(exits))
@@ -118,7 +153,7 @@ class ExitStudy:
         """``[N, exits + 1, C]`` logits of one setting on a recorded split (cached)."""
         key = (variant, tuple(exits), split)
         if key not in self._logits:
-            self._logits[key] = logits_from_features(self.model(variant, exits), self.features[split])
+            self._logits[key] = logits_from_features(self.model(variant, exits), self.features_of(variant)[split])
         return self._logits[key]
 
     def evaluate(
@@ -180,36 +215,47 @@ class ExitStudy:
         return 100 * self.plain_correct(split).double().mean().item()
 
 
+def study_config(scale: Scale) -> TrainConfig:
+    """The training settings whose splits a scale's study uses: the baseline's; at ``paper`` scale the report's
+    model on its sizes (50k ImageNet training images to fit heads, 10k held out, 10k of val/ as the test set)."""
+    if scale.name == "paper":
+        sizes = PAPER_SMOKE_SIZES if scale.smoke_sizes else PAPER_SIZES
+        return dataclasses.replace(scale.train, model=PAPER_MODEL, augment=False, **sizes)
+    return scale.train
+
+
 def study_model(scale: Scale, progress: bool = True) -> tuple[torch.nn.Module, Splits]:
     """The model and data of a scale: the cached baseline; at ``paper`` scale the pretrained ViT-B on ImageNet.
 
-    ``paper`` follows the report: timm's ``vit_base_patch16_224`` with ImageNet-1k weights, 50k training
-    images to fit heads and 10k validation images as the test set.
+    ``paper`` follows the report: timm's ``vit_base_patch16_224`` with ImageNet-1k weights (:func:`study_config`).
     """
     if scale.name == "paper":
-        vit = create_model(PAPER_MODEL, pretrained=True).eval()
-        sizes = PAPER_SMOKE_SIZES if scale.smoke_sizes else PAPER_SIZES
-        cfg = dataclasses.replace(scale.train, model=PAPER_MODEL, augment=False, **sizes)
-        return vit, build_splits(cfg)
+        return create_model(PAPER_MODEL, pretrained=True).eval(), build_splits(study_config(scale))
     result = baseline(scale, progress=progress)
     return result.model.eval(), result.splits
 
 
-def _record_path(scale: Scale, split: str, exits: Sequence[int]) -> Path:
+def study_model_name(scale: Scale) -> str:
+    """How cache files name a scale's study model: the baseline run's folder, or the report's pretrained model."""
     model = f"paper-{PAPER_MODEL}" if scale.name == "paper" else baseline_run_dir(scale).name
-    model += "-smoke_sizes" if scale.smoke_sizes else ""  # never mistaken for the real scale's recording
-    return cache_dir() / "multiexit" / f"{model}-{split}-exits{'_'.join(map(str, exits))}.safetensors"
+    return model + ("-smoke_sizes" if scale.smoke_sizes else "")  # never mistaken for the real scale's recording
+
+
+def record_path(model_name: str, split: str, exits: Sequence[int]) -> Path:
+    """Where the features of ``model_name`` on ``split`` at ``exits`` are cached."""
+    return cache_dir() / "multiexit" / f"{model_name}-{split}-exits{'_'.join(map(str, exits))}.safetensors"
 
 
 def prepare(
     scale: Scale | str | None = None,
-    variants: Iterable[str] = VARIANTS,
+    variants: Iterable[str] = FROZEN_VARIANTS,
     exit_sets: Iterable[tuple[int, ...]] = EXIT_SETS,
     head_epochs: int = 30,
     device: str | None = None,
     progress: bool = True,
 ) -> ExitStudy:
-    """The scale's model, train/val/test features at all exits (recorded once, cached), every variant fitted.
+    """The scale's model, train/val/test features at all exits (recorded once, cached), every variant fitted on
+    them (``joint`` trains its backbone: an experiment adds it, ``vitstudy.experiments.joint_exit``).
 
     Features are recorded on ``device`` (default: ``bench.default_device()``); the study's models then live on
     the CPU and the timing functions move them to the device they time on.
@@ -224,7 +270,7 @@ def build_study(
     scale: Scale,
     vit: torch.nn.Module,
     splits: Splits,
-    variants: Iterable[str] = VARIANTS,
+    variants: Iterable[str] = FROZEN_VARIANTS,
     exit_sets: Iterable[tuple[int, ...]] = EXIT_SETS,
     head_epochs: int = 30,
     device: str = "cpu",
@@ -232,12 +278,14 @@ def build_study(
     cache: bool = False,
 ) -> ExitStudy:
     """Record features of ``vit`` on every split at the union of ``exit_sets``, then fit each variant's heads."""
+    variants = [check_choice("variant (heads on a frozen backbone)", v, FROZEN_VARIANTS) for v in variants]
     exit_sets = [tuple(e) for e in exit_sets]
     all_exits = tuple(sorted({b for e in exit_sets for b in e}))
     recorder = MultiExitViT(vit, all_exits).eval()
     features = {
         split: recorded_features(recorder, getattr(splits, split), scale.eval_batch_size,
-                                 _record_path(scale, split, all_exits) if cache else None, device, progress)
+                                 record_path(study_model_name(scale), split, all_exits) if cache else None, device,
+                                 progress)
         for split in ("train", "val", "test")
     }  # fmt: skip
     vit.cpu()  # recorded: from here on, models move to a device only to be timed

@@ -39,8 +39,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from ..bench import default_device, environment_info
+from ..bench import PEAK_RECORD_ENV, default_device, environment_info, read_peak_record
 from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
@@ -55,6 +56,7 @@ __all__ = [
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 MANIFEST = "manifest.json"
+PEAK_RECORD = "machine_peak.json"  # in a notebook's staging folder: the peaks its kernel measured (not published)
 DEFAULT_SCALE = "quick"  # the scale of the committed report in figures/
 
 
@@ -147,9 +149,13 @@ def run_report(
         root.mkdir(parents=True, exist_ok=True)
         # The pid in the name tells a later run whether the run that made this folder is still alive.
         staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
+        peak_record = staging / PEAK_RECORD
         try:
             executed = root / f"{path.stem}.ipynb"
-            execute_notebook(path, scale, staging, executed_path=executed, log=log)
+            # The kernel writes the machine peaks it measured while timing (vitstudy.bench.peak) for the manifest.
+            with mock.patch.dict(os.environ, {PEAK_RECORD_ENV: str(peak_record)}):
+                execute_notebook(path, scale, staging, executed_path=executed, log=log)
+            peaks = read_peak_record(peak_record)
             publish_notebook(executed, staging / "notebooks" / executed.name)
             previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
             files = _publish(staging, out, prefix=path.stem.split("_")[0], previous=previous)
@@ -162,7 +168,8 @@ def run_report(
             "seconds": round(seconds, 1),
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "files": files,
-            "environment": environment_info(device),
+            # The peaks of the kernel that timed (device, threads, dtype, GFLOP/s); empty when it timed nothing.
+            "environment": {**environment_info(device), "machine_peak": peaks},
         }
         atomic_write_json(manifest_path, manifest)
         log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)

@@ -34,14 +34,44 @@ class Stage:
     dropped: torch.Tensor  # [B, n_dropped] original patch indices dropped
 
 
+class OutputCapture:
+    """A forward hook that keeps its module's output while it is open (a drop layer's qkv, [B, N, 3·H·D]).
+
+    :func:`configure` leaves one on each drop layer's ``attn.qkv`` rather than registering one per forward:
+    torch.compile traces the hooks a module has when it compiles, not one registered inside the compiled forward.
+    """
+
+    def __init__(self) -> None:
+        self.open = False
+        self.out: torch.Tensor | None = None
+
+    def __call__(self, _module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        if self.open:
+            self.out = output
+
+    def take(self) -> torch.Tensor:
+        """The captured output, released (the capture holds no activation between forwards)."""
+        out, self.out = self.out, None
+        return out
+
+
+CAPTURE_ATTR = "_skipvit_capture"  # where configure() keeps a drop layer's OutputCapture on its attn.qkv
+
+
 @contextlib.contextmanager
-def _capture_output(module: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
-    captured: dict[str, torch.Tensor] = {}
-    handle = module.register_forward_hook(lambda _m, _i, out: captured.__setitem__("out", out))
+def _capture_output(module: nn.Module) -> Iterator[OutputCapture]:
+    capture = getattr(module, CAPTURE_ATTR, None)
+    handle = None
+    if capture is None:  # blocks that configure() did not prepare (skipvit_blocks called directly): eager only
+        capture = OutputCapture()
+        handle = module.register_forward_hook(capture)
+    capture.open = True
     try:
-        yield captured
+        yield capture
     finally:
-        handle.remove()
+        capture.open = False
+        if handle is not None:
+            handle.remove()
 
 
 def attention_half(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -80,11 +110,11 @@ def skipvit_blocks(
         if layer not in stages:
             x = block(x)
             continue
-        with _capture_output(block.attn.qkv) as captured:
+        with _capture_output(block.attn.qkv) as capture:
             x = block(x) if settings.placement == "block" else attention_half(block, x)
         n_patches = index.shape[1] - P
         with torch.set_grad_enabled(torch.is_grad_enabled() and settings.mode == "fused"):
-            scores = cls_attention_from_qkv(captured["out"], block.attn)[:, P : P + n_patches]  # [B, n]
+            scores = cls_attention_from_qkv(capture.take(), block.attn)[:, P : P + n_patches]  # [B, n]
         reference = N - P if settings.ratio_of == "original" else n_patches
         n_drop = min(drop_count(stages[layer], reference), n_patches - 1)
         keep, drop = topk_keep_indices(scores.detach(), n_patches - n_drop)  # positions within the patches
@@ -157,6 +187,8 @@ def apply_skipvit(model: nn.Module, settings: SkipViTSettings | str = BASELINE) 
                 "qkv Linear and num_heads (timm's Attention): SkipViT scores tokens from that projection"
             )
     model.__class__ = _skipvit_class(type(model))
+    if not hasattr(model, "_skipvit_hooks"):
+        model._skipvit_hooks = {}  # drop layer -> its capture's hook handle (_place_captures)
     return configure(model, settings)
 
 
@@ -167,14 +199,29 @@ def configure(model: nn.Module, settings: SkipViTSettings | str) -> nn.Module:
     settings = preset(settings) if isinstance(settings, str) else settings
     settings.check_depth(len(model.blocks))
     model.skipvit = settings
+    _place_captures(model, settings.drop_layers)
     return model
+
+
+def _place_captures(model: nn.Module, layers: Sequence[int]) -> None:
+    """One :class:`OutputCapture` on the qkv of each drop layer (1-indexed), none elsewhere."""
+    for number, block in enumerate(model.blocks, start=1):
+        qkv = block.attn.qkv
+        placed = getattr(qkv, CAPTURE_ATTR, None)
+        if placed is not None and number not in layers:
+            model._skipvit_hooks.pop(number).remove()
+            delattr(qkv, CAPTURE_ATTR)
+        elif placed is None and number in layers:
+            setattr(qkv, CAPTURE_ATTR, OutputCapture())
+            model._skipvit_hooks[number] = qkv.register_forward_hook(getattr(qkv, CAPTURE_ATTR))
 
 
 def remove_skipvit(model: nn.Module) -> nn.Module:
     """Undo :func:`apply_skipvit`: the model is its stock timm class again."""
     if isinstance(model, SkipViTMixin):
+        _place_captures(model, ())
         model.__class__ = next(c for c in type(model).__mro__[1:] if not issubclass(c, SkipViTMixin))
-        del model.skipvit
+        del model.skipvit, model._skipvit_hooks
     return model
 
 
