@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import pandas as pd
 import pytest
 import torch
 
@@ -81,3 +82,26 @@ def test_same_variant_fits_nothing(tiny_vit):
                                     (3, 6, 9), 12)  # fmt: skip
     assert multiexit.fit_heads(model, record, epochs=2).empty
     assert torch.equal(tiny_vit.head.weight, before)
+
+
+@pytest.mark.parametrize("variant", ["finetune", "separate"])
+def test_fitted_heads_are_read_back_from_the_cache_without_fitting_again(tiny_vit, tmp_path, monkeypatch, variant):
+    """Notebooks 02, 03, 07 and 10 share one fit: the second call loads the same weights and history and fits
+    nothing."""
+    generator = torch.Generator().manual_seed(0)
+    record = multiexit.ExitFeatures(torch.randn(64, 4, tiny_vit.embed_dim, generator=generator),
+                                    torch.randint(0, 10, (64,), generator=generator), (3, 6, 9), 12)  # fmt: skip
+    path = tmp_path / "heads.safetensors"
+    fitted = MultiExitViT(tiny_vit, (3, 9), variant)
+    history = multiexit.fitted_heads(fitted, record, epochs=2, seed=0, cache_path=path)
+    assert path.is_file() and not list(tmp_path.glob(".*.tmp"))
+
+    calls = []
+    monkeypatch.setattr(multiexit.heads, "fit_linear", lambda *args: calls.append(args) or [])
+    loaded = MultiExitViT(tiny_vit, (3, 9), variant)
+    assert not any(torch.equal(a.weight, b.weight) for a, b in zip(loaded.exit_heads, fitted.exit_heads))
+    read_back = multiexit.fitted_heads(loaded, record, epochs=2, seed=0, cache_path=path)
+    assert not calls
+    pd.testing.assert_frame_equal(read_back, history)
+    for a, b in zip([*loaded.exit_heads, loaded.final_head], [*fitted.exit_heads, fitted.final_head]):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)

@@ -93,8 +93,8 @@ BUDGETS: dict[str, Table1Budget] = {
     # 2,000 images x 1 epoch per row: from scratch that is ~30 updates and ~30% top-1, so rows fine-tune the quick
     # baseline (10k images x 6 epochs, trained by notebook 00) instead, at a fine-tuning learning rate.
     # Timing: a ViT-S/16 step at batch 16 takes ~1-2 s on an idle 2-core CPU, so each arm's round is
-    # blocked_autorange's sizing call plus one timed block (2 steps): 10 arms x 4 rounds x 2 steps + warm-up
-    # ~ 90 steps ~ 2-2.5 minutes; 4 rounds is the fewest that give the bootstrap interval more than the two extreme
+    # blocked_autorange's sizing call plus one timed block (2 steps): 11 arms x 4 rounds x 2 steps
+    # ~ 90 steps ~ 3-3.5 minutes; 4 rounds is the fewest that give the bootstrap interval more than the two extreme
     # rounds. One process per (round, arm): in one process the ViT-S/16 A/A control read 0.97 and 1.22 on a quiet
     # CPU, in separate processes 0.94 and 1.02 (figures/tables/04_aa_isolation_vit_small.md,
     # vitstudy.experiments.isolation); it costs ~1.4x the time (each child builds its model and warms up again).
@@ -104,7 +104,10 @@ BUDGETS: dict[str, Table1Budget] = {
     # small model's bf16 baseline 8 rounds x ~0.6 s ~ 5 s; the machine's peak <= 1.5 s per process. ~45 s in all.
     "quick": Table1Budget(
         RowTraining("quick", dataclasses.replace(QUICK_DATA, epochs=1, lr=5e-4, warmup_epochs=0.1), start="baseline"),
-        bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=1, isolation="process"),
+        # warmup_calls=0: in a fresh process blocked_autorange's untimed sizing call is already one whole step
+        # (the first, which pays for the optimizer state and oneDNN's primitives); a second untimed step cost ~2 s
+        # per (round, arm), ~2 minutes of the quick report. The A/A control row says whether one is enough.
+        bench.CompareSettings(rounds=4, min_run_time=0.5, warmup_calls=0, isolation="process"),
         small_timing=bench.CompareSettings(rounds=8, min_run_time=0.5, warmup_calls=2),
         note="quick: every row fine-tunes notebook 00's quick baseline for 1 epoch on 2,000 images with its "
         "dropping (no warm-up: the baseline's attention is already trained); one seed, so differences "

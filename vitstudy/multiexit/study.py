@@ -32,7 +32,7 @@ from ..models import create_model
 from ..train import baseline, baseline_run_dir
 from .costs import ExitCosts, exit_costs
 from .exits import Simulation, simulate
-from .heads import ExitFeatures, fit_heads, logits_from_features, recorded_features
+from .heads import ExitFeatures, fitted_heads, logits_from_features, recorded_features
 from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, MultiExitViT
 
 PAPER_MODEL = "vit_base_patch16_224"  # the report's model, with timm's ImageNet-1k weights
@@ -246,6 +246,12 @@ def record_path(model_name: str, split: str, exits: Sequence[int]) -> Path:
     return cache_dir() / "multiexit" / f"{model_name}-{split}-exits{'_'.join(map(str, exits))}.safetensors"
 
 
+def heads_path(model_name: str, variant: str, exits: Sequence[int], epochs: int, seed: int) -> Path:
+    """Where the heads of ``variant`` at ``exits``, fitted on ``model_name``'s train features, are cached."""
+    return (cache_dir() / "multiexit" /
+            f"{model_name}-heads-{variant}-exits{'_'.join(map(str, exits))}-epochs{epochs}-seed{seed}.safetensors")
+
+
 def prepare(
     scale: Scale | str | None = None,
     variants: Iterable[str] = FROZEN_VARIANTS,
@@ -295,7 +301,9 @@ def build_study(
     for variant in variants:
         for exits in exit_sets:
             model = MultiExitViT(vit, exits, variant).eval()
-            history = fit_heads(model, features["train"], epochs=head_epochs, seed=scale.train.seed)
+            heads_file = heads_path(study_model_name(scale), variant, exits, head_epochs, scale.train.seed)
+            history = fitted_heads(model, features["train"], head_epochs, scale.train.seed,
+                                   heads_file if cache else None)  # fmt: skip
             histories.append(history.assign(variant=variant, exits=exits_label(exits)))
             study.models[(variant, exits)] = model
     study.head_history = pd.concat(histories, ignore_index=True)
