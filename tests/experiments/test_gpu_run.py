@@ -3,6 +3,7 @@ The hand-run measurements' tables (compile, core sharing) from fake timings."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -45,4 +46,21 @@ def test_sharing_table_compares_two_processes_with_one_alone(monkeypatch):
     assert by_arm.loc["two at once, default threads", "total_over_alone"] == 95 / 200
     assert by_arm.loc["two at once, sharing rule", "meets_goal"] and not by_arm.loc[
         "two at once, default threads", "meets_goal"]  # fmt: skip
-    assert len(raw) == 5 and by_arm.loc["two at once, sharing rule", "threads_each"] == 1
+    assert len(raw) == 6 and by_arm.loc["two at once, sharing rule", "threads_each"] == 1
+    assert by_arm.loc[core_sharing.ALONE_COPY, "total_over_alone"] == 1.0
+
+
+def test_sharing_ratios_pair_each_round_with_that_rounds_process_alone(monkeypatch):
+    """A machine that halves its speed between rounds moves every arm alike: the paired ratio does not move."""
+    calls = []
+
+    def run_arm(budget, processes, sharing):
+        calls.append(processes)
+        scale = 1.0 if len(calls) <= len(core_sharing.ARMS) else 0.5  # round 2 runs at half speed
+        return [(scale * (200.0 if processes == 1 else 100.0), 1)] * processes
+
+    monkeypatch.setattr(core_sharing, "run_arm", run_arm)
+    budget = dataclasses.replace(core_sharing.budget("smoke"), rounds=2)
+    by_arm = core_sharing.sharing_table(budget)[0].set_index("arm")
+    row = by_arm.loc["two at once, sharing rule"]
+    assert row["total_over_alone"] == row["total_over_alone_low"] == row["total_over_alone_high"] == 1.0

@@ -49,6 +49,7 @@ class Section:
     ours: tuple[Measure, ...] = ()
     verdicts: tuple[tuple[str, str], ...] = (("", "verdict"),)  # (label, column)
     reference: str | None = None  # the reference table id (vitstudy.reference.TABLES) this section answers
+    only_with: str | None = None  # show only the rows where this column holds a value
 
 
 def speed(column: str, label: str = "speed-up") -> Measure:
@@ -119,6 +120,27 @@ SECTIONS: tuple[Section, ...] = (
     Section("Our question: model size", "The headline setting's measured training speed-up and memory saving on "
             "ViTs of growing size.", "tables/09_model_size.csv", label=("model", "setting"),
             ours=(speed("speedup"), Measure("memory saved", "memory_saving_pct", unit="%"))),
+    Section("Our question: bf16 on the CPU", "Each SkipViT row's ViT-S/16 training step in bf16 autocast: speed-up "
+            "over the same row in fp32, and measured ÷ FLOP ideal in bf16 beside fp32's (fp32 stays the headline); "
+            "the fp32 baseline's share of the machine's fp32 peak. The rows timed in bf16 at this scale.", "tables/04_speed_vit_small.csv", label=("row",),
+            ours=(speed("bf16_speedup_over_fp32", "bf16 over fp32"),
+                  Measure("fp32 ÷ ideal", "measured_over_ideal", "measured_over_ideal_low", "measured_over_ideal_high"),
+                  Measure("bf16 ÷ ideal", "bf16_measured_over_ideal", "bf16_measured_over_ideal_low",
+                          "bf16_measured_over_ideal_high"),
+                  Measure("fp32 share of peak", "baseline_fraction_of_peak")),
+            verdicts=(("fp32", "verdict"), ("bf16", "bf16_verdict")), only_with="bf16_speedup_over_fp32"),
+    Section("Our question: torch.compile", "Whether each wrapper compiles to eager's output, its graph breaks, and "
+            "the compiled speed-up over eager (the same FLOPs: ideal 1.00) for an inference forward and a training "
+            "step.", "tables/19_compile.csv", label=("model", "setting"),
+            ours=(Measure("graph breaks", "graph_breaks", digits=0), speed("inference_speedup", "inference"),
+                  speed("training_speedup", "training")),
+            verdicts=(("", "error"), ("inference", "inference_verdict"), ("training", "training_verdict"))),
+    Section("Our question: two processes on the cores", "Images/s of two package processes training at once, "
+            "with and without the sharing rule, against one process alone (per-round paired ratio, range over "
+            "rounds; the lone process's A/A copy shows the protocol's spread).", "tables/19_core_sharing.csv",
+            label=("arm",), ours=(Measure("total", "images_per_s_total", "total_low", "total_high", " im/s", 0),
+                                  Measure("× alone", "total_over_alone", "total_over_alone_low",
+                                          "total_over_alone_high")), verdicts=()),
 )  # fmt: skip
 
 
@@ -172,6 +194,8 @@ def render_section(figures: Path, section: Section) -> list[str]:
     if not path.is_file():
         return [*lines, f"Not run yet: no `figures/{section.table}`.", ""]
     frame = pd.read_csv(path)
+    if section.only_with is not None:
+        frame = frame[frame[section.only_with].notna()] if section.only_with in frame else frame.iloc[:0]
     lines += [run_line(figures, section.table), "", "| setting | paper | ours (95 % interval) | verdict |",
               "|---|---|---|---|"]  # fmt: skip
     for _, row in frame.iterrows():
