@@ -120,6 +120,35 @@ SECTIONS: tuple[Section, ...] = (
     Section("Our question: model size", "The headline setting's measured training speed-up and memory saving on "
             "ViTs of growing size.", "tables/09_model_size.csv", label=("model", "setting"),
             ours=(speed("speedup"), Measure("memory saved", "memory_saving_pct", unit="%"))),
+    Section("Multi-exit at batch 1: the report's edge premise", "Each test image alone (the report's edge "
+            "device): latency per image, and the per-sample exit's speed-up over the plain model on the mean and on "
+            "the median latency (95 % interval paired by image) against its FLOP ideal; the exits' own cost when "
+            "none fires; the A/A control.", "tables/10_batch1_latency.csv", label=("arm", "setting"),
+            ours=(Measure("mean", "mean_ms", unit=" ms"), Measure("p99", "p99_ms", unit=" ms"),
+                  speed("speedup", "speed-up"), Measure("of medians", "speedup_of_medians", "speedup_of_medians_low",
+                                                      "speedup_of_medians_high", "×"),
+                  Measure("FLOP ideal", "ideal_speedup", unit="×"),
+                  Measure("overhead", "overhead_pct", "overhead_pct_low", "overhead_pct_high", " %"))),
+    Section("Multi-exit: the same operating point across batch sizes", "Speed-up of the per-sample exit over the "
+            "plain model on one batch of real test images, batch 1 to 256, against the FLOP ideal of that batch's "
+            "exits.", "tables/10_batch_sweep.csv", label=("batch_size", "arm"),
+            ours=(speed("speedup"), Measure("FLOP ideal", "ideal_speedup", unit="×"),
+                  Measure("÷ ideal", "measured_over_ideal", "measured_over_ideal_low", "measured_over_ideal_high"))),
+    Section("Multi-exit and SkipViT at once", "The per-sample exit on a model that also drops tokens at inference: "
+            "does the saving compose? Measured against the product of the two FLOP ideals.",
+            "tables/10_composition.csv", label=("arm", "setting"),
+            ours=(speed("speedup"), Measure("FLOP ideal", "ideal_speedup", unit="×"),
+                  Measure("÷ product of ideals", "measured_over_product", "measured_over_product_low",
+                          "measured_over_product_high"),
+                  Measure("top-1 loss", "top1_loss", "top1_loss_low", "top1_loss_high", " points"))),
+    Section("Multi-exit beside the field", "Published speed-ups of LGViT, A-ViT and CF-ViT (each with what it "
+            "measures, in the table) beside ours; never one column for both.", "tables/10_beside_the_field.csv",
+            label=("block", "method"),
+            paper=(Measure("speed-up", "published_speedup", unit="×"),
+                   Measure("top-1 change", "published_top1_change_points", unit=" points")),
+            ours=(Measure("speed-up", "ours_speedup", "ours_speedup_low", "ours_speedup_high", "×"),
+                  Measure("top-1 change", "ours_top1_change_points", "ours_top1_change_low", "ours_top1_change_high",
+                          " points")), verdicts=(("", "measures"),)),
     Section("Our question: bf16 on the CPU", "Each SkipViT row's ViT-S/16 training step in bf16 autocast: speed-up "
             "over the same row in fp32, and measured ÷ FLOP ideal in bf16 beside fp32's (fp32 stays the headline); "
             "the fp32 baseline's share of the machine's fp32 peak. The rows timed in bf16 at this scale.", "tables/04_speed_vit_small.csv", label=("row",),
