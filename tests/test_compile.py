@@ -7,6 +7,7 @@ runs in the one test marked for it, in the compile measurement and in the GPU co
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 import torch
 
@@ -104,3 +105,32 @@ def test_inductor_compiles_skipvit_skip_as_eager():
                          sv.SkipViTSettings((1,), (0.5,), skip_layer=2)).eval()  # fmt: skip
     result = compile_speed.compiled_matches(model, batches(1, 2)[0], "inductor")
     assert result["compiles"], result
+
+
+def test_compile_table_resumes_at_the_first_unfinished_row(monkeypatch, tmp_path):
+    """An interrupted measurement keeps its finished rows: a second run measures only the rows still missing, and
+    the table it writes is the same frame as an uninterrupted one."""
+    monkeypatch.setenv("VITSTUDY_CACHE", str(tmp_path))
+    measured = []
+
+    def fake_row(spec, setting, vit, images, budget, device="cpu"):
+        if setting == "skipvit skip" and not measured.count("interrupt"):
+            measured.append("interrupt")
+            raise KeyboardInterrupt
+        measured.append(setting)
+        return ({"model": spec.name, "setting": setting, "graph_breaks": 0, "compiles": True, "error": ""},
+                pd.DataFrame({"arm": ["eager"], "seconds_per_call": [0.1]}))
+
+    monkeypatch.setattr(compile_speed, "setting_row", fake_row)
+    budget = compile_speed.budget("smoke")
+    spec = budget.models[0]
+    with pytest.raises(KeyboardInterrupt):
+        compile_speed.compile_rows(spec, budget)
+    done_first = [s for s in measured if s != "interrupt"]
+    assert done_first == list(budget.settings[: budget.settings.index("skipvit skip")])
+    table, raw = compile_speed.compile_rows(spec, budget)
+    assert measured[len(done_first) + 1:] == list(budget.settings[budget.settings.index("skipvit skip"):])
+    assert list(table["setting"]) == list(budget.settings) and len(raw) == len(budget.settings)
+    again, _ = compile_speed.compile_rows(spec, budget)
+    pd.testing.assert_frame_equal(again, table)
+    assert not list(tmp_path.rglob(".*.tmp"))

@@ -11,6 +11,9 @@ compiled model's speed-up over eager for an inference forward and for a training
 :func:`vitstudy.bench.compare` against eager and eager's A/A copy. Compiling changes no FLOP, so every row's FLOP
 ideal is 1.00: a speed-up above it is fewer memory passes and less Python, which the FLOP-bound verdict flags until a
 profile explains it. :func:`measure` writes ``figures/tables/19_compile.{csv,md}`` and the raw times.
+Each finished (model, setting) row is kept in the cache (:func:`row_folder`), so a run stopped half-way (the
+ViT-S/16 rows take most of an hour on 2 cores) resumes at the row it was on. A row's arms are always timed
+together in one sitting; its ``date`` says when.
 
 What does not compile in one graph, and why: the exit policies decide how many images go on after each exit
 (``MultiExitViT.forward``'s one host sync per exit), so the next block's batch size is data, not code; the sync
@@ -23,9 +26,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import datetime
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -37,13 +44,14 @@ from torch._dynamo.utils import counters
 from .. import bench, report
 from ..bench import SMOKE_TIMING
 from ..config import check_choice, scale_budget
-from ..files import project_root
+from ..files import atomic_path, cache_dir, project_root
 from ..models import create_model
 from ..multiexit import MultiExitViT
 from ..skipvit import HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure
 from ..steps import random_batch_step
 
 TABLE = "19_compile"
+ROW_FILE = "row.csv"  # one finished row of the table, kept in the cache (see row_folder)
 TOLERANCE = dict(rtol=1e-3, atol=1e-4)  # compiled vs eager logits: fused kernels sum in another order
 SETTINGS = ("plain", "exit forced 6", "exit policy batch", "exit policy sample", "skipvit skip", "skipvit fused",
             "skipvit drop")  # fmt: skip
@@ -190,42 +198,60 @@ def _speed(arms: dict[str, Callable[[], Any]], images: int, settings: bench.Comp
     return named, bench.protocol(comparison), bench.raw_times(comparison, arm_kind=prefix)
 
 
+def setting_row(spec: CompileModel, setting: str, vit: nn.Module, images: torch.Tensor, budget: CompileBudget,
+                device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+    """One row of the table: ``setting`` on ``vit`` compiles or not, its graphs and breaks, and the compiled
+    speed-up over eager (inference and training step) with the A/A control; and its raw times."""
+    model = wrapped(setting, vit, images)
+    row = {"model": spec.name, "setting": setting, **graph_report(model, images),
+           **compiled_matches(model, images, budget.backend)}  # fmt: skip
+    torch._dynamo.reset()
+    x = images.to(device)
+    forward = arm_models(model, budget.backend)
+    for m in forward.values():
+        m.to(device).eval()
+    with torch.no_grad():
+        arms = {name: (lambda m=m, x=x: m(x)) for name, m in forward.items()}
+        inference, protocol, inference_raw = _speed(arms, len(x), budget.timing, device, "inference")
+    steps = {name: random_batch_step(m, spec.training_batch, spec.input_size, vit.num_classes, device)
+             for name, m in arm_models(model, budget.backend).items()}  # fmt: skip
+    training, _, training_raw = _speed(steps, spec.training_batch, budget.timing, device, "training")
+    row |= {**inference, **training, "backend": budget.backend, "inference_batch": spec.inference_batch,
+            "training_batch": spec.training_batch, **protocol,
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+    raw = pd.concat([inference_raw, training_raw], ignore_index=True).assign(model=spec.name, setting=setting)
+    return row, raw
+
+
+def row_folder(spec: CompileModel, setting: str, budget: CompileBudget) -> Path:
+    """Where one finished row is kept, so an interrupted measurement resumes at the row it was on: named by the
+    model, the setting and a fingerprint of everything that shapes the row (input, batches, backend, timing,
+    torch version)."""
+    key = json.dumps([dataclasses.asdict(spec), setting, budget.backend, dataclasses.asdict(budget.timing),
+                      torch.__version__], sort_keys=True, default=str)  # fmt: skip
+    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    return cache_dir() / "compile" / f"{spec.name}-{setting.replace(' ', '_')}-{digest}"
+
+
 def compile_rows(spec: CompileModel, budget: CompileBudget, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per setting of :data:`SETTINGS` on ``spec``'s model: compiles, graphs, breaks, and the compiled
-    speed-up over eager (inference and training step) with the A/A control; and the raw times."""
+    """One row per setting of ``budget.settings`` on ``spec``'s model (:func:`setting_row`), and the raw times.
+    Each finished row is kept (:func:`row_folder`); a row already kept is read back, not measured again."""
     torch.manual_seed(0)
     vit = create_model(spec.name, **dict(spec.model_kwargs))
     images = torch.randn(spec.inference_batch, *spec.input_size, generator=torch.Generator().manual_seed(0))
     rows, raws = [], []
     for setting in budget.settings:
-        model = wrapped(setting, vit, images)
-        row = {"model": spec.name, "setting": setting, **graph_report(model, images),
-               **compiled_matches(model, images, budget.backend)}  # fmt: skip
-        torch._dynamo.reset()
-        x = images.to(device)
-        forward = arm_models(model, budget.backend)
-        for m in forward.values():
-            m.to(device).eval()
-        with torch.no_grad():
-            arms = {name: (lambda m=m, x=x: m(x)) for name, m in forward.items()}
-            inference, protocol, raw = _speed(arms, len(x), budget.timing, device, "inference")
-        raws.append(raw.assign(model=spec.name, setting=setting))
-        steps = {name: random_batch_step(m, spec.training_batch, spec.input_size, vit.num_classes, device)
-                 for name, m in arm_models(model, budget.backend).items()}  # fmt: skip
-        training, _, raw = _speed(steps, spec.training_batch, budget.timing, device, "training")
-        raws.append(raw.assign(model=spec.name, setting=setting))
-        rows.append(
-            {
-                **row,
-                **inference,
-                **training,
-                "backend": budget.backend,
-                "inference_batch": spec.inference_batch,
-                "training_batch": spec.training_batch,
-                **protocol,
-            }
-        )
-    return pd.DataFrame(rows), pd.concat(raws, ignore_index=True)
+        folder = row_folder(spec, setting, budget)
+        if not (folder / ROW_FILE).is_file():
+            row, raw = setting_row(spec, setting, vit, images, budget, device)
+            folder.mkdir(parents=True, exist_ok=True)
+            for frame, name in ((raw, "raw.csv"), (pd.DataFrame([row]), ROW_FILE)):  # the row last: it marks done
+                with atomic_path(folder / name) as tmp:
+                    frame.to_csv(tmp, index=False)
+        # Read back even when just measured, so a resumed table and a fresh one are the same frame.
+        rows.append(pd.read_csv(folder / ROW_FILE))
+        raws.append(pd.read_csv(folder / "raw.csv"))
+    return pd.concat(rows, ignore_index=True), pd.concat(raws, ignore_index=True)
 
 
 def compile_table(budget: CompileBudget, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
