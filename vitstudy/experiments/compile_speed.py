@@ -11,9 +11,9 @@ compiled model's speed-up over eager for an inference forward and for a training
 :func:`vitstudy.bench.compare` against eager and eager's A/A copy. Compiling changes no FLOP, so every row's FLOP
 ideal is 1.00: a speed-up above it is fewer memory passes and less Python, which the FLOP-bound verdict flags until a
 profile explains it. :func:`measure` writes ``figures/tables/19_compile.{csv,md}`` and the raw times.
-Each finished (model, setting) row is kept in the cache (:func:`row_folder`), so a run stopped half-way (a ViT-S/16
-row compiles four times and times training steps of seconds each) resumes at the row it was on. A row's arms are always timed
-together in one sitting; its ``date`` says when.
+Each finished (model, setting) row is kept in the cache (:func:`row_folder`), so a run stopped half-way (a
+ViT-S/16 row compiles four times and times training steps of seconds each) resumes at the row it was on. A row's
+arms are always timed together in one sitting; its ``date`` says when.
 
 What does not compile in one graph, and why: the exit policies decide how many images go on after each exit
 (``MultiExitViT.forward``'s one host sync per exit), so the next block's batch size is data, not code; the sync
