@@ -118,8 +118,10 @@ def test_compile_table_resumes_at_the_first_unfinished_row(monkeypatch, tmp_path
             measured.append("interrupt")
             raise KeyboardInterrupt
         measured.append(setting)
-        return ({"model": spec.name, "setting": setting, "graph_breaks": 0, "compiles": True, "error": ""},
-                pd.DataFrame({"arm": ["eager"], "seconds_per_call": [0.1]}))
+        return (
+            {"model": spec.name, "setting": setting, "graph_breaks": 0, "compiles": True, "error": ""},
+            pd.DataFrame({"arm": ["eager"], "seconds_per_call": [0.1]}),
+        )
 
     monkeypatch.setattr(compile_speed, "setting_row", fake_row)
     budget = compile_speed.budget("smoke")
@@ -129,7 +131,7 @@ def test_compile_table_resumes_at_the_first_unfinished_row(monkeypatch, tmp_path
     done_first = [s for s in measured if s != "interrupt"]
     assert done_first == list(budget.settings[: budget.settings.index("skipvit skip")])
     table, raw = compile_speed.compile_rows(spec, budget)
-    assert measured[len(done_first) + 1:] == list(budget.settings[budget.settings.index("skipvit skip"):])
+    assert measured[len(done_first) + 1 :] == list(budget.settings[budget.settings.index("skipvit skip") :])
     assert list(table["setting"]) == list(budget.settings) and len(raw) == len(budget.settings)
     again, _ = compile_speed.compile_rows(spec, budget)
     pd.testing.assert_frame_equal(again, table)

@@ -218,7 +218,7 @@ def setting_row(spec: CompileModel, setting: str, vit: nn.Module, images: torch.
     training, _, training_raw = _speed(steps, spec.training_batch, budget.timing, device, "training")
     row |= {**inference, **training, "backend": budget.backend, "inference_batch": spec.inference_batch,
             "training_batch": spec.training_batch, **protocol,
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}  # fmt: skip
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
     raw = pd.concat([inference_raw, training_raw], ignore_index=True).assign(model=spec.name, setting=setting)
     return row, raw
 

@@ -248,8 +248,11 @@ def record_path(model_name: str, split: str, exits: Sequence[int]) -> Path:
 
 def heads_path(model_name: str, variant: str, exits: Sequence[int], epochs: int, seed: int) -> Path:
     """Where the heads of ``variant`` at ``exits``, fitted on ``model_name``'s train features, are cached."""
-    return (cache_dir() / "multiexit" /
-            f"{model_name}-heads-{variant}-exits{'_'.join(map(str, exits))}-epochs{epochs}-seed{seed}.safetensors")
+    return (
+        cache_dir()
+        / "multiexit"
+        / f"{model_name}-heads-{variant}-exits{'_'.join(map(str, exits))}-epochs{epochs}-seed{seed}.safetensors"
+    )
 
 
 def prepare(

@@ -151,9 +151,11 @@ SECTIONS: tuple[Section, ...] = (
                           " points")), verdicts=(("", "measures"),)),
     Section("Our question: bf16 on the CPU", "Each SkipViT row's ViT-S/16 training step in bf16 autocast: speed-up "
             "over the same row in fp32, and measured ÷ FLOP ideal in bf16 beside fp32's (fp32 stays the headline); "
-            "the fp32 baseline's share of the machine's fp32 peak. The rows timed in bf16 at this scale.", "tables/04_speed_vit_small.csv", label=("row",),
+            "the fp32 baseline's share of the machine's fp32 peak. The rows timed in bf16 at this scale.",
+            "tables/04_speed_vit_small.csv", label=("row",),
             ours=(speed("bf16_speedup_over_fp32", "bf16 over fp32"),
-                  Measure("fp32 ÷ ideal", "measured_over_ideal", "measured_over_ideal_low", "measured_over_ideal_high"),
+                  Measure("fp32 ÷ ideal", "measured_over_ideal", "measured_over_ideal_low",
+                          "measured_over_ideal_high"),
                   Measure("bf16 ÷ ideal", "bf16_measured_over_ideal", "bf16_measured_over_ideal_low",
                           "bf16_measured_over_ideal_high"),
                   Measure("fp32 share of peak", "baseline_fraction_of_peak")),
