@@ -67,6 +67,18 @@ def test_verdicts(low, high, direction, word):
     assert scratch_stats.verdict(low, high, direction).startswith(word)
 
 
+@pytest.mark.parametrize(
+    ("low", "high", "direction", "paper", "word"),
+    [(-0.9, 0.45, "worse", -1.78, "contradicted in size"), (-0.9, 0.45, "worse", -0.5, "cannot"),
+     (-0.8, 0.1, "better", 1.77, "contradicted in size"), (0.2, 0.9, "better", 2.55, "reproduced"),
+     (-1.2, 0.1, "none", -0.01, "cannot")],
+)  # fmt: skip
+def test_an_interval_that_spans_zero_can_still_exclude_the_papers_size(low, high, direction, paper, word):
+    """Where the sign is not resolved, a paper's difference outside the interval is contradicted in size; a
+    direction that is resolved is judged on the direction alone."""
+    assert scratch_stats.verdict(low, high, direction, paper).startswith(word)
+
+
 def test_other_scales_are_refused():
     """The protocol runs at scratch or smoke only: quick is one clear line."""
     with pytest.raises(ValueError, match="scale='quick' is not allowed: expected one of smoke, scratch"):
@@ -214,7 +226,8 @@ def test_claims_are_judged_per_data_set_with_the_seeds_that_would_tell():
     rng = np.random.default_rng(0)
     base = 80 + rng.normal(0, 0.3, 6)
     frames = []
-    wobble = np.array([-0.9, 0.5, -0.4, 0.3, -0.6, 0.4])  # mean -0.12, sd 0.6: no direction at 6 seeds
+    # mean -0.6, sd 1.4: no direction at 6 seeds, and the paper's -1.78 inside the interval
+    wobble = np.array([-2.5, 1.0, -1.8, 0.9, -1.6, 0.4])
     for dataset, change in (("fashion_mnist", -2.0 + rng.normal(0, 0.5, 6)), ("fashion_mnist_cluttered", wobble)):
         for row, values in (("baseline", base), ("fused_6_45", base + change)):
             frames.append(pd.DataFrame({"dataset": dataset, "row": row, "seed": range(6), "top1_dropping_on": values}))

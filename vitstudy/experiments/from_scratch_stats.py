@@ -78,8 +78,12 @@ CLAIMS = (
 NO_LOSS_MARGIN = 1.0  # points: "keeps top-1" is reproduced when a loss larger than this is excluded
 
 
-def verdict(low: float, high: float, direction: str) -> str:
-    """reproduced / contradicted / cannot tell, from a 95 % interval of (row − reference) in points."""
+def verdict(low: float, high: float, direction: str, paper: float = math.nan) -> str:
+    """reproduced / contradicted / cannot tell, from a 95 % interval of (row − reference) in points.
+
+    A claimed direction is judged first. Where the interval spans zero, the paper's own difference ``paper`` can
+    still be told: lying outside the interval, the paper's size is contradicted (at this scale) even though the
+    sign is not resolved."""
     if math.isnan(low):
         return "cannot tell (fewer than 2 seeds)"
     if direction == "none":
@@ -91,6 +95,8 @@ def verdict(low: float, high: float, direction: str) -> str:
         return "reproduced"
     if sign * low < 0 and sign * high < 0:
         return "contradicted (the opposite)"
+    if not math.isnan(paper) and not low <= paper <= high:
+        return f"contradicted in size (the paper's {paper:+.2f} lies outside the interval; the sign is not resolved)"
     return "cannot tell at this scale"
 
 
@@ -108,7 +114,7 @@ def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
             if not {row, reference} <= set(by_seed.columns):
                 continue
             paired = paired_difference(by_seed[row], by_seed[reference])
-            told = verdict(paired["diff_low"], paired["diff_high"], direction)
+            told = verdict(paired["diff_low"], paired["diff_high"], direction, paper)
             out.append({"dataset": dataset, "claim": claim, "row": row, "compared_with": reference,
                         "paper_diff": paper, **paired, "verdict": told,
                         "seeds_to_resolve": seeds_to_resolve(paired, direction) if told.startswith("cannot")
