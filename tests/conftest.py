@@ -48,6 +48,19 @@ def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
+@pytest.fixture
+def bf16_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time bf16 twins whatever the CPU (``VITSTUDY_BF16=1``), so the bf16 columns are tested on an AVX2-only
+    machine too, where detection alone would leave them "not measured"."""
+    monkeypatch.setenv("VITSTUDY_BF16", "1")
+
+
+@pytest.fixture
+def no_bf16_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the device look without bf16 kernels (``VITSTUDY_BF16=0``), on any machine."""
+    monkeypatch.setenv("VITSTUDY_BF16", "0")
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """Hold an exclusive ``fcntl`` lock on ``path``: one process at a time (pytest-xdist workers) runs the block."""

@@ -25,7 +25,7 @@ from vitstudy.bench import (
 )
 from vitstudy.steps import random_batch_step
 
-FAST = CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100)
+FAST = CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100, peak_size=64)
 INPUT_SIZE = (3, 32, 32)
 NUM_CLASSES = 10
 

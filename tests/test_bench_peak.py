@@ -64,6 +64,7 @@ def test_matmul_peak_is_flops_over_seconds_on_a_fake_clock(dtype: str) -> None:
     assert gflop_per_s == pytest.approx(2 * 64**3 / 0.5 / 1e9)
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_machine_peak_is_measured_once_per_device_threads_and_size(counted_matmul: list) -> None:
     """The second call answers from the cache; another thread count or size is measured anew."""
     assert bench.machine_peak("cpu", 2, 128) == {"fp32": 100.0, "bf16": 300.0}
@@ -88,6 +89,7 @@ def test_the_default_matmul_is_2048_on_a_cpu() -> None:
     assert peak_module.peak_size("cpu", 256) == 256
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_each_new_peak_is_written_to_the_record_file(counted_matmul, tmp_path, monkeypatch) -> None:
     """With $VITSTUDY_PEAK_RECORD set, the file holds every peak measured so far; without a file, none."""
     record = tmp_path / "peak.json"
@@ -99,6 +101,7 @@ def test_each_new_peak_is_written_to_the_record_file(counted_matmul, tmp_path, m
         ("fp32", 2, 128, 100.0), ("bf16", 2, 128, 300.0)]  # fmt: skip
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_compare_records_the_peak_at_the_timed_threads(counted_matmul: list) -> None:
     """compare measures the peak at the settings' threads and matmul size into the comparison's environment."""
     settings = CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=0, bootstrap=100, threads=1, peak_size=32)
@@ -172,6 +175,7 @@ def test_bf16_columns_set_a_twin_against_fp32_and_its_bf16_baseline() -> None:
     assert fast["bf16_verdict"] == bench.flop_bound_verdict(1.0, (0.9, 1.03), interval=(1.0, 1.0))
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_a_row_without_a_bf16_twin_says_it_was_not_timed() -> None:
     """A row the budget did not time in bf16: NaN numbers and NOT_TIMED_BF16; the bf16 baseline's rate stays."""
     comparison = synthetic({k: v for k, v in SECONDS.items() if k != "fast (bf16)"}, bench.BaselineWork(1e9))
@@ -180,6 +184,7 @@ def test_a_row_without_a_bf16_twin_says_it_was_not_timed() -> None:
     assert fast["bf16_baseline_gflop_per_s"] == pytest.approx(50.0)
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_compare_models_times_bf16_twins_and_counts_the_baselines_forward() -> None:
     """compare_models(bf16=...) adds a bf16 twin per named model; its work is the baseline's forward FLOPs."""
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
@@ -188,6 +193,37 @@ def test_compare_models_times_bf16_twins_and_counts_the_baselines_forward() -> N
     assert comparison.work == bench.BaselineWork(2 * 12 * 5)
     with pytest.raises(ValueError, match=r"bf16=\('other',\) is not allowed"):
         bench.compare_models({"plain": model}, torch.randn(4, 3, 2, 2), TWO_ROUNDS, bf16=["other"])
+
+
+@pytest.mark.usefixtures("no_bf16_kernels")
+def test_without_bf16_kernels_nothing_is_timed_in_bf16_and_the_rows_say_why(counted_matmul: list) -> None:
+    """On a device without bf16 kernels (an AVX2-only CPU: autocast falls back to a reference matmul hundreds of
+    times slower) the bf16 peak is NaN and never timed, compare_models adds no bf16 twin, and every row's bf16
+    verdict says why it is empty."""
+    peak = bench.machine_peak("cpu", 2, 128)
+    assert peak["fp32"] == 100.0 and math.isnan(peak["bf16"])
+    assert [dtype for _, dtype, _, _ in counted_matmul] == [str(torch.float32)]
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    comparison = bench.compare_models({"plain": model}, torch.randn(4, 3, 2, 2), TWO_ROUNDS, bf16=["plain"])
+    assert set(comparison.raw["arm"]) == {"plain", "plain (A/A copy)"}
+    assert comparison.environment["bf16_native"] is False
+    columns = bench.bf16_columns(comparison, "plain", 4, 1.0, (0.97, 1.03))
+    assert columns["bf16_verdict"] == bench.NOT_MEASURED_NO_BF16 and math.isnan(columns["bf16_speedup_over_fp32"])
+
+
+def test_bf16_detection_follows_the_device_and_a_bad_override_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset: oneDNN's answer on the CPU (recorded with the vector capability torch dispatches to); 1 / 0 force it;
+    anything else is refused in one line naming the value."""
+    monkeypatch.delenv("VITSTUDY_BF16", raising=False)
+    info = bench.environment_info("cpu")
+    assert info["bf16_native"] == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert info["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    for value, expected in (("1", True), ("0", False)):
+        monkeypatch.setenv("VITSTUDY_BF16", value)
+        assert bench.bf16_native("cpu") is expected
+    monkeypatch.setenv("VITSTUDY_BF16", "yes")
+    with pytest.raises(ValueError, match=r"VITSTUDY_BF16='yes' is not allowed: expected 0 \(never time bf16\)"):
+        bench.bf16_native("cpu")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -209,6 +245,7 @@ print("nothing timed")
 """
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_the_manifest_records_the_peak_the_notebook_measured(tmp_path) -> None:
     """The peaks a notebook's kernel measured go into its manifest entry; a notebook that times nothing has none."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"

@@ -7,6 +7,8 @@ runs in the one test marked for it, in the compile measurement and in the GPU co
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 import torch
@@ -136,3 +138,20 @@ def test_compile_table_resumes_at_the_first_unfinished_row(monkeypatch, tmp_path
     again, _ = compile_speed.compile_rows(spec, budget)
     pd.testing.assert_frame_equal(again, table)
     assert not list(tmp_path.rglob(".*.tmp"))
+
+
+def test_a_model_with_its_own_settings_gets_only_those_rows(monkeypatch, tmp_path):
+    """ViT-S/16 gets one row per wrapper at quick (its rows compile for minutes each); a model's own ``settings``
+    choose its rows, in their order, and the default model keeps every setting."""
+    monkeypatch.setenv("VITSTUDY_CACHE", str(tmp_path))
+
+    def fake_row(spec, setting, vit, images, budget, device="cpu"):
+        return {"model": spec.name, "setting": setting}, pd.DataFrame({"arm": ["eager"], "seconds_per_call": [0.1]})
+
+    monkeypatch.setattr(compile_speed, "setting_row", fake_row)
+    budget = compile_speed.budget("smoke")
+    spec = dataclasses.replace(budget.models[0], settings=("skipvit skip", "plain"))
+    table, _ = compile_speed.compile_rows(spec, budget)
+    assert list(table["setting"]) == ["skipvit skip", "plain"]
+    quick = compile_speed.budget("quick")
+    assert quick.models[0].settings is None and set(quick.models[1].settings) < set(compile_speed.SETTINGS)

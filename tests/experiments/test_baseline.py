@@ -11,7 +11,7 @@ from vitstudy.config import SCALES, paper_smoke
 from vitstudy.data import build_splits
 from vitstudy.experiments import baseline
 
-FAST = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100)
+FAST = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100, peak_size=64)
 
 
 @pytest.mark.parametrize("scale", ["smoke", "quick", "full", "paper"])

@@ -12,7 +12,7 @@ from vitstudy.data import build_splits
 from vitstudy.experiments import loader_speed
 from vitstudy.fast_data import TensorLoader
 
-FAST = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100)
+FAST = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100, peak_size=64)
 
 
 class TwoBatchLoader:

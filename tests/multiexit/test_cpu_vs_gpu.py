@@ -9,7 +9,7 @@ from vitstudy import bench
 from vitstudy.experiments import cpu_vs_gpu, real_data_exit
 from vitstudy.reference import load_reference
 
-NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 
 
 def test_table_5_3_keeps_cpu_numbers_and_notes_the_missing_device(digits_study, no_cuda):
@@ -62,6 +62,7 @@ def test_paper_cpu_numbers_sit_beside_ours_with_their_prefix():
     assert {"paper_cpu_top1", "paper_cpu_speedup"} <= set(table.columns)
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_machine_table_sets_the_cpu_peak_beside_its_use_and_the_gpu_not_measured(digits_study, no_cuda):
     """Per device: fp32 and bf16 peaks, the plain model's GFLOP/s and share of the fp32 peak; CUDA: NaN and why."""
     table, _ = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["separate"], [(1,)], ["sample"])

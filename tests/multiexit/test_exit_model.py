@@ -132,7 +132,11 @@ def test_other_confidences_drive_the_exit(tiny_vit, images, kind):
         (dict(exits=(3, 3)), ValueError, r"exits=\(3, 3\) .* each block at most once"),
         (dict(threshold=1.5), ValueError, r"threshold=1\.5 .* \[0, 1\]"),
         (dict(threshold=-0.1), ValueError, r"threshold=-0\.1 .* \[0, 1\]"),
-        (dict(variant="shared"), ValueError, r"variant='shared' .* \('same', 'finetune', 'scratch', 'separate', 'joint'\)"),
+        (
+            dict(variant="shared"),
+            ValueError,
+            r"variant='shared' .* \('same', 'finetune', 'scratch', 'separate', 'joint'\)",
+        ),
         (dict(policy="token"), ValueError, r"policy='token' .* \('batch', 'sample'\)"),
         (dict(confidence="logit"), ValueError, r"confidence='logit' .* \('softmax', 'entropy', 'margin'\)"),
         (dict(forced_exit=4), ValueError, r"forced_exit=4 .* \(3, 6, 9\)"),

@@ -7,7 +7,7 @@ import torch
 from vitstudy import bench
 from vitstudy.experiments import exit_speed_targets, real_data_exit
 
-NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 
 
 def test_performance_table_reports_points_lost_with_its_interval(depth12_study):

@@ -15,7 +15,7 @@ from vitstudy.experiments import joint_exit, real_data_exit
 from vitstudy.multiexit import JointExitViT
 from vitstudy.widgets import set_controls
 
-NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 DIGITS_JOINT = joint_exit.JointBudget("test", epochs=1, lr=1e-3, warmup_epochs=0.5, exits=(1, 2))
 
 

@@ -11,7 +11,7 @@ from vitstudy.experiments import max_speed_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
 
-NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 SPEED = ["images_per_s", "speedup", "speedup_low", "speedup_high", "measured_over_ideal"]
 
 
@@ -106,6 +106,7 @@ def test_speed_bars_put_the_report_beside_ours():
     assert 3.83 in [round(p.get_height(), 2) for p in ax.patches]
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
     """bf16=True: the plain model and every exit get a bf16 twin in the same rounds; the plain row's bf16 speed-up
     is over its fp32 self, each exit's bf16 measured ÷ ideal is over the bf16 plain model; the A/A row has none."""
@@ -118,6 +119,7 @@ def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
     assert exit_3["bf16_measured_over_ideal"] == pytest.approx(bf16_speedup / exit_3["ideal_speedup"])
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_vit):
     """Every row: the plain model's forward GFLOP/s (its FLOPs per image x images/s) against the fp32 peak."""
     table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
@@ -129,6 +131,7 @@ def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_v
     assert (table["bf16_verdict"].iloc[:4] == bench.NOT_TIMED_BF16).all()  # bf16 off: said, not left blank
 
 
+@pytest.mark.usefixtures("bf16_kernels")
 def test_findings_state_bf16_and_the_share_of_the_peak(tiny_vit):
     """The closing sentences name the bf16 speed-up over fp32 and the baseline's share of the fp32 peak."""
     ours, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)

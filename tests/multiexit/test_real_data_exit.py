@@ -12,7 +12,7 @@ from vitstudy.experiments import real_data_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
 
-NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100)
+NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 SPEED = ["images_per_s", "speedup", "speedup_low", "speedup_high", "measured_over_ideal"]
 
 

@@ -34,7 +34,15 @@ from .comparison import (
     median_interval,
     settings_peak,
 )
-from .environment import NOT_MEASURED_NO_CUDA, default_device, device_available, environment_info, synchronize
+from .environment import (
+    NOT_MEASURED_NO_BF16,
+    NOT_MEASURED_NO_CUDA,
+    bf16_native,
+    default_device,
+    device_available,
+    environment_info,
+    synchronize,
+)
 from .flops import FORWARD, TRAINING_STEP, BaselineWork, count_flops, flops_per_image
 from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_peaks, read_peak_record
 from .profile import operator_breakdown, operator_times
@@ -58,6 +66,8 @@ from .rows import (
 __all__ = [
     "format_interval",
     "SMOKE_TIMING",
+    "NOT_MEASURED_NO_BF16",
+    "bf16_native",
     "BASELINE_VERDICT",
     "NOT_TIMED_BF16",
     "bf16_arm",

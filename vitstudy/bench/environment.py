@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import platform
 import sys
 from importlib import metadata
@@ -10,7 +12,12 @@ from typing import Any
 import timm
 import torch
 
+from ..config import check
+
 NOT_MEASURED_NO_CUDA = "not measured (no CUDA device)"  # the `note` of a row whose device is absent
+# The bf16 verdict of a row on a device without bf16 kernels: there autocast falls back to a reference matmul
+# hundreds of times slower than fp32, which times the fallback, not bf16, and would hold the quick report for hours.
+NOT_MEASURED_NO_BF16 = "not measured (no bf16 kernels on this device)"
 
 
 def device_available(device: str | torch.device) -> bool:
@@ -30,6 +37,28 @@ def device_available(device: str | torch.device) -> bool:
 def default_device() -> str:
     """``"cuda"`` when a CUDA device is present, else ``"cpu"``: where the study computes by default."""
     return "cuda" if device_available("cuda") else "cpu"
+
+
+BF16_ENV = "VITSTUDY_BF16"  # "1": time bf16 even without kernels (the fallback), "0": never; unset: detect
+
+
+def bf16_native(device: str | torch.device) -> bool:
+    """Whether ``device`` has bf16 matmul kernels: on a CUDA device ``torch.cuda.is_bf16_supported()``, on a CPU
+    oneDNN's bf16 support (AVX-512 or newer; an AVX2-only CPU has none). Absent devices have none.
+    ``$VITSTUDY_BF16`` overrides the detection on a present device: ``1`` yes, ``0`` no."""
+    device = torch.device(device)
+    if not device_available(device):
+        return False
+    override = os.environ.get(BF16_ENV)
+    if override is not None:
+        check(override in ("0", "1"), BF16_ENV, override, "0 (never time bf16), 1 (always) or unset (detect)")
+        return override == "1"
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        with contextlib.suppress(AttributeError, RuntimeError):  # a private op: a build without oneDNN lacks it
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
 
 
 def _cpu_name() -> str:
@@ -66,6 +95,9 @@ def environment_info(device: str | torch.device = "cpu") -> dict[str, Any]:
         "device_type": device.type,
         "device_name": device_name,
         "cpu_threads": torch.get_num_threads(),
+        # Two CPUs of one name may differ in vector units: the capability torch dispatches to (AVX2, AVX512, ...)
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "bf16_native": bf16_native(device),
         "torch": torch.__version__,
         "torchvision": _package_version("torchvision"),
         "timm": timm.__version__,

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..files import atomic_write_json
-from .environment import device_available
+from .environment import bf16_native, device_available
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Big enough to be compute-bound on a CPU (issue 19 read 77 GFLOP/s per core in fp32 at 2048 on a 2-core EPYC); a
@@ -33,7 +33,8 @@ PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DEFAULT_SIZES = {"cpu": 2048, "cuda": 8192}
 PEAK_RECORD_ENV = "VITSTUDY_PEAK_RECORD"  # the report runner's file for the peaks this process measured
 
-_measured: dict[tuple[str, int, int, str], dict[str, Any]] = {}  # (device, threads, size, dtype) -> record
+# (device, threads, size, dtype, whether that dtype has kernels there) -> record
+_measured: dict[tuple[str, int, int, str, bool], dict[str, Any]] = {}
 
 
 def peak_size(device: str | torch.device, size: int | None = None) -> int:
@@ -75,7 +76,8 @@ def machine_peak(
 ) -> dict[str, float]:
     """``{"fp32": GFLOP/s, "bf16": GFLOP/s}`` of a square matmul on ``device`` at ``threads`` (default: torch's
     current setting), measured once per process for each (device, threads, size) and cached; NaN on an absent
-    device (not cached). Each new measurement is written to ``$VITSTUDY_PEAK_RECORD`` when it is set."""
+    device (not cached); the bf16 peak is NaN, not measured, on a device without bf16 kernels
+    (:func:`.environment.bf16_native`). Each new measurement is written to ``$VITSTUDY_PEAK_RECORD`` when it is set."""
     device = torch.device(device)
     threads = threads or torch.get_num_threads()
     size = peak_size(device, size)
@@ -83,9 +85,10 @@ def machine_peak(
         return dict.fromkeys(PEAK_DTYPES, math.nan)
     out = {}
     for name, dtype in PEAK_DTYPES.items():
-        key = (str(device), threads, size, name)
+        native = dtype != torch.bfloat16 or bf16_native(device)
+        key = (str(device), threads, size, name, native)  # with $VITSTUDY_BF16 a process may see both answers
         if key not in _measured:
-            gflop_per_s = matmul_gflop_per_s(size, dtype, device, threads, min_run_time)
+            gflop_per_s = matmul_gflop_per_s(size, dtype, device, threads, min_run_time) if native else math.nan
             _measured[key] = {"device": str(device), "threads": threads, "matmul_size": size, "dtype": name,
                               "gflop_per_s": gflop_per_s, "min_run_time_s": min_run_time}  # fmt: skip
             _write_record()

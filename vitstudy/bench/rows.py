@@ -35,7 +35,7 @@ import torch
 from ..config import check
 from ..formatting import NOT_MEASURED
 from .comparison import CONTROL_TOLERANCE, FLOP_BOUND_SLACK, CompareSettings, Comparison, compare
-from .environment import device_available
+from .environment import NOT_MEASURED_NO_BF16, bf16_native, device_available
 from .flops import BaselineWork, flops_per_image
 
 BASELINE_VERDICT = "baseline"
@@ -168,14 +168,20 @@ def bf16_columns(
     """``arm``'s bf16 columns, for its fp32 row: its bf16 twin's speed-up over ``arm`` (the same work in fp32) with
     its 95% interval, and the twin's speed-up over the bf16 baseline ÷ ``ideal`` with its interval and verdict
     (``"baseline"`` for the baseline). The bf16 baseline's GFLOP/s against the bf16 peak on every row. A twin the
-    comparison did not time gives NaN and :data:`NOT_TIMED_BF16`."""
+    comparison did not time gives NaN and :data:`NOT_TIMED_BF16`, or :data:`.environment.NOT_MEASURED_NO_BF16` on a
+    device without bf16 kernels (where :func:`compare_models` and the training-step tables time no bf16 twin)."""
     twin, base = bf16_arm(arm), bf16_arm(comparison.baseline)
     fp32_work = comparison.work
     work = None if fp32_work is None else BaselineWork(fp32_work.flops_per_image, fp32_work.counted, "bf16")
     use = machine_use(comparison, base, images, work)
     use = {f"bf16_{k}": use[k] for k in ("baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak")}
     if not {twin, base} <= _timed_arms(comparison):
-        verdict = NOT_MEASURED if comparison.raw.empty else NOT_TIMED_BF16
+        if comparison.raw.empty:
+            verdict = NOT_MEASURED
+        elif not comparison.environment.get("bf16_native", True):
+            verdict = NOT_MEASURED_NO_BF16
+        else:
+            verdict = NOT_TIMED_BF16
         return {**dict.fromkeys(BF16_NUMBERS, math.nan), "bf16_verdict": verdict, **use}
     over_fp32, speed = comparison.speedup(twin, over=arm), comparison.speedup(twin, over=base)
     low, high = speed["speedup_low"] / ideal, speed["speedup_high"] / ideal
@@ -237,7 +243,8 @@ def compare_models(
     """Time one inference forward of each model on the same batch with :func:`compare`; ``models[baseline]`` is
     the baseline and a deep copy of it, :func:`control_arm` ``(baseline)``, is always added as the A/A control.
     Every model named in ``bf16`` gets a twin arm, :func:`bf16_arm` ``(name)``, the same model run under
-    ``torch.autocast(dtype=torch.bfloat16)`` (the fp32 arms stay the headline).
+    ``torch.autocast(dtype=torch.bfloat16)`` (the fp32 arms stay the headline), where the device has bf16 kernels
+    (:func:`.environment.bf16_native`; elsewhere the bf16 columns say :data:`.environment.NOT_MEASURED_NO_BF16`).
 
     Models run in eval mode under ``torch.inference_mode`` on ``device`` and go back to the CPU afterwards. The
     baseline's forward FLOPs per image (:func:`.flops.flops_per_image`) are the comparison's ``work``. On an
@@ -257,7 +264,7 @@ def compare_models(
         work = BaselineWork(flops_per_image(models[baseline], tuple(inputs.shape[1:]), device))
         with torch.inference_mode():
             arms = {name: (lambda m=model: m(x)) for name, model in models.items()}
-            arms |= {bf16_arm(name): _autocast_call(models[name], x) for name in bf16}
+            arms |= {bf16_arm(name): _autocast_call(models[name], x) for name in bf16 if bf16_native(device)}
             return compare(arms, baseline, control, settings, device, work=work)
     finally:
         for model in models.values():

@@ -5,15 +5,15 @@ A hand-run measurement (a timing is no pass/fail on a shared CPU): on a QUIET ma
     python -m vitstudy measure compile
 
 For every wrapper setting (:data:`SETTINGS`: the plain timm model, ``MultiExitViT`` forced out and under each exit
-policy, SkipViT in each mode) on the default model and on ViT-S/16 it records whether ``torch.compile`` runs and
-gives eager's output (:data:`TOLERANCE`), the graphs and graph breaks ``torch._dynamo.explain`` finds, and the
-compiled model's speed-up over eager for an inference forward and for a training step, each timed by
-:func:`vitstudy.bench.compare` against eager and eager's A/A copy. Compiling changes no FLOP, so every row's FLOP
-ideal is 1.00: a speed-up above it is fewer memory passes and less Python, which the FLOP-bound verdict flags until a
-profile explains it. :func:`measure` writes ``figures/tables/19_compile.{csv,md}`` and the raw times.
-Each finished (model, setting) row is kept in the cache (:func:`row_folder`), so a run stopped half-way (a
-ViT-S/16 row compiles four times and times training steps of seconds each) resumes at the row it was on. A row's
-arms are always timed together in one sitting; its ``date`` says when.
+policy, SkipViT in each mode) on the default model, and for one setting per wrapper on ViT-S/16, it records whether
+``torch.compile`` runs and gives eager's output (:data:`TOLERANCE`), the graphs and graph breaks
+``torch._dynamo.explain`` finds, and the compiled model's speed-up over eager for an inference forward and for a
+training step, each timed by :func:`vitstudy.bench.compare` against eager and eager's A/A copy. Compiling changes no
+FLOP, so every row's FLOP ideal is 1.00: a speed-up above it is fewer memory passes and less Python, which the
+FLOP-bound verdict flags until a profile explains it. :func:`measure` writes ``figures/tables/19_compile.{csv,md}``
+and the raw times. Each finished (model, setting) row is kept in the cache (:func:`row_folder`), so a run stopped
+half-way (a ViT-S/16 row compiles three times and times training steps of seconds each) resumes at the row it was
+on. A row's arms are always timed together in one sitting; its ``date`` says when.
 
 What does not compile in one graph, and why: the exit policies decide how many images go on after each exit
 (``MultiExitViT.forward``'s one host sync per exit), so the next block's batch size is data, not code; the sync
@@ -71,6 +71,7 @@ class CompileModel:
     inference_batch: int
     training_batch: int
     model_kwargs: tuple[tuple[str, Any], ...] = ()
+    settings: tuple[str, ...] | None = None  # the rows on this model; None: the budget's
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,11 @@ class CompileBudget:
 
 
 DEFAULT_MODEL = CompileModel("vitstudy_tiny_patch4_28", (1, 28, 28), 64, 64)
-VIT_SMALL = CompileModel("vit_small_patch16_224", (3, 224, 224), 16, 16)
+# ViT-S/16 gets one row per wrapper (the plain model, the per-sample exit: the one that breaks the graph, SkipViT's
+# headline): a ViT-S/16 row compiles its forward and its training step, ~4 minutes each on a 2-core CPU, so all
+# seven would take the hand-run past 40 minutes. The default model has every setting.
+VIT_SMALL = CompileModel("vit_small_patch16_224", (3, 224, 224), 16, 16,
+                         settings=("plain", "exit policy sample", "skipvit skip"))  # fmt: skip
 BUDGETS: dict[str, CompileBudget] = {
     # Smoke: a depth-12 tiny model at 2 images and aot_eager (no code generation): every code path in seconds.
     "smoke": CompileBudget(
@@ -94,9 +99,9 @@ BUDGETS: dict[str, CompileBudget] = {
         SMOKE_TIMING,
         backend="aot_eager",
     ),  # fmt: skip
-    # Quick: warm-up covers compilation (the first calls); 6 rounds of 1 s per arm.
+    # Quick: warm-up covers compilation (the first calls); 5 rounds of 0.5 s per arm.
     "quick": CompileBudget(
-        "quick", (DEFAULT_MODEL, VIT_SMALL), bench.CompareSettings(rounds=6, min_run_time=1.0, warmup_calls=3)
+        "quick", (DEFAULT_MODEL, VIT_SMALL), bench.CompareSettings(rounds=5, min_run_time=0.5, warmup_calls=3)
     ),  # fmt: skip
 }
 
@@ -159,12 +164,14 @@ def _reason(text: str) -> str:
     return text.strip().splitlines()[0][:100] + loop
 
 
-def compiled_matches(model: nn.Module, images: torch.Tensor, backend: str) -> dict[str, Any]:
+def compiled_matches(
+    model: nn.Module, images: torch.Tensor, backend: str, compiled: nn.Module | None = None
+) -> dict[str, Any]:
     """Whether the compiled model runs and gives eager's logits within :data:`TOLERANCE` (eval, no grad); the
-    largest difference, the first call's seconds (compilation included) and the error if it failed."""
-    torch._dynamo.reset()
+    largest difference, the first call's seconds (compilation included) and the error if it failed. ``compiled``:
+    ``model`` already wrapped by ``torch.compile`` and not yet called (default: wrapped here)."""
     model.eval()
-    compiled = torch.compile(model, backend=backend)
+    compiled = compiled if compiled is not None else torch.compile(model, backend=backend)
     try:
         with torch.no_grad():
             expected = model(images)
@@ -203,13 +210,14 @@ def setting_row(spec: CompileModel, setting: str, vit: nn.Module, images: torch.
     """One row of the table: ``setting`` on ``vit`` compiles or not, its graphs and breaks, and the compiled
     speed-up over eager (inference and training step) with the A/A control; and its raw times."""
     model = wrapped(setting, vit, images)
-    row = {"model": spec.name, "setting": setting, **graph_report(model, images),
-           **compiled_matches(model, images, budget.backend)}  # fmt: skip
+    row = {"model": spec.name, "setting": setting, **graph_report(model, images)}
     torch._dynamo.reset()
     x = images.to(device)
     forward = arm_models(model, budget.backend)
     for m in forward.values():
         m.to(device).eval()
+    # The timed compiled arm is the one checked against eager: its first call compiles once for both.
+    row |= compiled_matches(forward["eager"], x, budget.backend, compiled=forward["compiled"])
     with torch.no_grad():
         arms = {name: (lambda m=m, x=x: m(x)) for name, m in forward.items()}
         inference, protocol, inference_raw = _speed(arms, len(x), budget.timing, device, "inference")
@@ -234,13 +242,14 @@ def row_folder(spec: CompileModel, setting: str, budget: CompileBudget) -> Path:
 
 
 def compile_rows(spec: CompileModel, budget: CompileBudget, device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One row per setting of ``budget.settings`` on ``spec``'s model (:func:`setting_row`), and the raw times.
-    Each finished row is kept (:func:`row_folder`); a row already kept is read back, not measured again."""
+    """One row per setting of ``spec.settings`` (else ``budget.settings``) on ``spec``'s model
+    (:func:`setting_row`), and the raw times. Each finished row is kept (:func:`row_folder`); a row already kept is
+    read back, not measured again."""
     torch.manual_seed(0)
     vit = create_model(spec.name, **dict(spec.model_kwargs))
     images = torch.randn(spec.inference_batch, *spec.input_size, generator=torch.Generator().manual_seed(0))
     rows, raws = [], []
-    for setting in budget.settings:
+    for setting in spec.settings or budget.settings:
         folder = row_folder(spec, setting, budget)
         if not (folder / ROW_FILE).is_file():
             row, raw = setting_row(spec, setting, vit, images, budget, device)

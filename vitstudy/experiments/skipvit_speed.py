@@ -68,7 +68,8 @@ def _train_steps(
     **model_kwargs: Any,
 ) -> tuple[dict[str, bench.ArmSpec], dict[str, dict[str, float]]]:
     """(one training-step arm per row: baseline, every row, the A/A copy, then a bf16 twin of each of
-    ``bf16_rows``; FLOPs and FLOP-ideal per row)."""
+    ``bf16_rows`` where ``device`` has bf16 kernels (:func:`vitstudy.bench.bf16_native`); FLOPs and FLOP-ideal per
+    row)."""
     model = apply_skipvit(create_model(model_name, num_classes=num_classes, **model_kwargs))
     flops_off = bench.flops_per_image(configure(model, BASELINE), input_size)
     arms = {"baseline": BASELINE, **{n: s for n, s in rows.items() if n != "baseline"}}
@@ -81,7 +82,7 @@ def _train_steps(
     specs = {name: bench.ArmSpec(training_step_arm, dict(common, settings=s)) for name, s in arms.items()}
     specs |= {bench.bf16_arm(name): bench.ArmSpec(training_step_arm, dict(common, settings=arms[name],
                                                                           precision="bf16"))
-              for name in bf16_rows}  # fmt: skip
+              for name in bf16_rows if bench.bf16_native(device)}  # fmt: skip
     return specs, flops
 
 
