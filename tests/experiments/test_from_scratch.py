@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
+from vitstudy import bench
 from vitstudy.config import SCALES, TrainConfig
 from vitstudy.experiments import from_scratch as scratch
 from vitstudy.experiments import from_scratch_stats as scratch_stats
@@ -143,6 +145,8 @@ def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypat
     runs, histories = scratch.scratch_runs(digits_budget, rows)
     assert len(trained) == 6 and len(runs) == 6 and not scratch.missing_runs(digits_budget, rows)
     assert set(histories["row"]) == set(rows)
+    machine = f"{bench.environment_info('cpu')['device_name']} ({torch.backends.cpu.get_cpu_capability()})"
+    assert (runs["trained_on"] == machine).all()  # train_minutes depend on it
     again, _ = scratch.scratch_runs(digits_budget, rows)  # everything finished: read, nothing trained
     assert len(trained) == 6
     pd.testing.assert_frame_equal(again.drop(columns="history", errors="ignore"), runs)

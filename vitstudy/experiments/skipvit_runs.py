@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pandas as pd
+import torch
 
+from .. import bench
 from ..config import SCALES, Scale, TrainConfig, check_choice, get_scale, scale_budget
 from ..data import make_loader
 from ..files import cache_dir
@@ -135,10 +137,18 @@ def train_row(
         "val_top1": result.metrics["val_top1"],
         "loop_im_s": float(dropping_epochs["train_images_per_s"].median()) if len(dropping_epochs) else math.nan,
         "train_minutes": result.metrics["train_seconds"] / 60,
+        # train_minutes and loop_im_s depend on it: two CPUs of one name may differ in vector units (AVX2, AVX512)
+        "trained_on": _machine(device),
         "history": history.assign(row=name, seed=seed, warmup_epochs=warmup),
         "settings": json.dumps(dataclasses.asdict(settings)),
         "config": json.dumps(dataclasses.asdict(cfg)),
     }
+
+
+def _machine(device: torch.device) -> str:
+    """The device a run trained on, with a CPU's vector capability: ``"AMD EPYC (AVX2)"``."""
+    info = bench.environment_info(device)
+    return f"{info['device_name']} ({info['cpu_capability']})" if device.type == "cpu" else info["device_name"]
 
 
 def runs_frame(runs: list[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
