@@ -44,6 +44,18 @@ def test_patch_dropout_rate_keeps_the_matched_count(digits_budget):
     assert abs(match["gflops"] - match["target_gflops"]) / match["target_gflops"] < 0.05
 
 
+def test_patch_dropout_rate_is_matched_on_each_data_sets_own_model():
+    """The cluttered set's rate is counted on its own model (56x56 canvases, patch 8) and labelled with its name;
+    the committed table has one row per data set of the study."""
+    budget = scratch.budget("scratch")
+    cluttered = scratch.matched_patch_drop_rate(budget, dataset="fashion_mnist_cluttered")
+    recipe = scratch.matched_patch_drop_rate(budget)
+    assert cluttered["dataset"] == "fashion_mnist_cluttered" and recipe["dataset"] == "fashion_mnist"
+    assert cluttered["target_gflops"] != recipe["target_gflops"]  # patch 8 on 1 channel embeds 4x the pixels
+    committed = pd.read_csv(COMMITTED / "08_patch_dropout_rate.csv")
+    assert list(committed["dataset"]) == list(scratch.STUDY_DATASETS)
+
+
 def test_paired_interval_equals_the_t_interval_of_the_differences():
     """The paired difference's 95% interval is the one-sample t interval of the differences (mean ± t·sem)."""
     row, base = pd.Series([80.0, 81.5, 79.0], index=[0, 1, 2]), pd.Series([80.5, 80.0, 80.1], index=[0, 1, 2])

@@ -143,12 +143,13 @@ def rows_on(dataset: str, rows: tuple[str, ...] | None = None) -> tuple[str, ...
 
 
 def matched_patch_drop_rate(budget: ScratchBudget, row: str = HEADLINE, dataset: str | None = None) -> dict[str, float]:
-    """timm ``patch_drop_rate`` whose training-forward FLOPs per image come closest to ``row``'s.
+    """timm ``patch_drop_rate`` whose training-forward FLOPs per image come closest to ``row``'s, on ``dataset``'s
+    model (default: the recipe's own data set).
 
     timm keeps ``int(L · (1 - rate))`` of L patches; the rate returned keeps exactly the best count (half a
     patch above it, so that the float product cannot round down to one fewer).
     """
-    cfg = budget.training.train
+    cfg = budget.training_on(dataset or budget.training.train.dataset).train
     splits = build_splits(cfg)
     input_size = splits.input_size
     model = apply_skipvit(default_model_factory(cfg, splits))
