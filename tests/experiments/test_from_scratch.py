@@ -252,3 +252,12 @@ def test_claims_are_judged_per_data_set_with_the_seeds_that_would_tell():
     clear, unclear = verdicts.iloc[0], verdicts.iloc[1]
     assert clear["verdict"] == "reproduced" and math.isnan(clear["seeds_to_resolve"])
     assert unclear["verdict"].startswith("cannot") and unclear["seeds_to_resolve"] > 6
+
+
+def test_two_seeds_that_agree_give_no_verdict():
+    """Two pairs whose differences happen to agree give a narrow t interval by chance: "cannot tell" until three."""
+    runs = pd.DataFrame({"dataset": "fashion_mnist", "seed": [0, 0, 1, 1], "row": ["skip_6_55_s11", "fused_6_45"] * 2,
+                         "top1_dropping_on": [53.15, 52.53, 53.15, 52.54]})  # fmt: skip
+    line = scratch_stats.claim_verdicts(runs).set_index("row").loc["skip_6_55_s11"]
+    assert line["pairs"] == 2 and line["diff_low"] > 0  # the interval alone would say "reproduced"
+    assert line["verdict"] == "cannot tell (only 2 seeds; a verdict needs 3)"

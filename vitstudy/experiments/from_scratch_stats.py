@@ -101,6 +101,9 @@ def verdict(low: float, high: float, direction: str, paper: float = math.nan) ->
 
 
 RESOLVABLE_TARGET = 1.0  # points: the protocol should tell a difference of one point from zero on every claim
+# A t interval from 2 pairs is valid but its spread is one number: two runs that happen to agree give a narrow
+# interval by chance (an interim look at the cluttered study read "reproduced" from 2 seeds). So a verdict needs 3.
+MIN_PAIRS_FOR_VERDICT = 3
 
 
 def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
@@ -115,6 +118,8 @@ def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             paired = paired_difference(by_seed[row], by_seed[reference])
             told = verdict(paired["diff_low"], paired["diff_high"], direction, paper)
+            if 2 <= paired["pairs"] < MIN_PAIRS_FOR_VERDICT:
+                told = f"cannot tell (only {paired['pairs']} seeds; a verdict needs {MIN_PAIRS_FOR_VERDICT})"
             out.append({"dataset": dataset, "claim": claim, "row": row, "compared_with": reference,
                         "paper_diff": paper, **paired, "verdict": told,
                         "seeds_to_resolve": seeds_to_resolve(paired, direction) if told.startswith("cannot")
