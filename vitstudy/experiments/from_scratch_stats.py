@@ -76,16 +76,22 @@ CLAIMS = (
      "better"),
 )  # fmt: skip
 NO_LOSS_MARGIN = 1.0  # points: "keeps top-1" is reproduced when a loss larger than this is excluded
+# A t interval from 2 pairs is valid but its spread is one number: two runs that happen to agree give a narrow
+# interval by chance (an interim look at the cluttered study read "reproduced" from 2 seeds). So a verdict needs 3.
+MIN_PAIRS_FOR_VERDICT = 3
 
 
-def verdict(low: float, high: float, direction: str, paper: float = math.nan) -> str:
-    """reproduced / contradicted / cannot tell, from a 95 % interval of (row − reference) in points.
+def verdict(low: float, high: float, direction: str, paper: float = math.nan, pairs: int | None = None) -> str:
+    """reproduced / contradicted / cannot tell, from a 95 % interval of (row − reference) in points over ``pairs``
+    paired seeds (None: as many as the interval needs).
 
     A claimed direction is judged first. Where the interval spans zero, the paper's own difference ``paper`` can
     still be told: lying outside the interval, the paper's size is contradicted (at this scale) even though the
     sign is not resolved."""
     if math.isnan(low):
         return "cannot tell (fewer than 2 seeds)"
+    if pairs is not None and pairs < MIN_PAIRS_FOR_VERDICT:
+        return f"cannot tell (only {pairs} seeds; a verdict needs {MIN_PAIRS_FOR_VERDICT})"
     if direction == "none":
         if high < 0:
             return "contradicted (a loss)"
@@ -101,9 +107,6 @@ def verdict(low: float, high: float, direction: str, paper: float = math.nan) ->
 
 
 RESOLVABLE_TARGET = 1.0  # points: the protocol should tell a difference of one point from zero on every claim
-# A t interval from 2 pairs is valid but its spread is one number: two runs that happen to agree give a narrow
-# interval by chance (an interim look at the cluttered study read "reproduced" from 2 seeds). So a verdict needs 3.
-MIN_PAIRS_FOR_VERDICT = 3
 
 
 def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
@@ -117,9 +120,7 @@ def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
             if not {row, reference} <= set(by_seed.columns):
                 continue
             paired = paired_difference(by_seed[row], by_seed[reference])
-            told = verdict(paired["diff_low"], paired["diff_high"], direction, paper)
-            if 2 <= paired["pairs"] < MIN_PAIRS_FOR_VERDICT:
-                told = f"cannot tell (only {paired['pairs']} seeds; a verdict needs {MIN_PAIRS_FOR_VERDICT})"
+            told = verdict(paired["diff_low"], paired["diff_high"], direction, paper, paired["pairs"])
             out.append({"dataset": dataset, "claim": claim, "row": row, "compared_with": reference,
                         "paper_diff": paper, **paired, "verdict": told,
                         "seeds_to_resolve": seeds_to_resolve(paired, direction) if told.startswith("cannot")
