@@ -100,6 +100,11 @@ def test_report_runs_notebooks_and_writes_manifest(tmp_path):
     assert saved == json.loads(json.dumps(manifest))
     entry = saved["notebooks"]["01_second"]
     assert entry["scale"] == "smoke" and entry["seconds"] > 0 and "torch" in entry["environment"]
+    # each code cell's seconds, papermill's injected parameters included, so a reader sees where the time went
+    assert [cell["cell"] for cell in entry["cells"]] == ["cell 1/2", "parameters", "cell 2/2"]
+    assert entry["cells"][-1]["first_line"] == "import matplotlib.pyplot as plt"
+    assert all(cell["seconds"] >= 0 for cell in entry["cells"])
+    assert sum(cell["seconds"] for cell in entry["cells"]) <= entry["seconds"]
     assert entry["files"] == [
         "01_line.png",
         "01_line.svg",

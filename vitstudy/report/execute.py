@@ -213,16 +213,19 @@ def execute_notebook(
     staging: Path,
     executed_path: Path | None = None,
     log: Callable[..., Any] | None = None,
+    cell_seconds: list[dict[str, Any]] | None = None,
 ) -> Any:
     """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception.
 
     The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``. With ``log``, each
     code cell's time, the kernel's progress lines (``vitstudy.progress``) and the watchdog's lines are logged.
+    ``cell_seconds`` (a list) receives one ``{"cell", "seconds", "first_line"}`` entry per executed code cell.
     """
     notebook = jupytext.read(path)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     executed_path = executed_path or staging / f"{path.stem}.ipynb"
-    hooks = CellProgress(path.stem, notebook, log).hooks() if log is not None else {}
+    timed = log is not None or cell_seconds is not None
+    hooks = CellProgress(path.stem, notebook, log, cell_seconds).hooks() if timed else {}
     environ = dict(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"})
     with mock.patch.dict(os.environ, environ):
         try:
@@ -248,16 +251,25 @@ class CellProgress:
     """One terminal line per code cell as a notebook runs: its number, its seconds, the notebook's elapsed time
     and the cell's first line, so a user sees what is running and how long each step took."""
 
-    def __init__(self, name: str, notebook: Any, log: Callable[..., Any]) -> None:
+    def __init__(
+        self,
+        name: str,
+        notebook: Any,
+        log: Callable[..., Any] | None,
+        cell_seconds: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.name, self.log = name, log
+        self.cell_seconds = cell_seconds if cell_seconds is not None else []
         self.total = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
         self.done = 0
         self.started = self.cell_started = time.perf_counter()
 
     def hooks(self) -> dict[str, Any]:
         """nbclient's cell hooks and papermill's stdout sink, as ``papermill.execute_notebook`` keywords."""
-        return dict(on_cell_start=self.cell_start, on_cell_executed=self.cell_executed,
-                    stdout_file=progress.Forwarder(f"    {self.name} | ", self.log))  # fmt: skip
+        hooks: dict[str, Any] = dict(on_cell_start=self.cell_start, on_cell_executed=self.cell_executed)
+        if self.log is not None:
+            hooks["stdout_file"] = progress.Forwarder(f"    {self.name} | ", self.log)
+        return hooks
 
     def cell_start(self, cell: Any, cell_index: int) -> None:
         self.cell_started = time.perf_counter()
@@ -272,7 +284,12 @@ class CellProgress:
             where = f"cell {self.done}/{self.total}"
         first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
         first = first if len(first) <= 60 else first[:57] + "..."
-        self.log(f"    {self.name} | {where} {now - self.cell_started:6.1f} s  (elapsed {_clock(now - self.started)})"
+        seconds = now - self.cell_started
+        # Kept for the manifest, so a reader sees where a report's time went without re-running it.
+        self.cell_seconds.append({"cell": where, "seconds": round(seconds, 1), "first_line": first})
+        if self.log is None:
+            return
+        self.log(f"    {self.name} | {where} {seconds:6.1f} s  (elapsed {_clock(now - self.started)})"
                  f"  {first}", flush=True)  # fmt: skip
 
 

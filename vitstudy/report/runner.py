@@ -150,11 +150,12 @@ def run_report(
         # The pid in the name tells a later run whether the run that made this folder is still alive.
         staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
         peak_record = staging / PEAK_RECORD
+        cell_seconds: list[dict[str, Any]] = []
         try:
             executed = root / f"{path.stem}.ipynb"
             # The kernel writes the machine peaks it measured while timing (vitstudy.bench.peak) for the manifest.
             with mock.patch.dict(os.environ, {PEAK_RECORD_ENV: str(peak_record)}):
-                execute_notebook(path, scale, staging, executed_path=executed, log=log)
+                execute_notebook(path, scale, staging, executed_path=executed, log=log, cell_seconds=cell_seconds)
             peaks = read_peak_record(peak_record)
             publish_notebook(executed, staging / "notebooks" / executed.name)
             previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
@@ -166,6 +167,8 @@ def run_report(
         manifest["notebooks"][path.stem] = {
             "scale": scale,
             "seconds": round(seconds, 1),
+            # Each code cell's seconds and first line: where the time went, without re-running the report.
+            "cells": cell_seconds,
             "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "files": files,
             # The peaks of the kernel that timed (device, threads, dtype, GFLOP/s); empty when it timed nothing.
