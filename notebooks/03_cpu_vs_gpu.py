@@ -47,7 +47,10 @@ print(f"plain model test top-1 {study.plain_top1:.2f}%")
 # %% [markdown]
 # ## Table 5.3: every setting on CPU and on GPU
 # Each device's speed-ups come from `bench.compare_models` (balanced ABBA rounds, paired ratios with a 95% interval)
-# with an A/A control row; its raw per-call times are saved beside the table.
+# with an A/A control row; its raw per-call times are saved beside the table. Inside one report run
+# (`make report`) notebook 02 has just timed these very arms on the same batch for Table 5.2, so the CPU column
+# reads that measurement (`vitstudy.bench.shared`: only arms with the same weights, knobs and images) instead of
+# timing them again, and the `note` says so. Run by hand, this notebook times its own arms.
 
 # %%
 table53, raw = cpu_vs_gpu.table_5_3(study, budget.threshold, budget.batch_size, budget.table_timing, variants,

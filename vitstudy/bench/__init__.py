@@ -14,6 +14,8 @@
   how close the baseline runs to the peak (:func:`machine_use`, in every row) and a bf16 twin's columns
   (:func:`bf16_columns`).
   A timed training step is :func:`vitstudy.steps.random_batch_step`.
+- ``shared``: a comparison one notebook of a report run keeps for a later one that times a subset of its arms
+  (:func:`share`, :func:`shared_subset`; ``$VITSTUDY_REPORT_TIMINGS``).
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
@@ -62,8 +64,14 @@ from .rows import (
     speed_row,
     table_note,
 )
+from .shared import SHARED_TIMINGS_ENV, fingerprint, share, shared_subset, timing_key
 
 __all__ = [
+    "SHARED_TIMINGS_ENV",
+    "fingerprint",
+    "share",
+    "shared_subset",
+    "timing_key",
     "format_interval",
     "SMOKE_TIMING",
     "NOT_MEASURED_NO_BF16",

@@ -223,8 +223,14 @@ def protocol(comparison: Comparison) -> dict[str, Any]:
 
 
 def table_note(comparison: Comparison) -> str:
-    """The ``note`` of a timed table: why nothing was measured, or what the A/A control says (empty if fine)."""
-    return comparison.note or comparison.control_note()
+    """The ``note`` of a timed table: why nothing was measured, or what the A/A control says (empty if fine), and
+    where a comparison shared within a report run (:mod:`.shared`) was timed."""
+    if comparison.note:
+        return comparison.note
+    shared_from = comparison.environment.get("shared_from")
+    reused = f"timed once earlier in this report run ({shared_from}) and read here, not timed again" if shared_from \
+        else ""  # fmt: skip
+    return "; ".join(note for note in (comparison.control_note(), reused) if note)
 
 
 def raw_times(comparison: Comparison, **labels: Any) -> Any:

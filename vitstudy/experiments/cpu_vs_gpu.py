@@ -2,7 +2,8 @@
 
 Top-1 and exit shares do not depend on the device (they are computed once, offline); images/s does. A device that
 is not present has NaN in its columns and the ``note`` says why. Budgets are notebook 02's
-(:func:`.real_data_exit.budget`: the same batch, threshold, settings and table timing).
+(:func:`.real_data_exit.budget`: the same batch, threshold, settings and table timing), so within one report run a
+device's column reads notebook 02's Table 5.2 measurement of the same arms (:mod:`vitstudy.bench.shared`).
 """
 
 from __future__ import annotations

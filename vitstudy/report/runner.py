@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from ..bench import PEAK_RECORD_ENV, default_device, environment_info, read_peak_record
+from ..bench import PEAK_RECORD_ENV, SHARED_TIMINGS_ENV, default_device, environment_info, read_peak_record
 from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
@@ -142,40 +142,47 @@ def run_report(
     manifest.setdefault("notebooks", {})
     root = staging_root()
     _remove_dead_staging(root)
-    for number, path in enumerate(chosen, start=1):
-        log(f"[{number}/{len(chosen)}] {path.stem} (scale {scale}) ...", flush=True)
-        started = time.perf_counter()
-        out.mkdir(parents=True, exist_ok=True)
-        root.mkdir(parents=True, exist_ok=True)
-        # The pid in the name tells a later run whether the run that made this folder is still alive.
-        staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
-        peak_record = staging / PEAK_RECORD
-        cell_seconds: list[dict[str, Any]] = []
-        try:
-            executed = root / f"{path.stem}.ipynb"
-            # The kernel writes the machine peaks it measured while timing (vitstudy.bench.peak) for the manifest.
-            with mock.patch.dict(os.environ, {PEAK_RECORD_ENV: str(peak_record)}):
-                execute_notebook(path, scale, staging, executed_path=executed, log=log, cell_seconds=cell_seconds)
-            peaks = read_peak_record(peak_record)
-            publish_notebook(executed, staging / "notebooks" / executed.name)
-            previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
-            files = _publish(staging, out, prefix=path.stem.split("_")[0], previous=previous)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        seconds = time.perf_counter() - started
-        device = default_device()
-        manifest["notebooks"][path.stem] = {
-            "scale": scale,
-            "seconds": round(seconds, 1),
-            # Each code cell's seconds and first line: where the time went, without re-running the report.
-            "cells": cell_seconds,
-            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "files": files,
-            # The peaks of the kernel that timed (device, threads, dtype, GFLOP/s); empty when it timed nothing.
-            "environment": {**environment_info(device), "machine_peak": peaks},
-        }
-        atomic_write_json(manifest_path, manifest)
-        log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
+    root.mkdir(parents=True, exist_ok=True)
+    # Comparisons one notebook keeps for a later one of this run (vitstudy.bench.shared): named like a staging
+    # folder, so a killed run's copy is removed by the next run, and removed when this run ends.
+    shared = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-shared-timings-", dir=root))
+    try:
+        for number, path in enumerate(chosen, start=1):
+            log(f"[{number}/{len(chosen)}] {path.stem} (scale {scale}) ...", flush=True)
+            started = time.perf_counter()
+            out.mkdir(parents=True, exist_ok=True)
+            # The pid in the name tells a later run whether the run that made this folder is still alive.
+            staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
+            peak_record = staging / PEAK_RECORD
+            cell_seconds: list[dict[str, Any]] = []
+            try:
+                executed = root / f"{path.stem}.ipynb"
+                # The kernel writes the machine peaks it measured while timing (vitstudy.bench.peak) for the manifest.
+                environ = {PEAK_RECORD_ENV: str(peak_record), SHARED_TIMINGS_ENV: str(shared)}
+                with mock.patch.dict(os.environ, environ):
+                    execute_notebook(path, scale, staging, executed_path=executed, log=log, cell_seconds=cell_seconds)
+                peaks = read_peak_record(peak_record)
+                publish_notebook(executed, staging / "notebooks" / executed.name)
+                previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
+                files = _publish(staging, out, prefix=path.stem.split("_")[0], previous=previous)
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
+            seconds = time.perf_counter() - started
+            device = default_device()
+            manifest["notebooks"][path.stem] = {
+                "scale": scale,
+                "seconds": round(seconds, 1),
+                # Each code cell's seconds and first line: where the time went, without re-running the report.
+                "cells": cell_seconds,
+                "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                "files": files,
+                # The peaks of the kernel that timed (device, threads, dtype, GFLOP/s); empty when it timed nothing.
+                "environment": {**environment_info(device), "machine_peak": peaks},
+            }
+            atomic_write_json(manifest_path, manifest)
+            log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
     # Only the committed report (figures/, no $VITSTUDY_OUT redirect) feeds RESULTS.md; other runs leave it alone.
     if chosen and not os.environ.get("VITSTUDY_OUT") and out.resolve() == default_out(DEFAULT_SCALE).resolve():
         log(f"wrote {write_results(out)}", flush=True)
