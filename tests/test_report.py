@@ -46,7 +46,9 @@ SCALE = "quick"
 import os
 import pandas as pd
 from vitstudy import report
-report.save_table(pd.DataFrame({{"staging": [os.environ["VITSTUDY_OUT"]]}}), "{n}_where")
+report.save_table(pd.DataFrame({{"staging": [os.environ["VITSTUDY_OUT"]],
+                                  "shared": [os.environ["VITSTUDY_REPORT_TIMINGS"]],
+                                  "shared_is_dir": [os.path.isdir(os.environ["VITSTUDY_REPORT_TIMINGS"])]}}), "{n}_where")
 """
 
 
@@ -207,6 +209,10 @@ def test_staging_is_outside_the_output_folder(tmp_path):
     assert staging.startswith(str(runner.staging_root())) and not staging.startswith(str(out))
     assert not os.path.exists(staging)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "notebooks", "tables"]
+    # the run's folder of shared comparisons (vitstudy.bench.shared) lives in the cache while it runs, then goes
+    shared = pd.read_csv(out / "tables" / "05_where.csv")
+    assert shared["shared_is_dir"].item() and shared["shared"].item().startswith(str(runner.staging_root()))
+    assert not os.path.exists(shared["shared"].item())
 
 
 def test_staging_left_by_a_killed_run_is_removed(tmp_path):
