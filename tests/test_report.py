@@ -46,9 +46,9 @@ SCALE = "quick"
 import os
 import pandas as pd
 from vitstudy import report
-report.save_table(pd.DataFrame({{"staging": [os.environ["VITSTUDY_OUT"]],
-                                  "shared": [os.environ["VITSTUDY_REPORT_TIMINGS"]],
-                                  "shared_is_dir": [os.path.isdir(os.environ["VITSTUDY_REPORT_TIMINGS"])]}}), "{n}_where")
+shared = os.environ["VITSTUDY_REPORT_TIMINGS"]
+where = {{"staging": [os.environ["VITSTUDY_OUT"]], "shared": [shared], "shared_is_dir": [os.path.isdir(shared)]}}
+report.save_table(pd.DataFrame(where), "{n}_where")
 """
 
 
