@@ -56,6 +56,17 @@ report.save_table(runs, "08_runs")
 report.save_raw(histories, "08_histories")
 
 # %% [markdown]
+# ## What the study cost, and where it trained
+# Summed training minutes per data set and machine (`trained_on`, recorded since the cluttered study began; the
+# earlier runs say "not recorded"). Each run's minutes are its worker's wall time, so a run that was paused (to
+# time something else on the same cores) counts its pause.
+
+# %%
+cost = from_scratch_stats.training_time(runs)
+report.save_table(cost, "08_training_time")
+cost
+
+# %% [markdown]
 # ## Per data set and row: mean ± std over seeds, paired difference to the baseline (95% interval), dropping on and off
 
 # %%

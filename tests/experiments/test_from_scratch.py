@@ -261,3 +261,16 @@ def test_two_seeds_that_agree_give_no_verdict():
     line = scratch_stats.claim_verdicts(runs).set_index("row").loc["skip_6_55_s11"]
     assert line["pairs"] == 2 and line["diff_low"] > 0  # the interval alone would say "reproduced"
     assert line["verdict"] == "cannot tell (only 2 seeds; a verdict needs 3)"
+
+
+def test_training_time_sums_minutes_per_data_set_and_machine():
+    """Per data set and machine: runs, summed and median minutes; a run without ``trained_on`` is 'not recorded'."""
+    runs = pd.DataFrame({"dataset": ["a", "a", "a", "b"], "trained_on": ["cpu X", "cpu X", None, "cpu Y"],
+                         "train_minutes": [10.0, 20.0, 5.0, 30.0]})  # fmt: skip
+    table = scratch_stats.training_time(runs).set_index(["dataset", "trained_on"])
+    assert table.loc[("a", "cpu X"), "runs"] == 2 and table.loc[("a", "cpu X"), "train_minutes"] == 30.0
+    assert table.loc[("a", "cpu X"), "median_minutes_per_run"] == 15.0
+    assert table.loc[("a", scratch_stats.NOT_RECORDED), "runs"] == 1
+    assert table.loc[("b", "cpu Y"), "train_hours"] == 0.5
+    old = scratch_stats.training_time(runs.drop(columns=["trained_on"]))  # tables from before trained_on
+    assert set(old["trained_on"]) == {scratch_stats.NOT_RECORDED}

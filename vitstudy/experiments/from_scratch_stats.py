@@ -64,6 +64,21 @@ def scratch_summary(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+NOT_RECORDED = "not recorded (trained before runs named their machine)"
+
+
+def training_time(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per data set and machine a run was trained on (``trained_on``; older runs did not record it): runs, their
+    summed and median training minutes. Minutes are wall time of each run's worker, so they include any pause."""
+    frame = with_dataset(runs)
+    machine = frame["trained_on"] if "trained_on" in frame else pd.Series(index=frame.index, dtype=object)
+    frame = frame.assign(trained_on=machine.fillna(NOT_RECORDED))
+    table = frame.groupby(["dataset", "trained_on"], sort=False)["train_minutes"].agg(
+        runs="count", train_minutes="sum", median_minutes_per_run="median"
+    )
+    return table.reset_index().assign(train_hours=lambda t: t["train_minutes"] / 60)
+
+
 # Each claim: (what, row, compared with, the paper's difference in points, the direction the paper claims).
 CLAIMS = (
     ("6 / 55% / skip 11 keeps the baseline's top-1", HEADLINE, "baseline", -0.01, "none"),
