@@ -94,4 +94,5 @@ for dataset in budget.study_datasets:
 # ## What this run shows
 
 # %%
-display(Markdown(from_scratch_findings.findings(verdicts, finished=len(runs), planned=len(from_scratch.study_runs(budget)))))
+planned = len(from_scratch.study_runs(budget))
+display(Markdown(from_scratch_findings.findings(verdicts, finished=len(runs), planned=planned)))
