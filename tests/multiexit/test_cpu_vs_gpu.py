@@ -79,18 +79,20 @@ def test_machine_table_sets_the_cpu_peak_beside_its_use_and_the_gpu_not_measured
 
 def test_table_5_3_reads_table_5_2_of_the_same_report_run(digits_study, no_cuda, monkeypatch, tmp_path):
     """Inside a report run, Table 5.3's CPU column is Table 5.2's measurement of the same arms: nothing is timed
-    again, the speed-ups are Table 5.2's and the note says where they were timed. Other heads: timed again."""
+    again, the speed-ups are Table 5.2's and the note says where they were timed. Other knobs: timed again."""
     monkeypatch.setenv(bench.SHARED_TIMINGS_ENV, str(tmp_path))
-    table52, _ = real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)])
+    variants = ["same", "finetune", "separate"]
+    table52, _ = real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, variants, [(1,)])
     timed = []
     monkeypatch.setattr(bench, "compare_models", lambda *args, **kwargs: timed.append(args) or pytest.fail("timed"))
-    table53, raw = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["separate"], [(1,)], devices=["cpu"])
+    table53, raw = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)],
+                                        devices=["cpu"])  # fmt: skip
     assert not timed
     ours = table53.set_index("setting")["cpu_speedup"]
     assert ours.to_dict() == table52.set_index("setting").loc[ours.index, "speedup"].to_dict()
     assert table53["note"].str.contains("timed once earlier in this report run").all()
-    assert set(raw["arm"]) == {"plain", "plain (A/A copy)", "separate/1/sample", "separate/1/batch"}
+    settings = table53[table53["variant"].notna()]
+    assert set(raw["arm"]) == {"plain", "plain (A/A copy)", *settings["timed_as"]}
     # a later notebook whose arms differ (another threshold) times them itself
-    monkeypatch.setattr(bench, "compare_models", lambda *args, **kwargs: timed.append(args) or pytest.fail("timed"))
     with pytest.raises(pytest.fail.Exception, match="timed"):
         real_data_exit.table_5_2(digits_study, 0.5, 16, NO_TIMING, ["separate"], [(1,)])

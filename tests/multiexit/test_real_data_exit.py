@@ -71,6 +71,30 @@ def test_table_5_2_rows_are_bench_speed_rows_against_the_timed_batchs_ideal(digi
     assert table["verdict"].iloc[-1] == bench.control_verdict(table["speedup"].iloc[-1])
 
 
+def test_batch_rule_settings_that_never_leave_are_timed_once_per_exit_set(digits_study, monkeypatch):
+    """At threshold 1.0 no batch leaves: every batch-rule setting runs the same operations, so one arm per exit
+    set is timed (the first variant's) and the others read it (``timed_as``); per-sample settings are all timed."""
+    timed = {}
+    real = bench.compare_models
+
+    def spy(models, *args, **kwargs):
+        timed.update(models)
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "compare_models", spy)
+    variants = ["same", "finetune", "separate"]
+    table, _ = real_data_exit.table_5_2(digits_study, 1.0, 16, NO_TIMING, variants, [(1,), (1, 2)])
+    settings = table[table["variant"].notna()].set_index("setting")
+    batch = settings[settings["policy"] == "batch"]
+    assert (batch["batch_exited_pct"] == 0).all()
+    assert batch["timed_as"].tolist() == ["same/1/batch", "same/1,2/batch"] * 3
+    sample = settings[settings["policy"] == "sample"]
+    assert (sample["timed_as"] == sample.index).all()
+    assert set(timed) == {"plain", *settings["timed_as"]}
+    # a shared row reads its arm's speed-up
+    assert batch["speedup"].tolist() == settings.loc[batch["timed_as"], "speedup"].tolist()
+
+
 def test_paper_numbers_sit_beside_matching_rows():
     """The report's Table 5.2 top-1 and speed-up join our rows by variant and exit; ours keep their own values."""
     ours = pd.DataFrame({"variant": ["finetune", "separate"], "exits": ["3", "3"], "top1": [90.0, 91.0]})

@@ -25,7 +25,7 @@ VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 varian
 DEVICES = ("cpu", "cuda")
 # Columns that are the same on every device (offline), and the timed ones each device gets a copy of.
 OFFLINE_COLUMNS = ("setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "exited_pct",
-                   "ideal_speedup")  # fmt: skip
+                   "ideal_speedup", "timed_as")  # fmt: skip
 TIMED_COLUMNS = ("images_per_s", "plain_images_per_s", "speedup", "speedup_low", "speedup_high",
                  "measured_over_ideal", "verdict", "baseline_gflop_per_s", "peak_gflop_per_s",
                  "baseline_fraction_of_peak", "device", "threads", "rounds")  # fmt: skip

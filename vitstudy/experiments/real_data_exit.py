@@ -159,11 +159,13 @@ def table_5_2(
     """
     images = timing_batch(study, batch_size)
     grid = [(v, e, p) for v in variants or study.variants for e in exit_sets for p in policies]
+    settings_models = {_setting_name(*s): study.configured(s[0], s[1], threshold, s[2]) for s in grid}
+    timed_as = _timed_as(study, settings_models, len(images))
     models: dict[str, torch.nn.Module] = {"plain": study.vit}
-    models.update({_setting_name(*s): study.configured(s[0], s[1], threshold, s[2]) for s in grid})
+    models.update({name: model for name, model in settings_models.items() if timed_as[name] == name})
     # Notebook 03 times a subset of notebook 02's arms on the same batch: within one report run it reads 02's
     # measurement (vitstudy.bench.shared) when every arm it needs ran with the same weights and settings.
-    arm_ids = _arm_ids(models, study.vit, images)
+    arm_ids = _arm_ids(models, images)
     key = bench.timing_key("table_5_2", settings=dataclasses.asdict(settings), device=str(device))
     comparison = bench.shared_subset(key, arm_ids)
     if comparison is None:
@@ -174,8 +176,9 @@ def table_5_2(
         name = _setting_name(variant, exits, policy)
         target = PER_SAMPLE_TARGET if policy == "sample" else FORCED_TARGET
         offline = study.evaluate(variant, exits, threshold, policy, batch_size)
-        speed = exit_row(study, comparison, name, models[name], len(images), target)
-        rows.append({"setting": name, **offline, **speed, "ideal_speedup": offline["ideal_speedup"]})
+        speed = exit_row(study, comparison, timed_as[name], settings_models[name], len(images), target)
+        rows.append({"setting": name, **offline, **speed, "ideal_speedup": offline["ideal_speedup"],
+                     "timed_as": timed_as[name]})  # fmt: skip
     rows.append({"setting": CONTROL_LABEL, "threshold": threshold, **bench.control_row(comparison, len(images))})
     frame = pd.DataFrame(rows)
     frame["plain_images_per_s"] = len(images) / comparison.speedup("plain")["seconds"]
@@ -187,20 +190,44 @@ def table_5_2(
 EXIT_KNOBS = ("variant", "exits", "threshold", "policy", "confidence", "forced_exit", "keep_every_row")
 
 
-def _arm_ids(models: dict[str, torch.nn.Module], vit: torch.nn.Module, images: torch.Tensor) -> dict[str, str]:
-    """What each arm runs, as a fingerprint: the backbone (hashed once) and the images, then each exit setting's
-    knobs and heads."""
-    base = bench.fingerprint(vit, images)
-    return {name: bench.fingerprint(base, *(getattr(model, knob, None) for knob in EXIT_KNOBS),
-                                    *getattr(model, "exit_heads", ()), getattr(model, "final_head", None))
-            for name, model in models.items()}  # fmt: skip
+def _timed_as(study: ExitStudy, models: dict[str, MultiExitViT], images: int) -> dict[str, str]:
+    """The arm each setting's speed is read from: itself, or, for a batch-rule setting whose timed batch never
+    leaves early (simulated offline, :func:`batch_exits`) on the study's own backbone, the first such setting at
+    the same exits. Those run the same operations (the backbone, then one linear head and the confidence test at
+    each exit) and differ only in the heads' weights, so Table 5.2 times one of them per exit set, not five."""
+    timed_as, first = {}, {}
+    for name, model in models.items():
+        same_ops = model.policy == "batch" and model.vit is study.vit
+        if same_ops and batch_exits(study, model, images)["batch_exited_pct"] == 0:
+            timed_as[name] = first.setdefault(model.exits, name)
+        else:
+            timed_as[name] = name
+    return timed_as
+
+
+def _arm_ids(models: dict[str, torch.nn.Module], images: torch.Tensor) -> dict[str, str]:
+    """What each arm runs, as a fingerprint: its backbone (each distinct one hashed once) and the images, then
+    each exit setting's knobs and heads."""
+    backbones: dict[int, str] = {}
+    ids = {}
+    for name, model in models.items():
+        vit = getattr(model, "vit", model)
+        if id(vit) not in backbones:
+            backbones[id(vit)] = bench.fingerprint(vit, images)
+        ids[name] = bench.fingerprint(
+            backbones[id(vit)],
+            *(getattr(model, knob, None) for knob in EXIT_KNOBS),
+            *getattr(model, "exit_heads", ()),
+            getattr(model, "final_head", None),
+        )
+    return ids
 
 
 # Table 5.2 as saved by notebook 02: ours, then the report's top-1 and speed-up, then how it was measured.
 TABLE_5_2_COLUMNS = (
     "setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "variant_final_top1", "exited_pct",
     "speedup", "speedup_low", "speedup_high", "ideal_speedup", "batch_ideal_speedup", "measured_over_ideal",
-    "verdict", "batch_exited_pct", "paper_top1", "paper_speedup", "device", "threads", "rounds", "note",
+    "verdict", "batch_exited_pct", "timed_as", "paper_top1", "paper_speedup", "device", "threads", "rounds", "note",
 )  # fmt: skip
 
 
