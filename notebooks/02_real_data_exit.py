@@ -70,7 +70,10 @@ heads[["variant", "exits", "head", "loss", "train_top1"]]
 # compared with the plain model by `bench.compare_models` (balanced ABBA rounds, paired ratios, 95% interval, an A/A
 # control row); `measured_over_ideal` divides by the FLOP ideal of that batch's exits. `variant_final_top1` is
 # what the report calls the "original model" of each row: with a shared head (`finetune`, `scratch`) the final
-# output changes too. `top1_loss` is the top-1 points lost against the plain model.
+# output changes too. `top1_loss` is the top-1 points lost against the plain model. A batch-rule setting whose
+# timed batch never leaves early runs the same operations as every other such setting at its exits (the backbone,
+# then one head and the confidence test per exit; only the heads' weights differ), so one of them is timed per exit
+# set and `timed_as` names the arm each row reads.
 
 # %%
 grid = budget.table_variants, budget.table_exit_sets, budget.policies  # variant x exits x policy

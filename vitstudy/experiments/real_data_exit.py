@@ -50,7 +50,7 @@ class RealDataBudget:
     scale: str
     batch_size: int  # the batch of real test images timed, and the batch of the report's batch rule
     timing: bench.CompareSettings  # the measured sweep points, the speed targets, the per-sample controls
-    table_timing: bench.CompareSettings  # Tables 5.2 / 5.3 compare up to 26 arms: fewer rounds keep them short
+    table_timing: bench.CompareSettings  # Tables 5.2 / 5.3 compare up to 23 arms: fewer rounds keep them short
     threshold: float = 0.9  # Table 5.2's threshold: a 10-class max-softmax of 0.9 is a confident prediction
     max_loss: float = 0.5  # the operating point's 95% upper bound of validation top-1 points lost stays within this
     head_epochs: int = 30  # linear heads on frozen features converge well within 30 epochs
