@@ -1,9 +1,10 @@
 """One measurement, two notebooks: a comparison kept for a later notebook of the same report run.
 
 Notebook 03's CPU column times the same arms, on the same batch and with the same settings, as notebook 02's
-Table 5.2, minutes earlier in the same report. Timing them twice cost the quick report a minute and a half and
-added nothing: the later notebook reads the earlier comparison's raw times instead, restricted to its own arms
-(:func:`subset`; ratios stay paired within rounds, because every round timed all of the first comparison's arms).
+Table 5.2, minutes earlier in the same report: timing them twice added nothing. 03 took 96 s of the committed
+AVX-512 quick report; reading 02's times, it took 12 s of an AVX2 one. The later notebook reads the earlier
+comparison's raw times, restricted to its own arms (:func:`subset`; ratios stay paired within rounds, because every
+round timed all of the first comparison's arms).
 
 The report runner names a folder for the run in ``$VITSTUDY_REPORT_TIMINGS`` and deletes it when the run ends, so
 a comparison is shared only within one run on one machine. Without it (a notebook opened in JupyterLab, a
