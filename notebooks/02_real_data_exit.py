@@ -36,7 +36,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, multiexit, reference, report
-from vitstudy.experiments import batch_rule, exit_speed_targets, joint_exit, real_data_exit
+from vitstudy.experiments import batch_rule, exit_speed_targets, exit_tradeoff, joint_exit, real_data_exit
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale
@@ -94,10 +94,10 @@ table52
 # bootstrap interval of top-1 points lost stays within 0.5 at its upper end (a margin for the split's noise).
 
 # %%
-sweep = real_data_exit.threshold_sweep(study)
-point = real_data_exit.choose_operating_point(study, max_loss=budget.max_loss)
-chosen = real_data_exit.sweep_points(point, ("separate", "joint"))  # + separate, joint at 3,6,9, threshold 0.99
-measured, comparison = real_data_exit.measured_points(study, chosen, budget.batch_size, budget.timing, device)
+sweep = exit_tradeoff.threshold_sweep(study)
+point = exit_tradeoff.choose_operating_point(study, max_loss=budget.max_loss)
+chosen = exit_tradeoff.sweep_points(point, ("separate", "joint"))  # + separate, joint at 3,6,9, threshold 0.99
+measured, comparison = exit_tradeoff.measured_points(study, chosen, budget.batch_size, budget.timing, device)
 report.save_raw(bench.raw_times(comparison), "02_measured_points")
 report.save_table(sweep, "02_threshold_sweep", floatfmt=".3f")
 print("operating point (chosen on validation):", point)
@@ -105,7 +105,7 @@ measured[["variant", "exits", "threshold", "top1", "top1_loss", "exited_pct", "i
           "speedup_low", "speedup_high", "verdict", "note"]]  # fmt: skip
 
 # %%
-fig = real_data_exit.accuracy_speed_curves(sweep, measured, study.plain_top1)
+fig = exit_tradeoff.accuracy_speed_curves(sweep, measured, study.plain_top1)
 report.save_figure(fig, "02_accuracy_vs_speedup")
 fig
 
@@ -169,7 +169,7 @@ needed
 # comparison on one batch of real test images. A ratio above 1.03 is flagged, never "met".
 
 # %%
-points = real_data_exit.operating_points(study, max_loss=budget.max_loss)  # one per variant, joint included
+points = exit_tradeoff.operating_points(study, max_loss=budget.max_loss)  # one per variant, joint included
 performance, comparison = exit_speed_targets.performance_table(study, points, budget.batch_size, budget.timing,
                                                               device)  # fmt: skip
 report.save_raw(bench.raw_times(comparison), "02_performance")

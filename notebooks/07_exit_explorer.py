@@ -28,7 +28,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import config, multiexit, report
-from vitstudy.experiments import joint_exit, real_data_exit
+from vitstudy.experiments import exit_tradeoff, joint_exit, real_data_exit
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)
@@ -43,7 +43,7 @@ print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%, variants {
 # (`joint` included).
 
 # %%
-point = real_data_exit.choose_operating_point(study, max_loss=budget.max_loss)
+point = exit_tradeoff.choose_operating_point(study, max_loss=budget.max_loss)
 view = multiexit.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
 report.save_figure(view.figure, "07_exit_explorer")
 view

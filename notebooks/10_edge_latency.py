@@ -30,14 +30,14 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, models, multiexit, report
-from vitstudy.experiments import edge_latency, edge_latency_compose, edge_latency_field, real_data_exit
+from vitstudy.experiments import edge_latency, edge_latency_compose, edge_latency_field, exit_tradeoff, real_data_exit
 from vitstudy.experiments.edge_latency_protocol import raw_latencies
 
 scale = config.get_scale(SCALE)
 budget = edge_latency.budget(scale)  # images timed at batch 1, batch sizes, timing: see edge_latency.BUDGETS
 device = bench.default_device()
 study = multiexit.prepare(scale, head_epochs=real_data_exit.budget(scale).head_epochs)
-point = real_data_exit.choose_operating_point(study, max_loss=real_data_exit.budget(scale).max_loss)
+point = exit_tradeoff.choose_operating_point(study, max_loss=real_data_exit.budget(scale).max_loss)
 print(f"{scale.name}: {budget.latency_images} images at batch 1, device {device}; operating point {point}")
 
 # %% [markdown]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vitstudy import bench, multiexit
 from vitstudy import train as train_module
-from vitstudy.experiments import joint_exit, real_data_exit
+from vitstudy.experiments import exit_tradeoff, joint_exit, real_data_exit
 from vitstudy.multiexit import JointExitViT
 from vitstudy.widgets import set_controls
 
@@ -181,11 +181,11 @@ def test_joint_is_in_table_5_2_the_sweep_and_the_operating_points(joint_study):
     table, _ = real_data_exit.table_5_2(study, 0.9, 16, NO_TIMING, exit_sets=[(1,)], policies=["sample"])
     assert table["variant"].iloc[:-1].tolist() == [*multiexit.FROZEN_VARIANTS, "joint"]
     assert table.set_index("setting").loc["joint/1/sample", "images_per_s"] > 0
-    sweep = real_data_exit.threshold_sweep(study, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
+    sweep = exit_tradeoff.threshold_sweep(study, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
     assert set(sweep["variant"]) == set(study.variants) and len(sweep) == 5 * 2 * 2
-    points = real_data_exit.operating_points(study, 0.5, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
+    points = exit_tradeoff.operating_points(study, 0.5, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
     assert [p["variant"] for p in points] == list(study.variants)
-    fig = real_data_exit.accuracy_speed_curves(sweep)
+    fig = exit_tradeoff.accuracy_speed_curves(sweep)
     assert fig.axes[-1].get_title() == "joint (ours)"
 
 

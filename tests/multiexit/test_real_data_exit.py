@@ -8,7 +8,7 @@ import pytest
 
 from vitstudy import bench, config, multiexit
 from vitstudy.config import SCALES, Scale, TrainConfig
-from vitstudy.experiments import real_data_exit
+from vitstudy.experiments import exit_tradeoff, real_data_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
 
@@ -105,7 +105,7 @@ def test_paper_numbers_sit_beside_matching_rows():
 
 def _operating_point_from_the_whole_sweep(study, max_loss, thresholds, exit_sets):
     """The rule computed the long way: every validation setting's interval, then the best allowed one."""
-    sweep = real_data_exit.threshold_sweep(study, thresholds, exit_sets=exit_sets, split="val")
+    sweep = exit_tradeoff.threshold_sweep(study, thresholds, exit_sets=exit_sets, split="val")
     sweep["high"] = [study.top1_loss_interval(r.variant, multiexit.parse_exits(r.exits), r.threshold, "sample",
                                               "val")[2] for r in sweep.itertuples()]  # fmt: skip
     allowed = sweep[sweep["high"] <= max_loss]
@@ -119,7 +119,7 @@ def _operating_point_from_the_whole_sweep(study, max_loss, thresholds, exit_sets
 def test_operating_point_is_the_fastest_whose_validation_upper_bound_is_within_bounds(digits_study, max_loss):
     """Trying settings fastest first picks what ranking the whole validation sweep by its intervals picks."""
     thresholds, exit_sets = (0.5, 0.9, 1.0), [(1,), (1, 2)]
-    point = real_data_exit.choose_operating_point(digits_study, max_loss, thresholds, exit_sets=exit_sets)
+    point = exit_tradeoff.choose_operating_point(digits_study, max_loss, thresholds, exit_sets=exit_sets)
     assert point == _operating_point_from_the_whole_sweep(digits_study, max_loss, thresholds, exit_sets)
     _, _, high = digits_study.top1_loss_interval(**point, policy="sample", split="val")
     assert high <= max_loss or point["threshold"] == 1.0
@@ -127,11 +127,11 @@ def test_operating_point_is_the_fastest_whose_validation_upper_bound_is_within_b
 
 def test_measured_points_time_each_point_per_sample_with_the_a_a_row(depth12_study):
     """Each point is one per-sample arm with its offline row and speed row; the A/A control row comes last."""
-    points = real_data_exit.sweep_points({"variant": "separate", "exits": (3, 6, 9), "threshold": 0.9})
+    points = exit_tradeoff.sweep_points({"variant": "separate", "exits": (3, 6, 9), "threshold": 0.9})
     assert [p["threshold"] for p in points] == [0.9, 1.0, 0.99]
-    both = real_data_exit.sweep_points(points[0], ("separate", "joint"))
+    both = exit_tradeoff.sweep_points(points[0], ("separate", "joint"))
     assert [p["variant"] for p in both[2:]] == ["separate", "joint"] and both[3]["threshold"] == 0.99
-    table, comparison = real_data_exit.measured_points(depth12_study, points, 16, NO_TIMING)
+    table, comparison = exit_tradeoff.measured_points(depth12_study, points, 16, NO_TIMING)
     assert table["policy"].iloc[:3].tolist() == ["sample"] * 3
     assert table["variant"].iloc[-1] == real_data_exit.CONTROL_LABEL
     assert set(comparison.raw["arm"]) == {"plain", "0", "1", "2", bench.control_arm("plain")}
@@ -140,6 +140,6 @@ def test_measured_points_time_each_point_per_sample_with_the_a_a_row(depth12_stu
 
 def test_sweep_curves_draw_one_panel_per_variant(digits_study):
     """The accuracy / speed-up figure has a panel per variant and a line per exit set."""
-    sweep = real_data_exit.threshold_sweep(digits_study, (0.5, 1.0), ["same", "separate"], [(1,), (1, 2)])
-    fig = real_data_exit.accuracy_speed_curves(sweep, plain_top1=digits_study.plain_top1)
+    sweep = exit_tradeoff.threshold_sweep(digits_study, (0.5, 1.0), ["same", "separate"], [(1,), (1, 2)])
+    fig = exit_tradeoff.accuracy_speed_curves(sweep, plain_top1=digits_study.plain_top1)
     assert [ax.get_title() for ax in fig.axes] == ["Same", "separate (ours)"] and len(fig.axes[0].lines) == 4
