@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 MAX_BYTES = 15_000  # issue 16: "a README a newcomer reads in five minutes", under 15 KB
@@ -23,3 +25,16 @@ def test_readme_links_to_files_that_exist():
     links = re.findall(r"\]\(([^)#]+)\)", README.read_text())
     missing = [link for link in links if "://" not in link and not (ROOT / link).exists()]
     assert not missing
+
+
+def test_from_scratch_numbers_come_from_the_committed_verdicts():
+    """Every decimal number in the README's paragraphs that cite ``08_verdicts`` is a value of
+    figures/scratch/tables/08_verdicts.csv (a difference, an interval's end, a paper's size or a resolvable width,
+    to 2 decimals): the README says what the committed table says, not what a session remembered."""
+    verdicts = pd.read_csv(ROOT / "figures" / "scratch" / "tables" / "08_verdicts.csv")
+    columns = ["paper_diff", "diff", "diff_low", "diff_high", "resolvable"]
+    known = {f"{abs(v):.2f}" for v in verdicts[columns].to_numpy().ravel() if v == v}
+    paragraphs = [p for p in README.read_text().split("\n\n") if "08_verdicts" in p]
+    assert paragraphs
+    numbers = [n for p in paragraphs for n in re.findall(r"\d+\.\d+", p)]
+    assert numbers and not [n for n in numbers if n not in known]
