@@ -315,3 +315,32 @@ def test_study_notebook_runs_only_at_its_scales(tmp_path):
     assert [p.stem for p in runner.select_notebooks(None, tmp_path, "smoke")] == ["00_a", "08_study"]
     with pytest.raises(ValueError, match="notebook 08_study does not run at scale 'quick'"):
         runner.select_notebooks(["08"], tmp_path, "quick")
+
+
+WRITES = """
+# %% tags=["parameters"]
+SCALE = "quick"
+# %%
+import pandas as pd
+from vitstudy import report
+from vitstudy.files import cache_dir
+# %%
+table = pd.DataFrame({{"verdict": ["within target (0.9–1.03)", "below target (0.9–1.03)", "baseline"]}})
+report.save_table(table, "{n}_timed")
+report.save_raw(pd.DataFrame({{"seconds": [1.0]}}), "{n}_timed")
+# %%
+(cache_dir() / "runs").mkdir(parents=True, exist_ok=True)
+(cache_dir() / "runs" / "model.safetensors").write_bytes(b"weights")
+"""
+
+
+def test_manifest_cells_record_what_they_wrote(tmp_path):
+    """Each cell's manifest entry lists its output files, its tables' rows within target and its cache files."""
+    notebooks, out = tmp_path / "nb", tmp_path / "out"
+    _write(notebooks, "04_writes", WRITES.format(n="04"))
+    cells = runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)["notebooks"]["04_writes"]["cells"]
+    imports, timed, cached = (cells[i] for i in (2, 3, 4))
+    assert imports["wrote"] == [] and imports["cache_files"] == 0
+    assert timed["wrote"] == ["tables/04_timed.csv", "tables/04_timed.md", "tables/raw/04_timed.csv"]
+    assert timed["within_target_rows"] == 1 and timed["cache_files"] == 0
+    assert cached["wrote"] == [] and cached["cache_files"] == 1 and cached["within_target_rows"] == 0

@@ -30,7 +30,7 @@ commands:
   results  regenerate RESULTS.md from the committed tables in figures/ (--check: is it current?)
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
-  measure  run one hand-run measurement: isolation, loader_speed, widget_latency, compile or sharing
+  measure  run one hand-run measurement: isolation, loader_speed, widget_latency, compile, sharing or report_time
   gpu      the one prepared GPU command: the CUDA tests and every GPU column, under figures/gpu/
 
 A mistake in the options or the data is one line on stderr and exit status 2 (VITSTUDY_DEBUG=1: a traceback).
@@ -152,7 +152,7 @@ def data_main(argv: Sequence[str]) -> int:
 
 # The hand-run measurements: each is vitstudy.experiments.<module>, whose measure() runs it and writes its table.
 MEASUREMENTS = {"isolation": "isolation", "loader_speed": "loader_speed", "widget_latency": "widget_latency",
-                "compile": "compile_speed", "sharing": "core_sharing"}  # fmt: skip
+                "compile": "compile_speed", "sharing": "core_sharing", "report_time": "report_time"}  # fmt: skip
 
 
 def measure_main(argv: Sequence[str]) -> int:

@@ -38,6 +38,8 @@ from traitlets import Any as AnyTrait
 from traitlets import Unicode
 
 from .. import progress
+from ..files import cache_dir
+from .cell_outputs import CellOutputs
 
 ENGINE = "vitstudy-watchdog"
 
@@ -219,13 +221,15 @@ def execute_notebook(
 
     The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``. With ``log``, each
     code cell's time, the kernel's progress lines (``vitstudy.progress``) and the watchdog's lines are logged.
-    ``cell_seconds`` (a list) receives one ``{"cell", "seconds", "first_line"}`` entry per executed code cell.
+    ``cell_seconds`` (a list) receives one ``{"cell", "seconds", "first_line"}`` entry per executed code cell, with
+    what the cell wrote (:meth:`.cell_outputs.CellOutputs.since_start`).
     """
     notebook = jupytext.read(path)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     executed_path = executed_path or staging / f"{path.stem}.ipynb"
     timed = log is not None or cell_seconds is not None
-    hooks = CellProgress(path.stem, notebook, log, cell_seconds).hooks() if timed else {}
+    outputs = CellOutputs(staging, cache_dir()) if cell_seconds is not None else None
+    hooks = CellProgress(path.stem, notebook, log, cell_seconds, outputs).hooks() if timed else {}
     environ = dict(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"})
     with mock.patch.dict(os.environ, environ):
         try:
@@ -257,8 +261,9 @@ class CellProgress:
         notebook: Any,
         log: Callable[..., Any] | None,
         cell_seconds: list[dict[str, Any]] | None = None,
+        outputs: CellOutputs | None = None,
     ) -> None:
-        self.name, self.log = name, log
+        self.name, self.log, self.outputs = name, log, outputs
         self.cell_seconds = cell_seconds if cell_seconds is not None else []
         self.total = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
         self.done = 0
@@ -272,6 +277,8 @@ class CellProgress:
         return hooks
 
     def cell_start(self, cell: Any, cell_index: int) -> None:
+        if self.outputs is not None:
+            self.outputs.start()
         self.cell_started = time.perf_counter()
 
     def cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
@@ -286,7 +293,8 @@ class CellProgress:
         first = first if len(first) <= 60 else first[:57] + "..."
         seconds = now - self.cell_started
         # Kept for the manifest, so a reader sees where a report's time went without re-running it.
-        self.cell_seconds.append({"cell": where, "seconds": round(seconds, 1), "first_line": first})
+        wrote = self.outputs.since_start() if self.outputs is not None else {}
+        self.cell_seconds.append({"cell": where, "seconds": round(seconds, 1), "first_line": first, **wrote})
         if self.log is None:
             return
         self.log(f"    {self.name} | {where} {seconds:6.1f} s  (elapsed {_clock(now - self.started)})"
