@@ -335,12 +335,14 @@ report.save_raw(pd.DataFrame({{"seconds": [1.0]}}), "{n}_timed")
 
 
 def test_manifest_cells_record_what_they_wrote(tmp_path):
-    """Each cell's manifest entry lists its output files, its tables' rows within target and its cache files."""
+    """Each cell's manifest entry lists its output files and its cache files; the notebook's entry counts the rows
+    within target of each table it wrote."""
     notebooks, out = tmp_path / "nb", tmp_path / "out"
     _write(notebooks, "04_writes", WRITES.format(n="04"))
-    cells = runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)["notebooks"]["04_writes"]["cells"]
-    imports, timed, cached = (cells[i] for i in (2, 3, 4))
+    entry = runner.run_report("smoke", out=out, notebooks=notebooks, log=_quiet)["notebooks"]["04_writes"]
+    imports, timed, cached = (entry["cells"][i] for i in (2, 3, 4))
     assert imports["wrote"] == [] and imports["cache_files"] == 0
     assert timed["wrote"] == ["tables/04_timed.csv", "tables/04_timed.md", "tables/raw/04_timed.csv"]
-    assert timed["within_target_rows"] == 1 and timed["cache_files"] == 0
-    assert cached["wrote"] == [] and cached["cache_files"] == 1 and cached["within_target_rows"] == 0
+    assert timed["cache_files"] == 0
+    assert cached["wrote"] == [] and cached["cache_files"] == 1
+    assert entry["within_target_rows"] == {"04_timed": 1}

@@ -122,6 +122,19 @@ def test_percentiles_means_and_ratios_on_known_times():
     assert fast["verdict"] == "within target (0.9–1.03)"
 
 
+def test_every_row_says_how_close_the_baseline_runs_to_the_peak():
+    """A baseline doing 1 GFLOP per image in 10 ms on a 200 GFLOP/s machine runs at 100 GFLOP/s, half the peak."""
+    clock, log = FakeClock(), []
+    costs = {"plain": lambda i: 0.01, "fast": lambda i: 0.005, "copy": lambda i: 0.01}
+    run = time_per_image(fake_arms(clock, costs, log), numbered_images(4), "plain", "copy", 0, timer=clock)
+    run.environment["peak_fp32_gflop_per_s"] = 200.0  # a test clock measures no peak
+    run = dataclasses.replace(run, work=bench.BaselineWork(1e9))
+    table = latency_rows(run, {}, {}, resamples=50)
+    assert table["baseline_gflop_per_s"].tolist() == pytest.approx([100] * 3)
+    assert table["baseline_fraction_of_peak"].tolist() == pytest.approx([0.5] * 3)
+    assert (table["peak_dtype"] == "fp32").all() and (table["flops_counted"] == "forward").all()
+
+
 def test_aa_control_row_present_and_judged():
     """The A/A copy gets its own row with the control verdict; the baseline reads "baseline"."""
     clock, log = FakeClock(), []
@@ -158,10 +171,12 @@ def test_without_the_device_nothing_is_timed(no_cuda):
 def test_time_models_per_image_adds_the_aa_copy(study):
     """Models are timed with a deep copy of the baseline as the A/A arm, and go back to the CPU."""
     ticks = iter(np.arange(0, 1e6, 1e-3))
-    run = time_models_per_image({"plain": study.vit}, timing_batch(study, 4), 1,
-                                timer=lambda: next(ticks))  # fmt: skip
+    images = timing_batch(study, 4)
+    run = time_models_per_image({"plain": study.vit}, images, 1, timer=lambda: next(ticks))
     assert run.arms == ("plain", "plain (A/A copy)")
     assert run.raw["seconds"].to_numpy() == pytest.approx(1e-3)
+    # the baseline's FLOPs per image, for its achieved GFLOP/s in every row
+    assert run.work.flops_per_image == pytest.approx(bench.flops_per_image(study.vit, tuple(images.shape[1:])))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -4,25 +4,30 @@ import pandas as pd
 import pytest
 
 from vitstudy.experiments import report_time
-from vitstudy.report.cell_outputs import changed, rows_within_target, snapshot
+from vitstudy.report.cell_outputs import changed, rows_within_target, snapshot, tables_within_target
 
 ENV = {"device_name": "AMD EPYC", "cpu_capability": "AVX2", "cpu_threads": 2, "torch": "2.15.0"}
 
 
-def _cell(seconds, wrote=(), within=0, cache=0, name="cell 1/1"):
-    return {"cell": name, "seconds": seconds, "first_line": "x = 1", "wrote": list(wrote),
-            "within_target_rows": within, "cache_files": cache}  # fmt: skip
+def _cell(seconds, wrote=(), cache=0, name="cell 1/1"):
+    return {"cell": name, "seconds": seconds, "first_line": "x = 1", "wrote": list(wrote), "cache_files": cache}
 
 
-def _manifest(date="2026-12-06T10:00:00+00:00"):
+def _manifest(date="2026-12-06T10:00:00+00:00", met=None):
     cells = [
-        _cell(300.0, ["tables/04_speed.csv", "tables/raw/04_speed.csv"], within=3),
-        _cell(50.0, ["tables/10_latency.csv", "tables/raw/10_latency.csv"], within=0),
+        _cell(300.0, ["tables/raw/04_speed.csv"]),
+        _cell(50.0, ["tables/10_latency.csv", "tables/raw/10_latency.csv"]),
         _cell(400.0, ["tables/05_runs.csv"], cache=4),
-        _cell(20.0, ["05_plot.png"]),
+        _cell(20.0, ["05_plot.png", "tables/04_speed.csv"]),
     ]
-    return {"scale": "quick", "notebooks": {"04_x": {"seconds": 790.0, "date": date, "environment": ENV,
-                                                      "cells": cells}}}  # fmt: skip
+    entry = {"seconds": 790.0, "date": date, "environment": ENV, "cells": cells,
+             "within_target_rows": {"04_speed": 3} if met is None else met}  # fmt: skip
+    return {"scale": "quick", "notebooks": {"04_x": entry}}
+
+
+def _verdicts(folder, name, verdicts):
+    (folder / "tables").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"verdict": verdicts}).to_csv(folder / "tables" / f"{name}.csv", index=False)
 
 
 def test_snapshot_and_changed_find_new_and_rewritten_files(tmp_path):
@@ -38,17 +43,27 @@ def test_snapshot_and_changed_find_new_and_rewritten_files(tmp_path):
 
 def test_rows_within_target_counts_verdicts_and_ignores_tables_without_them(tmp_path):
     """Only verdicts that start with "within target" count; a table with no verdict column counts 0."""
-    pd.DataFrame({"verdict": ["within target (0.9–1.03)", "A/A control: within 1.00 ± 3%"]}).to_csv(tmp_path / "a.csv")
-    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "b.csv")
-    assert rows_within_target(tmp_path / "a.csv") == 1 and rows_within_target(tmp_path / "b.csv") == 0
+    _verdicts(tmp_path, "01_a", ["within target (0.9–1.03)", "A/A control: within 1.00 ± 3%", "baseline"])
+    pd.DataFrame({"x": [1]}).to_csv(tmp_path / "tables" / "01_b.csv")
+    assert rows_within_target(tmp_path / "tables" / "01_b.csv") == 0
+    assert tables_within_target(tmp_path) == {"01_a": 1}
 
 
-def test_cells_are_sorted_into_kinds_by_what_they_wrote():
-    """Raw times with a met target, raw times without, cache files, the rest; startup is the notebook's remainder."""
+def test_a_timed_cell_is_behind_a_met_target_when_the_table_it_timed_meets_one():
+    """The kind follows the raw times a cell saved, not the cell that saved the table; cache files mean training."""
     cells = report_time.cell_table(_manifest())
     assert cells["kind"].tolist() == [report_time.MET_TIMING, report_time.OTHER_TIMING, report_time.TRAINING,
                                       report_time.REST, report_time.STARTUP]  # fmt: skip
-    assert cells["seconds"].iloc[-1] == 20.0
+    assert cells["meets_target_in"].iloc[0] == "04_speed: this run" and cells["seconds"].iloc[-1] == 20.0
+
+
+def test_a_table_that_meets_its_target_in_the_committed_report_counts_too(tmp_path):
+    """A table within target in the committed report keeps its timing even where this run missed the target."""
+    _verdicts(tmp_path, "10_latency", ["baseline", "within target (0.9–1.03)"])
+    met = report_time.met_tables(_manifest(met={}), committed=tmp_path)
+    assert met == {"10_latency": "committed report"}
+    cells = report_time.cell_table(_manifest(met={}), met)
+    assert cells["kind"].tolist()[:2] == [report_time.OTHER_TIMING, report_time.MET_TIMING]
 
 
 def test_time_budget_says_what_the_goal_leaves_once_met_timing_stays():

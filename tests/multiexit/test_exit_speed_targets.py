@@ -111,3 +111,17 @@ def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_tar
     nothing = _performance([_row(measurement=f"{label}: joint, b", variant="joint", speedup=float("nan"),
                                  test_ideal_speedup=2.75, measured_over_ideal=float("nan"))])  # fmt: skip
     assert exit_speed_targets.target_findings(nothing)[-1] == "Against the 2.5× target: not measured."
+
+
+def test_per_sample_controls_say_how_close_the_plain_model_runs_to_the_peak(depth12_study):
+    """Every row carries the plain model's achieved GFLOP/s, the fp32 peak and their quotient (issue 19)."""
+    table, _ = exit_speed_targets.per_sample_controls(depth12_study, 16, NO_TIMING)
+    assert set(bench.MACHINE_USE_COLUMNS) <= set(table.columns)
+    assert (table["baseline_gflop_per_s"] > 0).all() and (table["peak_gflop_per_s"] > 0).all()
+    quotient = table["baseline_gflop_per_s"] / table["peak_gflop_per_s"]
+    assert table["baseline_fraction_of_peak"].tolist() == pytest.approx(quotient.tolist())
+
+
+def test_table_5_2_keeps_the_machine_use_columns():
+    """Notebook 02 saves Table 5.2 through TABLE_5_2_COLUMNS: the achieved rate and the peak are among them."""
+    assert set(bench.MACHINE_USE_COLUMNS) <= set(real_data_exit.TABLE_5_2_COLUMNS)

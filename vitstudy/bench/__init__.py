@@ -50,7 +50,9 @@ from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_pe
 from .profile import operator_breakdown, operator_times
 from .rows import (
     BASELINE_VERDICT,
+    MACHINE_USE_COLUMNS,
     NOT_TIMED_BF16,
+    achieved_rate,
     bf16_arm,
     bf16_columns,
     compare_models,
@@ -81,6 +83,8 @@ __all__ = [
     "bf16_arm",
     "bf16_columns",
     "machine_use",
+    "MACHINE_USE_COLUMNS",
+    "achieved_rate",
     "FORWARD",
     "TRAINING_STEP",
     "BaselineWork",

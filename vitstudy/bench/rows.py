@@ -43,6 +43,9 @@ CONTROL_SUFFIX = " (A/A copy)"  # the A/A control arm is the baseline's name plu
 BF16_SUFFIX = " (bf16)"  # a bf16 arm is its fp32 twin's name plus this
 NOT_TIMED_BF16 = "not timed in bf16 at this scale"  # the bf16 verdict of a row whose bf16 arm the budget leaves out
 NOT_COUNTED = "not counted"  # flops_counted of a comparison without BaselineWork
+# What machine_use adds to every row: a table that picks its columns keeps these (issue 19: in every timed table).
+MACHINE_USE_COLUMNS = ("baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak", "peak_dtype",
+                       "flops_counted")  # fmt: skip
 BF16_NUMBERS = tuple(f"bf16_{name}" for name in ("images_per_s", "speedup_over_fp32", "speedup_over_fp32_low",
                                                  "speedup_over_fp32_high", "measured_over_ideal",
                                                  "measured_over_ideal_low", "measured_over_ideal_high"))  # fmt: skip
@@ -142,8 +145,15 @@ def machine_use(comparison: Comparison, arm: str, images: int, work: BaselineWor
     their quotient, and what the FLOPs count. NaN where the FLOPs were not counted or nothing was timed."""
     dtype = work.dtype if work is not None else "fp32"
     seconds = comparison.speedup(arm)["seconds"] if arm in _timed_arms(comparison) else math.nan
-    achieved = (work.flops_per_image if work is not None else math.nan) * images / seconds
     peak = float(comparison.environment.get(f"peak_{dtype}_gflop_per_s", math.nan))
+    return achieved_rate(seconds, images, work, peak)
+
+
+def achieved_rate(seconds: float, images: int, work: BaselineWork | None, peak: float) -> dict[str, Any]:
+    """:data:`MACHINE_USE_COLUMNS` of a baseline that does ``work`` on ``images`` images in ``seconds`` per call,
+    against a peak of ``peak`` GFLOP/s in ``work.dtype``; NaN where the FLOPs were not counted."""
+    dtype = work.dtype if work is not None else "fp32"
+    achieved = (work.flops_per_image if work is not None else math.nan) * images / seconds
     return {
         "baseline_gflop_per_s": achieved / 1e9,
         "peak_gflop_per_s": peak,

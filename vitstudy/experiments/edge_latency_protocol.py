@@ -18,6 +18,7 @@ median, p90 and p99 per image and ratios paired by image:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 import timeit
@@ -49,8 +50,9 @@ class LatencyRun:
     baseline: str
     control: str
     warmup_images: int
-    environment: dict[str, Any]
+    environment: dict[str, Any]  # with the machine's fp32 peak, measured in this process (bench.machine_peak)
     note: str = ""  # set when the device is absent: then every number is NaN
+    work: bench.BaselineWork | None = None  # the baseline's FLOPs per image: its achieved GFLOP/s in every row
 
     def seconds(self) -> pd.DataFrame:
         """Seconds of each image (rows) in each arm (columns, in the arms' order)."""
@@ -87,6 +89,8 @@ def time_per_image(
     device = torch.device(device)
     names = tuple(arms)
     env = bench.environment_info(device)
+    # As bench.compare does: the peak at the timed thread count, before the arms (NaN with a test clock)
+    env["peak_fp32_gflop_per_s"] = bench.machine_peak(device)["fp32"] if timer is None else math.nan
     if not bench.device_available(device):
         empty = pd.DataFrame(columns=list(RAW_COLUMNS))
         return LatencyRun(empty, names, baseline, control, warmup_images, env, note=bench.NOT_MEASURED_NO_CUDA)
@@ -128,8 +132,10 @@ def time_models_per_image(
     try:
         for model in models.values():
             model.eval().to(device if available else "cpu")
+        work = bench.BaselineWork(bench.flops_per_image(models[baseline], tuple(images.shape[1:]), device))
         with torch.inference_mode():
-            return time_per_image(dict(models), x, baseline, control, warmup_images, device, timer)
+            run = time_per_image(dict(models), x, baseline, control, warmup_images, device, timer)
+        return dataclasses.replace(run, work=work)
     finally:
         for model in models.values():
             model.to("cpu")
@@ -169,9 +175,12 @@ def latency_rows(
 ) -> pd.DataFrame:
     """One row per arm: mean, median, p90, p99 ms per image; the speed-up of means (``speedup``) and of medians
     over the baseline, each with its paired 95% interval; the FLOP ideal (``ideals[arm]``, 1 where absent), the
-    speed-up of means over it and a verdict in ``bench.rows``' vocabulary (``targets[arm]``, else 1.00 ± 3%)."""
+    speed-up of means over it and a verdict in ``bench.rows``' vocabulary (``targets[arm]``, else 1.00 ± 3%); on
+    every row, the baseline's achieved GFLOP/s and its share of the fp32 peak (``bench.MACHINE_USE_COLUMNS``)."""
     per_image = run.seconds()
     base = per_image[run.baseline].to_numpy(dtype=np.float64)
+    mean_base = float(base.mean()) if len(base) else math.nan
+    use = bench.achieved_rate(mean_base, 1, run.work, float(run.environment.get("peak_fp32_gflop_per_s", math.nan)))
     rows = []
     for arm in run.arms:
         times = per_image[arm].to_numpy(dtype=np.float64)
@@ -194,7 +203,7 @@ def latency_rows(
             interval = (over["measured_over_ideal_low"], over["measured_over_ideal_high"])
             row["verdict"] = bench.flop_bound_verdict(over["measured_over_ideal"], targets.get(arm, no_effect),
                                                       interval=interval)  # fmt: skip
-        rows.append(row)
+        rows.append(row | use)
     return pd.DataFrame(rows).assign(**run.protocol(), note=run.note or bench.control_note(_control(rows, run)))
 
 

@@ -160,6 +160,7 @@ def per_sample_controls(
             "per_image_speedup_low": speed["measured_over_ideal_low"],
             "per_image_speedup_high": speed["measured_over_ideal_high"],
             "verdict": speed["verdict"],
+            **{column: speed[column] for column in bench.MACHINE_USE_COLUMNS},
         })  # fmt: skip
     frame = pd.DataFrame(rows).assign(**bench.protocol(comparison), note=bench.table_note(comparison))
     return frame, comparison

@@ -221,7 +221,8 @@ def _arm_ids(models: dict[str, torch.nn.Module], images: torch.Tensor) -> dict[s
 TABLE_5_2_COLUMNS = (
     "setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "variant_final_top1", "exited_pct",
     "speedup", "speedup_low", "speedup_high", "ideal_speedup", "batch_ideal_speedup", "measured_over_ideal",
-    "verdict", "batch_exited_pct", "timed_as", "paper_top1", "paper_speedup", "device", "threads", "rounds", "note",
+    "verdict", "batch_exited_pct", "timed_as", "paper_top1", "paper_speedup", *bench.MACHINE_USE_COLUMNS, "device",
+    "threads", "rounds", "note",
 )  # fmt: skip
 
 

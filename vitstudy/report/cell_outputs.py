@@ -1,9 +1,10 @@
 """What each report cell left behind, for the manifest: so where a report's time went can be read from the manifest
 alone (:mod:`vitstudy.experiments.report_time`), without re-running it and without guessing from a cell's first line.
 
-Per cell: the output files it wrote (paths under the notebook's staging folder; a timed table leaves its raw times
-under ``tables/raw/``), how many rows of the tables it wrote meet their target (a ``verdict`` that starts with
-"within target"), and how many files it wrote into the cache (trained runs, exit heads, recorded features).
+Per cell: the output files it wrote (paths under the notebook's staging folder; a cell that times leaves its raw
+times under ``tables/raw/<table>.csv``) and how many files it wrote into the cache (trained runs, exit heads, recorded
+features). Per notebook: how many rows of each table it wrote meet their target (a ``verdict`` that starts with
+"within target"), counted once the notebook has finished (a table is often saved cells after it was timed).
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def changed(before: dict[str, int], after: dict[str, int]) -> list[str]:
     return sorted(name for name, mtime in after.items() if before.get(name) != mtime)
 
 
+def tables_within_target(folder: Path) -> dict[str, int]:
+    """``{table: rows within target}`` of every table under ``folder/tables`` with at least one such row."""
+    counts = {path.stem: rows_within_target(path) for path in sorted((folder / "tables").glob("*.csv"))}
+    return {name: count for name, count in counts.items() if count > 0}
+
+
 def rows_within_target(path: Path) -> int:
     """Rows of a table whose ``verdict`` says it meets its target; 0 for a table without verdicts."""
     with contextlib.suppress(OSError, ValueError, pd.errors.ParserError):
@@ -58,15 +65,7 @@ class CellOutputs:
         self.cached = snapshot(self.cache, CACHE_BOOKKEEPING)
 
     def since_start(self) -> dict[str, Any]:
-        """``wrote`` (output files), ``within_target_rows`` (in the tables among them) and ``cache_files``."""
+        """``wrote`` (output files, sorted) and ``cache_files`` (how many files it wrote into the cache)."""
         # papermill keeps the executed copy up to date as cells finish; when it lies in staging it is not an output
         wrote = [name for name in changed(self.outputs, snapshot(self.staging)) if not name.endswith(".ipynb")]
-        # the tables themselves: tables/<name>.csv, not their raw times or profiles one folder deeper
-        tables = [
-            name for name in wrote if name.count("/") == 1 and name.startswith("tables/") and name.endswith(".csv")
-        ]
-        return {
-            "wrote": wrote,
-            "within_target_rows": sum(rows_within_target(self.staging / name) for name in tables),
-            "cache_files": len(changed(self.cached, snapshot(self.cache, CACHE_BOOKKEEPING))),
-        }
+        return {"wrote": wrote, "cache_files": len(changed(self.cached, snapshot(self.cache, CACHE_BOOKKEEPING)))}

@@ -45,6 +45,7 @@ from ..bench import PEAK_RECORD_ENV, SHARED_TIMINGS_ENV, default_device, environ
 from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
+from .cell_outputs import tables_within_target
 from .execute import NotebookFailed, execute_notebook
 from .published import publish_notebook
 from .results import write_results
@@ -162,6 +163,7 @@ def run_report(
                 with mock.patch.dict(os.environ, environ):
                     execute_notebook(path, scale, staging, executed_path=executed, log=log, cell_seconds=cell_seconds)
                 peaks = read_peak_record(peak_record)
+                within_target = tables_within_target(staging)
                 publish_notebook(executed, staging / "notebooks" / executed.name)
                 previous = manifest["notebooks"].get(path.stem, {}).get("files", [])
                 files = _publish(staging, out, prefix=path.stem.split("_")[0], previous=previous)
@@ -174,6 +176,8 @@ def run_report(
                 "seconds": round(seconds, 1),
                 # Each code cell's seconds and first line: where the time went, without re-running the report.
                 "cells": cell_seconds,
+                # Rows meeting their target per table: which cells timed a table that meets its target.
+                "within_target_rows": within_target,
                 "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 "files": files,
                 # The peaks of the kernel that timed (device, threads, dtype, GFLOP/s); empty when it timed nothing.
