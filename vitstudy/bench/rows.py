@@ -43,6 +43,7 @@ CONTROL_SUFFIX = " (A/A copy)"  # the A/A control arm is the baseline's name plu
 BF16_SUFFIX = " (bf16)"  # a bf16 arm is its fp32 twin's name plus this
 NOT_TIMED_BF16 = "not timed in bf16 at this scale"  # the bf16 verdict of a row whose bf16 arm the budget leaves out
 NOT_COUNTED = "not counted"  # flops_counted of a comparison without BaselineWork
+WITHIN_TARGET = "within target"  # how every verdict that meets its target begins (readers test for this prefix)
 # What machine_use adds to every row: a table that picks its columns keeps these (issue 19: in every timed table).
 MACHINE_USE_COLUMNS = ("baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak", "peak_dtype",
                        "flops_counted")  # fmt: skip
@@ -89,8 +90,8 @@ def flop_bound_verdict(
         if not (lo <= interval[0] and interval[1] <= hi):
             return (f"point within {low:g}–{high:g}, but interval {interval[0]:.2f}–{interval[1]:.2f} not inside "
                     f"{lo:g}–{hi:g}: not resolved")  # fmt: skip
-        return f"within target ({low:g}–{high:g}, interval inside {lo:g}–{hi:g})"
-    return f"within target ({low:g}–{high:g})"
+        return f"{WITHIN_TARGET} ({low:g}–{high:g}, interval inside {lo:g}–{hi:g})"
+    return f"{WITHIN_TARGET} ({low:g}–{high:g})"
 
 
 def control_verdict(control_speedup: float) -> str:

@@ -45,7 +45,7 @@ def target_verdict(row: dict[str, Any]) -> str:
     target = f">= {TARGET_SPEEDUP:g}x at <= {TARGET_MAX_LOSS:g} points lost"
     misses = [f"speed-up below {TARGET_SPEEDUP:g}x"] if speedup < TARGET_SPEEDUP else []
     misses += [f"loses more than {TARGET_MAX_LOSS:g} points"] if loss > TARGET_MAX_LOSS else []
-    misses += [] if str(row.get("verdict", "")).startswith("within target") else ["measured / ideal off target"]
+    misses += [] if str(row.get("verdict", "")).startswith(bench.WITHIN_TARGET) else ["measured / ideal off target"]
     if misses:
         return f"not met ({target}): " + ", ".join(misses)
     if row["speedup_low"] >= TARGET_SPEEDUP and row["test_top1_loss_high"] <= TARGET_MAX_LOSS:

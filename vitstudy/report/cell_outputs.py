@@ -15,9 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from ..bench.rows import WITHIN_TARGET
+
 # The cache's folders that the report's own processes write whatever a cell does: pid files and executed copies.
 CACHE_BOOKKEEPING = ("processes", "report")
-MET_TARGET = "within target"  # how vitstudy.bench.rows words a row inside its target
 
 
 def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, int]:
@@ -49,7 +50,7 @@ def rows_within_target(path: Path) -> int:
     with contextlib.suppress(OSError, ValueError, pd.errors.ParserError):
         verdicts = pd.read_csv(path).get("verdict")
         if verdicts is not None:
-            return int(verdicts.astype(str).str.startswith(MET_TARGET).sum())
+            return int(verdicts.astype(str).str.startswith(WITHIN_TARGET).sum())
     return 0
 
 
