@@ -53,8 +53,9 @@ print(f"{scale.name}: batch {batch_size}, {budget.timing}, device {device}")
 # (`bf16_*`: the same in bf16).
 
 # %%
-ours, comparison = max_speed_exit.table_5_1(vit, (3, 224, 224), batch_size, budget.exits, budget.timing, device,
-                                            bf16=budget.bf16)  # fmt: skip
+ours, comparison = max_speed_exit.table_5_1(
+    vit, (3, 224, 224), batch_size, budget.exits, budget.timing, device, bf16=budget.bf16
+)
 report.save_raw(bench.raw_times(comparison), "01_max_speed_exit")
 ours
 

@@ -59,8 +59,10 @@ print(f"plain model test top-1 {study.plain_top1:.2f}%, {study.costs.plain() / 1
 # %%
 joint_budget = joint_exit.budget(scale)
 joint = joint_exit.add_joint_variant(study, joint_budget, device=device)  # trained once, then read from the cache
-print(f"joint: {joint_budget.epochs} epochs at lr {joint_budget.lr:g} from the baseline; final head test top-1 "
-      f"{joint.metrics['test_top1']:.2f}% (plain {study.plain_top1:.2f}%)")  # fmt: skip
+print(
+    f"joint: {joint_budget.epochs} epochs at lr {joint_budget.lr:g} from the baseline; final head test top-1 "
+    f"{joint.metrics['test_top1']:.2f}% (plain {study.plain_top1:.2f}%)"
+)
 heads = study.head_history.groupby(["variant", "exits", "head"], sort=False).tail(1)
 heads[["variant", "exits", "head", "loss", "train_top1"]]
 
@@ -77,8 +79,9 @@ heads[["variant", "exits", "head", "loss", "train_top1"]]
 
 # %%
 grid = budget.table_variants, budget.table_exit_sets, budget.policies  # variant x exits x policy
-table52, comparison = real_data_exit.table_5_2(study, budget.threshold, budget.batch_size, budget.table_timing, *grid,
-                                               device=device)  # fmt: skip
+table52, comparison = real_data_exit.table_5_2(
+    study, budget.threshold, budget.batch_size, budget.table_timing, *grid, device=device
+)
 report.save_raw(bench.raw_times(comparison), "02_table_5_2")
 table52 = real_data_exit.beside_paper(table52, reference.load_reference("multiexit_5.2"))
 table52 = table52[list(real_data_exit.TABLE_5_2_COLUMNS)]
@@ -101,8 +104,22 @@ measured, comparison = exit_tradeoff.measured_points(study, chosen, budget.batch
 report.save_raw(bench.raw_times(comparison), "02_measured_points")
 report.save_table(sweep, "02_threshold_sweep", floatfmt=".3f")
 print("operating point (chosen on validation):", point)
-measured[["variant", "exits", "threshold", "top1", "top1_loss", "exited_pct", "ideal_speedup", "speedup",
-          "speedup_low", "speedup_high", "verdict", "note"]]  # fmt: skip
+measured[
+    [
+        "variant",
+        "exits",
+        "threshold",
+        "top1",
+        "top1_loss",
+        "exited_pct",
+        "ideal_speedup",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "verdict",
+        "note",
+    ]
+]
 
 # %%
 fig = exit_tradeoff.accuracy_speed_curves(sweep, measured, study.plain_top1)
@@ -170,8 +187,7 @@ needed
 
 # %%
 points = exit_tradeoff.operating_points(study, max_loss=budget.max_loss)  # one per variant, joint included
-performance, comparison = exit_speed_targets.performance_table(study, points, budget.batch_size, budget.timing,
-                                                              device)  # fmt: skip
+performance, comparison = exit_speed_targets.performance_table(study, points, budget.batch_size, budget.timing, device)
 report.save_raw(bench.raw_times(comparison), "02_performance")
 report.save_table(performance, "02_performance")
 performance

@@ -53,8 +53,9 @@ print(f"plain model test top-1 {study.plain_top1:.2f}%")
 # timing them again, and the `note` says so. Run by hand, this notebook times its own arms.
 
 # %%
-table53, raw = cpu_vs_gpu.table_5_3(study, budget.threshold, budget.batch_size, budget.table_timing, variants,
-                                    exit_sets, budget.policies)  # fmt: skip
+table53, raw = cpu_vs_gpu.table_5_3(
+    study, budget.threshold, budget.batch_size, budget.table_timing, variants, exit_sets, budget.policies
+)
 report.save_raw(raw, "03_table_5_3")
 paper53 = reference.load_reference("multiexit_5.3")
 paper53 = paper53[paper53["label_status"] != "ambiguous"]  # rows whose labels the extracted text settles

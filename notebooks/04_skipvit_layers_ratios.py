@@ -86,11 +86,22 @@ vit_small_speed[
 
 # %%
 vit_small_speed[
-    ["setting", "bf16_speedup_over_fp32", "bf16_speedup_over_fp32_low", "bf16_speedup_over_fp32_high",
-     "measured_over_ideal", "bf16_measured_over_ideal", "bf16_verdict", "baseline_gflop_per_s", "peak_gflop_per_s",
-     "baseline_fraction_of_peak", "bf16_baseline_gflop_per_s", "bf16_peak_gflop_per_s",
-     "bf16_baseline_fraction_of_peak"]
-]  # fmt: skip
+    [
+        "setting",
+        "bf16_speedup_over_fp32",
+        "bf16_speedup_over_fp32_low",
+        "bf16_speedup_over_fp32_high",
+        "measured_over_ideal",
+        "bf16_measured_over_ideal",
+        "bf16_verdict",
+        "baseline_gflop_per_s",
+        "peak_gflop_per_s",
+        "baseline_fraction_of_peak",
+        "bf16_baseline_gflop_per_s",
+        "bf16_peak_gflop_per_s",
+        "bf16_baseline_fraction_of_peak",
+    ]
+]
 
 # %% [markdown]
 # Rows outside 0.90–1.03 (the headline row first, then the farthest): where the time goes, baseline vs row.

@@ -39,8 +39,9 @@ DATASET = "fashion_mnist"  # or "fashion_mnist_cluttered"
 from vitstudy import report, skipvit
 from vitstudy.widgets import set_controls
 
-model, images, labels, classes = skipvit.explorer_inputs(SCALE, IMAGE_PATH, MODEL_NAME, WEIGHTS, PRETRAINED,
-                                                         dataset=DATASET)  # fmt: skip
+model, images, labels, classes = skipvit.explorer_inputs(
+    SCALE, IMAGE_PATH, MODEL_NAME, WEIGHTS, PRETRAINED, dataset=DATASET
+)
 label = labels[0] if labels else None
 images.shape
 

@@ -50,8 +50,9 @@ print("runs:", len(from_scratch.study_runs(budget)), "| still to train:", len(mi
 
 # %%
 # Missing runs train side by side, one single-thread process per core (one process on a GPU).
-runs, histories = from_scratch.scratch_runs(budget, log=print, workers=from_scratch.default_workers(),
-                                            train_missing_runs=TRAIN)  # fmt: skip
+runs, histories = from_scratch.scratch_runs(
+    budget, log=print, workers=from_scratch.default_workers(), train_missing_runs=TRAIN
+)
 report.save_table(runs, "08_runs")
 report.save_raw(histories, "08_histories")
 

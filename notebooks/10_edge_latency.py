@@ -52,8 +52,25 @@ print(f"{scale.name}: {budget.latency_images} images at batch 1, device {device}
 latency, histogram, run = edge_latency.batch1_latency(study, point, budget, device)
 report.save_raw(raw_latencies(run), "10_batch1_latency")
 report.save_table(latency, "10_batch1_latency")
-latency[["arm", "setting", "mean_ms", "median_ms", "p90_ms", "p99_ms", "speedup", "speedup_low", "speedup_high",
-         "speedup_of_medians", "ideal_speedup", "exited_pct", "overhead_pct", "verdict", "note"]]  # fmt: skip
+latency[
+    [
+        "arm",
+        "setting",
+        "mean_ms",
+        "median_ms",
+        "p90_ms",
+        "p99_ms",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "speedup_of_medians",
+        "ideal_speedup",
+        "exited_pct",
+        "overhead_pct",
+        "verdict",
+        "note",
+    ]
+]
 
 # %% [markdown]
 # Which exit each timed image took (the FLOP ideal above is this histogram's):
@@ -83,8 +100,21 @@ overheads.head(15)
 sweep, sweep_raw = edge_latency.batch_sweep(study, point, budget.sweep_batches, budget.sweep_timing, device)
 report.save_raw(sweep_raw, "10_batch_sweep")
 report.save_table(sweep, "10_batch_sweep")
-sweep[["batch_size", "arm", "ms_per_call", "images_per_s", "speedup", "speedup_low", "speedup_high",
-       "ideal_speedup", "measured_over_ideal", "verdict", "note"]]  # fmt: skip
+sweep[
+    [
+        "batch_size",
+        "arm",
+        "ms_per_call",
+        "images_per_s",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "ideal_speedup",
+        "measured_over_ideal",
+        "verdict",
+        "note",
+    ]
+]
 
 # %% [markdown]
 # ## ViT-B/16 at 224, batch 1
@@ -93,12 +123,24 @@ sweep[["batch_size", "arm", "ms_per_call", "images_per_s", "speedup", "speedup_l
 
 # %%
 vit_b = models.create_model(multiexit.PAPER_MODEL).eval()
-vit_b_table, comparison = edge_latency.vit_b_batch1(vit_b, (3, 224, 224), budget.vit_b_exits, budget.vit_b_timing,
-                                                    device)  # fmt: skip
+vit_b_table, comparison = edge_latency.vit_b_batch1(
+    vit_b, (3, 224, 224), budget.vit_b_exits, budget.vit_b_timing, device
+)
 report.save_raw(bench.raw_times(comparison), "10_vit_b_batch1")
 report.save_table(vit_b_table, "10_vit_b_batch1")
-vit_b_table[["setting", "latency_ms", "speedup", "speedup_low", "speedup_high", "ideal_speedup",
-             "measured_over_ideal", "verdict", "note"]]  # fmt: skip
+vit_b_table[
+    [
+        "setting",
+        "latency_ms",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "ideal_speedup",
+        "measured_over_ideal",
+        "verdict",
+        "note",
+    ]
+]
 
 # %% [markdown]
 # ## Both methods at once
@@ -108,13 +150,26 @@ vit_b_table[["setting", "latency_ms", "speedup", "speedup_low", "speedup_high", 
 # the exit's FLOP ideal times SkipViT's; `ideal_speedup` of the `both` row counts the composed path itself.
 
 # %%
-composition, comparison = edge_latency_compose.composition_table(study, point, budget.skipvit_preset,
-                                                                 budget.composition_batch, budget.composition_timing,
-                                                                 device)  # fmt: skip
+composition, comparison = edge_latency_compose.composition_table(
+    study, point, budget.skipvit_preset, budget.composition_batch, budget.composition_timing, device
+)
 report.save_raw(bench.raw_times(comparison), "10_composition")
 report.save_table(composition, "10_composition")
-composition[["arm", "setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "product_of_ideals",
-             "measured_over_product", "top1_loss", "verdict", "note"]]  # fmt: skip
+composition[
+    [
+        "arm",
+        "setting",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "ideal_speedup",
+        "product_of_ideals",
+        "measured_over_product",
+        "top1_loss",
+        "verdict",
+        "note",
+    ]
+]
 
 # %% [markdown]
 # ## Beside the field

@@ -61,8 +61,12 @@ def test_known_ratio_is_inside_its_interval():
     """Arms of cost 1 and 2 (noisy, fake clock): the speed-up of the cheaper arm is 2.00 inside its interval, and
     each arm's median time is its cost per call."""
     clock = FakeClock()
-    result = compare({"slow": clock.arm(2.0), "fast": clock.arm(1.0)}, "slow",
-                     settings=CompareSettings(rounds=15, min_run_time=5, bootstrap=1000), timer=clock)  # fmt: skip
+    result = compare(
+        {"slow": clock.arm(2.0), "fast": clock.arm(1.0)},
+        "slow",
+        settings=CompareSettings(rounds=15, min_run_time=5, bootstrap=1000),
+        timer=clock,
+    )
     row = result.speedup("fast")
     assert row["speedup_low"] <= 2.0 <= row["speedup_high"]
     assert row["speedup"] == pytest.approx(2.0, rel=0.05)
@@ -75,8 +79,13 @@ def test_aa_control_reads_one():
     """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty."""
     clock = FakeClock(seed=3)
     base = clock.arm(1.0)
-    result = compare({"base": base, "copy": clock.arm(1.0)}, "base", control="copy",
-                     settings=CompareSettings(rounds=15, min_run_time=5, bootstrap=1000), timer=clock)  # fmt: skip
+    result = compare(
+        {"base": base, "copy": clock.arm(1.0)},
+        "base",
+        control="copy",
+        settings=CompareSettings(rounds=15, min_run_time=5, bootstrap=1000),
+        timer=clock,
+    )
     row = result.speedup("copy")
     assert row["speedup_low"] <= 1.0 <= row["speedup_high"]
     assert result.control_note() == ""

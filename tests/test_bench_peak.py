@@ -98,7 +98,9 @@ def test_each_new_peak_is_written_to_the_record_file(counted_matmul, tmp_path, m
     bench.machine_peak("cpu", 2, 128)
     saved = bench.read_peak_record(record)
     assert [(r["dtype"], r["threads"], r["matmul_size"], r["gflop_per_s"]) for r in saved] == [
-        ("fp32", 2, 128, 100.0), ("bf16", 2, 128, 300.0)]  # fmt: skip
+        ("fp32", 2, 128, 100.0),
+        ("bf16", 2, 128, 300.0),
+    ]
 
 
 @pytest.mark.usefixtures("bf16_kernels")
@@ -127,8 +129,13 @@ def test_a_bad_peak_size_is_refused() -> None:
 
 def synthetic(seconds: dict[str, float], work: bench.BaselineWork | None) -> Comparison:
     """A comparison whose arms took ``seconds`` per call in each of three rounds; peaks 100 / 400 GFLOP/s."""
-    raw = pd.DataFrame([{"arm": arm, "round": r, "position": 0, "block": 0, "seconds_per_call": s, "calls": 1}
-                        for r in range(3) for arm, s in seconds.items()])  # fmt: skip
+    raw = pd.DataFrame(
+        [
+            {"arm": arm, "round": r, "position": 0, "block": 0, "seconds_per_call": s, "calls": 1}
+            for r in range(3)
+            for arm, s in seconds.items()
+        ]
+    )
     env = {**bench.environment_info("cpu"), "peak_fp32_gflop_per_s": 100.0, "peak_bf16_gflop_per_s": 400.0}
     return Comparison(raw, "base", "base (A/A copy)", TWO_ROUNDS, env, work=work)
 
@@ -256,7 +263,9 @@ def test_the_manifest_records_the_peak_the_notebook_measured(tmp_path) -> None:
     entries = json.loads((out / runner.MANIFEST).read_text())["notebooks"]
     peaks = entries["00_times"]["environment"]["machine_peak"]
     assert [(p["device"], p["threads"], p["matmul_size"], p["dtype"]) for p in peaks] == [
-        ("cpu", 1, 64, "fp32"), ("cpu", 1, 64, "bf16")]  # fmt: skip
+        ("cpu", 1, 64, "fp32"),
+        ("cpu", 1, 64, "bf16"),
+    ]
     assert all(p["gflop_per_s"] > 0 for p in peaks)
     assert entries["01_quiet"]["environment"]["machine_peak"] == []
     assert not (out / runner.PEAK_RECORD).exists()

@@ -46,8 +46,10 @@ def test_only_the_committed_epoch_files_remain(tmp_path):
     checkpoint.save_checkpoint(tmp_path, model, optimizer, {"epoch": 1})
     checkpoint.save_checkpoint(tmp_path, model, optimizer, {"epoch": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "checkpoint.json", "model-e0002.safetensors", "optimizer-e0002.safetensors",
-    ]  # fmt: skip
+        "checkpoint.json",
+        "model-e0002.safetensors",
+        "optimizer-e0002.safetensors",
+    ]
 
 
 def test_checkpoint_files_are_safetensors_and_json(tmp_path):

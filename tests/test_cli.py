@@ -115,9 +115,16 @@ def test_corrupt_image_in_a_loader_worker_is_one_line(tmp_path, image_tree):
     """A corrupt image read in a DataLoader worker process ends `python -m vitstudy train` with one line naming it."""
     image_tree(tmp_path / "images", corrupt=True)
     settings = [
-        "dataset=imagefolder", f"data_root={tmp_path / 'images'}", "model=deit_tiny_patch16_224",
-        'model_kwargs={"depth": 1}', "train_size=null", "val_size=0", "epochs=1", "batch_size=2", "num_workers=1",
-    ]  # fmt: skip
+        "dataset=imagefolder",
+        f"data_root={tmp_path / 'images'}",
+        "model=deit_tiny_patch16_224",
+        'model_kwargs={"depth": 1}',
+        "train_size=null",
+        "val_size=0",
+        "epochs=1",
+        "batch_size=2",
+        "num_workers=1",
+    ]
     command = [sys.executable, "-m", "vitstudy", "train", "--quiet", "--run-dir", str(tmp_path / "run")]
     completed = subprocess.run(
         [*command, "--set", *settings], capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1")

@@ -12,8 +12,15 @@ from vitstudy.data import build_splits, make_loader
 from vitstudy.fashion_mnist import load_fashion_mnist_arrays
 from vitstudy.fast_data import TensorLoader
 
-CFG = TrainConfig(dataset="fashion_mnist_cluttered", model="vitstudy_tiny_patch8_56", train_size=300, val_size=100,
-                  test_size=200, batch_size=32, augment=False)  # fmt: skip
+CFG = TrainConfig(
+    dataset="fashion_mnist_cluttered",
+    model="vitstudy_tiny_patch8_56",
+    train_size=300,
+    val_size=100,
+    test_size=200,
+    batch_size=32,
+    augment=False,
+)
 
 
 def test_canvases_are_deterministic_per_split_and_index():

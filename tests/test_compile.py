@@ -36,8 +36,9 @@ def batches(count: int = 3, size: int = 8) -> list[torch.Tensor]:
 def test_multiexit_compiled_equals_eager(vit, policy):
     """Each exit policy compiles and gives eager's exit blocks and logits, batch after batch (the per-sample
     policy's batch shrinks by data: the compiled pieces recompile for it and stay equal)."""
-    model = MultiExitViT(vit, (1, 2, 3), forced_exit=2 if policy == "forced" else None,
-                         policy="sample" if policy == "forced" else policy).eval()  # fmt: skip
+    model = MultiExitViT(
+        vit, (1, 2, 3), forced_exit=2 if policy == "forced" else None, policy="sample" if policy == "forced" else policy
+    ).eval()
     xs = batches()
     if policy != "forced":
         model.threshold = compile_speed.operating_threshold(model, torch.cat(xs))
@@ -54,8 +55,11 @@ def test_multiexit_compiled_equals_eager(vit, policy):
 @pytest.mark.parametrize("row", ["skipvit skip", "skipvit fused", "skipvit drop"])
 def test_skipvit_compiles_in_one_graph_and_equals_eager(vit, row):
     """Each SkipViT mode compiles without a graph break (fullgraph) and gives eager's logits and gradients."""
-    settings = sv.SkipViTSettings((2,), (0.5,), skip_layer=4) if row == "skipvit skip" else (
-        sv.SkipViTSettings((2,), (0.5,), mode=row.split()[1]))  # fmt: skip
+    settings = (
+        sv.SkipViTSettings((2,), (0.5,), skip_layer=4)
+        if row == "skipvit skip"
+        else (sv.SkipViTSettings((2,), (0.5,), mode=row.split()[1]))
+    )
     model = sv.configure(sv.apply_skipvit(create_model("vitstudy_tiny_patch4_28", depth=4)), settings).train()
     compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
     x = batches(1)[0]
@@ -103,8 +107,10 @@ def test_every_setting_wraps_to_logits():
 
 def test_inductor_compiles_skipvit_skip_as_eager():
     """The default backend (inductor, generated C++) on the fixed path: SkipViT's skip mode equals eager."""
-    model = sv.configure(sv.apply_skipvit(create_model("vitstudy_tiny_patch4_28", depth=2)),
-                         sv.SkipViTSettings((1,), (0.5,), skip_layer=2)).eval()  # fmt: skip
+    model = sv.configure(
+        sv.apply_skipvit(create_model("vitstudy_tiny_patch4_28", depth=2)),
+        sv.SkipViTSettings((1,), (0.5,), skip_layer=2),
+    ).eval()
     result = compile_speed.compiled_matches(model, batches(1, 2)[0], "inductor")
     assert result["compiles"], result
 

@@ -51,8 +51,9 @@ def test_per_sample_equals_one_by_one_in_bf16():
     near = (batch.confidence[:, 0] - model.threshold).abs() < 2e-2  # bf16 may flip an image on the threshold
     assert torch.equal(batch.exit_block[~near], one_by_one[~near]) and (batch.exit_block == 3).any()
     same = batch.exit_block == one_by_one
-    torch.testing.assert_close(batch.logits[same].float(), torch.cat([a.logits for a in alone])[same].float(),
-                               rtol=5e-2, atol=5e-2)  # fmt: skip
+    torch.testing.assert_close(
+        batch.logits[same].float(), torch.cat([a.logits for a in alone])[same].float(), rtol=5e-2, atol=5e-2
+    )
 
 
 def test_skipvit_zero_ratio_equals_timm_on_cuda():
@@ -77,8 +78,17 @@ def test_gradients_flow_through_the_skip_on_cuda():
         torch.testing.assert_close(grad, grads["cpu"][name], rtol=2e-2, atol=1e-4, msg=name)
 
 
-SETTINGS = ["dataset=digits", "train_size=512", "val_size=128", "epochs=3", "batch_size=16", "augment=false",
-            'model_kwargs={"patch_size": 2}', "warmup_epochs=0.5", "amp=true"]  # fmt: skip
+SETTINGS = [
+    "dataset=digits",
+    "train_size=512",
+    "val_size=128",
+    "epochs=3",
+    "batch_size=16",
+    "augment=false",
+    'model_kwargs={"patch_size": 2}',
+    "warmup_epochs=0.5",
+    "amp=true",
+]
 
 
 def _train(run_dir, **kwargs):

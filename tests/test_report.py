@@ -84,8 +84,10 @@ def test_output_name_must_carry_notebook_number(tmp_path):
 
 def test_notebooks_import_the_outputs_without_the_runner():
     """`from vitstudy import report` gives exactly the output functions and loads neither the runner nor papermill."""
-    code = "import sys; from vitstudy import report; print(sorted(report.__all__), 'papermill' in sys.modules, " \
-        "'vitstudy.report.runner' in sys.modules)"  # fmt: skip
+    code = (
+        "import sys; from vitstudy import report; print(sorted(report.__all__), 'papermill' in sys.modules, "
+        "'vitstudy.report.runner' in sys.modules)"
+    )
     printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert printed.strip() == "['check_name', 'save_figure', 'save_raw', 'save_table'] False False"
 

@@ -18,9 +18,16 @@ pytestmark = pytest.mark.slow
 # Depth 12, 32 steps an epoch: an epoch lasts about a second on a CPU (a few tenths on a GPU), hundreds of times
 # the resume test's polling interval, so its kill lands inside the epoch that follows the checkpoint it waits for.
 SETTINGS = [
-    "dataset=digits", "train_size=512", "val_size=128", "epochs=3", "batch_size=16", "augment=false",
-    'model_kwargs={"patch_size": 2}', "warmup_epochs=0.5", "lr=0.001",
-]  # fmt: skip
+    "dataset=digits",
+    "train_size=512",
+    "val_size=128",
+    "epochs=3",
+    "batch_size=16",
+    "augment=false",
+    'model_kwargs={"patch_size": 2}',
+    "warmup_epochs=0.5",
+    "lr=0.001",
+]
 COMPARED = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr"]
 
 

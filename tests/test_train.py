@@ -95,8 +95,17 @@ def test_baseline_is_cached_per_scale(monkeypatch):
         return original(cfg, run_dir, **kwargs)
 
     monkeypatch.setattr(train, "train", counting_train)
-    scale = Scale("unit", train.TrainConfig(dataset="digits", train_size=128, val_size=64, epochs=1, batch_size=32,
-                                            model_kwargs=dict(depth=1, patch_size=2)))  # fmt: skip
+    scale = Scale(
+        "unit",
+        train.TrainConfig(
+            dataset="digits",
+            train_size=128,
+            val_size=64,
+            epochs=1,
+            batch_size=32,
+            model_kwargs=dict(depth=1, patch_size=2),
+        ),
+    )
     first = train.baseline(scale, progress=False)
     second = train.baseline(scale, progress=False)
     assert calls[0] == calls[1] and first.metrics == second.metrics

@@ -136,9 +136,12 @@ def test_explorer_labels_share_a_width_that_fits_the_longest():
         return _square_view(x)
 
     widget = explorer_interactive(
-        view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5),
+        view,
+        _square_readout,
+        show=False,
+        x=ipywidgets.IntSlider(2, 0, 5),
         second_value=ipywidgets.IntSlider(0, 0, 5, description="2nd drop (0=none)"),
-    )  # fmt: skip
+    )
     widths = {c.style.description_width for c in widget.kwargs_widgets}
     assert widths == {f"{len('2nd drop (0=none)') + 3}ch"} and widget.kwargs_widgets[0].description == "x"
 

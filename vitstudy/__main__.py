@@ -151,8 +151,14 @@ def data_main(argv: Sequence[str]) -> int:
 
 
 # The hand-run measurements: each is vitstudy.experiments.<module>, whose measure() runs it and writes its table.
-MEASUREMENTS = {"isolation": "isolation", "loader_speed": "loader_speed", "widget_latency": "widget_latency",
-                "compile": "compile_speed", "sharing": "core_sharing", "report_time": "report_time"}  # fmt: skip
+MEASUREMENTS = {
+    "isolation": "isolation",
+    "loader_speed": "loader_speed",
+    "widget_latency": "widget_latency",
+    "compile": "compile_speed",
+    "sharing": "core_sharing",
+    "report_time": "report_time",
+}
 
 
 def measure_main(argv: Sequence[str]) -> int:
@@ -189,9 +195,13 @@ def gpu_main(argv: Sequence[str]) -> int:
 
 
 COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
-    "report": report_main, "results": results_main, "train": train_main, "data": data_main, "measure": measure_main,
+    "report": report_main,
+    "results": results_main,
+    "train": train_main,
+    "data": data_main,
+    "measure": measure_main,
     "gpu": gpu_main,
-}  # fmt: skip
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

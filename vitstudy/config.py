@@ -204,7 +204,15 @@ def paper_smoke(scale: Scale) -> Scale:
     models, data layout and recipe; two epochs (a 1-epoch warm-up still leaves an epoch of dropping) of two steps
     (the warm-up schedule gets a step of its own) on batches of two (mixup pairs images: the smallest even batch);
     four test images, evaluated in one batch."""
-    train = dataclasses.replace(scale.train, train_size=4, val_size=0, test_size=4, epochs=2, batch_size=2,
-                                warmup_epochs=0.5, num_workers=0)  # fmt: skip
-    return dataclasses.replace(scale, train=train, eval_batch_size=4, bench_warmup=1, bench_runs=2, smoke_sizes=True,
-                               description=scale.description + " (smoke sizes: numbers meaningless)")  # fmt: skip
+    train = dataclasses.replace(
+        scale.train, train_size=4, val_size=0, test_size=4, epochs=2, batch_size=2, warmup_epochs=0.5, num_workers=0
+    )
+    return dataclasses.replace(
+        scale,
+        train=train,
+        eval_batch_size=4,
+        bench_warmup=1,
+        bench_runs=2,
+        smoke_sizes=True,
+        description=scale.description + " (smoke sizes: numbers meaningless)",
+    )

@@ -75,8 +75,17 @@ class ArrayImageDataset(Dataset):
     :func:`crop_flip_params` of ``(seed, epoch)``; the training sampler calls :meth:`set_epoch` each epoch.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], mean: tuple[float, ...],
-                 std: tuple[float, ...], augment: bool = False, pad: int = 2, seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        classes: tuple[str, ...],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        augment: bool = False,
+        pad: int = 2,
+        seed: int = 0,
+    ) -> None:
         self.images = torch.from_numpy(np.ascontiguousarray(images))  # [N, H, W] uint8
         self.targets = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         self.classes = classes

@@ -20,8 +20,17 @@ from .errors import CorruptImageError, DataNotFound
 from .files import cache_dir
 
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 FASHION_MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -115,8 +124,9 @@ def read_idx(path: Path, reader: Callable[[str], torch.Tensor] = read_image_file
         raise CorruptImageError(f"cannot read {path}: {err}; delete it and run `python -m vitstudy data`") from err
     except (AssertionError, KeyError, RuntimeError, TypeError, ValueError) as err:
         # torchvision asserts on a bad header, and a truncated body no longer fits the header's shape
-        raise CorruptImageError(f"{path} is truncated or damaged ({type(err).__name__}: {err}); delete it and fetch "
-                                "it again") from err  # fmt: skip
+        raise CorruptImageError(
+            f"{path} is truncated or damaged ({type(err).__name__}: {err}); delete it and fetch it again"
+        ) from err
 
 
 def load_fashion_mnist_arrays(split: str, root: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -83,8 +83,9 @@ class TensorLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.sampler.indices().to(self.device)
         if self.augment:
-            offsets, flips = crop_flip_params(len(self.dataset), self.dataset.pad, self.dataset.seed,
-                                              self.sampler.epoch)  # fmt: skip
+            offsets, flips = crop_flip_params(
+                len(self.dataset), self.dataset.pad, self.dataset.seed, self.sampler.epoch
+            )
             offsets, flips = offsets.to(self.device), flips.to(self.device)
         stop = len(order) - len(order) % self.batch_size if self.train else len(order)
         for start in range(0, stop, self.batch_size):
@@ -128,7 +129,9 @@ def make_batches(
 ) -> TensorLoader | DataLoader:
     """The batches of ``dataset`` for one process: a :class:`TensorLoader` or a DataLoader (``loader``)."""
     if resolve_loader(loader, dataset) == "tensor":
-        return TensorLoader(dataset, batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
-                            device=device)  # fmt: skip
-    return make_loader(dataset, batch_size, train=train, seed=seed, rank=rank, world_size=world_size,
-                       num_workers=num_workers)  # fmt: skip
+        return TensorLoader(
+            dataset, batch_size, train=train, seed=seed, rank=rank, world_size=world_size, device=device
+        )
+    return make_loader(
+        dataset, batch_size, train=train, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers
+    )

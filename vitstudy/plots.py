@@ -95,8 +95,13 @@ def image_mosaic(
     blank = torch.ones(rows * columns - count, *cells.shape[1:], dtype=cells.dtype)  # the last row's empty cells
     mosaic = make_grid(torch.cat([cells, blank]), nrow=columns, padding=0)  # [3, rows * cell_h, columns * cell_w]
     cell_h, cell_w = cells.shape[-2:]
-    centres = [((i % columns) * cell_w + (cell_w - 1) / 2, (i // columns) * cell_h + height + 2 * border
-                + (label_rows - 1) / 2) for i in range(count)]  # fmt: skip
+    centres = [
+        (
+            (i % columns) * cell_w + (cell_w - 1) / 2,
+            (i // columns) * cell_h + height + 2 * border + (label_rows - 1) / 2,
+        )
+        for i in range(count)
+    ]
     return mosaic.permute(1, 2, 0).numpy(), centres
 
 
@@ -197,9 +202,16 @@ def confusion_matrix(
     fig = new_figure((6.5, 5.5))
     ax = fig.subplots()
     sns.heatmap(
-        matrix, annot=True, fmt=".0f" if normalize else "g", cmap="Blues", cbar=False,
-        xticklabels=classes, yticklabels=classes, ax=ax, annot_kws={"fontsize": 7},
-    )  # fmt: skip
+        matrix,
+        annot=True,
+        fmt=".0f" if normalize else "g",
+        cmap="Blues",
+        cbar=False,
+        xticklabels=classes,
+        yticklabels=classes,
+        ax=ax,
+        annot_kws={"fontsize": 7},
+    )
     ax.set(
         xlabel="predicted",
         ylabel="true",

@@ -178,8 +178,9 @@ def _setup(
         )
     local_batch = cfg.batch_size // world.world_size
     shard = dict(rank=world.rank, world_size=world.world_size, loader=cfg.loader, device=world.device)
-    train_loader = make_batches(splits.train, local_batch, train=True, seed=cfg.seed, num_workers=cfg.num_workers,
-                                **shard)  # fmt: skip
+    train_loader = make_batches(
+        splits.train, local_batch, train=True, seed=cfg.seed, num_workers=cfg.num_workers, **shard
+    )
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size={cfg.batch_size} is larger than the {len(splits.train)} training images")
@@ -226,9 +227,25 @@ def _setup(
             model, device_ids=[world.device.index] if world.device.type == "cuda" else None
         )
     return TrainingRun(
-        cfg, run_dir, world, splits, train_loader, val_loader, test_loader, model, ddp_model, optimizer,
-        scheduler, mixup, criterion, scaler, use_amp, fingerprint, start_epoch, history,
-    )  # fmt: skip
+        cfg,
+        run_dir,
+        world,
+        splits,
+        train_loader,
+        val_loader,
+        test_loader,
+        model,
+        ddp_model,
+        optimizer,
+        scheduler,
+        mixup,
+        criterion,
+        scaler,
+        use_amp,
+        fingerprint,
+        start_epoch,
+        history,
+    )
 
 
 def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict[str, float]:
@@ -238,9 +255,11 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict
     started = time.perf_counter()
     totals = torch.zeros(3, dtype=torch.float64, device=world.device)  # [loss sum, correct, count]
     bar = tqdm(
-        run.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+        run.train_loader,
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        leave=False,
         disable=not (progress and world.is_main),
-    )  # fmt: skip
+    )
     lines = EpochProgress(epoch, cfg.epochs, len(run.train_loader.sampler), active=world.is_main)  # for the report
     for step, (images, targets) in enumerate(bar):
         images, targets = images.to(world.device, non_blocking=True), targets.to(world.device, non_blocking=True)
@@ -249,8 +268,9 @@ def train_one_epoch(run: TrainingRun, epoch: int, progress: bool = True) -> dict
             images, targets = run.mixup(images, targets)
         with autocast(world.device, run.use_amp):
             output = model(images)
-            loss, logits = run.loss_fn(output, targets, run.criterion) if run.loss_fn else (
-                run.criterion(output, targets), output)  # fmt: skip
+            loss, logits = (
+                run.loss_fn(output, targets, run.criterion) if run.loss_fn else (run.criterion(output, targets), output)
+            )
         run.optimizer.zero_grad(set_to_none=True)
         run.scaler.scale(loss).backward()
         if cfg.grad_clip:

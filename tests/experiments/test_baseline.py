@@ -52,8 +52,9 @@ def test_speed_and_summary_tables_from_one_comparison():
     assert {"images_per_s", "speedup_low", "speedup_high", "device", "rounds", "batch_size", "note"} <= set(speed)
     result = types.SimpleNamespace(summary=lambda: {"model": "tiny", "test_top1": 50.0})
     summary = baseline.summary_table("smoke", result, speed)
-    assert summary.to_dict("records") == [{"scale": "smoke", "model": "tiny", "test_top1": 50.0,
-                                           "inference_im_s": speed["images_per_s"].iloc[0]}]  # fmt: skip
+    assert summary.to_dict("records") == [
+        {"scale": "smoke", "model": "tiny", "test_top1": 50.0, "inference_im_s": speed["images_per_s"].iloc[0]}
+    ]
 
 
 @pytest.mark.parametrize(("mistakes", "start"), [(25, 24), (24, 0), (3, 0)])

@@ -58,12 +58,26 @@ def numbered_images(count: int) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def study():
     """An untrained depth-12 ViT on a few digits, exits 3, 6, 9 and 3 fitted (`separate`)."""
-    cfg = TrainConfig(model="vitstudy_tiny_patch4_28", model_kwargs=dict(img_size=8, patch_size=2), dataset="digits",
-                      train_size=128, val_size=64, test_size=64, augment=False)  # fmt: skip
+    cfg = TrainConfig(
+        model="vitstudy_tiny_patch4_28",
+        model_kwargs=dict(img_size=8, patch_size=2),
+        dataset="digits",
+        train_size=128,
+        val_size=64,
+        test_size=64,
+        augment=False,
+    )
     torch.manual_seed(0)
     vit = create_model(cfg.model, **cfg.model_kwargs).eval()
-    return multiexit.build_study(Scale("test", cfg, eval_batch_size=64), vit, build_splits(cfg), ["separate"],
-                                 [(3, 6, 9), (3,)], head_epochs=1, progress=False)  # fmt: skip
+    return multiexit.build_study(
+        Scale("test", cfg, eval_batch_size=64),
+        vit,
+        build_splits(cfg),
+        ["separate"],
+        [(3, 6, 9), (3,)],
+        head_epochs=1,
+        progress=False,
+    )
 
 
 def mixed_point(study) -> dict:
@@ -81,8 +95,20 @@ def test_arms_alternate_abba_image_by_image():
     clock, log = FakeClock(), []
     arms = fake_arms(clock, {"a": lambda i: 1.0, "b": lambda i: 1.0, "c": lambda i: 1.0}, log)
     time_per_image(arms, numbered_images(4), "a", "c", warmup_images=0, timer=clock)
-    assert log == [("a", 0), ("b", 0), ("c", 0), ("c", 1), ("b", 1), ("a", 1), ("a", 2), ("b", 2), ("c", 2),
-                   ("c", 3), ("b", 3), ("a", 3)]  # fmt: skip
+    assert log == [
+        ("a", 0),
+        ("b", 0),
+        ("c", 0),
+        ("c", 1),
+        ("b", 1),
+        ("a", 1),
+        ("a", 2),
+        ("b", 2),
+        ("c", 2),
+        ("c", 3),
+        ("b", 3),
+        ("a", 3),
+    ]
 
 
 def test_warmup_calls_run_but_are_discarded():
@@ -97,8 +123,14 @@ def test_warmup_calls_run_but_are_discarded():
 
         return seconds
 
-    run = time_per_image(fake_arms(clock, {"a": cost("a"), "b": cost("b")}, log), numbered_images(5), "a", "b",
-                         warmup_images=2, timer=clock)  # fmt: skip
+    run = time_per_image(
+        fake_arms(clock, {"a": cost("a"), "b": cost("b")}, log),
+        numbered_images(5),
+        "a",
+        "b",
+        warmup_images=2,
+        timer=clock,
+    )
     assert calls == {"a": 7, "b": 7}
     assert [v for _, v in log[:4]] == [0, 0, 1, 1]
     assert run.raw.groupby("arm").size().to_dict() == {"a": 5, "b": 5}
@@ -139,8 +171,7 @@ def test_aa_control_row_present_and_judged():
     """The A/A copy gets its own row with the control verdict; the baseline reads "baseline"."""
     clock, log = FakeClock(), []
     costs = {"plain": lambda i: 0.002, "exit": lambda i: 0.001, "plain (A/A copy)": lambda i: 0.002}
-    run = time_per_image(fake_arms(clock, costs, log), numbered_images(6), "plain", "plain (A/A copy)", 1,
-                         timer=clock)  # fmt: skip
+    run = time_per_image(fake_arms(clock, costs, log), numbered_images(6), "plain", "plain (A/A copy)", 1, timer=clock)
     table = latency_rows(run, {}, {}, resamples=200).set_index("arm")
     assert table.loc["plain (A/A copy)", "verdict"] == "A/A control: within 1.00 ± 3%"
     assert table.loc["plain", "verdict"] == "baseline"
@@ -242,11 +273,13 @@ def test_budgets_are_checked():
     """Smoke and quick budgets exist; a bad preset or batch size is one line naming it."""
     assert edge_latency.budget("smoke").latency_images < edge_latency.budget("quick").latency_images
     with pytest.raises(ValueError, match="no_such_row"):
-        edge_latency.EdgeLatencyBudget("x", 1, 0, bench.SMOKE_TIMING, bench.SMOKE_TIMING, bench.SMOKE_TIMING,
-                                       skipvit_preset="no_such_row")  # fmt: skip
+        edge_latency.EdgeLatencyBudget(
+            "x", 1, 0, bench.SMOKE_TIMING, bench.SMOKE_TIMING, bench.SMOKE_TIMING, skipvit_preset="no_such_row"
+        )
     with pytest.raises(ValueError, match="sweep_batches"):
-        edge_latency.EdgeLatencyBudget("x", 1, 0, bench.SMOKE_TIMING, bench.SMOKE_TIMING, bench.SMOKE_TIMING,
-                                       sweep_batches=(0,))  # fmt: skip
+        edge_latency.EdgeLatencyBudget(
+            "x", 1, 0, bench.SMOKE_TIMING, bench.SMOKE_TIMING, bench.SMOKE_TIMING, sweep_batches=(0,)
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -305,8 +338,11 @@ def test_composition_row_sets_measured_beside_the_product_of_ideals(study):
     point = {**mixed_point(study), "exits": (3, 6, 9)}
     table, _ = edge_latency_compose.composition_table(study, point, skipvit.HEADLINE, 16, bench.SMOKE_TIMING)
     rows = table.set_index("arm")
-    exit_arm, skip_arm, both_arm = (edge_latency_compose.EXIT_ARM, edge_latency_compose.SKIP_ARM,
-                                    edge_latency_compose.BOTH_ARM)  # fmt: skip
+    exit_arm, skip_arm, both_arm = (
+        edge_latency_compose.EXIT_ARM,
+        edge_latency_compose.SKIP_ARM,
+        edge_latency_compose.BOTH_ARM,
+    )
     assert list(rows.index) == [exit_arm, skip_arm, both_arm, CONTROL_LABEL]
     product = rows.loc[exit_arm, "ideal_speedup"] * rows.loc[skip_arm, "ideal_speedup"]
     assert rows.loc[both_arm, "product_of_ideals"] == pytest.approx(product)
@@ -329,8 +365,15 @@ def test_field_transcription_says_what_each_number_measures():
 
 def test_field_table_never_mixes_published_and_ours():
     """Published rows fill only published_* columns, ours only ours_* columns."""
-    row = {"speedup": 1.5, "speedup_low": 1.4, "speedup_high": 1.6, "ideal_speedup": 1.9, "batch_size": 1,
-           "device": "cpu: x", "note": ""}  # fmt: skip
+    row = {
+        "speedup": 1.5,
+        "speedup_low": 1.4,
+        "speedup_high": 1.6,
+        "ideal_speedup": 1.9,
+        "batch_size": 1,
+        "device": "cpu: x",
+        "note": "",
+    }
     ours = [edge_latency_field.our_row("ours", "timed", row, (0.2, -0.1, 0.5), "tiny", "fashion_mnist")]
     table = edge_latency_field.beside_field(edge_latency_field.load_field(), ours)
     published = table["block"] == edge_latency_field.PUBLISHED

@@ -43,26 +43,51 @@ def test_measured_nan_reads_the_rows_not_measured_note():
 def test_baseline_findings_give_top1_and_the_control():
     """baseline.findings: the test top-1 and the A/A control's interval and verdict."""
     summary = pd.DataFrame([{"test_top1": 87.25}])
-    table = pd.DataFrame([
-        {"arm": baseline.BASELINE, "images_per_s": 1000.0, "device": "cpu: x", **speed(1.0, 1.0, 1.0, "baseline")},
-        {"arm": "baseline (A/A copy)", "images_per_s": 990.0, "device": "cpu: x",
-         **speed(0.99, 0.98, 1.01, "A/A control: within 1.00 ± 3%")},
-    ])  # fmt: skip
+    table = pd.DataFrame(
+        [
+            {"arm": baseline.BASELINE, "images_per_s": 1000.0, "device": "cpu: x", **speed(1.0, 1.0, 1.0, "baseline")},
+            {
+                "arm": "baseline (A/A copy)",
+                "images_per_s": 990.0,
+                "device": "cpu: x",
+                **speed(0.99, 0.98, 1.01, "A/A control: within 1.00 ± 3%"),
+            },
+        ]
+    )
     text = baseline.findings(summary, table)
     assert "87.25%" in text and "0.99× (0.98–1.01)" in text and "A/A control: within" in text
 
 
 def max_speed_table(speedup: float) -> pd.DataFrame:
     """Table 5.1 as beside_paper_5_1 saves it: original, exit 3, A/A control."""
-    return pd.DataFrame([
-        {"setting": "original (all blocks)", "exit_block": 12, "ideal_speedup": 1.0, "measured_over_ideal": 1.0,
-         "paper_speed_improvement": NAN, **speed(1.0, 1.0, 1.0, "baseline")},
-        {"setting": "forced exit after block 3", "exit_block": 3, "ideal_speedup": 3.9,
-         "measured_over_ideal": speedup / 3.9, "measured_over_ideal_low": 0.9, "measured_over_ideal_high": 1.0,
-         "paper_speed_improvement": 3.83, **speed(speedup, 3.5, 3.8, "within target (0.97–1.03)")},
-        {"setting": max_speed_exit.CONTROL_LABEL, "exit_block": None, "ideal_speedup": 1.0,
-         **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%")},
-    ]).astype({"exit_block": "Int64"})  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "setting": "original (all blocks)",
+                "exit_block": 12,
+                "ideal_speedup": 1.0,
+                "measured_over_ideal": 1.0,
+                "paper_speed_improvement": NAN,
+                **speed(1.0, 1.0, 1.0, "baseline"),
+            },
+            {
+                "setting": "forced exit after block 3",
+                "exit_block": 3,
+                "ideal_speedup": 3.9,
+                "measured_over_ideal": speedup / 3.9,
+                "measured_over_ideal_low": 0.9,
+                "measured_over_ideal_high": 1.0,
+                "paper_speed_improvement": 3.83,
+                **speed(speedup, 3.5, 3.8, "within target (0.97–1.03)"),
+            },
+            {
+                "setting": max_speed_exit.CONTROL_LABEL,
+                "exit_block": None,
+                "ideal_speedup": 1.0,
+                **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%"),
+            },
+        ]
+    ).astype({"exit_block": "Int64"})
 
 
 def test_max_speed_findings_set_the_earliest_exit_beside_the_report():
@@ -78,17 +103,34 @@ def test_max_speed_findings_read_a_nan_run_as_not_measured():
 
 def test_exit_speed_targets_findings_give_the_report_batch_rule_and_per_sample():
     """exit_speed_targets.findings: the report's range, our batch-rule best and the per-sample row's verdict."""
-    table52 = pd.DataFrame([
-        {"setting": "same/3/batch", "policy": "batch", "paper_speedup": 0.98, "batch_exited_pct": 0.0,
-         **speed(1.01, 0.99, 1.02, "below target")},
-        {"setting": "same/3/sample", "policy": "sample", "paper_speedup": 1.02, **speed(1.8, 1.7, 1.9, "x")},
-    ])  # fmt: skip
-    performance = pd.DataFrame([
-        {"measurement": "per-sample exit: separate, exits 3,6,9, threshold 0.9", "variant": "separate",
-         "test_top1_loss": 0.3, "test_top1_loss_low": 0.1, "test_top1_loss_high": 0.45, "measured_over_ideal": 0.97,
-         "test_ideal_speedup": 2.7, "speed_target": "met", **speed(2.6, 2.5, 2.7, "within target (0.9–1.03)")},
-        {"measurement": max_speed_exit.CONTROL_LABEL, **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%")},
-    ])  # fmt: skip
+    table52 = pd.DataFrame(
+        [
+            {
+                "setting": "same/3/batch",
+                "policy": "batch",
+                "paper_speedup": 0.98,
+                "batch_exited_pct": 0.0,
+                **speed(1.01, 0.99, 1.02, "below target"),
+            },
+            {"setting": "same/3/sample", "policy": "sample", "paper_speedup": 1.02, **speed(1.8, 1.7, 1.9, "x")},
+        ]
+    )
+    performance = pd.DataFrame(
+        [
+            {
+                "measurement": "per-sample exit: separate, exits 3,6,9, threshold 0.9",
+                "variant": "separate",
+                "test_top1_loss": 0.3,
+                "test_top1_loss_low": 0.1,
+                "test_top1_loss_high": 0.45,
+                "measured_over_ideal": 0.97,
+                "test_ideal_speedup": 2.7,
+                "speed_target": "met",
+                **speed(2.6, 2.5, 2.7, "within target (0.9–1.03)"),
+            },
+            {"measurement": max_speed_exit.CONTROL_LABEL, **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%")},
+        ]
+    )
     text = exit_speed_targets.findings(table52, performance)
     assert "0.98×–1.02×" in text and "1.01× (0.99–1.02)" in text
     assert "2.60× (2.50–2.70)" in text and "0.30 points (0.10–0.45)" in text and "is met by" in text
@@ -96,11 +138,23 @@ def test_exit_speed_targets_findings_give_the_report_batch_rule_and_per_sample()
 
 def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():
     """cpu_vs_gpu.findings: our best CPU row with its interval and verdict; no CUDA reads "not measured"."""
-    table = pd.DataFrame([
-        {"setting": "same/3/sample", "variant": "same", "paper_cpu_speedup": 1.14, "cpu_speedup": 1.3,
-         "cpu_speedup_low": 1.2, "cpu_speedup_high": 1.4, "cpu_verdict": "below target", "cuda_speedup": NAN,
-         "cuda_speedup_low": NAN, "cuda_speedup_high": NAN, "cuda_verdict": "not measured"},
-    ])  # fmt: skip
+    table = pd.DataFrame(
+        [
+            {
+                "setting": "same/3/sample",
+                "variant": "same",
+                "paper_cpu_speedup": 1.14,
+                "cpu_speedup": 1.3,
+                "cpu_speedup_low": 1.2,
+                "cpu_speedup_high": 1.4,
+                "cpu_verdict": "below target",
+                "cuda_speedup": NAN,
+                "cuda_speedup_low": NAN,
+                "cuda_speedup_high": NAN,
+                "cuda_verdict": "not measured",
+            },
+        ]
+    )
     text = cpu_vs_gpu.findings(table)
     assert "1.14×" in text and "1.30× (1.20–1.40)" in text and "below target" in text
     assert bench.NOT_MEASURED_NO_CUDA in text
@@ -108,12 +162,24 @@ def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():
 
 def test_table1_findings_set_the_headline_beside_the_paper():
     """table1.findings: the paper's gain and top-1 difference, our ViT-S speed-up with interval and verdict."""
-    table = pd.DataFrame([
-        {"row": HEADLINE, "setting": "6 / 55% / skip 11", "paper_gain_pct": 13.2, "paper_top1_diff": -0.01,
-         "vit_small_speedup": 1.1, "vit_small_speedup_low": 1.05, "vit_small_speedup_high": 1.15,
-         "vit_small_ideal_speedup": 1.25, "vit_small_verdict": "below target (0.9–1.03)", "small_speedup": NAN,
-         "small_verdict": "not measured", "top1_dropping_on_diff": -0.4},
-    ])  # fmt: skip
+    table = pd.DataFrame(
+        [
+            {
+                "row": HEADLINE,
+                "setting": "6 / 55% / skip 11",
+                "paper_gain_pct": 13.2,
+                "paper_top1_diff": -0.01,
+                "vit_small_speedup": 1.1,
+                "vit_small_speedup_low": 1.05,
+                "vit_small_speedup_high": 1.15,
+                "vit_small_ideal_speedup": 1.25,
+                "vit_small_verdict": "below target (0.9–1.03)",
+                "small_speedup": NAN,
+                "small_verdict": "not measured",
+                "top1_dropping_on_diff": -0.4,
+            },
+        ]
+    )
     text = table1.findings(table)
     assert "13.2%" in text and "-0.01 points" in text and "1.10× (1.05–1.15)" in text
     assert "below target (0.9–1.03)" in text and "not measured" in text
@@ -121,21 +187,49 @@ def test_table1_findings_set_the_headline_beside_the_paper():
 
 def test_warmup_findings_compare_the_gain_with_the_papers():
     """warmup.findings: the paper's and our top-1 gain of the warm-up, computed from Table 3."""
-    table = pd.DataFrame({"warmup": ["no", "yes"], "warmup_epochs": [0, 1], "epochs": 7, "seeds": 1,
-                          "top1_dropping_on": [60.0, 61.5], "top1_dropping_on_std": NAN, "paper_epochs": 100,
-                          "paper_warmup_epochs": [0, 15], "paper_top1": [67.18, 69.73]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "warmup": ["no", "yes"],
+            "warmup_epochs": [0, 1],
+            "epochs": 7,
+            "seeds": 1,
+            "top1_dropping_on": [60.0, 61.5],
+            "top1_dropping_on_std": NAN,
+            "paper_epochs": 100,
+            "paper_warmup_epochs": [0, 15],
+            "paper_top1": [67.18, 69.73],
+        }
+    )
     text = warmup.findings(table)
     assert "2.55 points" in text and "1.50 points" in text and "the paper's direction" in text
 
 
 def test_from_scratch_findings_give_each_claims_verdict():
     """from_scratch_findings.findings: per claim the paper's difference, ours with its interval, the verdict."""
-    verdicts = pd.DataFrame([
-        {"claim": "warm-up helps", "paper_diff": 2.55, "diff": 1.0, "diff_low": 0.2, "diff_high": 1.8,
-         "resolvable": 0.8, "pairs": 3, "verdict": "reproduced"},
-        {"claim": "ours: skip beats dropping", "paper_diff": NAN, "diff": 0.5, "diff_low": NAN, "diff_high": NAN,
-         "resolvable": NAN, "pairs": 1, "verdict": "cannot tell (fewer than 2 seeds)"},
-    ])  # fmt: skip
+    verdicts = pd.DataFrame(
+        [
+            {
+                "claim": "warm-up helps",
+                "paper_diff": 2.55,
+                "diff": 1.0,
+                "diff_low": 0.2,
+                "diff_high": 1.8,
+                "resolvable": 0.8,
+                "pairs": 3,
+                "verdict": "reproduced",
+            },
+            {
+                "claim": "ours: skip beats dropping",
+                "paper_diff": NAN,
+                "diff": 0.5,
+                "diff_low": NAN,
+                "diff_high": NAN,
+                "resolvable": NAN,
+                "pairs": 1,
+                "verdict": "cannot tell (fewer than 2 seeds)",
+            },
+        ]
+    )
     text = from_scratch_findings.findings(verdicts)
     assert "2.55 points" in text and "1.00 points (0.20–1.80)" in text
     assert "reproduces 1 and contradicts 0 of 2" in text and "Fashion-MNIST" in text
@@ -148,17 +242,39 @@ def test_from_scratch_findings_give_each_claims_verdict():
 
 def test_memory_and_size_findings_read_no_cuda_peak_as_not_measured():
     """memory_and_size.findings: the headline's saving and ideal; a NaN CUDA peak reads its note."""
-    memory = pd.DataFrame([
-        {"model": memory_and_size.MODELS["ViT-S/16"], "row": HEADLINE, "setting": "6 / 55% / skip 11",
-         "memory_saving_pct": 30.0, "saved_mib_per_image_off": 100.0, "saved_mib_per_image_on": 70.0,
-         "ideal_speedup": 1.25, "cuda_peak_mib_per_image_on": NAN, "note": bench.NOT_MEASURED_NO_CUDA},
-    ])  # fmt: skip
-    sizes = pd.DataFrame([
-        {"model": "ViT-S/16", "setting": "a", "ideal_speedup": 1.25, "memory_saving_pct": 30.0,
-         **speed(1.1, 1.0, 1.2, "below target")},
-        {"model": "ViT-L/16", "setting": "b", "ideal_speedup": 1.3, "memory_saving_pct": 31.0,
-         **speed(NAN, NAN, NAN, "not measured")},
-    ])  # fmt: skip
+    memory = pd.DataFrame(
+        [
+            {
+                "model": memory_and_size.MODELS["ViT-S/16"],
+                "row": HEADLINE,
+                "setting": "6 / 55% / skip 11",
+                "memory_saving_pct": 30.0,
+                "saved_mib_per_image_off": 100.0,
+                "saved_mib_per_image_on": 70.0,
+                "ideal_speedup": 1.25,
+                "cuda_peak_mib_per_image_on": NAN,
+                "note": bench.NOT_MEASURED_NO_CUDA,
+            },
+        ]
+    )
+    sizes = pd.DataFrame(
+        [
+            {
+                "model": "ViT-S/16",
+                "setting": "a",
+                "ideal_speedup": 1.25,
+                "memory_saving_pct": 30.0,
+                **speed(1.1, 1.0, 1.2, "below target"),
+            },
+            {
+                "model": "ViT-L/16",
+                "setting": "b",
+                "ideal_speedup": 1.3,
+                "memory_saving_pct": 31.0,
+                **speed(NAN, NAN, NAN, "not measured"),
+            },
+        ]
+    )
     text = memory_and_size.findings(memory, sizes)
     assert "30.0%" in text and "1.25×" in text and bench.NOT_MEASURED_NO_CUDA in text
     assert "1.10× (1.00–1.20)" in text and "grows" in text

@@ -72,10 +72,16 @@ def test_paired_difference_pairs_by_seed():
 
 @pytest.mark.parametrize(
     ("low", "high", "direction", "word"),
-    [(0.5, 2.0, "better", "reproduced"), (-2.0, -0.5, "better", "contradicted"), (-1.0, 1.0, "better", "cannot"),
-     (-0.4, 0.3, "none", "reproduced"), (-3.0, 0.5, "none", "cannot"), (-2.0, -0.2, "none", "contradicted"),
-     (-2.0, -0.5, "worse", "reproduced")],
-)  # fmt: skip
+    [
+        (0.5, 2.0, "better", "reproduced"),
+        (-2.0, -0.5, "better", "contradicted"),
+        (-1.0, 1.0, "better", "cannot"),
+        (-0.4, 0.3, "none", "reproduced"),
+        (-3.0, 0.5, "none", "cannot"),
+        (-2.0, -0.2, "none", "contradicted"),
+        (-2.0, -0.5, "worse", "reproduced"),
+    ],
+)
 def test_verdicts(low, high, direction, word):
     """The verdict follows the interval: clear of zero in the claimed direction, against it, or spanning it."""
     assert scratch_stats.verdict(low, high, direction).startswith(word)
@@ -83,10 +89,14 @@ def test_verdicts(low, high, direction, word):
 
 @pytest.mark.parametrize(
     ("low", "high", "direction", "paper", "word"),
-    [(-0.9, 0.45, "worse", -1.78, "contradicted in size"), (-0.9, 0.45, "worse", -0.5, "cannot"),
-     (-0.8, 0.1, "better", 1.77, "contradicted in size"), (0.2, 0.9, "better", 2.55, "reproduced"),
-     (-1.2, 0.1, "none", -0.01, "cannot")],
-)  # fmt: skip
+    [
+        (-0.9, 0.45, "worse", -1.78, "contradicted in size"),
+        (-0.9, 0.45, "worse", -0.5, "cannot"),
+        (-0.8, 0.1, "better", 1.77, "contradicted in size"),
+        (0.2, 0.9, "better", 2.55, "reproduced"),
+        (-1.2, 0.1, "none", -0.01, "cannot"),
+    ],
+)
 def test_an_interval_that_spans_zero_can_still_exclude_the_papers_size(low, high, direction, paper, word):
     """Where the sign is not resolved, a paper's difference outside the interval is contradicted in size; a
     direction that is resolved is judged on the direction alone."""
@@ -189,10 +199,14 @@ def test_committed_runs_keep_their_folder_names():
     named by the folder the study computes for it today, so a new machine takes it instead of training it."""
     runs = scratch_stats.with_dataset(pd.read_csv(COMMITTED / "08_runs.csv"))
     budget = scratch.budget("scratch")
-    rates = {row["dataset"]: row["patch_drop_rate"] for _, row in pd.read_csv(COMMITTED / "08_patch_dropout_rate.csv")
-             .pipe(scratch_stats.with_dataset).iterrows()}  # fmt: skip
-    expected = {scratch._row_run(budget.training_on(d), name, rates.get(d, 0.0), seed)[2].name
-                for d, name, seed in scratch.study_runs(budget)}  # fmt: skip
+    rates = {
+        row["dataset"]: row["patch_drop_rate"]
+        for _, row in pd.read_csv(COMMITTED / "08_patch_dropout_rate.csv").pipe(scratch_stats.with_dataset).iterrows()
+    }
+    expected = {
+        scratch._row_run(budget.training_on(d), name, rates.get(d, 0.0), seed)[2].name
+        for d, name, seed in scratch.study_runs(budget)
+    }
     committed = runs["run_dir"].map(lambda path: path.rsplit("/", 1)[-1])
     old_fused = (runs["row"] == "fused_6_45") & ~runs["settings"].str.contains("fuse_weights")
     unchanged = committed[~old_fused]
@@ -256,8 +270,14 @@ def test_claims_are_judged_per_data_set_with_the_seeds_that_would_tell():
 
 def test_two_seeds_that_agree_give_no_verdict():
     """Two pairs whose differences happen to agree give a narrow t interval by chance: "cannot tell" until three."""
-    runs = pd.DataFrame({"dataset": "fashion_mnist", "seed": [0, 0, 1, 1], "row": ["skip_6_55_s11", "fused_6_45"] * 2,
-                         "top1_dropping_on": [53.15, 52.53, 53.15, 52.54]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "dataset": "fashion_mnist",
+            "seed": [0, 0, 1, 1],
+            "row": ["skip_6_55_s11", "fused_6_45"] * 2,
+            "top1_dropping_on": [53.15, 52.53, 53.15, 52.54],
+        }
+    )
     line = scratch_stats.claim_verdicts(runs).set_index("row").loc["skip_6_55_s11"]
     assert line["pairs"] == 2 and line["diff_low"] > 0  # the interval alone would say "reproduced"
     assert line["verdict"] == "cannot tell (only 2 seeds; a verdict needs 3)"
@@ -265,8 +285,13 @@ def test_two_seeds_that_agree_give_no_verdict():
 
 def test_training_time_sums_minutes_per_data_set_and_machine():
     """Per data set and machine: runs, summed and median minutes; a run without ``trained_on`` is 'not recorded'."""
-    runs = pd.DataFrame({"dataset": ["a", "a", "a", "b"], "trained_on": ["cpu X", "cpu X", None, "cpu Y"],
-                         "train_minutes": [10.0, 20.0, 5.0, 30.0]})  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "dataset": ["a", "a", "a", "b"],
+            "trained_on": ["cpu X", "cpu X", None, "cpu Y"],
+            "train_minutes": [10.0, 20.0, 5.0, 30.0],
+        }
+    )
     table = scratch_stats.training_time(runs).set_index(["dataset", "trained_on"])
     assert table.loc[("a", "cpu X"), "runs"] == 2 and table.loc[("a", "cpu X"), "train_minutes"] == 30.0
     assert table.loc[("a", "cpu X"), "median_minutes_per_run"] == 15.0

@@ -19,8 +19,13 @@ def test_gpu_command_runs_every_step_tiny_on_the_cpu(tmp_path):
     out = tmp_path / "gpu"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     steps = [s for s in gpu_run.STEPS if s != "table_5_3"]  # 5.3 needs the smoke study: tests/multiexit covers it
-    done = subprocess.run([sys.executable, "-m", "vitstudy", "gpu", "--device", "cpu", "--tiny", "--out", str(out),
-                           "--only", *steps], env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "vitstudy", "gpu", "--device", "cpu", "--tiny", "--out", str(out), "--only", *steps],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = pd.read_csv(out / "tables" / "19_gpu_run.csv")
     assert list(summary["step"]) == steps and (summary["status"] == "done").all()
@@ -44,8 +49,10 @@ def test_sharing_table_compares_two_processes_with_one_alone(monkeypatch):
     table, raw = core_sharing.sharing_table(core_sharing.budget("smoke"))
     by_arm = table.set_index("arm")
     assert by_arm.loc["two at once, default threads", "total_over_alone"] == 95 / 200
-    assert by_arm.loc["two at once, sharing rule", "meets_goal"] and not by_arm.loc[
-        "two at once, default threads", "meets_goal"]  # fmt: skip
+    assert (
+        by_arm.loc["two at once, sharing rule", "meets_goal"]
+        and not by_arm.loc["two at once, default threads", "meets_goal"]
+    )
     assert len(raw) == 6 and by_arm.loc["two at once, sharing rule", "threads_each"] == 1
     assert by_arm.loc[core_sharing.ALONE_COPY, "total_over_alone"] == 1.0
 

@@ -10,8 +10,9 @@ from vitstudy.files import project_root
 def test_compare_isolations_times_both_isolations_with_the_committed_columns():
     """One repeat: one row in one process and one with a process per (round, arm), the committed table's columns."""
     lines = []
-    table, raw = isolation.compare_isolations("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, SMOKE_TIMING, repeats=1,
-                                              log=lines.append)  # fmt: skip
+    table, raw = isolation.compare_isolations(
+        "vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, SMOKE_TIMING, repeats=1, log=lines.append
+    )
     committed = pd.read_csv(project_root() / "figures" / "tables" / f"{isolation.TABLE}.csv")
     assert list(table.columns) == list(committed.columns)
     assert list(table["isolation"]) == ["in_process", "process"] and table["aa_speedup"].notna().all()

@@ -13,8 +13,9 @@ from vitstudy.experiments.skipvit_speed import CONTROL
 
 def test_dropping_saves_memory_and_no_cuda_is_nan(no_cuda):
     """The headline row keeps less for backward than the plain model; without CUDA the peak is NaN + bench's note."""
-    rows = mas.memory_rows("vitstudy_tiny_patch4_28", (1, 28, 28), 10, {"h": sv.TABLE1[sv.HEADLINE]}, device="cuda",
-                           depth=12)  # fmt: skip
+    rows = mas.memory_rows(
+        "vitstudy_tiny_patch4_28", (1, 28, 28), 10, {"h": sv.TABLE1[sv.HEADLINE]}, device="cuda", depth=12
+    )
     row = rows.iloc[0]
     assert row["saved_mib_per_image_on"] < row["saved_mib_per_image_off"]
     assert 0 < row["memory_saving_pct"] < 100 * (1 - 1 / row["ideal_speedup"]) + 5

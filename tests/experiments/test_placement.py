@@ -45,6 +45,14 @@ def test_headline_is_timed_in_both_placements_and_table1_keeps_its_rows():
     assert table.loc[1, "flop_ideal_from_counts"] == pytest.approx(
         ideals.set_index("row").loc[HEADLINE, "ideal_speedup_attention"]
     )
-    empty = pd.DataFrame(columns=["row", "top1_dropping_on", "top1_dropping_on_std", "top1_dropping_on_diff",
-                                  "top1_dropping_off", "top1_dropping_off_diff"])  # fmt: skip
+    empty = pd.DataFrame(
+        columns=[
+            "row",
+            "top1_dropping_on",
+            "top1_dropping_on_std",
+            "top1_dropping_on_diff",
+            "top1_dropping_off",
+            "top1_dropping_off_diff",
+        ]
+    )
     assert placement.ATTENTION_HEADLINE not in set(table1.table_1(empty, speed, speed[["row"]])["row"])

@@ -20,8 +20,13 @@ def _manifest(date="2026-12-06T10:00:00+00:00", met=None):
         _cell(400.0, ["tables/05_runs.csv"], cache=4),
         _cell(20.0, ["05_plot.png", "tables/04_speed.csv"]),
     ]
-    entry = {"seconds": 790.0, "date": date, "environment": ENV, "cells": cells,
-             "within_target_rows": {"04_speed": 3} if met is None else met}  # fmt: skip
+    entry = {
+        "seconds": 790.0,
+        "date": date,
+        "environment": ENV,
+        "cells": cells,
+        "within_target_rows": {"04_speed": 3} if met is None else met,
+    }
     return {"scale": "quick", "notebooks": {"04_x": entry}}
 
 
@@ -52,8 +57,13 @@ def test_rows_within_target_counts_verdicts_and_ignores_tables_without_them(tmp_
 def test_a_timed_cell_is_behind_a_met_target_when_the_table_it_timed_meets_one():
     """The kind follows the raw times a cell saved, not the cell that saved the table; cache files mean training."""
     cells = report_time.cell_table(_manifest())
-    assert cells["kind"].tolist() == [report_time.MET_TIMING, report_time.OTHER_TIMING, report_time.TRAINING,
-                                      report_time.REST, report_time.STARTUP]  # fmt: skip
+    assert cells["kind"].tolist() == [
+        report_time.MET_TIMING,
+        report_time.OTHER_TIMING,
+        report_time.TRAINING,
+        report_time.REST,
+        report_time.STARTUP,
+    ]
     assert cells["meets_target_in"].iloc[0] == "04_speed: this run" and cells["seconds"].iloc[-1] == 20.0
 
 

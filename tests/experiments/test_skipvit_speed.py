@@ -29,8 +29,15 @@ def test_timing_runs_times_the_baseline_every_row_and_an_aa_control(tiny_timing)
     """A real timing of a depth-2 model: baseline, the row and the A/A control, numeric interval columns, a note."""
     table, raw = tiny_timing
     assert list(table["row"]) == ["baseline", "one_stage", speed.CONTROL]
-    numeric = ["images_per_s", "speedup", "speedup_low", "speedup_high", "gain_pct", "ideal_speedup",
-               "measured_over_ideal"]  # fmt: skip
+    numeric = [
+        "images_per_s",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "gain_pct",
+        "ideal_speedup",
+        "measured_over_ideal",
+    ]
     assert all(pd.api.types.is_float_dtype(table[c]) for c in numeric)
     row = table.set_index("row").loc["one_stage"]
     assert row["speedup_low"] <= row["speedup"] <= row["speedup_high"] and row["images_per_s"] > 0
@@ -41,9 +48,18 @@ def test_timing_runs_times_the_baseline_every_row_and_an_aa_control(tiny_timing)
 def test_timing_runs_rows_are_bench_speed_rows(tiny_timing):
     """Every row carries bench.speed_row's columns and bench.protocol's; the control is named bench.control_arm."""
     table, _ = tiny_timing
-    comparison_columns = ["seconds_per_call", "images_per_s", "speedup", "speedup_low", "speedup_high",
-                          "ideal_speedup", "measured_over_ideal", "measured_over_ideal_low",
-                          "measured_over_ideal_high", "verdict"]  # fmt: skip
+    comparison_columns = [
+        "seconds_per_call",
+        "images_per_s",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "ideal_speedup",
+        "measured_over_ideal",
+        "measured_over_ideal_low",
+        "measured_over_ideal_high",
+        "verdict",
+    ]
     protocol_columns = ["device", "threads", "rounds", "min_run_time_s", "order", "isolation", "torch", "timm"]
     assert set(comparison_columns + protocol_columns) <= set(table.columns)
     assert speed.CONTROL == bench.control_arm("baseline")
@@ -70,16 +86,21 @@ def test_timing_runs_on_an_absent_device_is_nan_with_a_note(no_cuda):
 
 def test_training_step_arm_trains_the_model():
     """An arm is one plain training step: calling it twice gives two finite losses from changing weights."""
-    step = speed.training_step_arm("vitstudy_tiny_patch4_28", sv.TABLE1[sv.HEADLINE], (1, 28, 28), 10, 2, "cpu",
-                                   model_kwargs={"depth": 12})  # fmt: skip
+    step = speed.training_step_arm(
+        "vitstudy_tiny_patch4_28", sv.TABLE1[sv.HEADLINE], (1, 28, 28), 10, 2, "cpu", model_kwargs={"depth": 12}
+    )
     first, second = step(), step()
     assert torch.isfinite(first) and torch.isfinite(second) and first != second
 
 
 def test_rows_to_profile_takes_the_headline_then_the_worst_flagged_row():
     """Rows outside 0.90–1.03: the headline row first, then the farthest from 1; none flagged → [] or the headline."""
-    table = pd.DataFrame({"row": ["baseline", "a", "skip_6_55_s11", "b", "c", speed.CONTROL],
-                          "measured_over_ideal": [1.0, 1.2, 0.8, 0.5, 1.0, 1.5]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "row": ["baseline", "a", "skip_6_55_s11", "b", "c", speed.CONTROL],
+            "measured_over_ideal": [1.0, 1.2, 0.8, 0.5, 1.0, 1.5],
+        }
+    )
     assert speed.rows_to_profile(table, limit=2) == ["skip_6_55_s11", "b"]
     calm = table.assign(measured_over_ideal=1.0)
     assert speed.rows_to_profile(calm) == [] and speed.rows_to_profile(calm, 1, always=True) == ["skip_6_55_s11"]
@@ -93,16 +114,22 @@ def test_rows_to_profile_without_the_headline_takes_the_first_row():
 
 def test_profile_rows_breaks_down_the_baseline_and_the_row_by_operator():
     """profile_rows on a tiny model: operator × {baseline, row} self ms per call, with a positive total row."""
-    profiles = speed.profile_rows("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, ONE_STAGE, calls=1, device="cpu",
-                                  depth=2)  # fmt: skip
+    profiles = speed.profile_rows(
+        "vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, ONE_STAGE, calls=1, device="cpu", depth=2
+    )
     frame = profiles["one_stage"].set_index("operator")
     assert list(frame.columns) == ["baseline", "one_stage"] and (frame.loc["total"] > 0).all()
 
 
 def test_profile_explains_only_an_excess_carried_by_attention_operators():
     """Ideal 1.2: the excess is explained when softmax's shrinking beyond the ideal covers the total's, else not."""
-    by_softmax = pd.DataFrame({"operator": ["aten::mm", "aten::_softmax", "total"],
-                               "baseline": [60.0, 60.0, 120.0], "row": [50.0, 20.0, 70.0]})  # fmt: skip
+    by_softmax = pd.DataFrame(
+        {
+            "operator": ["aten::mm", "aten::_softmax", "total"],
+            "baseline": [60.0, 60.0, 120.0],
+            "row": [50.0, 20.0, 70.0],
+        }
+    )
     assert speed.profile_explains(by_softmax, "row", 1.2)
     by_matmul = by_softmax.assign(row=[20.0, 50.0, 70.0])
     assert not speed.profile_explains(by_matmul, "row", 1.2)
@@ -135,8 +162,17 @@ def bf16_timing():
     """The depth-2 timing with the baseline and the row also timed in bf16 (smoke timing), on any CPU."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VITSTUDY_BF16", "1")
-        return speed.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, bench.SMOKE_TIMING, ONE_STAGE,
-                                 device="cpu", bf16_rows=("baseline", "one_stage"), depth=2)  # fmt: skip
+        return speed.timing_runs(
+            "vitstudy_tiny_patch4_28",
+            (1, 28, 28),
+            10,
+            2,
+            bench.SMOKE_TIMING,
+            ONE_STAGE,
+            device="cpu",
+            bf16_rows=("baseline", "one_stage"),
+            depth=2,
+        )
 
 
 def test_bf16_twins_are_timed_in_the_same_rounds_and_fill_their_rows_bf16_columns(bf16_timing):
@@ -149,8 +185,10 @@ def test_bf16_twins_are_timed_in_the_same_rounds_and_fill_their_rows_bf16_column
     assert rows.loc["baseline", "bf16_verdict"] == bench.BASELINE_VERDICT
     one = rows.loc["one_stage"]
     assert one["bf16_verdict"] == bench.flop_bound_verdict(
-        one["bf16_measured_over_ideal"], speed.TARGET,
-        interval=(one["bf16_measured_over_ideal_low"], one["bf16_measured_over_ideal_high"]))  # fmt: skip
+        one["bf16_measured_over_ideal"],
+        speed.TARGET,
+        interval=(one["bf16_measured_over_ideal_low"], one["bf16_measured_over_ideal_high"]),
+    )
     assert pd.isna(rows.loc[speed.CONTROL, "bf16_verdict"])  # the A/A control has no bf16 twin
 
 
@@ -163,14 +201,23 @@ def test_every_row_carries_the_baselines_training_flop_rate(bf16_timing):
     assert table["baseline_gflop_per_s"].to_numpy() == pytest.approx([expected] * 3)
     assert (table["flops_counted"] == bench.TRAINING_STEP).all() and (table["peak_gflop_per_s"] > 0).all()
     assert table["baseline_fraction_of_peak"].iloc[0] == pytest.approx(expected / base["peak_gflop_per_s"])
-    assert table["bf16_baseline_gflop_per_s"].iloc[0] == pytest.approx(3 * base["gflops_off"] *
-                                                                      base["bf16_images_per_s"])  # fmt: skip
+    assert table["bf16_baseline_gflop_per_s"].iloc[0] == pytest.approx(
+        3 * base["gflops_off"] * base["bf16_images_per_s"]
+    )
 
 
 def test_bf16_rows_must_include_the_baseline_and_be_rows_of_the_table():
     with pytest.raises(ValueError, match=r"bf16_rows=\('one_stage',\) is not allowed"):
-        speed.timing_runs("vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, bench.SMOKE_TIMING, ONE_STAGE,
-                          bf16_rows=("one_stage",), depth=2)  # fmt: skip
+        speed.timing_runs(
+            "vitstudy_tiny_patch4_28",
+            (1, 28, 28),
+            10,
+            2,
+            bench.SMOKE_TIMING,
+            ONE_STAGE,
+            bf16_rows=("one_stage",),
+            depth=2,
+        )
 
 
 def test_a_bf16_training_step_arm_trains_under_autocast(monkeypatch):
@@ -183,8 +230,16 @@ def test_a_bf16_training_step_arm_trains_under_autocast(monkeypatch):
         return original(device_type, dtype=dtype, **kwargs)
 
     monkeypatch.setattr(torch, "autocast", recording_autocast)
-    step = speed.training_step_arm("vitstudy_tiny_patch4_28", sv.TABLE1[sv.HEADLINE], (1, 28, 28), 10, 2, "cpu",
-                                   model_kwargs={"depth": 12}, precision="bf16")  # fmt: skip
+    step = speed.training_step_arm(
+        "vitstudy_tiny_patch4_28",
+        sv.TABLE1[sv.HEADLINE],
+        (1, 28, 28),
+        10,
+        2,
+        "cpu",
+        model_kwargs={"depth": 12},
+        precision="bf16",
+    )
     first, second = step(), step()
     assert torch.isfinite(first) and torch.isfinite(second) and first != second
     assert entered == [("cpu", torch.bfloat16)] * 2

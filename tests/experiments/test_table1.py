@@ -22,12 +22,32 @@ def table_1_of() -> Callable[..., pd.DataFrame]:
     def make(speed_im_s: float | list[float] = 1.0) -> pd.DataFrame:
         names = [*sv.TABLE1, CONTROL]
         speeds = speed_im_s if isinstance(speed_im_s, list) else [speed_im_s] * len(sv.TABLE1)
-        speed = pd.DataFrame({"row": names, "setting": [sv.TABLE1[n].label for n in sv.TABLE1] + ["baseline (A/A)"],
-                              "images_per_s": [*speeds, speeds[0]], "speedup": 1.0, "speedup_low": 0.9,
-                              "speedup_high": 1.1, "gain_pct": 0.0, "ideal_speedup": 1.01, "ideal_gain_pct": 1.0,
-                              "measured_over_ideal": 0.99, "verdict": "x", "note": ""})  # fmt: skip
-        runs = pd.DataFrame({"row": list(sv.TABLE1), "setting": "x", "seed": 0, "top1_dropping_on": 80.0,
-                             "top1_dropping_off": 81.0, "loop_im_s": 1.0})  # fmt: skip
+        speed = pd.DataFrame(
+            {
+                "row": names,
+                "setting": [sv.TABLE1[n].label for n in sv.TABLE1] + ["baseline (A/A)"],
+                "images_per_s": [*speeds, speeds[0]],
+                "speedup": 1.0,
+                "speedup_low": 0.9,
+                "speedup_high": 1.1,
+                "gain_pct": 0.0,
+                "ideal_speedup": 1.01,
+                "ideal_gain_pct": 1.0,
+                "measured_over_ideal": 0.99,
+                "verdict": "x",
+                "note": "",
+            }
+        )
+        runs = pd.DataFrame(
+            {
+                "row": list(sv.TABLE1),
+                "setting": "x",
+                "seed": 0,
+                "top1_dropping_on": 80.0,
+                "top1_dropping_off": 81.0,
+                "loop_im_s": 1.0,
+            }
+        )
         return table1.table_1(table1.accuracy_summary(runs), speed, speed)
 
     return make
@@ -90,11 +110,16 @@ def test_rows_must_be_table_1_rows_with_the_baseline():
 
 def test_accuracy_summary_averages_seeds_and_subtracts_the_baseline():
     """Per row: mean and std over seeds of top-1 with dropping on and off, and the mean minus the baseline's."""
-    runs = pd.DataFrame({
-        "row": ["baseline", "baseline", "skip", "skip"], "setting": "x", "seed": [0, 1, 0, 1],
-        "top1_dropping_on": [80.0, 82.0, 78.0, 79.0], "top1_dropping_off": [80.0, 82.0, 81.0, 81.0],
-        "loop_im_s": [1.0, 3.0, 2.0, 4.0],
-    })  # fmt: skip
+    runs = pd.DataFrame(
+        {
+            "row": ["baseline", "baseline", "skip", "skip"],
+            "setting": "x",
+            "seed": [0, 1, 0, 1],
+            "top1_dropping_on": [80.0, 82.0, 78.0, 79.0],
+            "top1_dropping_off": [80.0, 82.0, 81.0, 81.0],
+            "loop_im_s": [1.0, 3.0, 2.0, 4.0],
+        }
+    )
     summary = table1.accuracy_summary(runs).set_index("row")
     assert summary.loc["skip", "top1_dropping_on"] == 78.5 and summary.loc["skip", "seeds"] == 2
     assert summary.loc["skip", "top1_dropping_on_diff"] == -2.5 and summary.loc["skip", "top1_dropping_off_diff"] == 0
@@ -181,22 +206,54 @@ def test_bf16_rows_outside_the_budgets_rows_are_refused():
         table1.Table1Budget(smoke.training, smoke.timing, vit_small_bf16_rows=("skip_6_55_s11",))
 
 
-BF16_AND_MACHINE = {"bf16_speedup_over_fp32": 1.7, "bf16_speedup_over_fp32_low": 1.6,
-                    "bf16_speedup_over_fp32_high": 1.8, "bf16_measured_over_ideal": 0.8,
-                    "bf16_measured_over_ideal_low": 0.7, "bf16_measured_over_ideal_high": 0.9, "bf16_verdict": "v",
-                    "baseline_gflop_per_s": 70.0, "peak_gflop_per_s": 140.0, "baseline_fraction_of_peak": 0.5,
-                    "bf16_baseline_gflop_per_s": 120.0, "bf16_peak_gflop_per_s": 400.0,
-                    "bf16_baseline_fraction_of_peak": 0.3, "flops_counted": "training step = 3 × forward"}  # fmt: skip
+BF16_AND_MACHINE = {
+    "bf16_speedup_over_fp32": 1.7,
+    "bf16_speedup_over_fp32_low": 1.6,
+    "bf16_speedup_over_fp32_high": 1.8,
+    "bf16_measured_over_ideal": 0.8,
+    "bf16_measured_over_ideal_low": 0.7,
+    "bf16_measured_over_ideal_high": 0.9,
+    "bf16_verdict": "v",
+    "baseline_gflop_per_s": 70.0,
+    "peak_gflop_per_s": 140.0,
+    "baseline_fraction_of_peak": 0.5,
+    "bf16_baseline_gflop_per_s": 120.0,
+    "bf16_peak_gflop_per_s": 400.0,
+    "bf16_baseline_fraction_of_peak": 0.3,
+    "flops_counted": "training step = 3 × forward",
+}
 
 
 def test_table_1_carries_the_bf16_and_machine_columns_of_both_models():
     """The speed tables' bf16 and peak columns reach Table 1 under vit_small_* and small_*; findings read them."""
     names = [*sv.TABLE1, CONTROL]
-    speed = pd.DataFrame({"row": names, "setting": names, "images_per_s": 1.0, "speedup": 1.0, "speedup_low": 0.9,
-                          "speedup_high": 1.1, "gain_pct": 0.0, "ideal_speedup": 1.2, "ideal_gain_pct": 20.0,
-                          "measured_over_ideal": 0.9, "verdict": "x", "note": "", **BF16_AND_MACHINE})  # fmt: skip
-    runs = pd.DataFrame({"row": list(sv.TABLE1), "setting": "x", "seed": 0, "top1_dropping_on": 80.0,
-                         "top1_dropping_off": 81.0, "loop_im_s": 1.0})  # fmt: skip
+    speed = pd.DataFrame(
+        {
+            "row": names,
+            "setting": names,
+            "images_per_s": 1.0,
+            "speedup": 1.0,
+            "speedup_low": 0.9,
+            "speedup_high": 1.1,
+            "gain_pct": 0.0,
+            "ideal_speedup": 1.2,
+            "ideal_gain_pct": 20.0,
+            "measured_over_ideal": 0.9,
+            "verdict": "x",
+            "note": "",
+            **BF16_AND_MACHINE,
+        }
+    )
+    runs = pd.DataFrame(
+        {
+            "row": list(sv.TABLE1),
+            "setting": "x",
+            "seed": 0,
+            "top1_dropping_on": 80.0,
+            "top1_dropping_off": 81.0,
+            "loop_im_s": 1.0,
+        }
+    )
     table = table1.table_1(table1.accuracy_summary(runs), speed, speed)
     for column in BF16_AND_MACHINE:
         assert f"vit_small_{column}" in table and f"small_{column}" in table

@@ -43,21 +43,43 @@ def digits_study(tmp_path_factory):
     from vitstudy.train import train
 
     cfg = TrainConfig(
-        model="vitstudy_tiny_patch4_28", model_kwargs=dict(depth=3, patch_size=2), dataset="digits",
-        train_size=512, val_size=128, epochs=2, batch_size=64, warmup_epochs=0.5, augment=False,
-    )  # fmt: skip
+        model="vitstudy_tiny_patch4_28",
+        model_kwargs=dict(depth=3, patch_size=2),
+        dataset="digits",
+        train_size=512,
+        val_size=128,
+        epochs=2,
+        batch_size=64,
+        warmup_epochs=0.5,
+        augment=False,
+    )
     result = train(cfg, tmp_path_factory.mktemp("digits"), progress=False)
     scale = Scale("test", cfg, eval_batch_size=128)
-    return multiexit.build_study(scale, result.model, result.splits, exit_sets=[(1,), (1, 2)], head_epochs=50,
-                                 progress=False)  # fmt: skip
+    return multiexit.build_study(
+        scale, result.model, result.splits, exit_sets=[(1,), (1, 2)], head_epochs=50, progress=False
+    )
 
 
 @pytest.fixture(scope="session")
 def depth12_study():
     """An untrained depth-12 ViT on a few digits with exits 3, 6, 9: the speed targets need the report's exits."""
-    cfg = TrainConfig(model="vitstudy_tiny_patch4_28", model_kwargs=dict(img_size=8, patch_size=2), dataset="digits",
-                      train_size=128, val_size=64, test_size=64, augment=False)  # fmt: skip
+    cfg = TrainConfig(
+        model="vitstudy_tiny_patch4_28",
+        model_kwargs=dict(img_size=8, patch_size=2),
+        dataset="digits",
+        train_size=128,
+        val_size=64,
+        test_size=64,
+        augment=False,
+    )
     torch.manual_seed(0)
     vit = create_model(cfg.model, **cfg.model_kwargs).eval()
-    return multiexit.build_study(Scale("test", cfg, eval_batch_size=64), vit, build_splits(cfg), ["separate"],
-                                 [(3, 6, 9)], head_epochs=1, progress=False)  # fmt: skip
+    return multiexit.build_study(
+        Scale("test", cfg, eval_batch_size=64),
+        vit,
+        build_splits(cfg),
+        ["separate"],
+        [(3, 6, 9)],
+        head_epochs=1,
+        progress=False,
+    )

@@ -36,8 +36,10 @@ def _merged_per_device(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def test_table_5_3_pivot_equals_the_per_device_merge(digits_study, no_cuda, monkeypatch):
     """DataFrame.pivot gives exactly the table the per-device merge loop gave, on the same measurements."""
-    runs = {d: real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], device=d)
-            for d in cpu_vs_gpu.DEVICES}  # fmt: skip
+    runs = {
+        d: real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], device=d)
+        for d in cpu_vs_gpu.DEVICES
+    }
     monkeypatch.setattr(cpu_vs_gpu, "table_5_2", lambda *args: runs[args[-1]])
     table, _ = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)])
     pd.testing.assert_frame_equal(table, _merged_per_device({d: part for d, (part, _) in runs.items()}))
@@ -45,8 +47,15 @@ def test_table_5_3_pivot_equals_the_per_device_merge(digits_study, no_cuda, monk
 
 def test_device_bars_name_a_device_that_was_not_measured():
     """CPU bars are drawn and in the legend; the unmeasured CUDA device is only named in the title."""
-    table = pd.DataFrame({"variant": ["same", "separate"], "exits": ["3", "3"], "policy": ["sample", "batch"],
-                          "cpu_speedup": [1.5, 0.9], "cuda_speedup": [math.nan, math.nan]})  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "variant": ["same", "separate"],
+            "exits": ["3", "3"],
+            "policy": ["sample", "batch"],
+            "cpu_speedup": [1.5, 0.9],
+            "cuda_speedup": [math.nan, math.nan],
+        }
+    )
     ax = cpu_vs_gpu.device_speedup_bars(table).axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cpu"]
     assert f"cuda: {bench.NOT_MEASURED_NO_CUDA}" in ax.get_title()
@@ -72,7 +81,8 @@ def test_machine_table_sets_the_cpu_peak_beside_its_use_and_the_gpu_not_measured
     assert cpu["peak_fp32_gflop_per_s"] == table["cpu_peak_gflop_per_s"].iloc[0] > 0 and cpu["note"] == ""
     assert cpu["peak_bf16_gflop_per_s"] > 0
     assert cpu["plain_model_fraction_of_fp32_peak"] == pytest.approx(
-        cpu["plain_model_gflop_per_s"] / cpu["peak_fp32_gflop_per_s"])  # fmt: skip
+        cpu["plain_model_gflop_per_s"] / cpu["peak_fp32_gflop_per_s"]
+    )
     assert math.isnan(cuda["peak_fp32_gflop_per_s"]) and cuda["note"] == bench.NOT_MEASURED_NO_CUDA
     assert "On CUDA, the baseline's share of the fp32 peak: not measured" in cpu_vs_gpu.findings(table)
 
@@ -85,8 +95,7 @@ def test_table_5_3_reads_table_5_2_of_the_same_report_run(digits_study, no_cuda,
     table52, _ = real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, variants, [(1,)])
     timed = []
     monkeypatch.setattr(bench, "compare_models", lambda *args, **kwargs: timed.append(args) or pytest.fail("timed"))
-    table53, raw = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)],
-                                        devices=["cpu"])  # fmt: skip
+    table53, raw = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], devices=["cpu"])
     assert not timed
     ours = table53.set_index("setting")["cpu_speedup"]
     assert ours.to_dict() == table52.set_index("setting").loc[ours.index, "speedup"].to_dict()

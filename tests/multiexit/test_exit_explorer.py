@@ -34,9 +34,21 @@ def test_explorer_draws_the_images_as_one_mosaic(digits_study):
 
 
 def _summary(**changes):
-    summary = dict(variant="separate", exits="3,6,9", policy="sample", threshold=0.9, batch_size=None, top1=80.123,
-                   at_3_pct=40.0, at_6_pct=15.2, at_9_pct=7.0, at_12_pct=37.8, exited_pct=62.2, ideal_speedup=1.456,
-                   plain_top1=81.0)  # fmt: skip
+    summary = dict(
+        variant="separate",
+        exits="3,6,9",
+        policy="sample",
+        threshold=0.9,
+        batch_size=None,
+        top1=80.123,
+        at_3_pct=40.0,
+        at_6_pct=15.2,
+        at_9_pct=7.0,
+        at_12_pct=37.8,
+        exited_pct=62.2,
+        ideal_speedup=1.456,
+        plain_top1=81.0,
+    )
     return {**summary, **changes}
 
 

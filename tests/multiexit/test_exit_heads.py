@@ -78,8 +78,9 @@ def test_same_variant_fits_nothing(tiny_vit):
     """The ``same`` variant keeps the trained final head: fitting returns no history and changes no weight."""
     model = MultiExitViT(tiny_vit, variant="same")
     before = tiny_vit.head.weight.clone()
-    record = multiexit.ExitFeatures(torch.randn(8, 4, tiny_vit.embed_dim), torch.zeros(8, dtype=torch.long),
-                                    (3, 6, 9), 12)  # fmt: skip
+    record = multiexit.ExitFeatures(
+        torch.randn(8, 4, tiny_vit.embed_dim), torch.zeros(8, dtype=torch.long), (3, 6, 9), 12
+    )
     assert multiexit.fit_heads(model, record, epochs=2).empty
     assert torch.equal(tiny_vit.head.weight, before)
 
@@ -89,8 +90,12 @@ def test_fitted_heads_are_read_back_from_the_cache_without_fitting_again(tiny_vi
     """Notebooks 02, 03, 07 and 10 share one fit: the second call loads the same weights and history and fits
     nothing."""
     generator = torch.Generator().manual_seed(0)
-    record = multiexit.ExitFeatures(torch.randn(64, 4, tiny_vit.embed_dim, generator=generator),
-                                    torch.randint(0, 10, (64,), generator=generator), (3, 6, 9), 12)  # fmt: skip
+    record = multiexit.ExitFeatures(
+        torch.randn(64, 4, tiny_vit.embed_dim, generator=generator),
+        torch.randint(0, 10, (64,), generator=generator),
+        (3, 6, 9),
+        12,
+    )
     path = tmp_path / "heads.safetensors"
     fitted = MultiExitViT(tiny_vit, (3, 9), variant)
     history = multiexit.fitted_heads(fitted, record, epochs=2, seed=0, cache_path=path)

@@ -67,8 +67,15 @@ def test_performance_table_times_each_operating_point_once(depth12_study):
 
 
 def _row(**changes):
-    row = dict(speedup=2.7, speedup_low=2.6, speedup_high=2.8, test_top1_loss=0.2, test_top1_loss_low=-0.1,
-               test_top1_loss_high=0.45, verdict="within target (0.9–1.03)")  # fmt: skip
+    row = dict(
+        speedup=2.7,
+        speedup_low=2.6,
+        speedup_high=2.8,
+        test_top1_loss=0.2,
+        test_top1_loss_low=-0.1,
+        test_top1_loss_high=0.45,
+        verdict="within target (0.9–1.03)",
+    )
     return {**row, **changes}
 
 
@@ -93,23 +100,53 @@ def _performance(rows):
 def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_target():
     """Nobody meets the target: the best measured accuracy-preserving point and its ideal's shortfall, computed."""
     label = exit_speed_targets.PER_SAMPLE
-    table = _performance([
-        _row(measurement=f"{label}: separate, a", variant="separate", speedup=1.9, speedup_low=1.8,
-             test_ideal_speedup=1.93, measured_over_ideal=0.98),
-        _row(measurement=f"{label}: joint, b", variant="joint", speedup=2.2, speedup_low=2.1, test_ideal_speedup=2.25,
-             measured_over_ideal=0.98),
-        _row(measurement=f"{label}: scratch, c", variant="scratch", speedup=3.0, test_top1_loss=2.0,
-             test_ideal_speedup=3.1, measured_over_ideal=0.97),
-    ])  # fmt: skip
+    table = _performance(
+        [
+            _row(
+                measurement=f"{label}: separate, a",
+                variant="separate",
+                speedup=1.9,
+                speedup_low=1.8,
+                test_ideal_speedup=1.93,
+                measured_over_ideal=0.98,
+            ),
+            _row(
+                measurement=f"{label}: joint, b",
+                variant="joint",
+                speedup=2.2,
+                speedup_low=2.1,
+                test_ideal_speedup=2.25,
+                measured_over_ideal=0.98,
+            ),
+            _row(
+                measurement=f"{label}: scratch, c",
+                variant="scratch",
+                speedup=3.0,
+                test_top1_loss=2.0,
+                test_ideal_speedup=3.1,
+                measured_over_ideal=0.97,
+            ),
+        ]
+    )
     text = " ".join(exit_speed_targets.target_findings(table))
     assert "No operating point meets the target" in text
     assert f"The best measured point that keeps accuracy is {label}: joint, b" in text
     assert "0.25× short of 2.5×" in text and "The exits trained with the backbone" in text
-    met = _performance([_row(measurement=f"{label}: joint, b", variant="joint", test_ideal_speedup=2.75,
-                             measured_over_ideal=0.98)])  # fmt: skip
+    met = _performance(
+        [_row(measurement=f"{label}: joint, b", variant="joint", test_ideal_speedup=2.75, measured_over_ideal=0.98)]
+    )
     assert f"is met by: {label}: joint, b." in " ".join(exit_speed_targets.target_findings(met))
-    nothing = _performance([_row(measurement=f"{label}: joint, b", variant="joint", speedup=float("nan"),
-                                 test_ideal_speedup=2.75, measured_over_ideal=float("nan"))])  # fmt: skip
+    nothing = _performance(
+        [
+            _row(
+                measurement=f"{label}: joint, b",
+                variant="joint",
+                speedup=float("nan"),
+                test_ideal_speedup=2.75,
+                measured_over_ideal=float("nan"),
+            )
+        ]
+    )
     assert exit_speed_targets.target_findings(nothing)[-1] == "Against the 2.5× target: not measured."
 
 

@@ -87,9 +87,15 @@ EXPERIMENTS = Path(max_speed_exit.__file__).parent
 
 def test_core_imports_go_one_way():
     """exits <- model <- heads, costs <- study <- joint, explorer; no core module imports the experiments."""
-    allowed = {"exits": set(), "model": {"exits"}, "heads": {"model"}, "costs": {"model"},
-               "study": {"costs", "exits", "heads", "model"}, "joint": {"heads", "model", "study"},
-               "explorer": {"exits", "study"}}  # fmt: skip
+    allowed = {
+        "exits": set(),
+        "model": {"exits"},
+        "heads": {"model"},
+        "costs": {"model"},
+        "study": {"costs", "exits", "heads", "model"},
+        "joint": {"heads", "model", "study"},
+        "explorer": {"exits", "study"},
+    }
     for module, lower in allowed.items():
         own = _own_imports(CORE / f"{module}.py")
         assert {m[1:] for m in own if m.startswith(".") and not m.startswith("..")} <= lower, module
@@ -99,9 +105,14 @@ def test_core_imports_go_one_way():
 def test_multi_exit_experiments_import_each_other_one_way():
     """max_speed_exit <- real_data_exit <- exit_speed_targets, cpu_vs_gpu; batch_rule and joint_exit stand alone; any
     of them may use the shared phrasing of findings (experiments.sentences)."""
-    allowed = {"max_speed_exit": set(), "real_data_exit": {"max_speed_exit"}, "batch_rule": set(),
-               "exit_speed_targets": {"max_speed_exit", "real_data_exit"},
-               "cpu_vs_gpu": {"real_data_exit"}, "joint_exit": set()}  # fmt: skip
+    allowed = {
+        "max_speed_exit": set(),
+        "real_data_exit": {"max_speed_exit"},
+        "batch_rule": set(),
+        "exit_speed_targets": {"max_speed_exit", "real_data_exit"},
+        "cpu_vs_gpu": {"real_data_exit"},
+        "joint_exit": set(),
+    }
     for module, lower in allowed.items():
         own = _own_imports(EXPERIMENTS / f"{module}.py")
         assert {m[1:] for m in own if m.startswith(".") and not m.startswith("..")} <= lower | {"sentences"}, module

@@ -52,8 +52,9 @@ def test_joint_run_killed_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
     reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     subprocess.run([sys.executable, str(script), str(reference)], check=True, env=_env(), capture_output=True)
 
-    process = subprocess.Popen([sys.executable, str(script), str(killed)], env=_env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(killed)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
     deadline = time.monotonic() + 300  # only turns a hang into a failure: start-up and an epoch take seconds
     while (read_checkpoint_index(killed) or {}).get("epoch") != 0:
         assert process.poll() is None, process.stderr.read().decode()

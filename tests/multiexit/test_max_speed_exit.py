@@ -73,8 +73,9 @@ def test_forced_exit_verdicts_need_the_interval_inside_0_95_to_1_05(tiny_vit):
     table, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
     for row in table.iloc[1:4].itertuples():
         interval = (row.measured_over_ideal_low, row.measured_over_ideal_high)
-        assert row.verdict == bench.flop_bound_verdict(row.measured_over_ideal, (0.97, 1.03), interval=interval,
-                                                       interval_within=(0.95, 1.05))  # fmt: skip
+        assert row.verdict == bench.flop_bound_verdict(
+            row.measured_over_ideal, (0.97, 1.03), interval=interval, interval_within=(0.95, 1.05)
+        )
 
 
 def test_table_5_1_without_cuda_keeps_flop_ratios_and_notes_the_timing(tiny_vit, no_cuda):

@@ -106,13 +106,18 @@ def test_paper_numbers_sit_beside_matching_rows():
 def _operating_point_from_the_whole_sweep(study, max_loss, thresholds, exit_sets):
     """The rule computed the long way: every validation setting's interval, then the best allowed one."""
     sweep = exit_tradeoff.threshold_sweep(study, thresholds, exit_sets=exit_sets, split="val")
-    sweep["high"] = [study.top1_loss_interval(r.variant, multiexit.parse_exits(r.exits), r.threshold, "sample",
-                                              "val")[2] for r in sweep.itertuples()]  # fmt: skip
+    sweep["high"] = [
+        study.top1_loss_interval(r.variant, multiexit.parse_exits(r.exits), r.threshold, "sample", "val")[2]
+        for r in sweep.itertuples()
+    ]
     allowed = sweep[sweep["high"] <= max_loss]
     allowed = sweep[sweep["threshold"] == max(thresholds)] if allowed.empty else allowed
     best = allowed.sort_values(["ideal_speedup", "top1"], ascending=False).iloc[0]
-    return {"variant": best["variant"], "exits": multiexit.parse_exits(best["exits"]),
-            "threshold": float(best["threshold"])}  # fmt: skip
+    return {
+        "variant": best["variant"],
+        "exits": multiexit.parse_exits(best["exits"]),
+        "threshold": float(best["threshold"]),
+    }
 
 
 @pytest.mark.parametrize("max_loss", [0.0, 0.5, 5.0])

@@ -63,10 +63,19 @@ def test_explorer_widget_shows_the_readout_and_keeps_the_summary(explorer):
 
 def _summary(**changes):
     summary = dict(
-        setting="skip_6_55_s11", drop_layers=[6], mode="skip", skip_layer=11, kept_per_stage=[22],
-        dropped_per_stage=[27], patches=49, prediction_dropping_on="Coat", confidence_dropping_on=0.183,
-        prediction_dropping_off="Shirt", confidence_dropping_off=0.421, label="Coat",
-    )  # fmt: skip
+        setting="skip_6_55_s11",
+        drop_layers=[6],
+        mode="skip",
+        skip_layer=11,
+        kept_per_stage=[22],
+        dropped_per_stage=[27],
+        patches=49,
+        prediction_dropping_on="Coat",
+        confidence_dropping_on=0.183,
+        prediction_dropping_off="Shirt",
+        confidence_dropping_off=0.421,
+        label="Coat",
+    )
     return {**summary, **changes}
 
 
@@ -80,8 +89,14 @@ def test_readout_says_what_each_stage_keeps_and_the_predictions():
 
 def test_readout_counts_the_second_stage_from_what_the_first_kept():
     """Two fused stages: the second ranks the first's kept patches; no true class for an image file."""
-    summary = _summary(drop_layers=[4, 7], mode="fused", skip_layer=None, kept_per_stage=[35, 25],
-                       dropped_per_stage=[14, 10], label=None)  # fmt: skip
+    summary = _summary(
+        drop_layers=[4, 7],
+        mode="fused",
+        skip_layer=None,
+        kept_per_stage=[35, 25],
+        dropped_per_stage=[14, 10],
+        label=None,
+    )
     assert sv.explorer.readout(summary).startswith(
         "After block 4: 35 of 49 patches kept, 14 are fused into one token; "
         "after block 7: 25 of 35 patches kept, 10 are fused into one token. Prediction Coat 18% with dropping,"

@@ -117,8 +117,14 @@ def median_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) ->
     median = float(np.median(values))
     if len(values) == 1:  # every resample of one value is that value (scipy refuses a sample of one)
         return median, median, median
-    interval = stats.bootstrap((values,), np.median, n_resamples=resamples, confidence_level=0.95,
-                               method="percentile", rng=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    interval = stats.bootstrap(
+        (values,),
+        np.median,
+        n_resamples=resamples,
+        confidence_level=0.95,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
     return median, float(interval.low), float(interval.high)
 
 
@@ -240,8 +246,17 @@ def compare(
 
 
 def _records(name: str, round_index: int, position: int, times: Sequence[float], number: int) -> list[dict]:
-    return [{"arm": name, "round": round_index, "position": position, "block": block, "seconds_per_call": seconds,
-             "calls": number} for block, seconds in enumerate(times)]  # fmt: skip
+    return [
+        {
+            "arm": name,
+            "round": round_index,
+            "position": position,
+            "block": block,
+            "seconds_per_call": seconds,
+            "calls": number,
+        }
+        for block, seconds in enumerate(times)
+    ]
 
 
 def _blocked_times(
@@ -291,8 +306,9 @@ def _time_in_processes(
     with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
         for round_index, names in enumerate(orders):
             for position, name in enumerate(names):
-                future = pool.submit(_time_arm_in_child, arms[name], settings.warmup_calls, settings.min_run_time,
-                                     threads)  # fmt: skip
+                future = pool.submit(
+                    _time_arm_in_child, arms[name], settings.warmup_calls, settings.min_run_time, threads
+                )
                 times, number = future.result()
                 records += _records(name, round_index, position, times, number)
     return records

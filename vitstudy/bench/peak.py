@@ -62,9 +62,12 @@ def matmul_gflop_per_s(
     out = torch.empty(size, size, device=device, dtype=dtype)
     # No warm-up call of our own: blocked_autorange's untimed block-sizing call pays for kernel choice and lazy init.
     extra = {} if timer is None else {"timer": timer}
-    measurement = Timer(stmt="torch.mm(a, b, out=out)", globals={"torch": torch, "a": a, "b": b, "out": out},
-                        num_threads=threads or torch.get_num_threads(), **extra).blocked_autorange(
-        min_run_time=min_run_time)  # fmt: skip
+    measurement = Timer(
+        stmt="torch.mm(a, b, out=out)",
+        globals={"torch": torch, "a": a, "b": b, "out": out},
+        num_threads=threads or torch.get_num_threads(),
+        **extra,
+    ).blocked_autorange(min_run_time=min_run_time)
     return 2 * size**3 / measurement.median / 1e9
 
 
@@ -89,8 +92,14 @@ def machine_peak(
         key = (str(device), threads, size, name, native)  # with $VITSTUDY_BF16 a process may see both answers
         if key not in _measured:
             gflop_per_s = matmul_gflop_per_s(size, dtype, device, threads, min_run_time) if native else math.nan
-            _measured[key] = {"device": str(device), "threads": threads, "matmul_size": size, "dtype": name,
-                              "gflop_per_s": gflop_per_s, "min_run_time_s": min_run_time}  # fmt: skip
+            _measured[key] = {
+                "device": str(device),
+                "threads": threads,
+                "matmul_size": size,
+                "dtype": name,
+                "gflop_per_s": gflop_per_s,
+                "min_run_time_s": min_run_time,
+            }
             _write_record()
         out[name] = _measured[key]["gflop_per_s"]
     return out

@@ -30,11 +30,13 @@ def operator_times(fn: Callable[[], Any], calls: int = 3, warmup_calls: int = 1)
     rows = []
     for event in prof.key_averages():
         device_us = getattr(event, "self_device_time_total", 0.0) or 0.0
-        rows.append({
-            "operator": event.key,
-            "self_ms": (event.self_cpu_time_total + device_us) / 1000 / calls,
-            "count": event.count / calls,
-        })  # fmt: skip
+        rows.append(
+            {
+                "operator": event.key,
+                "self_ms": (event.self_cpu_time_total + device_us) / 1000 / calls,
+                "count": event.count / calls,
+            }
+        )
     frame = pd.DataFrame(rows)
     return frame[frame["self_ms"] > 0].sort_values("self_ms", ascending=False, ignore_index=True)
 
@@ -49,7 +51,8 @@ def operator_breakdown(arms: Mapping[str, Callable[[], Any]], calls: int = 3, to
     first = next(iter(per_arm))
     table = table.sort_values(first, ascending=False)
     head, rest = table.iloc[:top], table.iloc[top:]
-    out = pd.concat([head, pd.DataFrame([rest.sum()], index=["(other operators)"]),
-                     pd.DataFrame([table.sum()], index=["total"])])  # fmt: skip
+    out = pd.concat(
+        [head, pd.DataFrame([rest.sum()], index=["(other operators)"]), pd.DataFrame([table.sum()], index=["total"])]
+    )
     out.index.name = "operator"
     return out.reset_index()

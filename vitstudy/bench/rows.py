@@ -45,11 +45,25 @@ NOT_TIMED_BF16 = "not timed in bf16 at this scale"  # the bf16 verdict of a row 
 NOT_COUNTED = "not counted"  # flops_counted of a comparison without BaselineWork
 WITHIN_TARGET = "within target"  # how every verdict that meets its target begins (readers test for this prefix)
 # What machine_use adds to every row: a table that picks its columns keeps these (issue 19: in every timed table).
-MACHINE_USE_COLUMNS = ("baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak", "peak_dtype",
-                       "flops_counted")  # fmt: skip
-BF16_NUMBERS = tuple(f"bf16_{name}" for name in ("images_per_s", "speedup_over_fp32", "speedup_over_fp32_low",
-                                                 "speedup_over_fp32_high", "measured_over_ideal",
-                                                 "measured_over_ideal_low", "measured_over_ideal_high"))  # fmt: skip
+MACHINE_USE_COLUMNS = (
+    "baseline_gflop_per_s",
+    "peak_gflop_per_s",
+    "baseline_fraction_of_peak",
+    "peak_dtype",
+    "flops_counted",
+)
+BF16_NUMBERS = tuple(
+    f"bf16_{name}"
+    for name in (
+        "images_per_s",
+        "speedup_over_fp32",
+        "speedup_over_fp32_low",
+        "speedup_over_fp32_high",
+        "measured_over_ideal",
+        "measured_over_ideal_low",
+        "measured_over_ideal_high",
+    )
+)
 
 
 def bf16_arm(name: str) -> str:
@@ -77,9 +91,11 @@ def flop_bound_verdict(
     if math.isnan(measured_over_ideal):
         return NOT_MEASURED
     if measured_over_ideal > FLOP_BOUND_SLACK:
-        return "above the FLOP ideal: explained by profile" if explained else (
-            "exceeds the FLOP bound — measurement suspect"
-        )  # fmt: skip
+        return (
+            "above the FLOP ideal: explained by profile"
+            if explained
+            else ("exceeds the FLOP bound — measurement suspect")
+        )
     low, high = target
     if measured_over_ideal < low:
         return f"below target ({low:g}–{high:g})"
@@ -88,8 +104,10 @@ def flop_bound_verdict(
     if interval is not None and interval_within is not None:
         lo, hi = interval_within
         if not (lo <= interval[0] and interval[1] <= hi):
-            return (f"point within {low:g}–{high:g}, but interval {interval[0]:.2f}–{interval[1]:.2f} not inside "
-                    f"{lo:g}–{hi:g}: not resolved")  # fmt: skip
+            return (
+                f"point within {low:g}–{high:g}, but interval {interval[0]:.2f}–{interval[1]:.2f} not inside "
+                f"{lo:g}–{hi:g}: not resolved"
+            )
         return f"{WITHIN_TARGET} ({low:g}–{high:g}, interval inside {lo:g}–{hi:g})"
     return f"{WITHIN_TARGET} ({low:g}–{high:g})"
 
@@ -196,8 +214,11 @@ def bf16_columns(
         return {**dict.fromkeys(BF16_NUMBERS, math.nan), "bf16_verdict": verdict, **use}
     over_fp32, speed = comparison.speedup(twin, over=arm), comparison.speedup(twin, over=base)
     low, high = speed["speedup_low"] / ideal, speed["speedup_high"] / ideal
-    verdict = BASELINE_VERDICT if twin == base else (
-        flop_bound_verdict(speed["speedup"] / ideal, target, False, (low, high), interval_within))  # fmt: skip
+    verdict = (
+        BASELINE_VERDICT
+        if twin == base
+        else (flop_bound_verdict(speed["speedup"] / ideal, target, False, (low, high), interval_within))
+    )
     return {
         "bf16_images_per_s": images / speed["seconds"],
         "bf16_speedup_over_fp32": over_fp32["speedup"],
@@ -239,8 +260,9 @@ def table_note(comparison: Comparison) -> str:
     if comparison.note:
         return comparison.note
     shared_from = comparison.environment.get("shared_from")
-    reused = f"timed once earlier in this report run ({shared_from}) and read here, not timed again" if shared_from \
-        else ""  # fmt: skip
+    reused = (
+        f"timed once earlier in this report run ({shared_from}) and read here, not timed again" if shared_from else ""
+    )
     return "; ".join(note for note in (comparison.control_note(), reused) if note)
 
 

@@ -51,15 +51,18 @@ def share(comparison: Comparison, key: str, arm_ids: Mapping[str, str]) -> None:
         return
     with atomic_path(folder / f"{key}.csv") as tmp:
         comparison.raw.to_csv(tmp, index=False)
-    atomic_write_json(folder / f"{key}.json", {
-        "baseline": comparison.baseline,
-        "control": comparison.control,
-        "settings": dataclasses.asdict(comparison.settings),
-        "environment": comparison.environment,
-        "note": comparison.note,
-        "work": dataclasses.asdict(comparison.work) if comparison.work is not None else None,
-        "arm_ids": dict(arm_ids),
-    })  # fmt: skip
+    atomic_write_json(
+        folder / f"{key}.json",
+        {
+            "baseline": comparison.baseline,
+            "control": comparison.control,
+            "settings": dataclasses.asdict(comparison.settings),
+            "environment": comparison.environment,
+            "note": comparison.note,
+            "work": dataclasses.asdict(comparison.work) if comparison.work is not None else None,
+            "arm_ids": dict(arm_ids),
+        },
+    )
 
 
 def shared(key: str) -> tuple[Comparison, dict[str, str]] | None:

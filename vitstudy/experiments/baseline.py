@@ -83,8 +83,7 @@ def speed_table(comparison: bench.Comparison, images: int) -> pd.DataFrame:
         {"arm": BASELINE, **bench.speed_row(comparison, BASELINE, images, 1.0, (1.0, 1.0))},
         {"arm": comparison.control, **bench.control_row(comparison, images)},
     ]
-    return pd.DataFrame(rows).assign(**bench.protocol(comparison), batch_size=images,
-                                     note=bench.table_note(comparison))  # fmt: skip
+    return pd.DataFrame(rows).assign(**bench.protocol(comparison), batch_size=images, note=bench.table_note(comparison))
 
 
 def summary_table(scale: str, result: TrainResult, speed: pd.DataFrame) -> pd.DataFrame:
@@ -105,13 +104,16 @@ def findings(summary: pd.DataFrame, speed: pd.DataFrame) -> str:
     rows = speed.set_index("arm")
     plain = rows.loc[BASELINE].to_dict() if BASELINE in rows.index else {}
     control = rows.iloc[-1].to_dict() if len(rows) > 1 else {}
-    return paragraph([
-        "How accurate and how fast is the baseline every later notebook starts from? The papers give no number for "
-        "this model: it is ours.",
-        f"It reaches a test top-1 of {number(top1, unit='%')} and runs "
-        f"{number(plain.get('images_per_s'), digits=0)} images/s at inference on {plain.get('device', 'this device')}.",
-        f"Its A/A control (the model against an identical copy) reads {measured(control, unit='×')}: "
-        f"{control.get('verdict', NOT_MEASURED)}.",
-        "Later speed-ups on this machine are to be read against that control: a difference smaller than its "
-        "interval is not resolved.",
-    ])  # fmt: skip
+    return paragraph(
+        [
+            "How accurate and how fast is the baseline every later notebook starts from? The papers give no number for "
+            "this model: it is ours.",
+            f"It reaches a test top-1 of {number(top1, unit='%')} and runs "
+            f"{number(plain.get('images_per_s'), digits=0)} images/s at inference on "
+            f"{plain.get('device', 'this device')}.",
+            f"Its A/A control (the model against an identical copy) reads {measured(control, unit='×')}: "
+            f"{control.get('verdict', NOT_MEASURED)}.",
+            "Later speed-ups on this machine are to be read against that control: a difference smaller than its "
+            "interval is not resolved.",
+        ]
+    )

@@ -34,30 +34,51 @@ def batch_rule_exit_rates(
         per_image = study.evaluate(variant, exits, threshold, "sample")["exited_pct"] / 100
         for batch_size in batch_sizes:
             row = study.evaluate(variant, exits, threshold, "batch", batch_size)
-            rows.append({
-                "variant": variant, "exits": exits_label(exits), "threshold": threshold, "batch_size": batch_size,
-                "batch_exited_pct": row["exited_pct"], "per_image_pct": 100 * per_image,
-                "independent_pct": 100 * per_image**batch_size, "top1": row["top1"],
-                "ideal_speedup": row["ideal_speedup"],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "variant": variant,
+                    "exits": exits_label(exits),
+                    "threshold": threshold,
+                    "batch_size": batch_size,
+                    "batch_exited_pct": row["exited_pct"],
+                    "per_image_pct": 100 * per_image,
+                    "independent_pct": 100 * per_image**batch_size,
+                    "top1": row["top1"],
+                    "ideal_speedup": row["ideal_speedup"],
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def required_confident_share(batch_sizes: Sequence[int], batch_exit_rate: float = 0.5) -> pd.DataFrame:
     """Confident share per image needed for a batch of b independent images to leave at rate r: ``r ** (1/b)``."""
     return pd.DataFrame(
-        [{"batch_size": b, "batch_exit_rate_pct": 100 * batch_exit_rate,
-          "confident_share_needed_pct": 100 * batch_exit_rate ** (1 / b),
-          "unconfident_images_allowed_per_1000": 1000 * (1 - batch_exit_rate ** (1 / b))} for b in batch_sizes]
-    )  # fmt: skip
+        [
+            {
+                "batch_size": b,
+                "batch_exit_rate_pct": 100 * batch_exit_rate,
+                "confident_share_needed_pct": 100 * batch_exit_rate ** (1 / b),
+                "unconfident_images_allowed_per_1000": 1000 * (1 - batch_exit_rate ** (1 / b)),
+            }
+            for b in batch_sizes
+        ]
+    )
 
 
 def chance_floor_table(classes: Sequence[int] = (10, 1000), threshold: float = 0.01) -> pd.DataFrame:
     """Max-softmax is at least 1/C: where the report's threshold sits relative to chance for C classes."""
     return pd.DataFrame(
-        [{"classes": c, "max_softmax_floor": 1 / c, "threshold": threshold, "threshold_over_floor": threshold * c,
-          "exit_guaranteed_per_image": threshold <= 1 / c} for c in classes]
-    )  # fmt: skip
+        [
+            {
+                "classes": c,
+                "max_softmax_floor": 1 / c,
+                "threshold": threshold,
+                "threshold_over_floor": threshold * c,
+                "exit_guaranteed_per_image": threshold <= 1 / c,
+            }
+            for c in classes
+        ]
+    )
 
 
 def batch_rule_plot(rates: pd.DataFrame) -> Figure:
@@ -68,8 +89,11 @@ def batch_rule_plot(rates: pd.DataFrame) -> Figure:
         line = ax.plot(part["batch_size"], part["batch_exited_pct"], "-o", ms=3, label=f"threshold {threshold:g}")
         ax.plot(part["batch_size"], part["independent_pct"], "--", color=line[0].get_color(), lw=1)
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="batch size", ylabel="images that exited early (%)",
-           title="the report's rule: a batch exits only when its least confident image does")  # fmt: skip
+    ax.set(
+        xlabel="batch size",
+        ylabel="images that exited early (%)",
+        title="the report's rule: a batch exits only when its least confident image does",
+    )
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)

@@ -28,9 +28,14 @@ class BrowserCheckFailed(AssertionError):
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BROWSER_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -85,11 +90,23 @@ def jupyter_lab(folder: Path, scale: str, env: dict[str, str] | None = None) -> 
     env.pop("MPLBACKEND", None)  # the kernel's own inline backend, as a user gets it (tests set Agg)
     jupyter = Path(sys.executable).parent / "jupyter"
     server = subprocess.Popen(
-        [str(jupyter), "lab", "--no-browser", "--allow-root", "--ip", "127.0.0.1", f"--port={port}",
-         f"--ServerApp.token={token}", f"--ServerApp.root_dir={project_root() / 'notebooks'}",
-         "--LabApp.expose_app_in_browser=True", "--ServerApp.port_retries=0"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(jupyter),
+            "lab",
+            "--no-browser",
+            "--allow-root",
+            "--ip",
+            "127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={project_root() / 'notebooks'}",
+            "--LabApp.expose_app_in_browser=True",
+            "--ServerApp.port_retries=0",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(120):
@@ -119,9 +136,12 @@ def chromium_page(folder: Path) -> Iterator[object]:
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
-            str(folder / "browser"), executable_path=CHROMIUM, headless=True, args=BROWSER_ARGS,
+            str(folder / "browser"),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=BROWSER_ARGS,
             viewport={"width": 1600, "height": 1300},
-        )  # fmt: skip
+        )
         try:
             yield context.new_page()
         finally:
@@ -251,5 +271,8 @@ def skipvit_expected(page, state: dict) -> str:
 def exit_expected(page, state: dict) -> str:
     """Notebook 07's view for an exit explorer setting, on its study."""
     exits = tuple(int(b) for b in state["exits"].split(","))
-    return view_data(page, f"multiexit.explore(study, {state['variant']!r}, {exits}, {state['policy']!r}, "
-                           f"{state['threshold']}, 64, {state['start']}, 24)")  # fmt: skip
+    return view_data(
+        page,
+        f"multiexit.explore(study, {state['variant']!r}, {exits}, {state['policy']!r}, "
+        f"{state['threshold']}, 64, {state['start']}, 24)",
+    )

@@ -53,8 +53,15 @@ from ..steps import random_batch_step
 TABLE = "19_compile"
 ROW_FILE = "row.csv"  # one finished row of the table, kept in the cache (see row_folder)
 TOLERANCE = dict(rtol=1e-3, atol=1e-4)  # compiled vs eager logits: fused kernels sum in another order
-SETTINGS = ("plain", "exit forced 6", "exit policy batch", "exit policy sample", "skipvit skip", "skipvit fused",
-            "skipvit drop")  # fmt: skip
+SETTINGS = (
+    "plain",
+    "exit forced 6",
+    "exit policy batch",
+    "exit policy sample",
+    "skipvit skip",
+    "skipvit fused",
+    "skipvit drop",
+)
 SKIPVIT_MODES = {
     "skipvit skip": TABLE1[HEADLINE],
     "skipvit fused": TABLE1["fused_6_45"],
@@ -89,8 +96,9 @@ DEFAULT_MODEL = CompileModel("vitstudy_tiny_patch4_28", (1, 28, 28), 64, 64)
 # ViT-S/16 gets one row per wrapper (the plain model, the per-sample exit: the one that breaks the graph, SkipViT's
 # headline): a ViT-S/16 row compiles its forward and its training step, ~4 minutes each on a 2-core CPU, so all
 # seven would take the hand-run past 40 minutes. The default model has every setting.
-VIT_SMALL = CompileModel("vit_small_patch16_224", (3, 224, 224), 16, 16,
-                         settings=("plain", "exit policy sample", "skipvit skip"))  # fmt: skip
+VIT_SMALL = CompileModel(
+    "vit_small_patch16_224", (3, 224, 224), 16, 16, settings=("plain", "exit policy sample", "skipvit skip")
+)
 BUDGETS: dict[str, CompileBudget] = {
     # Smoke: a depth-12 tiny model at 2 images and aot_eager (no code generation): every code path in seconds.
     "smoke": CompileBudget(
@@ -98,11 +106,11 @@ BUDGETS: dict[str, CompileBudget] = {
         (dataclasses.replace(DEFAULT_MODEL, inference_batch=4, training_batch=4),),
         SMOKE_TIMING,
         backend="aot_eager",
-    ),  # fmt: skip
+    ),
     # Quick: warm-up covers compilation (the first calls); 5 rounds of 0.5 s per arm.
     "quick": CompileBudget(
         "quick", (DEFAULT_MODEL, VIT_SMALL), bench.CompareSettings(rounds=5, min_run_time=0.5, warmup_calls=3)
-    ),  # fmt: skip
+    ),
 }
 
 
@@ -154,8 +162,12 @@ def graph_report(model: nn.Module, images: torch.Tensor) -> dict[str, Any]:
     found = [*counters["graph_break"], *counters["unimplemented"], *(str(r.reason) for r in explained.break_reasons)]
     reasons = dict.fromkeys(_reason(text) for text in found)
     frames = counters["frames"]
-    return {"graphs": explained.graph_count, "graph_breaks": explained.graph_break_count,
-            "frames_run_eagerly": frames["total"] - frames["ok"], "break_reasons": "; ".join(reasons)}  # fmt: skip
+    return {
+        "graphs": explained.graph_count,
+        "graph_breaks": explained.graph_break_count,
+        "frames_run_eagerly": frames["total"] - frames["ok"],
+        "break_reasons": "; ".join(reasons),
+    }
 
 
 def _reason(text: str) -> str:
@@ -179,22 +191,34 @@ def compiled_matches(
             got = compiled(images)
             seconds = time.perf_counter() - started
     except Exception as err:  # any compiler failure is a result of this table, not a crash of it
-        return {"compiles": False, "max_abs_diff": float("nan"), "first_call_s": float("nan"),
-                "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}  # fmt: skip
+        return {
+            "compiles": False,
+            "max_abs_diff": float("nan"),
+            "first_call_s": float("nan"),
+            "error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}",
+        }
     diff = (got.float() - expected.float()).abs().max().item()
     close = torch.allclose(got.float(), expected.float(), **TOLERANCE)
-    return {"compiles": close, "max_abs_diff": diff, "first_call_s": seconds,
-            "error": "" if close else "output differs from eager beyond the tolerance"}  # fmt: skip
+    return {
+        "compiles": close,
+        "max_abs_diff": diff,
+        "first_call_s": seconds,
+        "error": "" if close else "output differs from eager beyond the tolerance",
+    }
 
 
 def arm_models(model: nn.Module, backend: str) -> dict[str, nn.Module]:
     """Three copies of ``model``: eager, compiled with ``backend``, and eager's A/A copy (each trains its own)."""
-    return {"eager": copy.deepcopy(model), "compiled": torch.compile(copy.deepcopy(model), backend=backend),
-            bench.control_arm("eager"): copy.deepcopy(model)}  # fmt: skip
+    return {
+        "eager": copy.deepcopy(model),
+        "compiled": torch.compile(copy.deepcopy(model), backend=backend),
+        bench.control_arm("eager"): copy.deepcopy(model),
+    }
 
 
-def _speed(arms: dict[str, Callable[[], Any]], images: int, settings: bench.CompareSettings, device: str,
-           prefix: str) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:  # fmt: skip
+def _speed(
+    arms: dict[str, Callable[[], Any]], images: int, settings: bench.CompareSettings, device: str, prefix: str
+) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame]:
     """(the compiled arm's speed row, the A/A control's, raw times) with columns named ``{prefix}_...``."""
     comparison = bench.compare(arms, "eager", bench.control_arm("eager"), settings, device)
     target = (1 - bench.CONTROL_TOLERANCE, bench.FLOP_BOUND_SLACK)  # same FLOPs: the ideal is 1.00
@@ -205,8 +229,9 @@ def _speed(arms: dict[str, Callable[[], Any]], images: int, settings: bench.Comp
     return named, bench.protocol(comparison), bench.raw_times(comparison, arm_kind=prefix)
 
 
-def setting_row(spec: CompileModel, setting: str, vit: nn.Module, images: torch.Tensor, budget: CompileBudget,
-                device: str = "cpu") -> tuple[dict[str, Any], pd.DataFrame]:  # fmt: skip
+def setting_row(
+    spec: CompileModel, setting: str, vit: nn.Module, images: torch.Tensor, budget: CompileBudget, device: str = "cpu"
+) -> tuple[dict[str, Any], pd.DataFrame]:
     """One row of the table: ``setting`` on ``vit`` compiles or not, its graphs and breaks, and the compiled
     speed-up over eager (inference and training step) with the A/A control; and its raw times."""
     model = wrapped(setting, vit, images)
@@ -221,12 +246,20 @@ def setting_row(spec: CompileModel, setting: str, vit: nn.Module, images: torch.
     with torch.no_grad():
         arms = {name: (lambda m=m, x=x: m(x)) for name, m in forward.items()}
         inference, protocol, inference_raw = _speed(arms, len(x), budget.timing, device, "inference")
-    steps = {name: random_batch_step(m, spec.training_batch, spec.input_size, vit.num_classes, device)
-             for name, m in arm_models(model, budget.backend).items()}  # fmt: skip
+    steps = {
+        name: random_batch_step(m, spec.training_batch, spec.input_size, vit.num_classes, device)
+        for name, m in arm_models(model, budget.backend).items()
+    }
     training, _, training_raw = _speed(steps, spec.training_batch, budget.timing, device, "training")
-    row |= {**inference, **training, "backend": budget.backend, "inference_batch": spec.inference_batch,
-            "training_batch": spec.training_batch, **protocol,
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}  # fmt: skip
+    row |= {
+        **inference,
+        **training,
+        "backend": budget.backend,
+        "inference_batch": spec.inference_batch,
+        "training_batch": spec.training_batch,
+        **protocol,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
     raw = pd.concat([inference_raw, training_raw], ignore_index=True).assign(model=spec.name, setting=setting)
     return row, raw
 
@@ -235,8 +268,11 @@ def row_folder(spec: CompileModel, setting: str, budget: CompileBudget) -> Path:
     """Where one finished row is kept, so an interrupted measurement resumes at the row it was on: named by the
     model, the setting and a fingerprint of everything that shapes the row (input, batches, backend, timing,
     torch version)."""
-    key = json.dumps([dataclasses.asdict(spec), setting, budget.backend, dataclasses.asdict(budget.timing),
-                      torch.__version__], sort_keys=True, default=str)  # fmt: skip
+    key = json.dumps(
+        [dataclasses.asdict(spec), setting, budget.backend, dataclasses.asdict(budget.timing), torch.__version__],
+        sort_keys=True,
+        default=str,
+    )
     digest = hashlib.sha1(key.encode()).hexdigest()[:10]
     return cache_dir() / "compile" / f"{spec.name}-{setting.replace(' ', '_')}-{digest}"
 

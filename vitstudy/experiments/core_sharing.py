@@ -38,8 +38,12 @@ from ..threads import available_cores, register, share_cores
 TABLE = "19_core_sharing"
 ALONE = "alone, default threads"
 ALONE_COPY = "alone, default threads (A/A copy)"  # the same arm again: how far the protocol moves by itself
-ARMS = {ALONE: (1, False), "two at once, default threads": (2, False), "two at once, sharing rule": (2, True),
-        ALONE_COPY: (1, False)}  # fmt: skip  # arm -> (processes, sharing)
+ARMS = {
+    ALONE: (1, False),
+    "two at once, default threads": (2, False),
+    "two at once, sharing rule": (2, True),
+    ALONE_COPY: (1, False),
+}  # arm -> (processes, sharing)
 RECHECK_S = 1.0  # how often a sharing worker re-reads its share (the training loop does it every epoch)
 
 
@@ -92,8 +96,10 @@ def run_arm(budget: SharingBudget, processes: int, sharing: bool) -> list[tuple[
     context = multiprocessing.get_context("spawn")
     start, results = context.Barrier(processes), context.Queue()
     with tempfile.TemporaryDirectory() as registry:  # only this arm's processes count each other
-        workers = [context.Process(target=_train_for, args=(budget, sharing, registry, start, results))
-                   for _ in range(processes)]  # fmt: skip
+        workers = [
+            context.Process(target=_train_for, args=(budget, sharing, registry, start, results))
+            for _ in range(processes)
+        ]
         for worker in workers:
             worker.start()
         out = [results.get() for _ in workers]
@@ -112,27 +118,43 @@ def sharing_table(budget: SharingBudget) -> tuple[pd.DataFrame, pd.DataFrame]:
         for name in names:
             processes, sharing = ARMS[name]
             for worker, (speed, threads) in enumerate(run_arm(budget, processes, sharing)):
-                raw.append({"arm": name, "round": round_index, "worker": worker, "images_per_s": speed,
-                            "threads": threads})  # fmt: skip
+                raw.append(
+                    {"arm": name, "round": round_index, "worker": worker, "images_per_s": speed, "threads": threads}
+                )
     raw = pd.DataFrame(raw)
-    totals = raw.groupby(["arm", "round"], sort=False).agg(total=("images_per_s", "sum"),
-                                                          each=("images_per_s", "median"),
-                                                          threads=("threads", "max"))  # fmt: skip
+    totals = raw.groupby(["arm", "round"], sort=False).agg(
+        total=("images_per_s", "sum"), each=("images_per_s", "median"), threads=("threads", "max")
+    )
     ratios = totals["total"] / totals.loc[ALONE, "total"].reindex(totals.index, level="round")
     env = environment_info("cpu")
     rows = []
     for name, (processes, sharing) in ARMS.items():
         arm = totals.loc[name]
-        rows.append({"arm": name, "processes": processes, "sharing_rule": sharing,
-                     "threads_each": int(arm["threads"].max()),
-                     "images_per_s_each": arm["each"].median(), "images_per_s_total": arm["total"].median(),
-                     "total_low": arm["total"].min(), "total_high": arm["total"].max(),
-                     "total_over_alone": ratios.loc[name].median(), "total_over_alone_low": ratios.loc[name].min(),
-                     "total_over_alone_high": ratios.loc[name].max(),
-                     "meets_goal": bool(ratios.loc[name].median() >= 0.97) if processes > 1 else None})  # fmt: skip
-    frame = pd.DataFrame(rows).assign(cores=available_cores(), rounds=budget.rounds, seconds=budget.seconds,
-                                      batch_size=budget.batch_size, model=budget.model,
-                                      device=f"cpu: {env['device_name']}", torch=env["torch"])  # fmt: skip
+        rows.append(
+            {
+                "arm": name,
+                "processes": processes,
+                "sharing_rule": sharing,
+                "threads_each": int(arm["threads"].max()),
+                "images_per_s_each": arm["each"].median(),
+                "images_per_s_total": arm["total"].median(),
+                "total_low": arm["total"].min(),
+                "total_high": arm["total"].max(),
+                "total_over_alone": ratios.loc[name].median(),
+                "total_over_alone_low": ratios.loc[name].min(),
+                "total_over_alone_high": ratios.loc[name].max(),
+                "meets_goal": bool(ratios.loc[name].median() >= 0.97) if processes > 1 else None,
+            }
+        )
+    frame = pd.DataFrame(rows).assign(
+        cores=available_cores(),
+        rounds=budget.rounds,
+        seconds=budget.seconds,
+        batch_size=budget.batch_size,
+        model=budget.model,
+        device=f"cpu: {env['device_name']}",
+        torch=env["torch"],
+    )
     return frame, raw
 
 

@@ -24,11 +24,33 @@ from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
 DEVICES = ("cpu", "cuda")
 # Columns that are the same on every device (offline), and the timed ones each device gets a copy of.
-OFFLINE_COLUMNS = ("setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "exited_pct",
-                   "ideal_speedup", "timed_as")  # fmt: skip
-TIMED_COLUMNS = ("images_per_s", "plain_images_per_s", "speedup", "speedup_low", "speedup_high",
-                 "measured_over_ideal", "verdict", "baseline_gflop_per_s", "peak_gflop_per_s",
-                 "baseline_fraction_of_peak", "device", "threads", "rounds")  # fmt: skip
+OFFLINE_COLUMNS = (
+    "setting",
+    "variant",
+    "exits",
+    "policy",
+    "threshold",
+    "top1",
+    "top1_loss",
+    "exited_pct",
+    "ideal_speedup",
+    "timed_as",
+)
+TIMED_COLUMNS = (
+    "images_per_s",
+    "plain_images_per_s",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "measured_over_ideal",
+    "verdict",
+    "baseline_gflop_per_s",
+    "peak_gflop_per_s",
+    "baseline_fraction_of_peak",
+    "device",
+    "threads",
+    "rounds",
+)
 
 
 def table_5_3(
@@ -63,8 +85,9 @@ def table_5_3(
     return table, pd.concat(raws, ignore_index=True)
 
 
-def machine_table(table: pd.DataFrame, settings: bench.CompareSettings,
-                  devices: Sequence[str] = DEVICES) -> pd.DataFrame:  # fmt: skip
+def machine_table(
+    table: pd.DataFrame, settings: bench.CompareSettings, devices: Sequence[str] = DEVICES
+) -> pd.DataFrame:
     """How close each device runs to its peak, side by side: the fp32 and bf16 matmul peaks measured in this
     process at the timed thread count (:func:`vitstudy.bench.settings_peak`: cached when :func:`table_5_3` timed
     with the same ``settings``), the plain model's achieved GFLOP/s (forward FLOPs × images/s) and its
@@ -74,12 +97,19 @@ def machine_table(table: pd.DataFrame, settings: bench.CompareSettings,
         threads = table[f"{device}_threads"].iloc[0]
         present = bench.device_available(device) and table[f"{device}_baseline_gflop_per_s"].notna().any()
         peak = bench.settings_peak(device, int(threads), settings) if present else {}
-        out.append({"timed_on": device, "device": table[f"{device}_device"].iloc[0], "threads": threads,
-                    "peak_fp32_gflop_per_s": peak.get("fp32", math.nan),
-                    "peak_bf16_gflop_per_s": peak.get("bf16", math.nan),
-                    "plain_model_gflop_per_s": table[f"{device}_baseline_gflop_per_s"].iloc[0],
-                    "plain_model_fraction_of_fp32_peak": table[f"{device}_baseline_fraction_of_peak"].iloc[0],
-                    "flops_counted": "forward", "note": "" if present else NOT_MEASURED_NO_CUDA})  # fmt: skip
+        out.append(
+            {
+                "timed_on": device,
+                "device": table[f"{device}_device"].iloc[0],
+                "threads": threads,
+                "peak_fp32_gflop_per_s": peak.get("fp32", math.nan),
+                "peak_bf16_gflop_per_s": peak.get("bf16", math.nan),
+                "plain_model_gflop_per_s": table[f"{device}_baseline_gflop_per_s"].iloc[0],
+                "plain_model_fraction_of_fp32_peak": table[f"{device}_baseline_fraction_of_peak"].iloc[0],
+                "flops_counted": "forward",
+                "note": "" if present else NOT_MEASURED_NO_CUDA,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -113,21 +143,26 @@ def findings(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -> str:
     paper = table["paper_cpu_speedup"].dropna() if "paper_cpu_speedup" in table else pd.Series(dtype=float)
     sentences = ["Does an early exit speed up inference on a CPU but not on a GPU, as the report saw?"]
     if len(paper):
-        sentences.append(f"The report's CPU speed-ups span {number(paper.min(), unit='×')}–"
-                         f"{number(paper.max(), unit='×')}, with unchanged accuracy.")  # fmt: skip
+        sentences.append(
+            f"The report's CPU speed-ups span {number(paper.min(), unit='×')}–"
+            f"{number(paper.max(), unit='×')}, with unchanged accuracy."
+        )
     exits = table[table["variant"].notna()] if "variant" in table else table
     for device in devices:
         speed = exits[f"{device}_speedup"] if f"{device}_speedup" in exits else pd.Series(dtype=float)
         if speed.notna().any():
             best = exits.loc[speed.idxmax()]
             row = {k.removeprefix(f"{device}_"): v for k, v in best.items()}
-            sentences.append(f"On {device.upper()} our best setting ({best['setting']}) reads {measured(row)}: "
-                             f"{row['verdict']}.")  # fmt: skip
+            sentences.append(
+                f"On {device.upper()} our best setting ({best['setting']}) reads {measured(row)}: {row['verdict']}."
+            )
         else:
             note = NOT_MEASURED_NO_CUDA if device == "cuda" else NOT_MEASURED
             sentences.append(f"On {device.upper()}: {note}.")
-    sentences.append("Top-1 and exit shares are the same on every device, so any difference between the devices is "
-                     "in how much the skipped blocks cost there.")  # fmt: skip
+    sentences.append(
+        "Top-1 and exit shares are the same on every device, so any difference between the devices is "
+        "in how much the skipped blocks cost there."
+    )
     for device in devices:
         row = {k.removeprefix(f"{device}_"): v for k, v in exits.iloc[0].items()} if len(exits) else {}
         sentences.append(f"On {device.upper()}, {machine_use(row)}.")

@@ -58,8 +58,12 @@ class EdgeLatencyBudget:
         for name in ("latency_images", "composition_batch", "profile_calls"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
         check(self.warmup_images >= 0, "warmup_images", self.warmup_images, "an integer >= 0")
-        check(bool(self.sweep_batches) and min(self.sweep_batches) >= 1, "sweep_batches", self.sweep_batches,
-              "batch sizes >= 1")  # fmt: skip
+        check(
+            bool(self.sweep_batches) and min(self.sweep_batches) >= 1,
+            "sweep_batches",
+            self.sweep_batches,
+            "batch sizes >= 1",
+        )
         check_exits(self.vit_b_exits, 12)  # ViT-B/16 has 12 blocks
         preset(self.skipvit_preset)  # an unknown preset is one line naming the presets
 
@@ -76,9 +80,20 @@ _QUICK = EdgeLatencyBudget(
     composition_timing=bench.CompareSettings(rounds=6, min_run_time=0.2, warmup_calls=1),
     note="~2 min on a quiet 2-core CPU: 2,000 test images at batch 1, the sweep, ViT-B/16, the composition",
 )
-_SMOKE = EdgeLatencyBudget("smoke", 16, 2, SMOKE_TIMING, SMOKE_TIMING, SMOKE_TIMING, sweep_batches=(1, 8),
-                           vit_b_exits=(3,), composition_batch=32, profile_calls=2, bootstrap=200,
-                           note="CI: seconds, numbers meaningless")  # fmt: skip
+_SMOKE = EdgeLatencyBudget(
+    "smoke",
+    16,
+    2,
+    SMOKE_TIMING,
+    SMOKE_TIMING,
+    SMOKE_TIMING,
+    sweep_batches=(1, 8),
+    vit_b_exits=(3,),
+    composition_batch=32,
+    profile_calls=2,
+    bootstrap=200,
+    note="CI: seconds, numbers meaningless",
+)
 BUDGETS: dict[str, EdgeLatencyBudget] = {
     "smoke": _SMOKE,
     "quick": _QUICK,
@@ -118,15 +133,19 @@ def exit_histogram(exits: Sequence[int], depth: int, exit_block: torch.Tensor) -
     """How many images left after each exit block (and at the end, ``depth``), and their share (%)."""
     blocks = [*exits, depth]
     counts = [int((exit_block == block).sum()) for block in blocks]
-    return pd.DataFrame({"exit_block": blocks, "images": counts,
-                         "share_pct": [100 * c / max(1, len(exit_block)) for c in counts]})  # fmt: skip
+    return pd.DataFrame(
+        {"exit_block": blocks, "images": counts, "share_pct": [100 * c / max(1, len(exit_block)) for c in counts]}
+    )
 
 
 def batch1_models(study: ExitStudy, point: dict[str, Any]) -> dict[str, torch.nn.Module]:
     """The arms of the batch-1 table: plain, the exit at ``point``, the same exits with a threshold of 1.0."""
     variant, exits = point["variant"], point["exits"]
-    return {"plain": study.vit, EXIT_ARM: study.configured(variant, exits, point["threshold"], "sample"),
-            IDLE_ARM: study.configured(variant, exits, 1.0, "sample")}  # fmt: skip
+    return {
+        "plain": study.vit,
+        EXIT_ARM: study.configured(variant, exits, point["threshold"], "sample"),
+        IDLE_ARM: study.configured(variant, exits, 1.0, "sample"),
+    }
 
 
 def batch1_latency(
@@ -148,14 +167,20 @@ def batch1_latency(
     exit_blocks = {arm: subset_exit_blocks(study, models[arm], len(images)) for arm in (EXIT_ARM, IDLE_ARM)}
     ideals = {EXIT_ARM: study.costs.ideal_speedup(point["exits"], exit_blocks[EXIT_ARM])}
     table = latency_rows(run, ideals, {EXIT_ARM: PER_SAMPLE_TARGET, IDLE_ARM: (NO_EFFECT[0], 1.0)}, spend.bootstrap)
-    table["exited_pct"] = table["arm"].map({a: 100 * (b < study.depth).double().mean().item()
-                                            for a, b in exit_blocks.items()})  # fmt: skip
+    table["exited_pct"] = table["arm"].map(
+        {a: 100 * (b < study.depth).double().mean().item() for a, b in exit_blocks.items()}
+    )
     idle = table["arm"] == IDLE_ARM
     for end, source in (("", "speedup"), ("_low", "speedup_high"), ("_high", "speedup_low")):
         table.loc[idle, f"overhead_pct{end}"] = 100 * (1 / table.loc[idle, source] - 1)
     setting = f"{point['variant']}, exits {exits_label(point['exits'])}"
-    table.insert(1, "setting", table["arm"].map({EXIT_ARM: f"{setting}, threshold {point['threshold']:g}",
-                                                 IDLE_ARM: f"{setting}, threshold 1.0"}).fillna(""))  # fmt: skip
+    table.insert(
+        1,
+        "setting",
+        table["arm"]
+        .map({EXIT_ARM: f"{setting}, threshold {point['threshold']:g}", IDLE_ARM: f"{setting}, threshold 1.0"})
+        .fillna(""),
+    )
     table["arm"] = table["arm"].replace({run.control: CONTROL_LABEL})
     histogram = exit_histogram(point["exits"], study.depth, exit_blocks[EXIT_ARM])
     return table, histogram, run
@@ -185,9 +210,13 @@ def overhead_summary(breakdown: pd.DataFrame) -> dict[str, Any]:
     total = breakdown.set_index("operator").loc["total"]
     ops = breakdown[~breakdown["operator"].isin(["total", "(other operators)"])]
     only = ops[ops["plain"] == 0].sort_values(IDLE_ARM, ascending=False)
-    return {"plain_ms": float(total["plain"]), "exit_ms": float(total[IDLE_ARM]),
-            "added_ms": float(total[IDLE_ARM] - total["plain"]), "exit_only_ms": float(only[IDLE_ARM].sum()),
-            "exit_only_operators": ", ".join(only["operator"].head(4))}  # fmt: skip
+    return {
+        "plain_ms": float(total["plain"]),
+        "exit_ms": float(total[IDLE_ARM]),
+        "added_ms": float(total[IDLE_ARM] - total["plain"]),
+        "exit_only_ms": float(only[IDLE_ARM].sum()),
+        "exit_only_operators": ", ".join(only["operator"].head(4)),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -210,10 +239,11 @@ def batch_sweep(
         count = len(images)
         comparison = bench.compare_models({"plain": study.vit, EXIT_ARM: exit_model}, images, settings, device)
         common = {"batch_size": count, **bench.protocol(comparison), "note": bench.table_note(comparison)}
-        rows += [{"arm": "plain", **bench.speed_row(comparison, "plain", count, 1.0, PER_SAMPLE_TARGET), **common},
-                 {"arm": EXIT_ARM, **exit_row(study, comparison, EXIT_ARM, exit_model, count, PER_SAMPLE_TARGET),
-                  **common},
-                 {"arm": CONTROL_LABEL, **bench.control_row(comparison, count), **common}]  # fmt: skip
+        rows += [
+            {"arm": "plain", **bench.speed_row(comparison, "plain", count, 1.0, PER_SAMPLE_TARGET), **common},
+            {"arm": EXIT_ARM, **exit_row(study, comparison, EXIT_ARM, exit_model, count, PER_SAMPLE_TARGET), **common},
+            {"arm": CONTROL_LABEL, **bench.control_row(comparison, count), **common},
+        ]
         raw.append(bench.raw_times(comparison, batch_size=count))
     frame = pd.DataFrame(rows)
     frame.insert(2, "ms_per_call", 1e3 * frame["seconds_per_call"])
@@ -252,17 +282,41 @@ def our_field_rows(
     ours = f"per-sample exit (ours: {exit_b1.get('setting') or 'the operating point'})"
     rows = []
     if exit_b1:
-        rows.append(our_row(ours, "timed: mean latency per image at batch 1", {**exit_b1, "batch_size": 1},
-                            test_loss, model, dataset))  # fmt: skip
+        rows.append(
+            our_row(
+                ours,
+                "timed: mean latency per image at batch 1",
+                {**exit_b1, "batch_size": 1},
+                test_loss,
+                model,
+                dataset,
+            )
+        )
     largest = sweep[sweep["arm"] == EXIT_ARM].sort_values("batch_size").tail(1).to_dict("records")
     if largest:
-        rows.append(our_row(ours, f"timed: throughput at batch {int(largest[0]['batch_size'])}", largest[0],
-                            test_loss, model, dataset))  # fmt: skip
+        rows.append(
+            our_row(
+                ours,
+                f"timed: throughput at batch {int(largest[0]['batch_size'])}",
+                largest[0],
+                test_loss,
+                model,
+                dataset,
+            )
+        )
     if both := _arm(composition, BOTH_ARM):
         loss = (both["top1_loss"], both["top1_loss_low"], both["top1_loss_high"])
-        rows.append(our_row(f"per-sample exit + SkipViT dropping (ours: {both['setting']})",
-                            f"timed: throughput at batch {int(both['batch_size'])}", both, loss, model, dataset,
-                            note="top-1 change on the timed images only"))  # fmt: skip
+        rows.append(
+            our_row(
+                f"per-sample exit + SkipViT dropping (ours: {both['setting']})",
+                f"timed: throughput at batch {int(both['batch_size'])}",
+                both,
+                loss,
+                model,
+                dataset,
+                note="top-1 change on the timed images only",
+            )
+        )
     return rows
 
 
@@ -309,16 +363,20 @@ def findings(
         )
     exits = sweep[sweep["arm"] == EXIT_ARM]
     if len(exits):
-        by_batch = ", ".join(f"batch {int(r['batch_size'])}: {measured(r)} (ideal {number(r['ideal_speedup'])})"
-                             for r in exits.to_dict("records"))  # fmt: skip
+        by_batch = ", ".join(
+            f"batch {int(r['batch_size'])}: {measured(r)} (ideal {number(r['ideal_speedup'])})"
+            for r in exits.to_dict("records")
+        )
         sentences.append(f"Across batch sizes the same operating point reads {by_batch}.")
     forced = vit_b[vit_b["setting"].astype(str).str.startswith("forced exit")]
     if len(forced):
         forced = forced.sort_values("exit_block")
         best = forced.iloc[0].to_dict()
-        sentences.append(f"ViT-B/16 at 224, batch 1, forced out after block {best['exit_block']}: "
-                         f"{number(best.get('latency_ms'), 1)} ms per image, {measured(best)} against a FLOP ideal "
-                         f"of {number(best['ideal_speedup'], unit='×')} ({best['verdict']}).")  # fmt: skip
+        sentences.append(
+            f"ViT-B/16 at 224, batch 1, forced out after block {best['exit_block']}: "
+            f"{number(best.get('latency_ms'), 1)} ms per image, {measured(best)} against a FLOP ideal "
+            f"of {number(best['ideal_speedup'], unit='×')} ({best['verdict']})."
+        )
     both = _arm(composition, BOTH_ARM)
     if both:
         sentences.append(
@@ -328,8 +386,11 @@ def findings(
             f"ideal is {number(both['ideal_speedup'], unit='×')}), "
             f"top-1 points lost on the timed images {measured(both, name='top1_loss', unit='')}."
         )
-    aa = {"batch 1": control, "ViT-B/16": _arm(vit_b.rename(columns={"setting": "arm"}), CONTROL_LABEL),
-          "composition": _arm(composition, CONTROL_LABEL)}  # fmt: skip
+    aa = {
+        "batch 1": control,
+        "ViT-B/16": _arm(vit_b.rename(columns={"setting": "arm"}), CONTROL_LABEL),
+        "composition": _arm(composition, CONTROL_LABEL),
+    }
     reads = [f"{name} {measured(row)} ({row['verdict']})" for name, row in aa.items() if row]
     sweep_aa = sweep[sweep["arm"] == CONTROL_LABEL]
     if len(sweep_aa):

@@ -54,8 +54,9 @@ def segment_settings(settings: SkipViTSettings, start: int, stop: int) -> SkipVi
             f" of {settings.label}): expected exits outside it, e.g. compatible_exits(exits, settings)"
         )
     skip = settings.skip_layer - start if settings.skip_layer else None
-    return dataclasses.replace(settings, drop_layers=tuple(layer - start for layer in settings.drop_layers),
-                               skip_layer=skip)  # fmt: skip
+    return dataclasses.replace(
+        settings, drop_layers=tuple(layer - start for layer in settings.drop_layers), skip_layer=skip
+    )
 
 
 class SkipExitViT(MultiExitViT):
@@ -73,8 +74,12 @@ def with_skipvit(model: MultiExitViT, settings: SkipViTSettings | str) -> SkipEx
     """A copy of a fitted exit model (backbone and heads) with SkipViT ``settings`` applied to its backbone and
     dropping on; ``model`` is left as it was. Its exits must lie outside the drop region (:func:`compatible_exits`)."""
     settings = skipvit.preset(settings) if isinstance(settings, str) else settings
-    check(compatible_exits(model.exits, settings) == model.exits, "exits", model.exits,
-          f"exits outside SkipViT's drop region {drop_region(settings)} ({settings.label})")  # fmt: skip
+    check(
+        compatible_exits(model.exits, settings) == model.exits,
+        "exits",
+        model.exits,
+        f"exits outside SkipViT's drop region {drop_region(settings)} ({settings.label})",
+    )
     composed = copy.deepcopy(model)  # the heads keep their sharing (finetune: one head on exits and final output)
     if not isinstance(composed.vit, SkipViTMixin):
         skipvit.apply_skipvit(composed.vit, settings)
@@ -117,8 +122,12 @@ def composition_table(
     """
     settings = skipvit.preset(settings) if isinstance(settings, str) else settings
     exits = compatible_exits(point["exits"], settings)
-    check(bool(exits), "exits", point["exits"], f"at least one exit outside SkipViT's drop region "
-          f"{drop_region(settings)} ({settings.label})")  # fmt: skip
+    check(
+        bool(exits),
+        "exits",
+        point["exits"],
+        f"at least one exit outside SkipViT's drop region {drop_region(settings)} ({settings.label})",
+    )
     exit_model = study.configured(point["variant"], exits, point["threshold"], "sample")
     both = with_skipvit(exit_model, settings)
     images = timing_batch(study, batch_size)
@@ -137,14 +146,24 @@ def composition_table(
     rows = []
     for arm in (EXIT_ARM, SKIP_ARM, BOTH_ARM):
         loss, low, high = paired_loss_interval(plain_correct, _correct(models[arm], images, targets))
-        rows.append({"arm": arm, "setting": described[arm],
-                     **bench.speed_row(comparison, arm, count, ideals[arm], PER_SAMPLE_TARGET),
-                     "top1_loss": loss, "top1_loss_low": low, "top1_loss_high": high})  # fmt: skip
+        rows.append(
+            {
+                "arm": arm,
+                "setting": described[arm],
+                **bench.speed_row(comparison, arm, count, ideals[arm], PER_SAMPLE_TARGET),
+                "top1_loss": loss,
+                "top1_loss_low": low,
+                "top1_loss_high": high,
+            }
+        )
     product = ideals[EXIT_ARM] * ideals[SKIP_ARM]
-    rows[-1] |= {"product_of_ideals": product, **{f"measured_over_product{end}": rows[-1][f"speedup{end}"] / product
-                                                  for end in ("", "_low", "_high")}}  # fmt: skip
+    rows[-1] |= {
+        "product_of_ideals": product,
+        **{f"measured_over_product{end}": rows[-1][f"speedup{end}"] / product for end in ("", "_low", "_high")},
+    }
     rows.append({"arm": CONTROL_LABEL, **bench.control_row(comparison, count)})
     exited_pct = 100 * (exit_block < study.depth).double().mean().item()
-    frame = pd.DataFrame(rows).assign(batch_size=count, batch_exited_pct=exited_pct, **bench.protocol(comparison),
-                                      note=bench.table_note(comparison))  # fmt: skip
+    frame = pd.DataFrame(rows).assign(
+        batch_size=count, batch_exited_pct=exited_pct, **bench.protocol(comparison), note=bench.table_note(comparison)
+    )
     return frame, comparison

@@ -19,11 +19,25 @@ from ..reference import REFERENCE_DIR
 FIELD_FILE = "field_edge_speed.csv"
 PUBLISHED, OURS = "published", "ours (this run)"
 # What each block may fill; the descriptive columns (method, model, dataset, measures, note) are shared.
-PUBLISHED_COLUMNS = ("published_speedup", "published_top1_change_points", "published_flops_reduction_pct",
-                     "published_hardware", "published_batch_size", "published_source")  # fmt: skip
-OURS_COLUMNS = ("ours_speedup", "ours_speedup_low", "ours_speedup_high", "ours_ideal_speedup",
-                "ours_top1_change_points", "ours_top1_change_low", "ours_top1_change_high", "ours_batch_size",
-                "ours_device")  # fmt: skip
+PUBLISHED_COLUMNS = (
+    "published_speedup",
+    "published_top1_change_points",
+    "published_flops_reduction_pct",
+    "published_hardware",
+    "published_batch_size",
+    "published_source",
+)
+OURS_COLUMNS = (
+    "ours_speedup",
+    "ours_speedup_low",
+    "ours_speedup_high",
+    "ours_ideal_speedup",
+    "ours_top1_change_points",
+    "ours_top1_change_low",
+    "ours_top1_change_high",
+    "ours_batch_size",
+    "ours_device",
+)
 FIELD_COLUMNS = ("block", "method", "model", "dataset", "measures", *PUBLISHED_COLUMNS, *OURS_COLUMNS, "note")
 
 
@@ -34,9 +48,14 @@ def load_field() -> pd.DataFrame:
 
 def published_rows(field: pd.DataFrame) -> pd.DataFrame:
     """The transcription in the published block's columns."""
-    renamed = {"speedup": "published_speedup", "top1_change_points": "published_top1_change_points",
-               "flops_reduction_pct": "published_flops_reduction_pct", "hardware": "published_hardware",
-               "batch_size": "published_batch_size", "source": "published_source"}  # fmt: skip
+    renamed = {
+        "speedup": "published_speedup",
+        "top1_change_points": "published_top1_change_points",
+        "flops_reduction_pct": "published_flops_reduction_pct",
+        "hardware": "published_hardware",
+        "batch_size": "published_batch_size",
+        "source": "published_source",
+    }
     return field.rename(columns=renamed).assign(block=PUBLISHED)
 
 
@@ -52,13 +71,23 @@ def our_row(
     """One of our measured rows (a speed row of this notebook's tables) in the ours block; ``top1_loss`` is the
     (points lost, low, high) of the same setting, written as a change (negative: lost)."""
     loss, low, high = top1_loss
-    return {"block": OURS, "method": method, "model": model, "dataset": dataset, "measures": measures,
-            "ours_speedup": row.get("speedup", math.nan), "ours_speedup_low": row.get("speedup_low", math.nan),
-            "ours_speedup_high": row.get("speedup_high", math.nan),
-            "ours_ideal_speedup": row.get("ideal_speedup", math.nan), "ours_top1_change_points": -loss,
-            "ours_top1_change_low": -high, "ours_top1_change_high": -low,
-            "ours_batch_size": row.get("batch_size", row.get("timed_batch_size", math.nan)),
-            "ours_device": row.get("device", ""), "note": note or str(row.get("note") or "")}  # fmt: skip
+    return {
+        "block": OURS,
+        "method": method,
+        "model": model,
+        "dataset": dataset,
+        "measures": measures,
+        "ours_speedup": row.get("speedup", math.nan),
+        "ours_speedup_low": row.get("speedup_low", math.nan),
+        "ours_speedup_high": row.get("speedup_high", math.nan),
+        "ours_ideal_speedup": row.get("ideal_speedup", math.nan),
+        "ours_top1_change_points": -loss,
+        "ours_top1_change_low": -high,
+        "ours_top1_change_high": -low,
+        "ours_batch_size": row.get("batch_size", row.get("timed_batch_size", math.nan)),
+        "ours_device": row.get("device", ""),
+        "note": note or str(row.get("note") or ""),
+    }
 
 
 def beside_field(field: pd.DataFrame, ours: list[dict[str, Any]]) -> pd.DataFrame:

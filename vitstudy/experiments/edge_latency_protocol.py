@@ -63,10 +63,15 @@ class LatencyRun:
     def protocol(self) -> dict[str, Any]:
         """How the run was timed, for every row of its table."""
         env = self.environment
-        return {"device": f"{env['device_type']}: {env['device_name']}", "threads": env["cpu_threads"],
-                "timed_images": self.raw["image"].nunique() if not self.raw.empty else 0,
-                "warmup_images": self.warmup_images, "order": f"{ORDER} by image", "torch": env["torch"],
-                "timm": env["timm"]}  # fmt: skip
+        return {
+            "device": f"{env['device_type']}: {env['device_name']}",
+            "threads": env["cpu_threads"],
+            "timed_images": self.raw["image"].nunique() if not self.raw.empty else 0,
+            "warmup_images": self.warmup_images,
+            "order": f"{ORDER} by image",
+            "torch": env["torch"],
+            "timm": env["timm"],
+        }
 
 
 def time_per_image(
@@ -96,8 +101,9 @@ def time_per_image(
         return LatencyRun(empty, names, baseline, control, warmup_images, env, note=bench.NOT_MEASURED_NO_CUDA)
     # One namespace per arm: the timed statement reads the current image from it, so one Timer serves every image.
     spaces = {name: {"fn": arms[name], "x": None, "sync": lambda: bench.synchronize(device)} for name in names}
-    timers = {name: timeit.Timer("fn(x); sync()", timer=timer or time.perf_counter, globals=spaces[name])
-              for name in names}  # fmt: skip
+    timers = {
+        name: timeit.Timer("fn(x); sync()", timer=timer or time.perf_counter, globals=spaces[name]) for name in names
+    }
     orders = round_orders(list(names), len(images), ORDER)
 
     def call(index: int, name: str) -> float:
@@ -107,8 +113,11 @@ def time_per_image(
     for index in range(min(warmup_images, len(images))):
         for name in orders[index]:
             call(index, name)  # untimed: discarded
-    records = [{"image": index, "arm": name, "position": position, "seconds": call(index, name)}
-               for index, order in enumerate(orders) for position, name in enumerate(order)]  # fmt: skip
+    records = [
+        {"image": index, "arm": name, "position": position, "seconds": call(index, name)}
+        for index, order in enumerate(orders)
+        for position, name in enumerate(order)
+    ]
     return LatencyRun(pd.DataFrame(records, columns=list(RAW_COLUMNS)), names, baseline, control, warmup_images, env)
 
 
@@ -151,8 +160,12 @@ def paired_ratio_interval(
     """``statistic(baseline) / statistic(arm)`` over the same images and its 95% percentile bootstrap interval,
     resampling images (an image's two times together); NaN throughout when there is no image."""
     baseline, arm = np.asarray(baseline, dtype=np.float64), np.asarray(arm, dtype=np.float64)
-    check(baseline.shape == arm.shape and baseline.ndim == 1, "shapes", (baseline.shape, arm.shape),
-          "two [N] arrays over the same images")  # fmt: skip
+    check(
+        baseline.shape == arm.shape and baseline.ndim == 1,
+        "shapes",
+        (baseline.shape, arm.shape),
+        "two [N] arrays over the same images",
+    )
     if len(baseline) == 0 or np.isnan(baseline).any() or np.isnan(arm).any():
         return math.nan, math.nan, math.nan
     ratio = float(statistic(baseline) / statistic(arm))
@@ -162,8 +175,15 @@ def paired_ratio_interval(
     def ratio_of(b: np.ndarray, a: np.ndarray, axis: int = -1) -> np.ndarray:
         return statistic(b, axis=axis) / statistic(a, axis=axis)
 
-    interval = stats.bootstrap((baseline, arm), ratio_of, paired=True, vectorized=True, n_resamples=resamples,
-                               method="percentile", rng=np.random.default_rng(seed)).confidence_interval  # fmt: skip
+    interval = stats.bootstrap(
+        (baseline, arm),
+        ratio_of,
+        paired=True,
+        vectorized=True,
+        n_resamples=resamples,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    ).confidence_interval
     return ratio, float(interval.low), float(interval.high)
 
 
@@ -201,8 +221,9 @@ def latency_rows(
         else:
             no_effect = (1 - bench.CONTROL_TOLERANCE, 1 + bench.CONTROL_TOLERANCE)
             interval = (over["measured_over_ideal_low"], over["measured_over_ideal_high"])
-            row["verdict"] = bench.flop_bound_verdict(over["measured_over_ideal"], targets.get(arm, no_effect),
-                                                      interval=interval)  # fmt: skip
+            row["verdict"] = bench.flop_bound_verdict(
+                over["measured_over_ideal"], targets.get(arm, no_effect), interval=interval
+            )
         rows.append(row | use)
     return pd.DataFrame(rows).assign(**run.protocol(), note=run.note or bench.control_note(_control(rows, run)))
 
@@ -210,8 +231,11 @@ def latency_rows(
 def _spread(times: np.ndarray) -> dict[str, float]:
     if len(times) == 0:
         return dict.fromkeys(("mean", "median", *(f"p{q}" for q in PERCENTILES)), math.nan)
-    return {"mean": float(times.mean()), "median": float(np.median(times)),
-            **{f"p{q}": float(np.percentile(times, q)) for q in PERCENTILES}}  # fmt: skip
+    return {
+        "mean": float(times.mean()),
+        "median": float(np.median(times)),
+        **{f"p{q}": float(np.percentile(times, q)) for q in PERCENTILES},
+    }
 
 
 def _control(rows: list[dict[str, Any]], run: LatencyRun) -> float:

@@ -79,28 +79,50 @@ def performance_table(
     rows = []
     for block in DEFAULT_EXITS:
         ideal = study.costs.plain() / study.costs.forced(block)
-        rows.append({"measurement": f"forced exit after block {block}",
-                     **bench.speed_row(comparison, f"forced_{block}", count, ideal, FORCED_TARGET),
-                     "target": f"measured / ideal in {FORCED_TARGET}"})  # fmt: skip
+        rows.append(
+            {
+                "measurement": f"forced exit after block {block}",
+                **bench.speed_row(comparison, f"forced_{block}", count, ideal, FORCED_TARGET),
+                "target": f"measured / ideal in {FORCED_TARGET}",
+            }
+        )
     for name, point in points:
         setting = point["variant"], point["exits"], point["threshold"], "sample"
         test = study.evaluate(*setting)
         loss, low, high = study.top1_loss_interval(*setting)
-        row = {"measurement": name, **exit_row(study, comparison, name, models[name], count, PER_SAMPLE_TARGET),
-               "target": f"speed-up >= {TARGET_SPEEDUP:g} at test top-1 loss <= {TARGET_MAX_LOSS:g} points; "
-                         f"measured / ideal in {PER_SAMPLE_TARGET}",
-               "variant": point["variant"], "test_top1": test["top1"], "test_top1_loss": loss,
-               "test_top1_loss_low": low, "test_top1_loss_high": high, "test_ideal_speedup": test["ideal_speedup"],
-               "test_exited_pct": test["exited_pct"]}  # fmt: skip
+        row = {
+            "measurement": name,
+            **exit_row(study, comparison, name, models[name], count, PER_SAMPLE_TARGET),
+            "target": f"speed-up >= {TARGET_SPEEDUP:g} at test top-1 loss <= {TARGET_MAX_LOSS:g} points; "
+            f"measured / ideal in {PER_SAMPLE_TARGET}",
+            "variant": point["variant"],
+            "test_top1": test["top1"],
+            "test_top1_loss": loss,
+            "test_top1_loss_low": low,
+            "test_top1_loss_high": high,
+            "test_ideal_speedup": test["ideal_speedup"],
+            "test_exited_pct": test["exited_pct"],
+        }
         rows.append({**row, "speed_target": target_verdict(row)})
     speed = bench.speed_row(comparison, "idle", count, 1.0, (NO_EFFECT[0], 1.0))
-    rows.append({"measurement": "exit machinery, nothing exits (exits 3,6,9, threshold 1.0)", **speed,
-                 "target": "overhead <= 3 % (speed-up >= 0.97)", "overhead_pct": 100 * (1 / speed["speedup"] - 1),
-                 "overhead_pct_low": 100 * (1 / speed["speedup_high"] - 1),
-                 "overhead_pct_high": 100 * (1 / speed["speedup_low"] - 1),
-                 "batch_exited_pct": batch_exits(study, idle, count)["batch_exited_pct"]})  # fmt: skip
-    rows.append({"measurement": CONTROL_LABEL, **bench.control_row(comparison, count),
-                 "target": f"1.00 ± {bench.CONTROL_TOLERANCE:.0%}"})  # fmt: skip
+    rows.append(
+        {
+            "measurement": "exit machinery, nothing exits (exits 3,6,9, threshold 1.0)",
+            **speed,
+            "target": "overhead <= 3 % (speed-up >= 0.97)",
+            "overhead_pct": 100 * (1 / speed["speedup"] - 1),
+            "overhead_pct_low": 100 * (1 / speed["speedup_high"] - 1),
+            "overhead_pct_high": 100 * (1 / speed["speedup_low"] - 1),
+            "batch_exited_pct": batch_exits(study, idle, count)["batch_exited_pct"],
+        }
+    )
+    rows.append(
+        {
+            "measurement": CONTROL_LABEL,
+            **bench.control_row(comparison, count),
+            "target": f"1.00 ± {bench.CONTROL_TOLERANCE:.0%}",
+        }
+    )
     frame = pd.DataFrame(rows)
     frame["plain_images_per_s"] = count / comparison.speedup("plain")["seconds"]
     frame = frame.assign(batch_size=count, **bench.protocol(comparison), note=bench.table_note(comparison))
@@ -154,24 +176,28 @@ def per_sample_controls(
     for name in [*models, comparison.control]:
         count = timed_rows.get(name, full)
         speed = bench.speed_row(comparison, name, count, full / count, NO_EFFECT)
-        rows.append({
-            "arm": labels.get(name, name),
-            "batch_size": count,
-            "ms_per_image": 1e3 / speed["images_per_s"],
-            "per_image_speedup": speed["measured_over_ideal"],
-            "per_image_speedup_low": speed["measured_over_ideal_low"],
-            "per_image_speedup_high": speed["measured_over_ideal_high"],
-            "verdict": speed["verdict"],
-            **use,
-        })  # fmt: skip
+        rows.append(
+            {
+                "arm": labels.get(name, name),
+                "batch_size": count,
+                "ms_per_image": 1e3 / speed["images_per_s"],
+                "per_image_speedup": speed["measured_over_ideal"],
+                "per_image_speedup_low": speed["measured_over_ideal_low"],
+                "per_image_speedup_high": speed["measured_over_ideal_high"],
+                "verdict": speed["verdict"],
+                **use,
+            }
+        )
     frame = pd.DataFrame(rows).assign(**bench.protocol(comparison), note=bench.table_note(comparison))
     return frame, comparison
 
 
 def _per_sample_sentence(row: dict[str, Any], lead: str) -> str:
-    return (f"{lead} ({row['measurement']}) reads {measured(row)}, {number(row['measured_over_ideal'])} of its FLOP "
-            f"ideal, losing {measured(row, name='test_top1_loss', unit=' points')} of test top-1: "
-            f"{row['speed_target']}.")  # fmt: skip
+    return (
+        f"{lead} ({row['measurement']}) reads {measured(row)}, {number(row['measured_over_ideal'])} of its FLOP "
+        f"ideal, losing {measured(row, name='test_top1_loss', unit=' points')} of test top-1: "
+        f"{row['speed_target']}."
+    )
 
 
 def target_findings(performance: pd.DataFrame) -> list[str]:
@@ -182,8 +208,10 @@ def target_findings(performance: pd.DataFrame) -> list[str]:
     rows = performance[performance["measurement"].str.startswith(PER_SAMPLE)]
     if rows.empty:
         return []
-    sentences = [_per_sample_sentence(row, "The exits trained with the backbone")
-                 for row in rows[rows["variant"] == "joint"].to_dict("records")]  # fmt: skip
+    sentences = [
+        _per_sample_sentence(row, "The exits trained with the backbone")
+        for row in rows[rows["variant"] == "joint"].to_dict("records")
+    ]
     frozen = rows[rows["variant"] != "joint"]
     if len(frozen) and frozen["speedup"].notna().any():
         best = frozen.loc[frozen["speedup"].idxmax()].to_dict()
@@ -192,28 +220,39 @@ def target_findings(performance: pd.DataFrame) -> list[str]:
         return [*sentences, f"Against the {TARGET_SPEEDUP:g}× target: {measured(rows.iloc[0].to_dict())}."]
     met = rows[rows["speed_target"].str.startswith("met")]
     if len(met):
-        sentences.append(f"The target (>= {TARGET_SPEEDUP:g}× at <= {TARGET_MAX_LOSS:g} points lost on test) is met "
-                         f"by: {'; '.join(met['measurement'])}.")  # fmt: skip
+        sentences.append(
+            f"The target (>= {TARGET_SPEEDUP:g}× at <= {TARGET_MAX_LOSS:g} points lost on test) is met "
+            f"by: {'; '.join(met['measurement'])}."
+        )
         return sentences
     kept = rows[rows["test_top1_loss"] <= TARGET_MAX_LOSS]
     if kept.empty:
-        sentences.append(f"No operating point keeps test top-1 within {TARGET_MAX_LOSS:g} points of the plain model, "
-                         f"so none can meet the {TARGET_SPEEDUP:g}× target.")  # fmt: skip
+        sentences.append(
+            f"No operating point keeps test top-1 within {TARGET_MAX_LOSS:g} points of the plain model, "
+            f"so none can meet the {TARGET_SPEEDUP:g}× target."
+        )
         return sentences
-    sentences.append(f"No operating point meets the target (>= {TARGET_SPEEDUP:g}× at <= {TARGET_MAX_LOSS:g} points "
-                     "lost on test).")  # fmt: skip
+    sentences.append(
+        f"No operating point meets the target (>= {TARGET_SPEEDUP:g}× at <= {TARGET_MAX_LOSS:g} points lost on test)."
+    )
     if kept["speedup"].notna().any():
         fastest = kept.loc[kept["speedup"].idxmax()].to_dict()
-        sentences.append(f"The best measured point that keeps accuracy is {fastest['measurement']}, at "
-                         f"{measured(fastest)}.")  # fmt: skip
+        sentences.append(
+            f"The best measured point that keeps accuracy is {fastest['measurement']}, at {measured(fastest)}."
+        )
     ideal = kept.loc[kept["test_ideal_speedup"].idxmax()].to_dict()
     short = TARGET_SPEEDUP - ideal["test_ideal_speedup"]
     where = f"{number(short)}× short of" if short > 0 else f"{number(-short)}× above"
-    tail = ("no implementation of these exits can reach the target there" if short > 0 else
-            "its FLOPs allow the target, so the shortfall is in the measured speed-up")  # fmt: skip
-    sentences.append(f"The FLOP ideal of the best accuracy-preserving operating point ({ideal['measurement']}) is "
-                     f"{number(ideal['test_ideal_speedup'], unit='×')} on the test set, {where} {TARGET_SPEEDUP:g}×: "
-                     f"{tail}.")  # fmt: skip
+    tail = (
+        "no implementation of these exits can reach the target there"
+        if short > 0
+        else "its FLOPs allow the target, so the shortfall is in the measured speed-up"
+    )
+    sentences.append(
+        f"The FLOP ideal of the best accuracy-preserving operating point ({ideal['measurement']}) is "
+        f"{number(ideal['test_ideal_speedup'], unit='×')} on the test set, {where} {TARGET_SPEEDUP:g}×: "
+        f"{tail}."
+    )
     return sentences
 
 
@@ -226,27 +265,35 @@ def findings(table52: pd.DataFrame, performance: pd.DataFrame) -> str:
     control = performance[performance["measurement"] == CONTROL_LABEL]
     sentences = ["Does an early exit speed up inference on real data, where the report saw none?"]
     if len(paper):
-        sentences.append(f"The report's real-data speed-ups span {number(paper.min(), unit='×')}–"
-                         f"{number(paper.max(), unit='×')} with its batch rule.")  # fmt: skip
+        sentences.append(
+            f"The report's real-data speed-ups span {number(paper.min(), unit='×')}–"
+            f"{number(paper.max(), unit='×')} with its batch rule."
+        )
     if len(batch):
         best = batch.loc[batch["speedup"].idxmax()].to_dict()
-        sentences.append(f"Under that rule our best setting ({best['setting']}) reads {measured(best)}, "
-                         f"with {number(best.get('batch_exited_pct'), digits=1, unit='%')} of the timed batch "
-                         "exiting early.")  # fmt: skip
+        sentences.append(
+            f"Under that rule our best setting ({best['setting']}) reads {measured(best)}, "
+            f"with {number(best.get('batch_exited_pct'), digits=1, unit='%')} of the timed batch "
+            "exiting early."
+        )
     columns = {"exits", "variant", "top1"} <= set(table52.columns)
     sample = table52[table52["policy"] == "sample"]
     by_exit = sample.pivot_table(index="exits", columns="variant", values="top1") if columns else pd.DataFrame()
     if "joint" in by_exit and len(by_exit.columns) > 1:
         gains = (by_exit["joint"] - by_exit.drop(columns="joint").max(axis=1)).dropna()
         if len(gains):
-            sentences.append(f"At threshold {number(table52['threshold'].iloc[0], digits=3)}, training the exits with "
-                             f"the backbone changes test top-1 by {number(gains.min(), unit=' points')} to "
-                             f"{number(gains.max(), unit=' points')} against the best frozen-backbone variant at the "
-                             "same exit (per-sample policy).")  # fmt: skip
+            sentences.append(
+                f"At threshold {number(table52['threshold'].iloc[0], digits=3)}, training the exits with "
+                f"the backbone changes test top-1 by {number(gains.min(), unit=' points')} to "
+                f"{number(gains.max(), unit=' points')} against the best frozen-backbone variant at the "
+                "same exit (per-sample policy)."
+            )
     sentences.append("Each image leaving on its own, at each variant's operating point chosen on validation:")
     sentences += target_findings(performance)
     if len(control):
         sentences.append(f"The A/A control reads {measured(control.iloc[0].to_dict())}: {control['verdict'].iloc[0]}.")
-    sentences.append("The batch rule waits for the least confident image of the batch; letting each image leave on "
-                     "its own is what turns exits into speed.")  # fmt: skip
+    sentences.append(
+        "The batch rule waits for the least confident image of the batch; letting each image leave on "
+        "its own is what turns exits into speed."
+    )
     return paragraph(sentences)

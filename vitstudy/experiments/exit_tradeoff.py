@@ -64,8 +64,11 @@ def choose_operating_point(
         if study.top1_loss_interval(**point, policy="sample", split="val")[2] <= max_loss:
             return point
     strictest = ranked[ranked["threshold"] == max(thresholds)].iloc[0]
-    return {"variant": strictest["variant"], "exits": parse_exits(strictest["exits"]),
-            "threshold": float(strictest["threshold"])}  # fmt: skip
+    return {
+        "variant": strictest["variant"],
+        "exits": parse_exits(strictest["exits"]),
+        "threshold": float(strictest["threshold"]),
+    }
 
 
 def measured_points(
@@ -88,8 +91,9 @@ def measured_points(
         speed = exit_row(study, comparison, str(i), models[str(i)], len(images), PER_SAMPLE_TARGET)
         rows.append({**row, **speed, "ideal_speedup": row["ideal_speedup"]})
     rows.append({"variant": CONTROL_LABEL, **bench.control_row(comparison, len(images))})
-    frame = pd.DataFrame(rows).assign(timed_batch_size=len(images), **bench.protocol(comparison),
-                                      note=bench.table_note(comparison))  # fmt: skip
+    frame = pd.DataFrame(rows).assign(
+        timed_batch_size=len(images), **bench.protocol(comparison), note=bench.table_note(comparison)
+    )
     return frame, comparison
 
 

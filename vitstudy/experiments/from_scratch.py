@@ -170,8 +170,14 @@ def matched_patch_drop_rate(budget: ScratchBudget, row: str = HEADLINE, dataset:
         low, high = (middle + 1, high) if flops(middle) < goal else (low, middle)
     keep = min({max(1, low - 1), low}, key=lambda k: abs(flops(k) - goal))
     rate = round(1 - (keep + 0.5) / patches, 4)
-    return {"dataset": cfg.dataset, "patch_drop_rate": rate, "patches_kept": keep, "patches": patches,
-            "gflops": flops(keep) / 1e9, "target_gflops": target["gflops_on"]}  # fmt: skip
+    return {
+        "dataset": cfg.dataset,
+        "patch_drop_rate": rate,
+        "patches_kept": keep,
+        "patches": patches,
+        "gflops": flops(keep) / 1e9,
+        "target_gflops": target["gflops_on"],
+    }
 
 
 def _row_run(training: RowTraining, name: str, drop_rate: float, seed: int) -> tuple[RowTraining, int, Path]:
@@ -223,8 +229,9 @@ def adopt_committed(folder: Path, tables: Path) -> bool:
     return True
 
 
-def scratch_row(training: RowTraining, name: str, seed: int, drop_rate: float,
-                progress: bool = False) -> dict[str, Any]:  # fmt: skip
+def scratch_row(
+    training: RowTraining, name: str, seed: int, drop_rate: float, progress: bool = False
+) -> dict[str, Any]:
     """One (data set, row, seed): loaded from its ``row.json`` when it finished (here, or in the committed table),
     else trained (resuming) and saved."""
     row = SCRATCH_ROWS[name]
@@ -250,13 +257,19 @@ Run = tuple[str, str, int]  # (data set, row, seed)
 def study_runs(budget: ScratchBudget, rows: tuple[str, ...] | None = None) -> list[Run]:
     """Every (data set, row, seed) of the study, seed-major (all rows of seed 0 on both data sets first, so an
     interrupted study already pairs rows with their baseline)."""
-    return [(dataset, name, seed) for seed in budget.training.seeds for dataset in budget.study_datasets
-            for name in rows_on(dataset, rows)]  # fmt: skip
+    return [
+        (dataset, name, seed)
+        for seed in budget.training.seeds
+        for dataset in budget.study_datasets
+        for name in rows_on(dataset, rows)
+    ]
 
 
 def _drop_rates(budget: ScratchBudget) -> dict[str, float]:
-    return {dataset: matched_patch_drop_rate(budget, dataset=dataset)["patch_drop_rate"]
-            for dataset in budget.study_datasets}  # fmt: skip
+    return {
+        dataset: matched_patch_drop_rate(budget, dataset=dataset)["patch_drop_rate"]
+        for dataset in budget.study_datasets
+    }
 
 
 def missing_runs(budget: ScratchBudget, rows: tuple[str, ...] | None = None) -> list[Run]:
@@ -307,12 +320,16 @@ def train_missing(
     start = time.monotonic()
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         environ = {key: value for key, value in os.environ.items() if key.startswith("VITSTUDY_")}
-        futures = [pool.submit(_train_in_worker, budget.training_on(dataset), name, seed, rates[dataset], environ)
-                   for dataset, name, seed in order]  # fmt: skip
+        futures = [
+            pool.submit(_train_in_worker, budget.training_on(dataset), name, seed, rates[dataset], environ)
+            for dataset, name, seed in order
+        ]
         for done, future in enumerate(as_completed(futures), 1):
             dataset, name, seed, minutes = future.result()
-            log(f"{dataset} {name} seed {seed} trained in {minutes:.1f} min ({done}/{len(order)} runs, "
-                f"{(time.monotonic() - start) / 60:.1f} min elapsed, {workers} workers)")  # fmt: skip
+            log(
+                f"{dataset} {name} seed {seed} trained in {minutes:.1f} min ({done}/{len(order)} runs, "
+                f"{(time.monotonic() - start) / 60:.1f} min elapsed, {workers} workers)"
+            )
 
 
 def scratch_runs(

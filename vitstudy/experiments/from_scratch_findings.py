@@ -17,19 +17,28 @@ def findings(verdicts: pd.DataFrame, finished: int | None = None, planned: int |
     if finished is not None and planned is not None and finished < planned:
         interim = f"Interim: {finished} of {planned} runs have finished; every number below may still move."
     if verdicts.empty:
-        return paragraph([interim, "Do SkipViT's accuracy claims hold when every row trains from scratch? This run "
-                          "has no claim with both of its rows trained."])  # fmt: skip
+        return paragraph(
+            [
+                interim,
+                "Do SkipViT's accuracy claims hold when every row trains from scratch? This run "
+                "has no claim with both of its rows trained.",
+            ]
+        )
     sentences = [interim, "Do SkipViT's accuracy claims hold when every row trains from scratch, over seeds?"]
     for dataset, part in with_dataset(verdicts).groupby("dataset", sort=False):
         claims = []
         for row in part.to_dict("records"):
-            paper = "the paper gives no number" if is_missing(row["paper_diff"]) else (
-                f"paper {number(row['paper_diff'], unit=' points')}"
-            )  # fmt: skip
+            paper = (
+                "the paper gives no number"
+                if is_missing(row["paper_diff"])
+                else (f"paper {number(row['paper_diff'], unit=' points')}")
+            )
             more = row.get("seeds_to_resolve")
             tell = "" if is_missing(more) else f", about {int(more)} seeds would tell it at this spread"
-            claims.append(f"{row['claim']}: {paper}, ours {measured(row, name='diff', unit=' points')} over "
-                          f"{row['pairs']} seed(s): {row['verdict']}{tell}")  # fmt: skip
+            claims.append(
+                f"{row['claim']}: {paper}, ours {measured(row, name='diff', unit=' points')} over "
+                f"{row['pairs']} seed(s): {row['verdict']}{tell}"
+            )
         sentences.append(f"On {DATASET_TITLES.get(dataset, dataset)}: " + "; ".join(claims) + ".")
         reproduced = int((part["verdict"] == "reproduced").sum())
         contradicted = int(part["verdict"].str.startswith("contradicted").sum())
@@ -37,8 +46,11 @@ def findings(verdicts: pd.DataFrame, finished: int | None = None, planned: int |
         widest = ""
         if len(resolvable):
             within = "within" if resolvable.max() <= RESOLVABLE_TARGET else "not within"
-            widest = (f"; it resolves differences of {number(resolvable.min(), unit=' points')} to "
-                      f"{number(resolvable.max(), unit=' points')}, {within} the 1-point target")  # fmt: skip
-        sentences.append(f"There this run reproduces {reproduced} and contradicts {contradicted} of {len(part)} "
-                         f"claims{widest}.")  # fmt: skip
+            widest = (
+                f"; it resolves differences of {number(resolvable.min(), unit=' points')} to "
+                f"{number(resolvable.max(), unit=' points')}, {within} the 1-point target"
+            )
+        sentences.append(
+            f"There this run reproduces {reproduced} and contradicts {contradicted} of {len(part)} claims{widest}."
+        )
     return paragraph(sentences)

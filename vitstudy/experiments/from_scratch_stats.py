@@ -37,8 +37,13 @@ def paired_difference(values: pd.Series, reference: pd.Series) -> dict[str, floa
     if n < 2:
         return {"diff": mean, "diff_low": math.nan, "diff_high": math.nan, "resolvable": math.nan, "pairs": n}
     low, high = stats.ttest_rel(pairs.iloc[:, 0], pairs.iloc[:, 1]).confidence_interval()
-    return {"diff": mean, "diff_low": float(low), "diff_high": float(high), "resolvable": float(high) - mean,
-            "pairs": n}  # fmt: skip
+    return {
+        "diff": mean,
+        "diff_low": float(low),
+        "diff_high": float(high),
+        "resolvable": float(high) - mean,
+        "pairs": n,
+    }
 
 
 def scratch_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -46,12 +51,18 @@ def scratch_summary(runs: pd.DataFrame) -> pd.DataFrame:
     difference to that data set's baseline (dropping on; and off) with its 95 % interval."""
     out = []
     for dataset, part in with_dataset(runs).groupby("dataset", sort=False):
-        by_seed = {column: part.pivot(index="seed", columns="row", values=column)
-                   for column in ("top1_dropping_on", "top1_dropping_off")}  # fmt: skip
+        by_seed = {
+            column: part.pivot(index="seed", columns="row", values=column)
+            for column in ("top1_dropping_on", "top1_dropping_off")
+        }
         baseline = by_seed["top1_dropping_on"].get("baseline", pd.Series(dtype=float))
         for name, mine in part.groupby("row", sort=False):
-            record: dict[str, Any] = {"dataset": dataset, "row": name, "setting": mine["label"].iloc[0],
-                                      "seeds": len(mine)}  # fmt: skip
+            record: dict[str, Any] = {
+                "dataset": dataset,
+                "row": name,
+                "setting": mine["label"].iloc[0],
+                "seeds": len(mine),
+            }
             for column in ("top1_dropping_on", "top1_dropping_off"):
                 record[column] = mine[column].mean()
                 record[f"{column}_std"] = mine[column].std()
@@ -84,12 +95,16 @@ CLAIMS = (
     ("6 / 55% / skip 11 keeps the baseline's top-1", HEADLINE, "baseline", -0.01, "none"),
     ("fused token 6 / 45% loses top-1 against the baseline", "fused_6_45", "baseline", -1.78, "worse"),
     ("skip 6 / 55% beats the fused token 6 / 45%", HEADLINE, "fused_6_45", 1.77, "better"),
-    ("warm-up (15% of epochs) helps 4,7 / 30% / skip 10", "skip_4_7_30_s10_warmup", "skip_4_7_30_s10", 2.55,
-     "better"),
+    ("warm-up (15% of epochs) helps 4,7 / 30% / skip 10", "skip_4_7_30_s10_warmup", "skip_4_7_30_s10", 2.55, "better"),
     ("ours: the skip beats plain dropping at 6 / 55%", HEADLINE, "drop_6_55", math.nan, "better"),
-    ("ours: [CLS]-ranked skip beats timm's random PatchDropout at equal FLOPs", HEADLINE, "patch_dropout", math.nan,
-     "better"),
-)  # fmt: skip
+    (
+        "ours: [CLS]-ranked skip beats timm's random PatchDropout at equal FLOPs",
+        HEADLINE,
+        "patch_dropout",
+        math.nan,
+        "better",
+    ),
+)
 NO_LOSS_MARGIN = 1.0  # points: "keeps top-1" is reproduced when a loss larger than this is excluded
 # A t interval from 2 pairs is valid but its spread is one number: two runs that happen to agree give a narrow
 # interval by chance (an interim look at the cluttered study read "reproduced" from 2 seeds). So a verdict needs 3.
@@ -136,10 +151,18 @@ def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                 continue
             paired = paired_difference(by_seed[row], by_seed[reference])
             told = verdict(paired["diff_low"], paired["diff_high"], direction, paper, paired["pairs"])
-            out.append({"dataset": dataset, "claim": claim, "row": row, "compared_with": reference,
-                        "paper_diff": paper, **paired, "verdict": told,
-                        "seeds_to_resolve": seeds_to_resolve(paired, direction) if told.startswith("cannot")
-                        else math.nan})  # fmt: skip
+            out.append(
+                {
+                    "dataset": dataset,
+                    "claim": claim,
+                    "row": row,
+                    "compared_with": reference,
+                    "paper_diff": paper,
+                    **paired,
+                    "verdict": told,
+                    "seeds_to_resolve": seeds_to_resolve(paired, direction) if told.startswith("cannot") else math.nan,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -171,8 +194,15 @@ def scratch_plot(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str = FIRST
     for i, name in enumerate(summary["row"]):
         seeds = runs[runs["row"] == name]["top1_dropping_on"].to_numpy(dtype=float)
         left.scatter(seeds, np.full(len(seeds), i), color="tab:gray", s=14, zorder=2)
-    left.errorbar(summary["top1_dropping_on"], y, xerr=summary["top1_dropping_on_std"].fillna(0), fmt="D",
-                  color="tab:blue", capsize=3, label="mean ± std over seeds")  # fmt: skip
+    left.errorbar(
+        summary["top1_dropping_on"],
+        y,
+        xerr=summary["top1_dropping_on_std"].fillna(0),
+        fmt="D",
+        color="tab:blue",
+        capsize=3,
+        label="mean ± std over seeds",
+    )
     left.set_yticks(y, summary["setting"], fontsize=7)
     left.invert_yaxis()
     left.set(xlabel="test top-1 (%), dropping on", title="every seed (grey) and the mean")
@@ -182,8 +212,16 @@ def scratch_plot(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str = FIRST
         diff = summary[f"diff_{tag}"].to_numpy(dtype=float)
         low = diff - summary[f"diff_low_{tag}"].to_numpy(dtype=float)
         high = summary[f"diff_high_{tag}"].to_numpy(dtype=float) - diff
-        right.errorbar(diff, y + offset, xerr=[np.nan_to_num(low), np.nan_to_num(high)], fmt="o", capsize=3,
-                       color="tab:orange", mfc=face, label=f"dropping {tag} at test")  # fmt: skip
+        right.errorbar(
+            diff,
+            y + offset,
+            xerr=[np.nan_to_num(low), np.nan_to_num(high)],
+            fmt="o",
+            capsize=3,
+            color="tab:orange",
+            mfc=face,
+            label=f"dropping {tag} at test",
+        )
     right.axvline(0, color="black", lw=0.8)
     right.set_yticks(y, [""] * len(y))
     right.invert_yaxis()

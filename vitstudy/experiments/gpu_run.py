@@ -68,9 +68,20 @@ class GpuBudget:
 
 BUDGETS = {
     "gpu": GpuBudget("gpu"),
-    "tiny": GpuBudget("tiny", "vitstudy_tiny_patch4_28", (1, 28, 28), 2, "smoke", (1, 4), "vitstudy_tiny_patch4_28",
-                      (1, 28, 28), 4, ("baseline", "skip_6_55_s11"), bench.SMOKE_TIMING),
-}  # fmt: skip
+    "tiny": GpuBudget(
+        "tiny",
+        "vitstudy_tiny_patch4_28",
+        (1, 28, 28),
+        2,
+        "smoke",
+        (1, 4),
+        "vitstudy_tiny_patch4_28",
+        (1, 28, 28),
+        4,
+        ("baseline", "skip_6_55_s11"),
+        bench.SMOKE_TIMING,
+    ),
+}
 
 
 def with_environment(frame: pd.DataFrame, device: str) -> pd.DataFrame:
@@ -85,8 +96,16 @@ def cuda_tests(budget: GpuBudget, device: str) -> pd.DataFrame:
 
     path = project_root() / "tests" / "test_cuda.py"
     status = pytest.main(["-q", "-m", "cuda", "-p", "no:cacheprovider", str(path)])
-    return pd.DataFrame([{"tests": str(path.relative_to(project_root())), "pytest_exit_status": int(status),
-                          "passed": int(status) == 0, "cuda_present": torch.cuda.is_available()}])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "tests": str(path.relative_to(project_root())),
+                "pytest_exit_status": int(status),
+                "passed": int(status) == 0,
+                "cuda_present": torch.cuda.is_available(),
+            }
+        ]
+    )
 
 
 def table_5_1(budget: GpuBudget, device: str) -> pd.DataFrame:
@@ -94,8 +113,9 @@ def table_5_1(budget: GpuBudget, device: str) -> pd.DataFrame:
     torch.manual_seed(0)
     vit = create_model(budget.report_model).eval()
     exits = DEFAULT_EXITS if len(vit.blocks) == 12 else (1,)
-    table, _ = max_speed_exit.table_5_1(vit, budget.report_input, budget.table_5_1_batch, exits, budget.timing,
-                                        device, bf16=True)  # fmt: skip
+    table, _ = max_speed_exit.table_5_1(
+        vit, budget.report_input, budget.table_5_1_batch, exits, budget.timing, device, bf16=True
+    )
     return table
 
 
@@ -104,11 +124,24 @@ def table_5_3(budget: GpuBudget, device: str) -> pd.DataFrame:
     ``budget.study_scale``, at notebook 02's threshold and batch."""
     scale = get_scale(budget.study_scale)
     settings = real_data_exit.budget(scale)
-    study = multiexit.prepare(scale, variants=cpu_vs_gpu.VARIANTS_5_3, exit_sets=settings.table_exit_sets,
-                              head_epochs=settings.head_epochs, device=device, progress=False)  # fmt: skip
-    table, _ = cpu_vs_gpu.table_5_3(study, settings.threshold, settings.batch_size, budget.timing,
-                                    cpu_vs_gpu.VARIANTS_5_3, settings.table_exit_sets, settings.policies,
-                                    devices=(device,))  # fmt: skip
+    study = multiexit.prepare(
+        scale,
+        variants=cpu_vs_gpu.VARIANTS_5_3,
+        exit_sets=settings.table_exit_sets,
+        head_epochs=settings.head_epochs,
+        device=device,
+        progress=False,
+    )
+    table, _ = cpu_vs_gpu.table_5_3(
+        study,
+        settings.threshold,
+        settings.batch_size,
+        budget.timing,
+        cpu_vs_gpu.VARIANTS_5_3,
+        settings.table_exit_sets,
+        settings.policies,
+        devices=(device,),
+    )
     return table.assign(scale=scale.name)
 
 
@@ -123,17 +156,33 @@ def per_sample_exit(budget: GpuBudget, device: str) -> pd.DataFrame:
         images = torch.randn(batch, *budget.report_input, generator=torch.Generator().manual_seed(batch))
         per_sample = MultiExitViT(vit, exits, policy="sample").eval()
         per_sample.threshold = operating_threshold(per_sample, images)
-        models = {"plain": vit, "per_sample": per_sample, "idle": idle_model(vit) if exits == DEFAULT_EXITS else
-                  MultiExitViT(vit, exits, threshold=1.0).eval()}  # fmt: skip
+        models = {
+            "plain": vit,
+            "per_sample": per_sample,
+            "idle": idle_model(vit) if exits == DEFAULT_EXITS else MultiExitViT(vit, exits, threshold=1.0).eval(),
+        }
         comparison = bench.compare_models(models, images, budget.timing, device)
-        labels = {"plain": "plain", "per_sample": "per-sample exit, about half leave at the first exit",
-                  "idle": "exit machinery, nothing exits (its host syncs and heads)"}  # fmt: skip
+        labels = {
+            "plain": "plain",
+            "per_sample": "per-sample exit, about half leave at the first exit",
+            "idle": "exit machinery, nothing exits (its host syncs and heads)",
+        }
         for name in [*models, comparison.control]:
-            speed = (bench.control_row(comparison, batch) if name == comparison.control else
-                     bench.speed_row(comparison, name, batch, 1.0, (0.97, 1.03)))  # fmt: skip
-            rows.append({"batch_size": batch, "arm": labels.get(name, name), **speed,
-                         "threshold": per_sample.threshold, **bench.protocol(comparison),
-                         "note": bench.table_note(comparison)})  # fmt: skip
+            speed = (
+                bench.control_row(comparison, batch)
+                if name == comparison.control
+                else bench.speed_row(comparison, name, batch, 1.0, (0.97, 1.03))
+            )
+            rows.append(
+                {
+                    "batch_size": batch,
+                    "arm": labels.get(name, name),
+                    **speed,
+                    "threshold": per_sample.threshold,
+                    **bench.protocol(comparison),
+                    "note": bench.table_note(comparison),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -141,15 +190,24 @@ def table_1_bf16(budget: GpuBudget, device: str) -> pd.DataFrame:
     """SkipViT Table 1's training steps on ViT-S/16 in bf16 (:func:`.skipvit_speed.timing_runs`, fp32 beside it),
     with each row's peak memory of one bf16 training step (``torch.cuda.max_memory_allocated``)."""
     rows = {name: TABLE1[name] for name in budget.skipvit_rows}
-    table, _ = skipvit_speed.timing_runs(budget.skipvit_model, budget.skipvit_input, 1000, budget.skipvit_batch,
-                                         budget.timing, rows, device, bf16_rows=list(rows))  # fmt: skip
+    table, _ = skipvit_speed.timing_runs(
+        budget.skipvit_model,
+        budget.skipvit_input,
+        1000,
+        budget.skipvit_batch,
+        budget.timing,
+        rows,
+        device,
+        bf16_rows=list(rows),
+    )
     memory = {}
     for name, settings in rows.items():
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        step = skipvit_speed.training_step_arm(budget.skipvit_model, settings, budget.skipvit_input, 1000,
-                                               budget.skipvit_batch, device, precision="bf16")  # fmt: skip
+        step = skipvit_speed.training_step_arm(
+            budget.skipvit_model, settings, budget.skipvit_input, 1000, budget.skipvit_batch, device, precision="bf16"
+        )
         step(), step()
         cuda = torch.device(device).type == "cuda"
         memory[name] = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else float("nan")
@@ -178,24 +236,47 @@ def torchrun_nccl(budget: GpuBudget, device: str) -> pd.DataFrame:
     env = dict(os.environ, PYTHONPATH=path)
     if torch.device(device).type != "cuda":
         env["CUDA_VISIBLE_DEVICES"] = ""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(count),
-               "-m", "vitstudy", "gpu", "--nccl-check"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(count),
+        "-m",
+        "vitstudy",
+        "gpu",
+        "--nccl-check",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     expected = count * (count + 1) / 2
-    return pd.DataFrame([{"processes": count, "exit_status": done.returncode, **(results[0] if results else {}),
-                          "correct": bool(results) and all(r["all_reduce_sum"] == expected for r in results),
-                          "stderr_tail": done.stderr[-300:] if done.returncode else ""}])  # fmt: skip
+    return pd.DataFrame(
+        [
+            {
+                "processes": count,
+                "exit_status": done.returncode,
+                **(results[0] if results else {}),
+                "correct": bool(results) and all(r["all_reduce_sum"] == expected for r in results),
+                "stderr_tail": done.stderr[-300:] if done.returncode else "",
+            }
+        ]
+    )
 
 
 STEP_FUNCTIONS: dict[str, Callable[[GpuBudget, str], pd.DataFrame]] = {
-    "cuda_tests": cuda_tests, "table_5_1": table_5_1, "table_5_3": table_5_3, "per_sample_exit": per_sample_exit,
-    "table_1_bf16": table_1_bf16, "torchrun_nccl": torchrun_nccl,
-}  # fmt: skip
+    "cuda_tests": cuda_tests,
+    "table_5_1": table_5_1,
+    "table_5_3": table_5_3,
+    "per_sample_exit": per_sample_exit,
+    "table_1_bf16": table_1_bf16,
+    "torchrun_nccl": torchrun_nccl,
+}
 
 
-def run_gpu(budget: GpuBudget, device: str = "cuda", out: str | None = None, steps=STEPS,
-            log: Callable[[str], None] = print) -> pd.DataFrame:  # fmt: skip
+def run_gpu(
+    budget: GpuBudget, device: str = "cuda", out: str | None = None, steps=STEPS, log: Callable[[str], None] = print
+) -> pd.DataFrame:
     """Run every step on ``device``, write each table as ``19_gpu_<step>`` and the summary as ``19_gpu_run`` under
     ``out`` (default ``figures/gpu``); returns the summary (one row per step: status, seconds, error)."""
     folder = out or project_root() / "figures" / "gpu"
@@ -211,8 +292,16 @@ def run_gpu(budget: GpuBudget, device: str = "cuda", out: str | None = None, ste
             traceback.print_exc()
         seconds = time.perf_counter() - started
         log(f"gpu: {step} {status} in {seconds:.0f} s {error}")
-        summary.append({"step": step, "status": status, "seconds": seconds, "error": error, "budget": budget.name,
-                        **dataclasses.asdict(budget) | {"timing": str(budget.timing)}})  # fmt: skip
+        summary.append(
+            {
+                "step": step,
+                "status": status,
+                "seconds": seconds,
+                "error": error,
+                "budget": budget.name,
+                **dataclasses.asdict(budget) | {"timing": str(budget.timing)},
+            }
+        )
     frame = with_environment(pd.DataFrame(summary), device)
     report.save_table(frame, "19_gpu_run", out=folder)
     return frame

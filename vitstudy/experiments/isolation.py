@@ -74,27 +74,46 @@ def compare_isolations(
             settings = dataclasses.replace(timing, isolation=isolation, threads=threads)
             load = os.getloadavg()[0]
             started = time.perf_counter()
-            table, raw = timing_runs(model_name, input_size, num_classes, batch_size, settings,
-                                     {HEADLINE: TABLE1[HEADLINE]}, **model_kwargs)  # fmt: skip
+            table, raw = timing_runs(
+                model_name, input_size, num_classes, batch_size, settings, {HEADLINE: TABLE1[HEADLINE]}, **model_kwargs
+            )
             wall = time.perf_counter() - started
             row = isolation_row(table)
             first = table.iloc[0]
-            rows.append({"repeat": repeat, "isolation": isolation, **row, "wall_s": wall,
-                         "load_average_at_start": round(load, 2), "rounds": settings.rounds,
-                         "min_run_time_s": settings.min_run_time, "threads": threads, "device": first["device"],
-                         "torch": first["torch"]})  # fmt: skip
+            rows.append(
+                {
+                    "repeat": repeat,
+                    "isolation": isolation,
+                    **row,
+                    "wall_s": wall,
+                    "load_average_at_start": round(load, 2),
+                    "rounds": settings.rounds,
+                    "min_run_time_s": settings.min_run_time,
+                    "threads": threads,
+                    "device": first["device"],
+                    "torch": first["torch"],
+                }
+            )
             raws.append(raw.assign(repeat=repeat, isolation=isolation))
-            log(f"repeat {repeat} {isolation:>10}: A/A {row['aa_speedup']:.3f} ({row['aa_low']:.3f}-"
+            log(
+                f"repeat {repeat} {isolation:>10}: A/A {row['aa_speedup']:.3f} ({row['aa_low']:.3f}-"
                 f"{row['aa_high']:.3f}), headline/ideal {row['headline_over_ideal']:.3f}, {wall:.0f} s, "
-                f"load {load:.2f}")  # fmt: skip
+                f"load {load:.2f}"
+            )
     return pd.DataFrame(rows), pd.concat(raws, ignore_index=True)
 
 
 def measure() -> None:
     """Time notebook 04's quick ViT-S/16 comparison in both isolations and write the committed tables."""
     budget = table1.budget("quick")
-    table, raw = compare_isolations(table1.VIT_SMALL, (3, 224, 224), 10, budget.vit_small_batch, budget.timing,
-                                    log=lambda line: print(line, flush=True))  # fmt: skip
+    table, raw = compare_isolations(
+        table1.VIT_SMALL,
+        (3, 224, 224),
+        10,
+        budget.vit_small_batch,
+        budget.timing,
+        log=lambda line: print(line, flush=True),
+    )
     out = project_root() / "figures"
     save_table(table, TABLE, out=out, floatfmt=".3f")
     save_raw(raw, TABLE, out=out)

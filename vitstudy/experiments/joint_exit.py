@@ -89,14 +89,24 @@ def budget(scale: Scale | str | None = None) -> JointBudget:
 def joint_config(scale: Scale, budget: JointBudget) -> TrainConfig:
     """The study's own training settings (same data, splits and seed) with the budget's epochs and rate; plain
     cross-entropy at every head (no mixup, no label smoothing), as the frozen heads are fitted."""
-    return dataclasses.replace(study_config(scale), epochs=budget.epochs, lr=budget.lr,
-                               warmup_epochs=budget.warmup_epochs, mixup=0.0, label_smoothing=0.0)  # fmt: skip
+    return dataclasses.replace(
+        study_config(scale),
+        epochs=budget.epochs,
+        lr=budget.lr,
+        warmup_epochs=budget.warmup_epochs,
+        mixup=0.0,
+        label_smoothing=0.0,
+    )
 
 
 def loss_settings(exits: tuple[int, ...]) -> dict[str, Any]:
     """What the joint loss computes, beside the training settings: a run trained otherwise gets its own folder."""
-    return {"exits": list(exits), "temperature": DISTILL_TEMPERATURE, "weight": DISTILL_WEIGHT,
-            "loss": "final CE + per exit (1 - weight) CE + weight T^2 KL(final || exit)"}  # fmt: skip
+    return {
+        "exits": list(exits),
+        "temperature": DISTILL_TEMPERATURE,
+        "weight": DISTILL_WEIGHT,
+        "loss": "final CE + per exit (1 - weight) CE + weight T^2 KL(final || exit)",
+    }
 
 
 def run_dir(scale: Scale, budget: JointBudget) -> Path:
@@ -146,6 +156,7 @@ def add_joint_variant(
     trained = set(budget.exits)
     exit_sets = [exits for exits in dict.fromkeys(e for _, e in study.models) if set(exits) <= trained]
     check(bool(exit_sets), "exits", budget.exits, f"exits covering one of the study's exit sets {list(study.models)}")
-    add_joint(study, result.model, exit_sets, folder.name, training_history(result, budget.exits),
-              device or "cpu", progress)  # fmt: skip
+    add_joint(
+        study, result.model, exit_sets, folder.name, training_history(result, budget.exits), device or "cpu", progress
+    )
     return result

@@ -78,9 +78,12 @@ def loader_step(loader, model: torch.nn.Module, device: str | torch.device) -> C
 
 
 def loader_speed(
-    cfg: TrainConfig, batch_size: int, settings: bench.CompareSettings, workers: tuple[int, ...] = (1,),
+    cfg: TrainConfig,
+    batch_size: int,
+    settings: bench.CompareSettings,
+    workers: tuple[int, ...] = (1,),
     device: str | torch.device | None = None,
-) -> tuple[pd.DataFrame, bench.Comparison]:  # fmt: skip
+) -> tuple[pd.DataFrame, bench.Comparison]:
     """Training steps of ``cfg``'s model fed by each path, timed against the DataLoader path (0 workers).
 
     One row per arm: :func:`~vitstudy.bench.speed_row` against the no-loader arm's speed-up as the ideal, the
@@ -100,8 +103,7 @@ def loader_speed(
     arms = {BASELINE: arm(dataloader(0))}
     arms |= {f"dataloader, {count} worker(s)": arm(dataloader(count)) for count in workers}
     arms["tensor"] = arm(TensorLoader(splits.train, batch_size, train=True, seed=cfg.seed, device=device))
-    arms[NO_LOADER] = random_batch_step(copy.deepcopy(model), batch_size, splits.input_size, splits.num_classes,
-                                        device)  # fmt: skip
+    arms[NO_LOADER] = random_batch_step(copy.deepcopy(model), batch_size, splits.input_size, splits.num_classes, device)
     arms[bench.control_arm(BASELINE)] = arm(dataloader(0))
     work = bench.BaselineWork.training_step(bench.flops_per_image(model, splits.input_size))  # its FLOP/s vs the peak
     comparison = bench.compare(arms, BASELINE, bench.control_arm(BASELINE), settings, device, work=work)
@@ -112,8 +114,13 @@ def loader_speed(
         else {"arm": name, **bench.control_row(comparison, batch_size)}
         for name in arms
     ]
-    frame = pd.DataFrame(rows).assign(**bench.protocol(comparison), batch_size=batch_size, model=cfg.model,
-                                      augment=cfg.augment, note=bench.table_note(comparison))  # fmt: skip
+    frame = pd.DataFrame(rows).assign(
+        **bench.protocol(comparison),
+        batch_size=batch_size,
+        model=cfg.model,
+        augment=cfg.augment,
+        note=bench.table_note(comparison),
+    )
     return frame, comparison
 
 
@@ -124,7 +131,9 @@ def measure(scale: str = "scratch") -> None:
     load = os.getloadavg()[0]
     rows, _ = loader_speed(cfg, chosen.batch_size, chosen.timing, chosen.workers)
     recipe = ", ".join(f"{key} {value}" for key, value in cfg.model_kwargs.items())
-    rows = rows.assign(model=f"{cfg.model} ({recipe}: the {scale} recipe)",
-                       machine=f"{os.cpu_count()}-core machine, load average {load:.2f} at the start")  # fmt: skip
+    rows = rows.assign(
+        model=f"{cfg.model} ({recipe}: the {scale} recipe)",
+        machine=f"{os.cpu_count()}-core machine, load average {load:.2f} at the start",
+    )
     report.save_table(rows, "08_fast_loader_cpu", out=project_root() / "figures")
     print(rows[["arm", "images_per_s", "speedup", "speedup_low", "speedup_high", "verdict", "note"]].to_string())

@@ -77,15 +77,40 @@ def budget(scale: Scale | str | None = None) -> MaxSpeedBudget:
 
 # Table 5.1 as saved by notebook 01: ours, the report's numbers beside them, then how it was measured.
 TABLE_5_1_COLUMNS = (
-    "setting", "exit_block", "images_per_s", "speedup", "speedup_low", "speedup_high", "ideal_speedup",
-    "measured_over_ideal", "measured_over_ideal_low", "measured_over_ideal_high", "verdict",
-    "paper_inference_speed_im_s", "paper_speed_improvement",
-    "bf16_speedup_over_fp32", "bf16_speedup_over_fp32_low", "bf16_speedup_over_fp32_high", "bf16_measured_over_ideal",
-    "bf16_measured_over_ideal_low", "bf16_measured_over_ideal_high", "bf16_verdict",
-    "baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak", "bf16_baseline_gflop_per_s",
-    "bf16_peak_gflop_per_s", "bf16_baseline_fraction_of_peak", "flops_counted",
-    "gflops_per_image", "batch_size", "device", "threads", "rounds", "note",
-)  # fmt: skip
+    "setting",
+    "exit_block",
+    "images_per_s",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "ideal_speedup",
+    "measured_over_ideal",
+    "measured_over_ideal_low",
+    "measured_over_ideal_high",
+    "verdict",
+    "paper_inference_speed_im_s",
+    "paper_speed_improvement",
+    "bf16_speedup_over_fp32",
+    "bf16_speedup_over_fp32_low",
+    "bf16_speedup_over_fp32_high",
+    "bf16_measured_over_ideal",
+    "bf16_measured_over_ideal_low",
+    "bf16_measured_over_ideal_high",
+    "bf16_verdict",
+    "baseline_gflop_per_s",
+    "peak_gflop_per_s",
+    "baseline_fraction_of_peak",
+    "bf16_baseline_gflop_per_s",
+    "bf16_peak_gflop_per_s",
+    "bf16_baseline_fraction_of_peak",
+    "flops_counted",
+    "gflops_per_image",
+    "batch_size",
+    "device",
+    "threads",
+    "rounds",
+    "note",
+)
 
 
 def table_5_1(
@@ -113,21 +138,45 @@ def table_5_1(
         models[str(block)] = MultiExitViT(vit, exits, forced_exit=block).eval()
     inputs = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
     comparison = bench.compare_models(models, inputs, settings, device, bf16=list(models) if bf16 else ())
-    rows = [{"setting": "original (all blocks)", "exit_block": costs.depth, "gflops_per_image": costs.plain() / 1e9,
-             **bench.speed_row(comparison, "plain", batch_size, 1.0, FORCED_TARGET),
-             **bench.bf16_columns(comparison, "plain", batch_size, 1.0, FORCED_TARGET)}]  # fmt: skip
+    rows = [
+        {
+            "setting": "original (all blocks)",
+            "exit_block": costs.depth,
+            "gflops_per_image": costs.plain() / 1e9,
+            **bench.speed_row(comparison, "plain", batch_size, 1.0, FORCED_TARGET),
+            **bench.bf16_columns(comparison, "plain", batch_size, 1.0, FORCED_TARGET),
+        }
+    ]
     for block in exits:
         ideal = costs.plain() / costs.forced(block)
-        speed = bench.speed_row(comparison, str(block), batch_size, ideal, FORCED_TARGET,
-                                interval_within=FORCED_INTERVAL)  # fmt: skip
+        speed = bench.speed_row(
+            comparison, str(block), batch_size, ideal, FORCED_TARGET, interval_within=FORCED_INTERVAL
+        )
         in_bf16 = bench.bf16_columns(comparison, str(block), batch_size, ideal, FORCED_TARGET, FORCED_INTERVAL)
-        rows.append({"setting": f"forced exit after block {block}", "exit_block": block,
-                     "gflops_per_image": costs.forced(block) / 1e9, **speed, **in_bf16})  # fmt: skip
-    rows.append({"setting": CONTROL_LABEL, "exit_block": None, "gflops_per_image": costs.plain() / 1e9,
-                 **bench.control_row(comparison, batch_size)})  # fmt: skip
+        rows.append(
+            {
+                "setting": f"forced exit after block {block}",
+                "exit_block": block,
+                "gflops_per_image": costs.forced(block) / 1e9,
+                **speed,
+                **in_bf16,
+            }
+        )
+    rows.append(
+        {
+            "setting": CONTROL_LABEL,
+            "exit_block": None,
+            "gflops_per_image": costs.plain() / 1e9,
+            **bench.control_row(comparison, batch_size),
+        }
+    )
     frame = pd.DataFrame(rows).astype({"exit_block": "Int64"})
-    frame = frame.assign(batch_size=batch_size, input_size="x".join(map(str, input_size)),
-                         **bench.protocol(comparison), note=bench.table_note(comparison))  # fmt: skip
+    frame = frame.assign(
+        batch_size=batch_size,
+        input_size="x".join(map(str, input_size)),
+        **bench.protocol(comparison),
+        note=bench.table_note(comparison),
+    )
     return frame, comparison
 
 
@@ -168,18 +217,20 @@ def findings(table: pd.DataFrame) -> str:
     original = table[table["setting"].str.startswith("original")]
     plain = original.iloc[0].to_dict() if len(original) else {}
     block = best["exit_block"]
-    return paragraph([
-        f"How fast can an early exit be at best? Every image forced out after block {block}:",
-        f"the report measured {number(best.get('paper_speed_improvement'), unit='×')} (RTX A6000),",
-        f"we measure {measured(best)} against a FLOP ideal of {number(best['ideal_speedup'], unit='×')}, i.e.",
-        f"{measured(best, name='measured_over_ideal')} of the ideal: {best['verdict']}.",
-        f"The A/A control reads {measured(control.iloc[0].to_dict()) if len(control) else NOT_MEASURED}"
-        f"{': ' + control['verdict'].iloc[0] if len(control) else ''}.",
-        "So the exit's best case is bounded by the blocks it skips: what it buys on real data depends on how many "
-        "images leave early (notebook 02).",
-        f"In bf16 (autocast; fp32 stays the headline) the plain model runs "
-        f"{measured(plain, name='bf16_speedup_over_fp32')} faster than in fp32, and the exit after block {block} "
-        f"reads {measured(best, name='bf16_measured_over_ideal')} of its FLOP ideal: "
-        f"{best.get('bf16_verdict', NOT_MEASURED)}.",
-        f"How close to the machine: in fp32 {machine_use(plain)}; in bf16 {machine_use(plain, 'bf16_', 'bf16')}.",
-    ])  # fmt: skip
+    return paragraph(
+        [
+            f"How fast can an early exit be at best? Every image forced out after block {block}:",
+            f"the report measured {number(best.get('paper_speed_improvement'), unit='×')} (RTX A6000),",
+            f"we measure {measured(best)} against a FLOP ideal of {number(best['ideal_speedup'], unit='×')}, i.e.",
+            f"{measured(best, name='measured_over_ideal')} of the ideal: {best['verdict']}.",
+            f"The A/A control reads {measured(control.iloc[0].to_dict()) if len(control) else NOT_MEASURED}"
+            f"{': ' + control['verdict'].iloc[0] if len(control) else ''}.",
+            "So the exit's best case is bounded by the blocks it skips: what it buys on real data depends on how many "
+            "images leave early (notebook 02).",
+            f"In bf16 (autocast; fp32 stays the headline) the plain model runs "
+            f"{measured(plain, name='bf16_speedup_over_fp32')} faster than in fp32, and the exit after block {block} "
+            f"reads {measured(best, name='bf16_measured_over_ideal')} of its FLOP ideal: "
+            f"{best.get('bf16_verdict', NOT_MEASURED)}.",
+            f"How close to the machine: in fp32 {machine_use(plain)}; in bf16 {machine_use(plain, 'bf16_', 'bf16')}.",
+        ]
+    )

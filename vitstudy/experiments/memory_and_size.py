@@ -64,8 +64,9 @@ class MemoryAndSizeBudget:
     timed: tuple[str, ...] = ("ViT-S/16", "ViT-B/16")  # a ViT-L/16 training step is too slow on a 2-core CPU
     # One process per (round, arm), as notebook 04 times ViT-S/16: in-process training steps of large models read
     # biased A/A controls on this CPU (figures/tables/04_aa_isolation_vit_small.md).
-    timing: bench.CompareSettings = bench.CompareSettings(rounds=3, min_run_time=0.5, warmup_calls=1,
-                                                          isolation="process")  # fmt: skip
+    timing: bench.CompareSettings = bench.CompareSettings(
+        rounds=3, min_run_time=0.5, warmup_calls=1, isolation="process"
+    )
 
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
@@ -136,26 +137,39 @@ def memory_rows(
         saved_on = saved_activation_bytes(model, images, targets) / batch_size
         peak_on = cuda_peak_bytes(model, images, targets) / batch_size
         gain = flop_gain(model, input_size, flops_off)
-        out.append({
-            "model": model_name, "input": "x".join(map(str, input_size)), "row": name, "setting": settings.label,
-            "batch_size": batch_size,
-            "saved_mib_per_image_off": saved_off / MIB, "saved_mib_per_image_on": saved_on / MIB,
-            "saved_ratio": saved_off / saved_on, "memory_saving_pct": 100 * (1 - saved_on / saved_off),
-            "ideal_speedup": 1 + gain["ideal_gain_pct"] / 100,
-            "cuda_peak_mib_per_image_off": peak_off / MIB, "cuda_peak_mib_per_image_on": peak_on / MIB,
-            "device": str(device), "note": "" if device.type == "cuda" else bench.NOT_MEASURED_NO_CUDA,
-        })  # fmt: skip
+        out.append(
+            {
+                "model": model_name,
+                "input": "x".join(map(str, input_size)),
+                "row": name,
+                "setting": settings.label,
+                "batch_size": batch_size,
+                "saved_mib_per_image_off": saved_off / MIB,
+                "saved_mib_per_image_on": saved_on / MIB,
+                "saved_ratio": saved_off / saved_on,
+                "memory_saving_pct": 100 * (1 - saved_on / saved_off),
+                "ideal_speedup": 1 + gain["ideal_gain_pct"] / 100,
+                "cuda_peak_mib_per_image_off": peak_off / MIB,
+                "cuda_peak_mib_per_image_on": peak_on / MIB,
+                "device": str(device),
+                "note": "" if device.type == "cuda" else bench.NOT_MEASURED_NO_CUDA,
+            }
+        )
     return pd.DataFrame(out)
 
 
 def memory_table(budget: MemoryAndSizeBudget, device: str | None = None) -> pd.DataFrame:
     """Every Table 1 row (and plain dropping) on the paper's model at its resolution and on the small model."""
     rows = {n: s for n, s in PRESETS.items() if n != "baseline"}
-    return pd.concat([
-        memory_rows(MODELS["ViT-S/16"], budget.vit_input, 1000, rows, budget.batch_size, device,
-                    img_size=budget.img_size),
-        memory_rows(SMALL_MODEL, SMALL_INPUT, 10, rows, budget.batch_size, device),
-    ], ignore_index=True)  # fmt: skip
+    return pd.concat(
+        [
+            memory_rows(
+                MODELS["ViT-S/16"], budget.vit_input, 1000, rows, budget.batch_size, device, img_size=budget.img_size
+            ),
+            memory_rows(SMALL_MODEL, SMALL_INPUT, 10, rows, budget.batch_size, device),
+        ],
+        ignore_index=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -188,22 +202,38 @@ def model_size_rows(budget: MemoryAndSizeBudget, device: str | None = None) -> t
         saved_on = saved_activation_bytes(model, images, targets)
         del model
         row: dict[str, Any] = {
-            "model": label, "timm_name": name, "depth": depth, "setting": settings.label,
-            "ideal_speedup": gain["gflops_off"] / gain["gflops_on"], "gflops_off": gain["gflops_off"],
-            "saved_mib_per_image_off": saved_off / MIB, "saved_mib_per_image_on": saved_on / MIB,
+            "model": label,
+            "timm_name": name,
+            "depth": depth,
+            "setting": settings.label,
+            "ideal_speedup": gain["gflops_off"] / gain["gflops_on"],
+            "gflops_off": gain["gflops_off"],
+            "saved_mib_per_image_off": saved_off / MIB,
+            "saved_mib_per_image_on": saved_on / MIB,
             "memory_saving_pct": 100 * (1 - saved_on / saved_off),
-        }  # fmt: skip
+        }
         if label in budget.timed:
-            table, raw = timing_runs(name, input_size, 1000, budget.batch_size, budget.timing, {"headline": settings},
-                                     device, img_size=budget.img_size)  # fmt: skip
+            table, raw = timing_runs(
+                name,
+                input_size,
+                1000,
+                budget.batch_size,
+                budget.timing,
+                {"headline": settings},
+                device,
+                img_size=budget.img_size,
+            )
             by_row = table.set_index("row")
-            timed = by_row.loc["headline"].drop(["setting", "model", "ideal_speedup", "gflops_off", "gflops_on",
-                                                 "ideal_gain_pct"])  # fmt: skip
+            timed = by_row.loc["headline"].drop(
+                ["setting", "model", "ideal_speedup", "gflops_off", "gflops_on", "ideal_gain_pct"]
+            )
             row.update(timed.to_dict(), control_speedup=by_row.loc[CONTROL, "speedup"])
             raws.append(raw.assign(model=label))
         else:
-            row.update(verdict=bench.flop_bound_verdict(math.nan, TARGET),
-                       note="not timed: a training step is too slow on this CPU")  # fmt: skip
+            row.update(
+                verdict=bench.flop_bound_verdict(math.nan, TARGET),
+                note="not timed: a training step is too slow on this CPU",
+            )
         out.append(row)
     raw = pd.concat(raws, ignore_index=True) if raws else pd.DataFrame()
     return pd.DataFrame(out), raw
@@ -236,8 +266,15 @@ def model_size_plot(sizes: pd.DataFrame) -> Figure:
     speed.bar(x - 0.2, sizes["ideal_speedup"], 0.4, color="tab:gray", label="FLOP-ideal")
     measured = sizes["speedup"].to_numpy(dtype=float)
     error = [np.nan_to_num(measured - sizes["speedup_low"]), np.nan_to_num(sizes["speedup_high"] - measured)]
-    speed.bar(x + 0.2, np.nan_to_num(measured), 0.4, yerr=error, capsize=3, color="tab:blue",
-              label="measured (not timed: no bar)")  # fmt: skip
+    speed.bar(
+        x + 0.2,
+        np.nan_to_num(measured),
+        0.4,
+        yerr=error,
+        capsize=3,
+        color="tab:blue",
+        label="measured (not timed: no bar)",
+    )
     speed.axhline(1, color="black", lw=0.8)
     speed.set_xticks(x, [f"{m}\n{s}" for m, s in zip(sizes["model"], sizes["setting"])], fontsize=7)
     speed.set(ylabel="training speed-up over baseline", title="headline setting scaled with depth")
@@ -254,8 +291,10 @@ def findings(memory: pd.DataFrame, sizes: pd.DataFrame) -> str:
     """What notebook 09 shows, in sentences computed from :func:`memory_table` and :func:`model_size_rows`
     (Markdown): the headline row's activation saving on ViT-S, and how the FLOP ideal, the saving and (where timed)
     the measured speed-up grow with the model."""
-    sentences = ["How much training memory does token dropping save, and does its gain hold on larger models? "
-                 "The paper leaves both open: it gives no number."]  # fmt: skip
+    sentences = [
+        "How much training memory does token dropping save, and does its gain hold on larger models? "
+        "The paper leaves both open: it gives no number."
+    ]
     vit_s = memory[(memory["model"] == MODELS["ViT-S/16"]) & (memory["row"] == HEADLINE)]
     if len(vit_s):
         row = vit_s.iloc[0]
@@ -267,10 +306,12 @@ def findings(memory: pd.DataFrame, sizes: pd.DataFrame) -> str:
             f"{number(row['ideal_speedup'], unit='×')}; the CUDA peak per image with dropping: "
             f"{row['note'] if is_missing(peak) and row['note'] else number(peak, digits=1, unit=' MiB')}."
         )
-    scaled = [f"{r['model']} ({r['setting']}): ideal {number(r['ideal_speedup'], unit='×')}, memory "
-              f"−{number(r['memory_saving_pct'], digits=1)}%, measured {measured(r)}"
-              + ("" if is_missing(r.get("speedup")) else f" ({r['verdict']})")
-              for r in sizes.to_dict("records")]  # fmt: skip
+    scaled = [
+        f"{r['model']} ({r['setting']}): ideal {number(r['ideal_speedup'], unit='×')}, memory "
+        f"−{number(r['memory_saving_pct'], digits=1)}%, measured {measured(r)}"
+        + ("" if is_missing(r.get("speedup")) else f" ({r['verdict']})")
+        for r in sizes.to_dict("records")
+    ]
     if scaled:
         sentences.append("Scaled with depth: " + "; ".join(scaled) + ".")
     ideal = sizes["ideal_speedup"].dropna() if "ideal_speedup" in sizes else pd.Series(dtype=float)

@@ -27,8 +27,9 @@ TIMED_VARIANTS: dict[str, SkipViTSettings] = {
 }
 
 
-def placement_ideals(model_name: str, input_size: tuple[int, int, int], num_classes: int = 1000,
-                     **model_kwargs) -> pd.DataFrame:  # fmt: skip
+def placement_ideals(
+    model_name: str, input_size: tuple[int, int, int], num_classes: int = 1000, **model_kwargs
+) -> pd.DataFrame:
     """Per Table 1 row with dropping: its forward GFLOPs per image and FLOP-ideal speed-up when tokens are
     dropped after the whole block and after the attention, which placement the row uses by default, and the
     paper's measured gain beside them (``paper_speedup``: 1 + its throughput gain)."""
@@ -56,14 +57,26 @@ def placement_table(vit_small_speed: pd.DataFrame, ideals: pd.DataFrame) -> pd.D
     ideal and verdict, one row per placement, then the A/A control row."""
     speed = vit_small_speed.set_index("row")
     ideal = ideals.set_index("row").loc[HEADLINE]
-    columns = ["images_per_s", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal",
-               "verdict", "note"]  # fmt: skip
+    columns = [
+        "images_per_s",
+        "speedup",
+        "speedup_low",
+        "speedup_high",
+        "ideal_speedup",
+        "measured_over_ideal",
+        "verdict",
+        "note",
+    ]
     out = []
     for placement, row in (("block", HEADLINE), ("attention", ATTENTION_HEADLINE), (None, CONTROL)):
         if row not in speed.index:
             continue
-        record = {"row": row, "setting": speed.loc[row, "setting"], "placement": placement or "A/A control",
-                  **{c: speed.loc[row, c] for c in columns if c in speed.columns}}  # fmt: skip
+        record = {
+            "row": row,
+            "setting": speed.loc[row, "setting"],
+            "placement": placement or "A/A control",
+            **{c: speed.loc[row, c] for c in columns if c in speed.columns},
+        }
         if placement is not None:
             record["flop_ideal_from_counts"] = ideal[f"ideal_speedup_{placement}"]
         out.append(record)

@@ -33,8 +33,13 @@ from ..multiexit import (
 from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET
 
 PER_SAMPLE_TARGET = (0.90, 1.03)  # the per-sample exit pays confidences and compaction the FLOP count leaves out
-VARIANT_LABELS = {"same": "Same", "finetune": "Fine-Tune", "scratch": "Scratch", "separate": "separate (ours)",
-                  "joint": "joint (ours)"}  # fmt: skip
+VARIANT_LABELS = {
+    "same": "Same",
+    "finetune": "Fine-Tune",
+    "scratch": "Scratch",
+    "separate": "separate (ours)",
+    "joint": "joint (ours)",
+}
 
 
 @dataclass(frozen=True)
@@ -171,13 +176,13 @@ def table_5_2(
         target = PER_SAMPLE_TARGET if policy == "sample" else FORCED_TARGET
         offline = study.evaluate(variant, exits, threshold, policy, batch_size)
         speed = exit_row(study, comparison, timed_as[name], settings_models[name], len(images), target)
-        rows.append({"setting": name, **offline, **speed, "ideal_speedup": offline["ideal_speedup"],
-                     "timed_as": timed_as[name]})  # fmt: skip
+        rows.append(
+            {"setting": name, **offline, **speed, "ideal_speedup": offline["ideal_speedup"], "timed_as": timed_as[name]}
+        )
     rows.append({"setting": CONTROL_LABEL, "threshold": threshold, **bench.control_row(comparison, len(images))})
     frame = pd.DataFrame(rows)
     frame["plain_images_per_s"] = len(images) / comparison.speedup("plain")["seconds"]
-    frame = frame.assign(timed_batch_size=len(images), **bench.protocol(comparison),
-                         note=bench.table_note(comparison))  # fmt: skip
+    frame = frame.assign(timed_batch_size=len(images), **bench.protocol(comparison), note=bench.table_note(comparison))
     return frame, comparison
 
 
@@ -219,11 +224,32 @@ def _arm_ids(models: dict[str, torch.nn.Module], images: torch.Tensor) -> dict[s
 
 # Table 5.2 as saved by notebook 02: ours, then the report's top-1 and speed-up, then how it was measured.
 TABLE_5_2_COLUMNS = (
-    "setting", "variant", "exits", "policy", "threshold", "top1", "top1_loss", "variant_final_top1", "exited_pct",
-    "speedup", "speedup_low", "speedup_high", "ideal_speedup", "batch_ideal_speedup", "measured_over_ideal",
-    "verdict", "batch_exited_pct", "timed_as", "paper_top1", "paper_speedup", *bench.MACHINE_USE_COLUMNS, "device",
-    "threads", "rounds", "note",
-)  # fmt: skip
+    "setting",
+    "variant",
+    "exits",
+    "policy",
+    "threshold",
+    "top1",
+    "top1_loss",
+    "variant_final_top1",
+    "exited_pct",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "ideal_speedup",
+    "batch_ideal_speedup",
+    "measured_over_ideal",
+    "verdict",
+    "batch_exited_pct",
+    "timed_as",
+    "paper_top1",
+    "paper_speedup",
+    *bench.MACHINE_USE_COLUMNS,
+    "device",
+    "threads",
+    "rounds",
+    "note",
+)
 
 
 def beside_paper(table: pd.DataFrame, paper: pd.DataFrame, prefix: str = "paper_") -> pd.DataFrame:

@@ -67,17 +67,39 @@ def cell_table(manifest: dict[str, Any], met: dict[str, str] | None = None) -> p
     rows = []
     for notebook, entry in manifest["notebooks"].items():
         cells = entry.get("cells", [])
-        check(all("wrote" in cell for cell in cells), "manifest", notebook,
-              "cells that record what they wrote (a report run with vitstudy.report.cell_outputs)")  # fmt: skip
+        check(
+            all("wrote" in cell for cell in cells),
+            "manifest",
+            notebook,
+            "cells that record what they wrote (a report run with vitstudy.report.cell_outputs)",
+        )
         for cell in cells:
             timed = timed_tables(cell)
-            rows.append({"notebook": notebook, "cell": cell["cell"], "first_line": cell["first_line"],
-                         "seconds": cell["seconds"], "kind": cell_kind(cell, set(met)), "timed": ", ".join(timed),
-                         "meets_target_in": "; ".join(f"{t}: {met[t]}" for t in timed if t in met),
-                         "cache_files": cell["cache_files"]})  # fmt: skip
+            rows.append(
+                {
+                    "notebook": notebook,
+                    "cell": cell["cell"],
+                    "first_line": cell["first_line"],
+                    "seconds": cell["seconds"],
+                    "kind": cell_kind(cell, set(met)),
+                    "timed": ", ".join(timed),
+                    "meets_target_in": "; ".join(f"{t}: {met[t]}" for t in timed if t in met),
+                    "cache_files": cell["cache_files"],
+                }
+            )
         outside = entry["seconds"] - sum(cell["seconds"] for cell in cells)
-        rows.append({"notebook": notebook, "cell": "outside cells", "first_line": "", "seconds": round(outside, 1),
-                     "kind": STARTUP, "timed": "", "meets_target_in": "", "cache_files": 0})  # fmt: skip
+        rows.append(
+            {
+                "notebook": notebook,
+                "cell": "outside cells",
+                "first_line": "",
+                "seconds": round(outside, 1),
+                "kind": STARTUP,
+                "timed": "",
+                "meets_target_in": "",
+                "cache_files": 0,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -93,13 +115,15 @@ def time_budget(cells: pd.DataFrame, goal_s: float = GOAL_S) -> pd.DataFrame:
     per_kind = cells.groupby("kind")["seconds"].agg(["sum", "count"]).reindex(KINDS, fill_value=0)
     total = float(per_kind["sum"].sum())
     met = float(per_kind.loc[MET_TIMING, "sum"])
-    table = pd.DataFrame({
-        "kind": KINDS,
-        "seconds": per_kind["sum"].to_numpy().round(1),
-        "cells": per_kind["count"].to_numpy(),
-        "share_of_run_pct": (100 * per_kind["sum"] / total).to_numpy().round(1),
-        "share_of_goal_pct": (100 * per_kind["sum"] / goal_s).to_numpy().round(1),
-    })  # fmt: skip
+    table = pd.DataFrame(
+        {
+            "kind": KINDS,
+            "seconds": per_kind["sum"].to_numpy().round(1),
+            "cells": per_kind["count"].to_numpy(),
+            "share_of_run_pct": (100 * per_kind["sum"] / total).to_numpy().round(1),
+            "share_of_goal_pct": (100 * per_kind["sum"] / goal_s).to_numpy().round(1),
+        }
+    )
     table["run_s"], table["goal_s"] = round(total, 1), goal_s
     table["left_for_the_rest_s"] = round(goal_s - met, 1)
     table["rest_s"] = round(total - met, 1)
@@ -112,8 +136,11 @@ def findings(budget: pd.DataFrame, machine_name: str) -> str:
     met = float(budget.loc[budget["kind"] == MET_TIMING, "seconds"].iloc[0])
     left, rest = float(first["left_for_the_rest_s"]), float(first["rest_s"])
     run, goal = float(first["run_s"]), float(first["goal_s"])
-    verdict = (f"everything else would have to shrink from {rest / 60:.1f} to {left / 60:.1f} min "
-               f"({rest / left:.1f}x less)" if left > 0 else "nothing else fits at all")  # fmt: skip
+    verdict = (
+        f"everything else would have to shrink from {rest / 60:.1f} to {left / 60:.1f} min ({rest / left:.1f}x less)"
+        if left > 0
+        else "nothing else fits at all"
+    )
     return (
         f"On {machine_name} the quick report took {run / 60:.1f} min against a goal of {goal / 60:.0f}. "
         f"The timing behind tables that meet their target took {met / 60:.1f} min ({100 * met / goal:.0f} % of "

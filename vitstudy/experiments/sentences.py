@@ -51,5 +51,7 @@ def machine_use(row: Mapping[str, Any], prefix: str = "", dtype: str = "fp32") -
     if is_missing(achieved) or is_missing(peak):
         return f"the baseline's share of the {dtype} peak: {NOT_MEASURED}"
     share = float(achieved) / float(peak)
-    return f"the baseline runs at {float(achieved):.1f} GFLOP/s, {share:.0%} of this machine's {dtype} matmul peak " \
-        f"({float(peak):.1f} GFLOP/s)"  # fmt: skip
+    return (
+        f"the baseline runs at {float(achieved):.1f} GFLOP/s, {share:.0%} of this machine's {dtype} matmul peak "
+        f"({float(peak):.1f} GFLOP/s)"
+    )

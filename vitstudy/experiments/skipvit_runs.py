@@ -113,8 +113,13 @@ def train_row(
             model.load_state_dict(start)
         return apply_skipvit(model, dataclasses.replace(settings, enabled=warmup == 0))
 
-    result = train(cfg, run_dir(training, name, settings, warmup, seed), progress=progress,
-                   model_factory=factory, on_epoch_start=warmup_hook(warmup))  # fmt: skip
+    result = train(
+        cfg,
+        run_dir(training, name, settings, warmup, seed),
+        progress=progress,
+        model_factory=factory,
+        on_epoch_start=warmup_hook(warmup),
+    )
     device = next(result.model.parameters()).device
     loader = make_loader(result.splits.test, cfg.batch_size * 2, train=False)
     with dropping(result.model, True):

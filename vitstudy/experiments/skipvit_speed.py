@@ -50,10 +50,10 @@ def training_step_arm(
     (``isolation="process"``); the seed gives every arm the same initial weights.
     """
     torch.manual_seed(seed)
-    model = configure(apply_skipvit(create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))),
-                      settings)  # fmt: skip
-    return random_batch_step(model, batch_size, input_size, num_classes, device,
-                             autocast_dtype=PRECISIONS[precision])  # fmt: skip
+    model = configure(
+        apply_skipvit(create_model(model_name, num_classes=num_classes, **(model_kwargs or {}))), settings
+    )
+    return random_batch_step(model, batch_size, input_size, num_classes, device, autocast_dtype=PRECISIONS[precision])
 
 
 def _train_steps(
@@ -77,12 +77,20 @@ def _train_steps(
     if control:
         arms[CONTROL] = BASELINE
         flops[CONTROL] = flops["baseline"]
-    common = dict(model_name=model_name, input_size=input_size, num_classes=num_classes, batch_size=batch_size,
-                  device=str(device), model_kwargs=model_kwargs)  # fmt: skip
+    common = dict(
+        model_name=model_name,
+        input_size=input_size,
+        num_classes=num_classes,
+        batch_size=batch_size,
+        device=str(device),
+        model_kwargs=model_kwargs,
+    )
     specs = {name: bench.ArmSpec(training_step_arm, dict(common, settings=s)) for name, s in arms.items()}
-    specs |= {bench.bf16_arm(name): bench.ArmSpec(training_step_arm, dict(common, settings=arms[name],
-                                                                          precision="bf16"))
-              for name in bf16_rows if bench.bf16_native(device)}  # fmt: skip
+    specs |= {
+        bench.bf16_arm(name): bench.ArmSpec(training_step_arm, dict(common, settings=arms[name], precision="bf16"))
+        for name in bf16_rows
+        if bench.bf16_native(device)
+    }
     return specs, flops
 
 
@@ -108,11 +116,16 @@ def timing_runs(
     (one row per fp32 arm, the raw per-block times for ``report.save_raw``). On an absent device every number is
     NaN and ``note`` says so.
     """
-    check(not bf16_rows or ("baseline" in bf16_rows and set(bf16_rows) <= {"baseline", *rows}), "bf16_rows",
-          tuple(bf16_rows), "rows of this table with 'baseline' among them")  # fmt: skip
+    check(
+        not bf16_rows or ("baseline" in bf16_rows and set(bf16_rows) <= {"baseline", *rows}),
+        "bf16_rows",
+        tuple(bf16_rows),
+        "rows of this table with 'baseline' among them",
+    )
     device = torch.device(device or bench.default_device())
-    steps, flops = _train_steps(model_name, input_size, num_classes, batch_size, rows, device, True, bf16_rows,
-                                **model_kwargs)  # fmt: skip
+    steps, flops = _train_steps(
+        model_name, input_size, num_classes, batch_size, rows, device, True, bf16_rows, **model_kwargs
+    )
     work = bench.BaselineWork.training_step(flops["baseline"]["gflops_off"] * 1e9)
     comparison = bench.compare(steps, "baseline", CONTROL, timing, device, work=work)
     labels = {**{n: s.label for n, s in rows.items()}, "baseline": BASELINE.label, CONTROL: "baseline (A/A control)"}
@@ -125,9 +138,20 @@ def timing_runs(
         else:
             speed = bench.speed_row(comparison, name, batch_size, ideal, TARGET)
         bf16 = bench.bf16_columns(comparison, name, batch_size, ideal, TARGET) if bf16_rows and name != CONTROL else {}
-        out.append({"row": name, "setting": labels[name], "model": model_name, "batch_size": batch_size, **speed,
-                    "gain_pct": 100 * (speed["speedup"] - 1), **flops[name], **bf16, **protocol,
-                    "note": note})  # fmt: skip
+        out.append(
+            {
+                "row": name,
+                "setting": labels[name],
+                "model": model_name,
+                "batch_size": batch_size,
+                **speed,
+                "gain_pct": 100 * (speed["speedup"] - 1),
+                **flops[name],
+                **bf16,
+                **protocol,
+                "note": note,
+            }
+        )
     return pd.DataFrame(out), bench.raw_times(comparison, model=model_name, batch_size=batch_size)
 
 
@@ -165,8 +189,9 @@ def profile_rows(
         return {}
     out = {}
     for name, settings in rows.items():
-        steps, _ = _train_steps(model_name, input_size, num_classes, batch_size, {name: settings}, device, False,
-                                **model_kwargs)  # fmt: skip
+        steps, _ = _train_steps(
+            model_name, input_size, num_classes, batch_size, {name: settings}, device, False, **model_kwargs
+        )
         out[name] = bench.operator_breakdown({arm: spec.build() for arm, spec in steps.items()}, calls, top)
     return out
 

@@ -26,9 +26,23 @@ from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_
 from .skipvit_speed import CONTROL, explain_verdicts, profile_rows, rows_to_profile, timing_runs
 from .table1_figures import accuracy_plot, gain_plot
 
-__all__ = ["BUDGETS", "VIT_SMALL", "Table1Budget", "accuracy_plot", "accuracy_runs", "accuracy_summary", "budget",
-           "explain_by_profiles", "findings", "gain_plot", "skip_layer_comparison", "small_speed", "table_1",
-           "vit_small_rows", "vit_small_speed"]  # fmt: skip
+__all__ = [
+    "BUDGETS",
+    "VIT_SMALL",
+    "Table1Budget",
+    "accuracy_plot",
+    "accuracy_runs",
+    "accuracy_summary",
+    "budget",
+    "explain_by_profiles",
+    "findings",
+    "gain_plot",
+    "skip_layer_comparison",
+    "small_speed",
+    "table_1",
+    "vit_small_rows",
+    "vit_small_speed",
+]
 
 VIT_SMALL = "vit_small_patch16_224"  # the paper's model, timed on random data
 SMALL_INPUT = (1, 28, 28)  # the small model's input: Fashion-MNIST size, 49 patch tokens
@@ -55,12 +69,20 @@ class Table1Budget:
     note: str = ""
 
     def __post_init__(self) -> None:
-        check("baseline" in self.rows and set(self.rows) <= set(TABLE1), "rows", self.rows,
-              f"Table 1 rows with 'baseline' among them: {', '.join(TABLE1)}")  # fmt: skip
+        check(
+            "baseline" in self.rows and set(self.rows) <= set(TABLE1),
+            "rows",
+            self.rows,
+            f"Table 1 rows with 'baseline' among them: {', '.join(TABLE1)}",
+        )
         for name in ("vit_small_bf16_rows", "small_bf16_rows"):
             chosen = getattr(self, name)
-            check(not chosen or ("baseline" in chosen and set(chosen) <= set(self.rows)), name, chosen,
-                  "() or rows of this budget with 'baseline' among them")  # fmt: skip
+            check(
+                not chosen or ("baseline" in chosen and set(chosen) <= set(self.rows)),
+                name,
+                chosen,
+                "() or rows of this budget with 'baseline' among them",
+            )
 
     @property
     def settings(self) -> dict[str, SkipViTSettings]:
@@ -157,32 +179,56 @@ def vit_small_rows(budget: Table1Budget) -> dict[str, SkipViTSettings]:
 
 def vit_small_speed(budget: Table1Budget) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every row's training step on the paper's model: :func:`~.skipvit_speed.timing_runs` (table, raw times)."""
-    return timing_runs(VIT_SMALL, budget.vit_small_input, 1000, budget.vit_small_batch, budget.timing,
-                       vit_small_rows(budget), bf16_rows=budget.vit_small_bf16_rows,
-                       img_size=budget.vit_small_img_size)  # fmt: skip
+    return timing_runs(
+        VIT_SMALL,
+        budget.vit_small_input,
+        1000,
+        budget.vit_small_batch,
+        budget.timing,
+        vit_small_rows(budget),
+        bf16_rows=budget.vit_small_bf16_rows,
+        img_size=budget.vit_small_img_size,
+    )
 
 
 def small_speed(budget: Table1Budget) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every row's training step on the small model (28x28 input): (table, raw times)."""
-    return timing_runs(budget.small_model, SMALL_INPUT, 10, budget.small_batch, budget.small_timing or budget.timing,
-                       budget.settings, bf16_rows=budget.small_bf16_rows)  # fmt: skip
+    return timing_runs(
+        budget.small_model,
+        SMALL_INPUT,
+        10,
+        budget.small_batch,
+        budget.small_timing or budget.timing,
+        budget.settings,
+        bf16_rows=budget.small_bf16_rows,
+    )
 
 
 def explain_by_profiles(budget: Table1Budget, speed: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Profile the ViT-S/16 rows outside the target (:func:`~.skipvit_speed.rows_to_profile`) and re-draw their
     verdicts from the profiles; returns (the speed table, one operator breakdown per profiled row)."""
     flagged = rows_to_profile(speed, budget.profile_limit, budget.profile_always)
-    profiles = profile_rows(VIT_SMALL, budget.vit_small_input, 1000, budget.vit_small_batch,
-                            {row: vit_small_rows(budget)[row] for row in flagged},
-                            img_size=budget.vit_small_img_size)  # fmt: skip
+    profiles = profile_rows(
+        VIT_SMALL,
+        budget.vit_small_input,
+        1000,
+        budget.vit_small_batch,
+        {row: vit_small_rows(budget)[row] for row in flagged},
+        img_size=budget.vit_small_img_size,
+    )
     return explain_verdicts(speed, profiles), profiles
 
 
 def accuracy_runs(budget: Table1Budget, progress: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every row x seed trained (:func:`~.skipvit_runs.train_row`); returns (one results row per run, the
     concatenated per-epoch histories)."""
-    return runs_frame([train_row(budget.training, name, settings, seed, progress=progress)
-                       for name, settings in budget.settings.items() for seed in budget.training.seeds])  # fmt: skip
+    return runs_frame(
+        [
+            train_row(budget.training, name, settings, seed, progress=progress)
+            for name, settings in budget.settings.items()
+            for seed in budget.training.seeds
+        ]
+    )
 
 
 def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
@@ -207,14 +253,33 @@ def accuracy_summary(runs: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------------------
 # Tables
 
-SPEED_COLUMNS = ["images_per_s", "speedup", "speedup_low", "speedup_high", "gain_pct", "ideal_speedup",
-                 "ideal_gain_pct", "measured_over_ideal", "verdict",
-                 # bf16 beside fp32 (NaN where the row was not timed in bf16), then how close the baseline runs
-                 "bf16_speedup_over_fp32", "bf16_speedup_over_fp32_low", "bf16_speedup_over_fp32_high",
-                 "bf16_measured_over_ideal", "bf16_measured_over_ideal_low", "bf16_measured_over_ideal_high",
-                 "bf16_verdict", "baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak",
-                 "bf16_baseline_gflop_per_s", "bf16_peak_gflop_per_s", "bf16_baseline_fraction_of_peak",
-                 "flops_counted", "note"]  # fmt: skip
+SPEED_COLUMNS = [
+    "images_per_s",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "gain_pct",
+    "ideal_speedup",
+    "ideal_gain_pct",
+    "measured_over_ideal",
+    "verdict",
+    # bf16 beside fp32 (NaN where the row was not timed in bf16), then how close the baseline runs
+    "bf16_speedup_over_fp32",
+    "bf16_speedup_over_fp32_low",
+    "bf16_speedup_over_fp32_high",
+    "bf16_measured_over_ideal",
+    "bf16_measured_over_ideal_low",
+    "bf16_measured_over_ideal_high",
+    "bf16_verdict",
+    "baseline_gflop_per_s",
+    "peak_gflop_per_s",
+    "baseline_fraction_of_peak",
+    "bf16_baseline_gflop_per_s",
+    "bf16_peak_gflop_per_s",
+    "bf16_baseline_fraction_of_peak",
+    "flops_counted",
+    "note",
+]
 SKIP_PAIRS = ("4_7_30", "6_8_35")  # the two-stage settings Table 1 gives at skip layer 10 and 11
 
 
@@ -225,13 +290,15 @@ def table_1(accuracy: pd.DataFrame, vit_small_speed: pd.DataFrame, small_speed: 
     ``accuracy``: :func:`accuracy_summary`; the speeds: :func:`vit_small_speed` and :func:`small_speed` tables.
     """
     reference = load_reference("skipvit_1")
-    paper = pd.DataFrame({
-        "row": list(TABLE1),
-        "paper_im_s": reference["throughput_im_s"].to_numpy(),
-        "paper_gain_pct": reference["throughput_gain_pct"].to_numpy(),
-        "paper_top1": reference["top1"].to_numpy(),
-        "paper_top1_diff": reference["top1_diff"].to_numpy(),
-    })  # fmt: skip
+    paper = pd.DataFrame(
+        {
+            "row": list(TABLE1),
+            "paper_im_s": reference["throughput_im_s"].to_numpy(),
+            "paper_gain_pct": reference["throughput_gain_pct"].to_numpy(),
+            "paper_top1": reference["top1"].to_numpy(),
+            "paper_top1_diff": reference["top1_diff"].to_numpy(),
+        }
+    )
     table_rows = vit_small_speed["row"].isin([*TABLE1, CONTROL])  # the placement variant has its own table
     vit_small = vit_small_speed.loc[table_rows, ["row", "setting", *[c for c in SPEED_COLUMNS if c in vit_small_speed]]]
     vit_small = vit_small.rename(
@@ -239,8 +306,16 @@ def table_1(accuracy: pd.DataFrame, vit_small_speed: pd.DataFrame, small_speed: 
     )
     small = small_speed[["row", *[c for c in SPEED_COLUMNS if c in small_speed]]]
     small = small.rename(columns={c: f"small_{c}" for c in small.columns if c != "row"})
-    acc = accuracy[["row", "top1_dropping_on", "top1_dropping_on_std", "top1_dropping_on_diff", "top1_dropping_off",
-                    "top1_dropping_off_diff"]]  # fmt: skip
+    acc = accuracy[
+        [
+            "row",
+            "top1_dropping_on",
+            "top1_dropping_on_std",
+            "top1_dropping_on_diff",
+            "top1_dropping_off",
+            "top1_dropping_off_diff",
+        ]
+    ]
     # Left joins from our speed rows: the A/A control row has no paper or accuracy numbers (NaN), but stays.
     return (
         vit_small.merge(paper, on="row", how="left").merge(small, on="row", how="left").merge(acc, on="row", how="left")
@@ -262,15 +337,17 @@ def skip_layer_comparison(table: pd.DataFrame) -> pd.DataFrame:
             continue
         at10, at11 = by_row.loc[f"skip_{stages}_s10"], by_row.loc[f"skip_{stages}_s11"]
         ideal10, ideal11 = 1 + at10["vit_small_ideal_gain_pct"] / 100, 1 + at11["vit_small_ideal_gain_pct"] / 100
-        out.append({
-            "drop layers / ratios": at10["setting"].rsplit(" / ", 1)[0],
-            "paper: 11 vs 10 (%)": _faster_pct(at10, at11, "paper_im_s"),
-            "ours ViT-S/16: 11 vs 10 (%)": _faster_pct(at10, at11, "vit_small_images_per_s"),
-            "ours small model: 11 vs 10 (%)": _faster_pct(at10, at11, "small_images_per_s"),
-            "FLOP-ideal ViT-S/16: 11 vs 10 (%)": 100 * (ideal11 / ideal10 - 1),
-            "paper top-1: 11 minus 10": at11["paper_top1"] - at10["paper_top1"],
-            "ours top-1: 11 minus 10": at11["top1_dropping_on"] - at10["top1_dropping_on"],
-        })  # fmt: skip
+        out.append(
+            {
+                "drop layers / ratios": at10["setting"].rsplit(" / ", 1)[0],
+                "paper: 11 vs 10 (%)": _faster_pct(at10, at11, "paper_im_s"),
+                "ours ViT-S/16: 11 vs 10 (%)": _faster_pct(at10, at11, "vit_small_images_per_s"),
+                "ours small model: 11 vs 10 (%)": _faster_pct(at10, at11, "small_images_per_s"),
+                "FLOP-ideal ViT-S/16: 11 vs 10 (%)": 100 * (ideal11 / ideal10 - 1),
+                "paper top-1: 11 minus 10": at11["paper_top1"] - at10["paper_top1"],
+                "ours top-1: 11 minus 10": at11["top1_dropping_on"] - at10["top1_dropping_on"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -283,21 +360,25 @@ def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
     head = rows.loc[row].to_dict()
     control = rows.loc[CONTROL].to_dict() if CONTROL in rows.index else {}
     base = rows.loc["baseline"].to_dict() if "baseline" in rows.index else {}
-    return paragraph([
-        f"How much faster does SkipViT's headline row ({head['setting']}) train, and at what top-1?",
-        f"The paper reports a throughput gain of {number(head['paper_gain_pct'], digits=1, unit='%')} at "
-        f"{number(head['paper_top1_diff'], unit=' points')} top-1 (ViT-S, Ascend 910A).",
-        f"On ViT-S/16 we measure {measured(head, prefix='vit_small_')} against a FLOP ideal of "
-        f"{number(head.get('vit_small_ideal_speedup'), unit='×')}: {head.get('vit_small_verdict', NOT_MEASURED)};",
-        f"on the small model {measured(head, prefix='small_')}: {head.get('small_verdict', NOT_MEASURED)}.",
-        f"Our small model's top-1 with dropping on moves by {number(head.get('top1_dropping_on_diff'), unit=' points')}"
-        " from our baseline (read it with the seeds and scale printed above).",
-        f"The A/A control reads {measured(control, prefix='vit_small_')}: "
-        f"{control.get('vit_small_verdict', NOT_MEASURED)}.",
-        f"How close to the machine: on ViT-S/16 {machine_use(head, 'vit_small_')} "
-        f"(a training step counted as 3 × forward); in bf16 {machine_use(head, 'vit_small_bf16_', 'bf16')}.",
-        f"In bf16 (autocast; fp32 above stays the headline) the baseline's step is "
-        f"{measured(base, 'vit_small_bf16_', 'speedup_over_fp32')} faster than in fp32, and the headline row reads "
-        f"{measured(head, 'vit_small_bf16_', 'measured_over_ideal')} of its FLOP ideal (fp32: "
-        f"{number(head.get('vit_small_measured_over_ideal'))}): {head.get('vit_small_bf16_verdict', NOT_MEASURED)}.",
-    ])  # fmt: skip
+    return paragraph(
+        [
+            f"How much faster does SkipViT's headline row ({head['setting']}) train, and at what top-1?",
+            f"The paper reports a throughput gain of {number(head['paper_gain_pct'], digits=1, unit='%')} at "
+            f"{number(head['paper_top1_diff'], unit=' points')} top-1 (ViT-S, Ascend 910A).",
+            f"On ViT-S/16 we measure {measured(head, prefix='vit_small_')} against a FLOP ideal of "
+            f"{number(head.get('vit_small_ideal_speedup'), unit='×')}: {head.get('vit_small_verdict', NOT_MEASURED)};",
+            f"on the small model {measured(head, prefix='small_')}: {head.get('small_verdict', NOT_MEASURED)}.",
+            "Our small model's top-1 with dropping on moves by "
+            f"{number(head.get('top1_dropping_on_diff'), unit=' points')} from our baseline "
+            "(read it with the seeds and scale printed above).",
+            f"The A/A control reads {measured(control, prefix='vit_small_')}: "
+            f"{control.get('vit_small_verdict', NOT_MEASURED)}.",
+            f"How close to the machine: on ViT-S/16 {machine_use(head, 'vit_small_')} "
+            f"(a training step counted as 3 × forward); in bf16 {machine_use(head, 'vit_small_bf16_', 'bf16')}.",
+            f"In bf16 (autocast; fp32 above stays the headline) the baseline's step is "
+            f"{measured(base, 'vit_small_bf16_', 'speedup_over_fp32')} faster than in fp32, and the headline row reads "
+            f"{measured(head, 'vit_small_bf16_', 'measured_over_ideal')} of its FLOP ideal (fp32: "
+            f"{number(head.get('vit_small_measured_over_ideal'))}): "
+            f"{head.get('vit_small_bf16_verdict', NOT_MEASURED)}.",
+        ]
+    )

@@ -58,10 +58,17 @@ def accuracy_plot(table: pd.DataFrame) -> Figure:
     fig = new_figure((6.5, 4.5))
     ax = fig.subplots()
     rows = _dropping_rows(table)
-    ax.errorbar(rows["small_gain_pct"], rows["top1_dropping_on_diff"], yerr=rows["top1_dropping_on_std"].fillna(0),
-                fmt="o", color="tab:orange", label="ours: small model, Fashion-MNIST")  # fmt: skip
-    ax.scatter(rows["paper_gain_pct"], rows["paper_top1_diff"], marker="s", color="tab:gray",
-               label="paper: ViT-S, ImageNet")  # fmt: skip
+    ax.errorbar(
+        rows["small_gain_pct"],
+        rows["top1_dropping_on_diff"],
+        yerr=rows["top1_dropping_on_std"].fillna(0),
+        fmt="o",
+        color="tab:orange",
+        label="ours: small model, Fashion-MNIST",
+    )
+    ax.scatter(
+        rows["paper_gain_pct"], rows["paper_top1_diff"], marker="s", color="tab:gray", label="paper: ViT-S, ImageNet"
+    )
     for _, row in rows.iterrows():
         ax.annotate(row["setting"], (row["small_gain_pct"], row["top1_dropping_on_diff"]), fontsize=6, alpha=0.8)
     ax.axhline(0, color="black", lw=0.8)

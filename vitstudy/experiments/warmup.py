@@ -56,29 +56,47 @@ def warmup_runs(budget: WarmupBudget, progress: bool = False) -> tuple[pd.DataFr
     """Table 3's configuration (4,7 at 30%, skip 10) without and with warm-up, every seed; returns (one results row
     per run, the concatenated per-epoch histories)."""
     training = budget.training
-    return runs_frame([
-        train_row(training, "table3", TABLE3, seed, warmup=w, progress=progress)
-        for w in (0, max(1, training.warmup_epochs))
-        for seed in training.seeds
-    ])  # fmt: skip
+    return runs_frame(
+        [
+            train_row(training, "table3", TABLE3, seed, warmup=w, progress=progress)
+            for w in (0, max(1, training.warmup_epochs))
+            for seed in training.seeds
+        ]
+    )
 
 
 def table_3(runs: pd.DataFrame) -> pd.DataFrame:
     """Table 3 (warm-up or not) beside the paper's two rows; ``runs``: :func:`warmup_runs`."""
     reference = load_reference("skipvit_3")
-    grouped = runs.groupby("warmup_epochs").agg(
-        epochs=("epochs", "first"), seeds=("seed", "count"),
-        top1_dropping_on=("top1_dropping_on", "mean"), top1_dropping_on_std=("top1_dropping_on", "std"),
-        top1_dropping_off=("top1_dropping_off", "mean"),
-    ).reset_index()  # fmt: skip
+    grouped = (
+        runs.groupby("warmup_epochs")
+        .agg(
+            epochs=("epochs", "first"),
+            seeds=("seed", "count"),
+            top1_dropping_on=("top1_dropping_on", "mean"),
+            top1_dropping_on_std=("top1_dropping_on", "std"),
+            top1_dropping_off=("top1_dropping_off", "mean"),
+        )
+        .reset_index()
+    )
     grouped["warmup"] = np.where(grouped["warmup_epochs"] > 0, "yes", "no")
     grouped["paper_warmup_epochs"] = [0 if w == "no" else 15 for w in grouped["warmup"]]
     grouped["paper_epochs"] = 100
     grouped["paper_top1"] = [
         float(reference.loc[reference["warmup_epochs"] == p, "top1"].iloc[0]) for p in grouped["paper_warmup_epochs"]
     ]
-    columns = ["warmup", "warmup_epochs", "epochs", "seeds", "top1_dropping_on", "top1_dropping_on_std",
-               "top1_dropping_off", "paper_warmup_epochs", "paper_epochs", "paper_top1"]  # fmt: skip
+    columns = [
+        "warmup",
+        "warmup_epochs",
+        "epochs",
+        "seeds",
+        "top1_dropping_on",
+        "top1_dropping_on_std",
+        "top1_dropping_off",
+        "paper_warmup_epochs",
+        "paper_epochs",
+        "paper_top1",
+    ]
     return grouped[columns]
 
 
@@ -102,8 +120,9 @@ def findings(table: pd.DataFrame) -> str:
     top-1 in the paper and here, and how many seeds stand behind ours."""
     rows = table.set_index("warmup")
     if not {"no", "yes"} <= set(rows.index):
-        return paragraph(["Does a warm-up without dropping help training from scratch? This run lacks one of the "
-                          "two rows."])  # fmt: skip
+        return paragraph(
+            ["Does a warm-up without dropping help training from scratch? This run lacks one of the two rows."]
+        )
     no, yes = rows.loc["no"], rows.loc["yes"]
     ours = yes["top1_dropping_on"] - no["top1_dropping_on"]
     paper = yes["paper_top1"] - no["paper_top1"]
@@ -113,15 +132,17 @@ def findings(table: pd.DataFrame) -> str:
         else ("the paper's direction" if ours * paper > 0 else "not the paper's direction")
     )
     seeds = int(min(no["seeds"], yes["seeds"]))
-    return paragraph([
-        "Does training the first epochs without dropping help SkipViT trained from scratch?",
-        f"The paper's warm-up of {yes['paper_warmup_epochs']} of {yes['paper_epochs']} epochs gains "
-        f"{number(paper, unit=' points')} top-1 ({number(no['paper_top1'], unit='%')} → "
-        f"{number(yes['paper_top1'], unit='%')}).",
-        f"Ours, {yes['warmup_epochs']} of {yes['epochs']} epochs: {number(ours, unit=' points')} "
-        f"({number(no['top1_dropping_on'], unit='%')} → {number(yes['top1_dropping_on'], unit='%')}), "
-        f"{agrees}, over {seeds} seed(s) per row (std {number(no['top1_dropping_on_std'], unit=' points')} and "
-        f"{number(yes['top1_dropping_on_std'], unit=' points')}).",
-        "Verdict: a direction, not a resolved difference: this table has no paired interval; notebook 08 tests "
-        "the claim with seeds and a paired 95% interval.",
-    ])  # fmt: skip
+    return paragraph(
+        [
+            "Does training the first epochs without dropping help SkipViT trained from scratch?",
+            f"The paper's warm-up of {yes['paper_warmup_epochs']} of {yes['paper_epochs']} epochs gains "
+            f"{number(paper, unit=' points')} top-1 ({number(no['paper_top1'], unit='%')} → "
+            f"{number(yes['paper_top1'], unit='%')}).",
+            f"Ours, {yes['warmup_epochs']} of {yes['epochs']} epochs: {number(ours, unit=' points')} "
+            f"({number(no['top1_dropping_on'], unit='%')} → {number(yes['top1_dropping_on'], unit='%')}), "
+            f"{agrees}, over {seeds} seed(s) per row (std {number(no['top1_dropping_on_std'], unit=' points')} and "
+            f"{number(yes['top1_dropping_on_std'], unit=' points')}).",
+            "Verdict: a direction, not a resolved difference: this table has no paired interval; notebook 08 tests "
+            "the claim with seeds and a paired 95% interval.",
+        ]
+    )

@@ -125,8 +125,12 @@ def measure(scale: str = "quick") -> None:
         rows = time_explorers(page, base, token, chosen)
     info = environment_info("cpu")
     # other processes on a shared 2-core VM move every timing: the 1-minute load average says how busy it was
-    frame = pd.DataFrame(rows).assign(scale=scale, machine=f"{info['device_name']}, {info['cpu_threads']} threads",
-                                      torch=info["torch"], load_average=round(os.getloadavg()[0], 2))  # fmt: skip
+    frame = pd.DataFrame(rows).assign(
+        scale=scale,
+        machine=f"{info['device_name']}, {info['cpu_threads']} threads",
+        torch=info["torch"],
+        load_average=round(os.getloadavg()[0], 2),
+    )
     report.save_table(frame, "11_widget_latency", out=project_root() / "figures", floatfmt=".3f")
     for explorer, group in frame.groupby("explorer"):
         seconds = group["seconds"]

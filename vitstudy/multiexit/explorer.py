@@ -40,12 +40,18 @@ def explore(
     conf = confidence(logits[shown, sim.exit_column[shown]])  # [shown] at the exit each image took
     images = torch.stack([study.splits.test[int(i)][0] for i in shown]) if len(shown) else torch.zeros(0, 1, 8, 8)
     right = (sim.predictions[shown] == targets[shown]).tolist()
-    labels = [f"exit {int(sim.exit_block[i])} · {c:.2f}\n{'right' if ok else 'wrong'}"
-              for i, c, ok in zip(shown, conf.tolist(), right)]  # fmt: skip
+    labels = [
+        f"exit {int(sim.exit_block[i])} · {c:.2f}\n{'right' if ok else 'wrong'}"
+        for i, c, ok in zip(shown, conf.tolist(), right)
+    ]
     fig = explorer_figure(images, labels, right, summary, [*exits, study.depth], columns)
     # what the grid labels, as numbers: which images, the block each left after, how many are right
-    summary = {**summary, "first_image": start, "shown_exit_blocks": sim.exit_block[shown].tolist(),
-               "shown_right": sum(right)}  # fmt: skip
+    summary = {
+        **summary,
+        "first_image": start,
+        "shown_exit_blocks": sim.exit_block[shown].tolist(),
+        "shown_right": sum(right),
+    }
     return ExplorerView(summary, fig, details=sim)
 
 

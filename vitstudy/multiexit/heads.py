@@ -141,8 +141,9 @@ def _head_jobs(model: MultiExitViT, train: ExitFeatures) -> list[tuple[str, nn.L
     return [("shared", model.final_head, columns)]
 
 
-def fitted_heads(model: MultiExitViT, train: ExitFeatures, epochs: int, seed: int, cache_path: Path | None = None
-                 ) -> pd.DataFrame:  # fmt: skip
+def fitted_heads(
+    model: MultiExitViT, train: ExitFeatures, epochs: int, seed: int, cache_path: Path | None = None
+) -> pd.DataFrame:
     """``fit_heads``, cached at ``cache_path`` when given: the fitted heads' weights, with their training history
     in the file's metadata. The features of a frozen backbone never change and the fit is seeded, so notebooks
     02, 03, 07 and 10 share one fit instead of each repeating it (~1 minute on a 2-core CPU at quick)."""
@@ -155,8 +156,11 @@ def fitted_heads(model: MultiExitViT, train: ExitFeatures, epochs: int, seed: in
         return pd.read_csv(io.StringIO(history))
     history = fit_heads(model, train, epochs=epochs, seed=seed)
     if cache_path is not None and jobs:
-        weights = {f"{name}.{key}": value.detach().cpu().contiguous().clone()
-                   for name, head, _ in jobs for key, value in head.state_dict().items()}  # fmt: skip
+        weights = {
+            f"{name}.{key}": value.detach().cpu().contiguous().clone()
+            for name, head, _ in jobs
+            for key, value in head.state_dict().items()
+        }
         with atomic_path(cache_path) as tmp:
             save_file(weights, str(tmp), metadata={"history": history.to_csv(index=False)})
     return history

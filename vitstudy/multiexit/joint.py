@@ -72,8 +72,9 @@ def joint_loss_terms(
     ``criterion`` is the training loop's (plain, label-smoothed or mixup's soft-target cross-entropy)."""
     check(logits.ndim == 3 and logits.shape[1] >= 2, "logits.shape", tuple(logits.shape), "[B, exits + 1, classes]")
     exit_ce = torch.stack([criterion(logits[:, i], targets) for i in range(logits.shape[1] - 1)])
-    return JointLossTerms(criterion(logits[:, -1], targets), exit_ce, distillation(logits[:, :-1], logits[:, -1],
-                                                                                   temperature))  # fmt: skip
+    return JointLossTerms(
+        criterion(logits[:, -1], targets), exit_ce, distillation(logits[:, :-1], logits[:, -1], temperature)
+    )
 
 
 def joint_loss(
@@ -150,11 +151,16 @@ def add_joint(
     cached under ``record_name`` when given) and a ``joint`` setting per exit set (each a subset of its exits)."""
     recorder = MultiExitViT(joint.vit, joint.exits).eval()
     features = {
-        split: recorded_features(recorder, getattr(study.splits, split), study.scale.eval_batch_size,
-                                 record_path(record_name, split, joint.exits) if record_name else None, device,
-                                 progress)
+        split: recorded_features(
+            recorder,
+            getattr(study.splits, split),
+            study.scale.eval_batch_size,
+            record_path(record_name, split, joint.exits) if record_name else None,
+            device,
+            progress,
+        )
         for split in study.features
-    }  # fmt: skip
+    }
     joint.cpu().eval()  # recorded: from here on, models move to a device only to be timed
     models = {tuple(exits): joint.exit_model(exits) for exits in exit_sets}
     study.add_variant("joint", models, features, history)

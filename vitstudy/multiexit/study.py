@@ -58,8 +58,12 @@ def paired_loss_interval(
 ) -> tuple[float, float, float]:
     """Top-1 points lost (plain minus exit, ``[N]`` bools each, the same images) and a 95% percentile bootstrap
     interval (``scipy.stats.bootstrap``) over images: resampling an image's difference pairs the two models on it."""
-    check(plain_correct.shape == exit_correct.shape and plain_correct.ndim == 1, "shapes",
-          (tuple(plain_correct.shape), tuple(exit_correct.shape)), "two [N] tensors over the same images")  # fmt: skip
+    check(
+        plain_correct.shape == exit_correct.shape and plain_correct.ndim == 1,
+        "shapes",
+        (tuple(plain_correct.shape), tuple(exit_correct.shape)),
+        "two [N] tensors over the same images",
+    )
     diff = 100 * (plain_correct.double() - exit_correct.double()).numpy()  # [N] in points: -100, 0 or +100
     if len(diff) < 2:  # no image, or one: every resample is that image
         loss = float(diff.mean()) if len(diff) else math.nan
@@ -292,11 +296,16 @@ def build_study(
     all_exits = tuple(sorted({b for e in exit_sets for b in e}))
     recorder = MultiExitViT(vit, all_exits).eval()
     features = {
-        split: recorded_features(recorder, getattr(splits, split), scale.eval_batch_size,
-                                 record_path(study_model_name(scale), split, all_exits) if cache else None, device,
-                                 progress)
+        split: recorded_features(
+            recorder,
+            getattr(splits, split),
+            scale.eval_batch_size,
+            record_path(study_model_name(scale), split, all_exits) if cache else None,
+            device,
+            progress,
+        )
         for split in ("train", "val", "test")
-    }  # fmt: skip
+    }
     vit.cpu()  # recorded: from here on, models move to a device only to be timed
     costs = exit_costs(recorder, splits.input_size)
     study = ExitStudy(scale, vit, splits, features, costs)
@@ -305,8 +314,9 @@ def build_study(
         for exits in exit_sets:
             model = MultiExitViT(vit, exits, variant).eval()
             heads_file = heads_path(study_model_name(scale), variant, exits, head_epochs, scale.train.seed)
-            history = fitted_heads(model, features["train"], head_epochs, scale.train.seed,
-                                   heads_file if cache else None)  # fmt: skip
+            history = fitted_heads(
+                model, features["train"], head_epochs, scale.train.seed, heads_file if cache else None
+            )
             histories.append(history.assign(variant=variant, exits=exits_label(exits)))
             study.models[(variant, exits)] = model
     study.head_history = pd.concat(histories, ignore_index=True)

@@ -184,8 +184,13 @@ def _reply_from_outputs(msg_id: str, cell: Any) -> dict[str, Any]:
     content: dict[str, Any] = {"status": "ok", "execution_count": cell.get("execution_count")}
     if error is not None:
         content = {"status": "error", "ename": error.ename, "evalue": error.evalue, "traceback": error.traceback}
-    return {"msg_type": "execute_reply", "header": {"msg_type": "execute_reply"}, "parent_header": {"msg_id": msg_id},
-            "metadata": {}, "content": content}  # fmt: skip
+    return {
+        "msg_type": "execute_reply",
+        "header": {"msg_type": "execute_reply"},
+        "parent_header": {"msg_id": msg_id},
+        "metadata": {},
+        "content": content,
+    }
 
 
 class WatchdogEngine(NBClientEngine):
@@ -195,15 +200,29 @@ class WatchdogEngine(NBClientEngine):
 
     @classmethod
     def execute_managed_notebook(
-        cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None, start_timeout=60,
-        execution_timeout=None, **kwargs,
-    ):  # fmt: skip
+        cls,
+        nb_man,
+        kernel_name,
+        log_output=False,
+        stdout_file=None,
+        stderr_file=None,
+        start_timeout=60,
+        execution_timeout=None,
+        **kwargs,
+    ):
         # NBClientEngine.execute_managed_notebook's arguments, for another client class
         kwargs = {k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")}
         return cls.client_class(
-            nb_man, timeout=execution_timeout, startup_timeout=start_timeout, kernel_name=kernel_name,
-            log=papermill_logger, log_output=log_output, stdout_file=stdout_file, stderr_file=stderr_file, **kwargs,
-        ).execute()  # fmt: skip
+            nb_man,
+            timeout=execution_timeout,
+            startup_timeout=start_timeout,
+            kernel_name=kernel_name,
+            log=papermill_logger,
+            log_output=log_output,
+            stdout_file=stdout_file,
+            stderr_file=stderr_file,
+            **kwargs,
+        ).execute()
 
 
 papermill_engines.register(ENGINE, WatchdogEngine)
@@ -234,10 +253,17 @@ def execute_notebook(
     with mock.patch.dict(os.environ, environ):
         try:
             return papermill.execute_notebook(
-                notebook, str(executed_path), parameters={"SCALE": scale}, kernel_name="python3",
-                cwd=str(path.parent), progress_bar=False, engine_name=ENGINE,
-                notebook_name=path.name, watchdog_log=log, **hooks,
-            )  # fmt: skip
+                notebook,
+                str(executed_path),
+                parameters={"SCALE": scale},
+                kernel_name="python3",
+                cwd=str(path.parent),
+                progress_bar=False,
+                engine_name=ENGINE,
+                notebook_name=path.name,
+                watchdog_log=log,
+                **hooks,
+            )
         except PapermillExecutionError as err:
             raise NotebookFailed(
                 f"notebook {path.name} failed in cell {err.exec_count or err.cell_index} "
@@ -297,8 +323,9 @@ class CellProgress:
         self.cell_seconds.append({"cell": where, "seconds": round(seconds, 1), "first_line": first, **wrote})
         if self.log is None:
             return
-        self.log(f"    {self.name} | {where} {seconds:6.1f} s  (elapsed {_clock(now - self.started)})"
-                 f"  {first}", flush=True)  # fmt: skip
+        self.log(
+            f"    {self.name} | {where} {seconds:6.1f} s  (elapsed {_clock(now - self.started)})  {first}", flush=True
+        )
 
 
 def _clock(seconds: float) -> str:

@@ -51,9 +51,18 @@ from .published import publish_notebook
 from .results import write_results
 
 __all__ = [
-    "DEFAULT_SCALE", "MANIFEST", "STUDY_SCALES", "NotebookFailed", "default_out", "list_notebooks",
-    "notebook_scales", "run_report", "runs_at", "select_notebooks", "staging_root",
-]  # fmt: skip
+    "DEFAULT_SCALE",
+    "MANIFEST",
+    "STUDY_SCALES",
+    "NotebookFailed",
+    "default_out",
+    "list_notebooks",
+    "notebook_scales",
+    "run_report",
+    "runs_at",
+    "select_notebooks",
+    "staging_root",
+]
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
 MANIFEST = "manifest.json"

@@ -195,8 +195,10 @@ def _route(settings: SkipViTSettings) -> str:
         what = "fused into one token" if settings.mode == "fused" else "dropped for good"
         return f"tokens dropped after block(s) {', '.join(map(str, settings.drop_layers))} are {what}"
     end = settings.skip_layer - 1
-    spans = [f"{layer + 1}–{end}" if layer + 1 < end else (str(end) if layer + 1 == end else "none")
-             for layer in settings.drop_layers]  # fmt: skip
+    spans = [
+        f"{layer + 1}–{end}" if layer + 1 < end else (str(end) if layer + 1 == end else "none")
+        for layer in settings.drop_layers
+    ]
     return f"dropped tokens skip blocks {' / '.join(spans)} and rejoin as the input of block {settings.skip_layer}"
 
 
@@ -258,11 +260,17 @@ def readout(summary: dict[str, Any]) -> str:
         route = f"No patch is dropped: all {summary['patches']} go through every block"
     else:
         present = [summary["patches"], *summary["kept_per_stage"][:-1]]  # what each stage ranks
-        where = {"skip": f"skip to block {summary['skip_layer']}", "fused": "are fused into one token",
-                 "drop": "are dropped for good"}[summary["mode"]]  # fmt: skip
-        route = "; ".join(f"after block {layer}: {kept} of {total} patches kept, {dropped} {where}"
-                          for layer, kept, dropped, total in zip(summary["drop_layers"], summary["kept_per_stage"],
-                                                                 summary["dropped_per_stage"], present))  # fmt: skip
+        where = {
+            "skip": f"skip to block {summary['skip_layer']}",
+            "fused": "are fused into one token",
+            "drop": "are dropped for good",
+        }[summary["mode"]]
+        route = "; ".join(
+            f"after block {layer}: {kept} of {total} patches kept, {dropped} {where}"
+            for layer, kept, dropped, total in zip(
+                summary["drop_layers"], summary["kept_per_stage"], summary["dropped_per_stage"], present
+            )
+        )
     truth = f" (true class {summary['label']})" if summary["label"] is not None else ""
     return (
         f"{route[0].upper()}{route[1:]}. Prediction {summary['prediction_dropping_on']} "

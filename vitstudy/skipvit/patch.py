@@ -120,8 +120,15 @@ def skipvit_blocks(
         keep, drop = topk_keep_indices(scores.detach(), n_patches - n_drop)  # positions within the patches
         patches, positions = x[:, P : P + n_patches], index[:, P:]
         if trace is not None:
-            trace.append(Stage(layer, scores.detach(), positions - P, gather_tokens(positions, keep) - P,
-                               gather_tokens(positions, drop) - P))  # fmt: skip
+            trace.append(
+                Stage(
+                    layer,
+                    scores.detach(),
+                    positions - P,
+                    gather_tokens(positions, keep) - P,
+                    gather_tokens(positions, drop) - P,
+                )
+            )
         if settings.mode == "skip" and n_drop:
             held.append((gather_tokens(patches, drop), gather_tokens(positions, drop)))
         # Mode "fused": one token per stage after the patches; earlier stages' fused tokens ride along as the blocks
