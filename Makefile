@@ -37,7 +37,7 @@ report: install data
 test: install data browser
 	$(PY) -m pytest -n 2 --dist worksteal --durations=15 $(PYTEST_ARGS)
 
-# The one prepared GPU command (vitstudy.experiments.gpu_run): on a machine with its own torch, from the working tree.
+# The one prepared GPU command (vitstudy.tools.gpu_run): on a machine with its own torch, from the working tree.
 gpu:
 	PYTHONPATH=. $(PYTHON) -m vitstudy gpu
 

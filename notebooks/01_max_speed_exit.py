@@ -29,7 +29,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, models, multiexit, reference, report
-from vitstudy.experiments import max_speed_exit
+from vitstudy.experiments.multiexit import max_speed_exit
 
 scale = config.get_scale(SCALE)
 budget = max_speed_exit.budget(scale)  # batch and timing per scale and device: see max_speed_exit.BUDGETS

@@ -36,7 +36,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, multiexit, reference, report
-from vitstudy.experiments import batch_rule, exit_speed_targets, exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit import batch_rule, exit_speed_targets, exit_tradeoff, joint_exit, real_data_exit
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale

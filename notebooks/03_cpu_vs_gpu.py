@@ -32,7 +32,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, multiexit, reference, report
-from vitstudy.experiments import cpu_vs_gpu, real_data_exit
+from vitstudy.experiments.multiexit import cpu_vs_gpu, real_data_exit
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # the same batch, threshold, settings and timing as notebook 02's Table 5.2

@@ -17,7 +17,7 @@
 # SkipViT ranks the patch tokens by the [CLS] token's attention at a drop layer L, keeps the top (1 − r), lets
 # the others skip the following blocks and puts them back at their original positions as the input of the skip
 # layer S (`vitstudy.skipvit`). Every row of the paper's Table 1 is a preset in `skipvit.TABLE1`; this notebook's
-# runs, tables and figures are `vitstudy.experiments.table1`.
+# runs, tables and figures are `vitstudy.experiments.skipvit.table1`.
 #
 # Two measurements per row:
 # - **Speed**: training steps (forward, loss, backward, AdamW) on random data, timed by `vitstudy.bench`, on the
@@ -41,7 +41,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments import placement, table1
+from vitstudy.experiments.skipvit import placement, table1
 
 budget = table1.budget(SCALE)
 print(budget.note)

@@ -18,7 +18,7 @@
 # epochs without dropping and then drops 30% of the tokens after blocks 4 and 7 (back at block 10): 69.73% top-1
 # against 67.18% without the warm-up. Here the same setting (`skipvit.TABLE3`) trains the default small model on
 # Fashion-MNIST with and without a warm-up of 15% of the run's epochs, switched on by
-# `train(..., on_epoch_start=skipvit.warmup_hook(W))` (the runs: `vitstudy.experiments.warmup`). Top-1 is on the
+# `train(..., on_epoch_start=skipvit.warmup_hook(W))` (the runs: `vitstudy.experiments.skipvit.warmup`). Top-1 is on the
 # test split with dropping on (as trained) and, for reference, off.
 
 # %% tags=["parameters"]
@@ -30,7 +30,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import report, skipvit
-from vitstudy.experiments import warmup
+from vitstudy.experiments.skipvit import warmup
 
 budget = warmup.budget(SCALE)
 print(budget.note)

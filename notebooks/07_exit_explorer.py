@@ -28,7 +28,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import config, multiexit, report
-from vitstudy.experiments import exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit import exit_tradeoff, joint_exit, real_data_exit
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)

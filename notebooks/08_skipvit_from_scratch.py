@@ -17,7 +17,7 @@
 # The paper's claims are about training from scratch: 6 / 55% / skip 11 keeps the baseline's top-1 (−0.01),
 # EViT's fused token at 45% loses 1.78 points, and a warm-up of 15% of the epochs is worth +2.55 points for
 # 4,7 / 30% / skip 10. Here every row trains from random weights with the same recipe and six seeds
-# (`vitstudy.experiments.from_scratch`), plus two rows of ours: plain dropping (no skip) and timm's random
+# (`vitstudy.experiments.skipvit.from_scratch`), plus two rows of ours: plain dropping (no skip) and timm's random
 # PatchDropout at the headline row's FLOPs. Two data sets: Fashion-MNIST (items on black, so many tokens are
 # blank) and cluttered Fashion-MNIST (`vitstudy.cluttered`: each item at a random place on a 56×56 canvas among
 # fragments of other items, 49 tokens, at least 33 of them without the item), where choosing tokens matters.
@@ -38,7 +38,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments import from_scratch, from_scratch_findings, from_scratch_stats
+from vitstudy.experiments.skipvit import from_scratch, from_scratch_findings, from_scratch_stats
 
 budget = from_scratch.budget(SCALE)
 training = budget.training

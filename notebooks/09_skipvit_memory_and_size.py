@@ -30,7 +30,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments import memory_and_size
+from vitstudy.experiments.skipvit import memory_and_size
 
 budget = memory_and_size.budget(SCALE)
 table = memory_and_size.memory_table(budget)

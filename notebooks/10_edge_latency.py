@@ -30,8 +30,14 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, models, multiexit, report
-from vitstudy.experiments import edge_latency, edge_latency_compose, edge_latency_field, exit_tradeoff, real_data_exit
-from vitstudy.experiments.edge_latency_protocol import raw_latencies
+from vitstudy.experiments.multiexit import (
+    edge_latency,
+    edge_latency_compose,
+    edge_latency_field,
+    exit_tradeoff,
+    real_data_exit,
+)
+from vitstudy.experiments.multiexit.edge_latency_protocol import raw_latencies
 
 scale = config.get_scale(SCALE)
 budget = edge_latency.budget(scale)  # images timed at batch 1, batch sizes, timing: see edge_latency.BUDGETS

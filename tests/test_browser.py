@@ -2,7 +2,7 @@
 every control of the two explorers (06, 07) shows what the package computes for the setting a user picked.
 
 The browser driving (server, page, run-all, moving a control, asking the kernel) is
-:mod:`vitstudy.experiments.browser`, shared with the hand-run ``widget_latency`` measurement."""
+:mod:`vitstudy.tools.browser`, shared with the hand-run ``widget_latency`` measurement."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vitstudy.experiments.browser import (
+from vitstudy.files import project_root
+from vitstudy.tools.browser import (
     CHROMIUM,
     FIGURE_IMAGES,
     assert_no_error_output,
@@ -30,7 +31,6 @@ from vitstudy.experiments.browser import (
     type_slider,
     wait_for_data,
 )
-from vitstudy.files import project_root
 
 pytestmark = pytest.mark.browser
 

@@ -136,9 +136,9 @@ def test_corrupt_image_in_a_loader_worker_is_one_line(tmp_path, image_tree):
 
 @pytest.mark.parametrize("name", MEASUREMENTS)
 def test_measure_runs_the_named_experiment(name, monkeypatch):
-    """`vitstudy measure NAME` calls vitstudy.experiments.NAME.measure() and exits 0."""
+    """`vitstudy measure NAME` calls vitstudy.measure.NAME.measure() and exits 0."""
     calls = []
-    fake = types.ModuleType(f"vitstudy.experiments.{MEASUREMENTS[name]}")  # "compile" is compile_speed, ...
+    fake = types.ModuleType(f"vitstudy.measure.{MEASUREMENTS[name]}")  # "compile" is compile_speed, ...
     fake.measure = lambda: calls.append(name)
     monkeypatch.setitem(sys.modules, fake.__name__, fake)
     assert main(["measure", name]) == 0

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from vitstudy import skipvit as sv
-from vitstudy.experiments import compile_speed
+from vitstudy.measure import compile_speed
 from vitstudy.models import create_model
 from vitstudy.multiexit import MultiExitViT
 

@@ -1,6 +1,6 @@
-"""The package's shape: imports go one way (shared <- method cores <- experiments <- notebooks), no circles, no
-intra-package import hidden inside a function, notebooks that never import the report runner, and the code as the
-formatter writes it (``ruff check`` and ``ruff format --check`` clean)."""
+"""The package's shape: imports go one way (shared <- method cores <- experiments <- measurements, tools), no
+circles, no intra-package import hidden inside a function, notebooks that never import the report runner, and the
+code as the formatter writes it (``ruff check`` and ``ruff format --check`` clean)."""
 
 from __future__ import annotations
 
@@ -59,23 +59,56 @@ def imports(name: str) -> list[tuple[str, bool]]:
     return found
 
 
-def test_method_cores_never_import_experiments_or_the_runner():
-    """multiexit and skipvit use only shared modules and themselves: never experiments, never the report runner."""
+# Every module belongs to one room; a room imports only rooms of its own rank or lower (and, inside a rank, only
+# what FORBIDDEN allows). Shared mechanics (config, data, train, bench, ...) sit at the bottom, the method cores above
+# them and the report's machinery, the experiments above the cores, the hand-run measurements and tools above those.
+RANKS = {
+    "shared": 0,
+    "bench": 0,
+    "report": 1,
+    "multiexit": 1,
+    "skipvit": 1,
+    "experiments": 2,
+    "experiments.multiexit": 3,
+    "experiments.skipvit": 3,
+    "measure": 4,
+    "tools": 4,
+    "__main__": 5,
+}
+FORBIDDEN = {
+    ("multiexit", "report"),  # a core is the method only: it never writes the report
+    ("skipvit", "report"),
+    ("skipvit", "multiexit"),  # the composition of the two lives in multiexit, which builds on SkipViT
+    ("experiments.multiexit", "experiments.skipvit"),  # what both methods' experiments share lives a level lower
+    ("experiments.skipvit", "experiments.multiexit"),
+}
+
+
+def room(name: str) -> str:
+    """The room of a module: its folder under vitstudy/ (experiments split by method), or "shared"."""
+    parts = name.split(".")
+    if len(parts) > 3 and parts[1] == "experiments" and parts[2] in ("multiexit", "skipvit"):
+        return f"experiments.{parts[2]}"
+    if len(parts) > 1 and parts[1] in RANKS:
+        return parts[1]
+    return "shared"
+
+
+def test_every_folder_has_a_rank():
+    """A new folder under vitstudy/ is placed in the layering before it is used."""
+    folders = {p.parent.relative_to(PACKAGE).as_posix().replace("/", ".") for p in PACKAGE.rglob("__init__.py")}
+    assert folders - {"."} <= set(RANKS)
+
+
+def test_imports_go_one_way():
+    """Every import goes to a room of the same or a lower rank; the cores never import the runner, SkipViT never
+    imports multi-exit, and the two methods' experiments never import each other."""
     bad = [
         (name, target)
         for name in MODULES
-        if name.startswith(CORES)
         for target, _ in imports(name)
-        if target.startswith(("vitstudy.experiments", "vitstudy.report"))
+        if RANKS[room(target)] > RANKS[room(name)] or (room(name), room(target)) in FORBIDDEN
     ]
-    assert not bad
-
-
-def test_shared_modules_never_import_methods_or_experiments():
-    """The shared mechanics (config, data, train, bench, plots, widgets, ...) sit below both methods."""
-    upper = (*CORES, "vitstudy.experiments")
-    shared = [n for n in MODULES if not n.startswith((*upper, "vitstudy.report", "vitstudy.__main__"))]
-    bad = [(name, target) for name in shared for target, _ in imports(name) if target.startswith(upper)]
     assert not bad
 
 

@@ -150,7 +150,7 @@ def data_main(argv: Sequence[str]) -> int:
     return 0
 
 
-# The hand-run measurements: each is vitstudy.experiments.<module>, whose measure() runs it and writes its table.
+# The hand-run measurements: each is vitstudy.measure.<module>, whose measure() runs it and writes its table.
 MEASUREMENTS = {
     "isolation": "isolation",
     "loader_speed": "loader_speed",
@@ -166,7 +166,7 @@ def measure_main(argv: Sequence[str]) -> int:
     parser.add_argument("name", help=f"one of {', '.join(MEASUREMENTS)}")
     args = parser.parse_args(argv)
     name = check_choice("measure", args.name, tuple(MEASUREMENTS))
-    importlib.import_module(f"vitstudy.experiments.{MEASUREMENTS[name]}").measure()
+    importlib.import_module(f"vitstudy.measure.{MEASUREMENTS[name]}").measure()
     return 0
 
 
@@ -178,7 +178,7 @@ def gpu_main(argv: Sequence[str]) -> int:
     parser.add_argument("--only", nargs="*", default=None, help="some of the steps (default: all)")
     parser.add_argument("--nccl-check", action="store_true", help=argparse.SUPPRESS)  # torchrun's child
     args = parser.parse_args(argv)
-    from .experiments import gpu_run  # torch, timm, pandas: after the arguments parsed
+    from .tools import gpu_run  # torch, timm, pandas: after the arguments parsed
 
     if args.nccl_check:
         print(json.dumps(gpu_run.nccl_check()), flush=True)

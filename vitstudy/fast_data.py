@@ -9,7 +9,7 @@ Its batches equal the DataLoader path's (:func:`vitstudy.data.make_loader`) for 
 for value: the same shuffled order (DistributedSampler's ``randperm`` of ``seed + epoch``, the same rank
 shard and dropped tail) and the same crops and flips (one table per epoch, :func:`~vitstudy.data.crop_flip_params`,
 indexed by image number). ``tests/test_fast_data.py`` checks it; whether it is faster is a hand-run measurement,
-:mod:`vitstudy.experiments.loader_speed`.
+:mod:`vitstudy.measure.loader_speed`.
 """
 
 from __future__ import annotations

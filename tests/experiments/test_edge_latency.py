@@ -14,15 +14,15 @@ import torch
 from vitstudy import bench, multiexit, skipvit
 from vitstudy.config import Scale, TrainConfig
 from vitstudy.data import build_splits
-from vitstudy.experiments import edge_latency, edge_latency_compose, edge_latency_field
-from vitstudy.experiments.edge_latency_protocol import (
+from vitstudy.experiments.multiexit import edge_latency, edge_latency_compose, edge_latency_field
+from vitstudy.experiments.multiexit.edge_latency_protocol import (
     latency_rows,
     paired_ratio_interval,
     time_models_per_image,
     time_per_image,
 )
-from vitstudy.experiments.max_speed_exit import CONTROL_LABEL
-from vitstudy.experiments.real_data_exit import timing_batch
+from vitstudy.experiments.multiexit.max_speed_exit import CONTROL_LABEL
+from vitstudy.experiments.multiexit.real_data_exit import timing_batch
 from vitstudy.models import create_model
 
 

@@ -8,17 +8,9 @@ import math
 import pandas as pd
 
 from vitstudy import bench
-from vitstudy.experiments import (
-    baseline,
-    cpu_vs_gpu,
-    exit_speed_targets,
-    from_scratch_findings,
-    max_speed_exit,
-    memory_and_size,
-    sentences,
-    table1,
-    warmup,
-)
+from vitstudy.experiments import baseline, sentences
+from vitstudy.experiments.multiexit import cpu_vs_gpu, exit_speed_targets, max_speed_exit
+from vitstudy.experiments.skipvit import from_scratch_findings, memory_and_size, table1, warmup
 from vitstudy.skipvit import HEADLINE
 
 NAN = math.nan

@@ -1,4 +1,4 @@
-"""Notebook 08's experiment (vitstudy.experiments.from_scratch and from_scratch_stats): rows, data sets, the
+"""Notebook 08's experiment (vitstudy.experiments.skipvit.from_scratch and from_scratch_stats): rows, data sets, the
 PatchDropout match, statistics, resuming, runs taken from the committed table."""
 
 import dataclasses
@@ -12,9 +12,9 @@ from scipy import stats
 
 from vitstudy import bench
 from vitstudy.config import SCALES, TrainConfig
-from vitstudy.experiments import from_scratch as scratch
-from vitstudy.experiments import from_scratch_stats as scratch_stats
-from vitstudy.experiments.skipvit_runs import RowTraining
+from vitstudy.experiments.skipvit import from_scratch as scratch
+from vitstudy.experiments.skipvit import from_scratch_stats as scratch_stats
+from vitstudy.experiments.skipvit.skipvit_runs import RowTraining
 from vitstudy.files import project_root
 
 COMMITTED = project_root() / "figures" / "scratch" / "tables"  # the scratch protocol's published results

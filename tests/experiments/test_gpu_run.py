@@ -10,7 +10,8 @@ import sys
 
 import pandas as pd
 
-from vitstudy.experiments import core_sharing, gpu_run
+from vitstudy.measure import core_sharing
+from vitstudy.tools import gpu_run
 
 
 def test_gpu_command_runs_every_step_tiny_on_the_cpu(tmp_path):

@@ -1,10 +1,10 @@
-"""The hand-run A/A isolation measurement (vitstudy.experiments.isolation), its pieces at tiny sizes."""
+"""The hand-run A/A isolation measurement (vitstudy.measure.isolation), its pieces at tiny sizes."""
 
 import pandas as pd
 
 from vitstudy.bench import SMOKE_TIMING
-from vitstudy.experiments import isolation
 from vitstudy.files import project_root
+from vitstudy.measure import isolation
 
 
 def test_compare_isolations_times_both_isolations_with_the_committed_columns():

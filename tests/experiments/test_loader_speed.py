@@ -1,4 +1,4 @@
-"""The loader-speed measurement (vitstudy.experiments.loader_speed), at tiny sizes: what it times and how its
+"""The loader-speed measurement (vitstudy.measure.loader_speed), at tiny sizes: what it times and how its
 table is built. The measurement itself is run by hand (``python -m vitstudy measure loader_speed``)."""
 
 import dataclasses
@@ -9,8 +9,8 @@ import torch
 
 from vitstudy import bench
 from vitstudy.data import build_splits
-from vitstudy.experiments import loader_speed
 from vitstudy.fast_data import TensorLoader
+from vitstudy.measure import loader_speed
 
 FAST = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=1, bootstrap=100, peak_size=64)
 

@@ -1,4 +1,4 @@
-"""Notebook 09's experiment (vitstudy.experiments.memory_and_size): activation memory and the model-size rows."""
+"""Notebook 09's experiment (vitstudy.experiments.skipvit.memory_and_size): activation memory, model-size rows."""
 
 import dataclasses
 import math
@@ -7,8 +7,8 @@ import pytest
 
 from vitstudy import bench
 from vitstudy import skipvit as sv
-from vitstudy.experiments import memory_and_size as mas
-from vitstudy.experiments.skipvit_speed import CONTROL
+from vitstudy.experiments.skipvit import memory_and_size as mas
+from vitstudy.experiments.skipvit.skipvit_speed import CONTROL
 
 
 def test_dropping_saves_memory_and_no_cuda_is_nan(no_cuda):

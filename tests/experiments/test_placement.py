@@ -1,10 +1,10 @@
-"""Notebook 04's placement question (vitstudy.experiments.placement): both FLOP ideals, the timed variant."""
+"""Notebook 04's placement question (vitstudy.experiments.skipvit.placement): both FLOP ideals, the timed variant."""
 
 import pandas as pd
 import pytest
 
-from vitstudy.experiments import placement, table1
-from vitstudy.experiments.skipvit_speed import CONTROL
+from vitstudy.experiments.skipvit import placement, table1
+from vitstudy.experiments.skipvit.skipvit_speed import CONTROL
 from vitstudy.skipvit import HEADLINE, TABLE1
 
 

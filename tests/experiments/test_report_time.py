@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from vitstudy.experiments import report_time
+from vitstudy.measure import report_time
 from vitstudy.report.cell_outputs import changed, rows_within_target, snapshot, tables_within_target
 
 ENV = {"device_name": "AMD EPYC", "cpu_capability": "AVX2", "cpu_threads": 2, "torch": "2.15.0"}

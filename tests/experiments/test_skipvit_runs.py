@@ -1,4 +1,4 @@
-"""Training one SkipViT row (vitstudy.experiments.skipvit_runs): the shared recipe, cache folders, budgets."""
+"""Training one SkipViT row (vitstudy.experiments.skipvit.skipvit_runs): the shared recipe, cache folders, budgets."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from vitstudy import config
 from vitstudy import skipvit as sv
 from vitstudy.config import PAPER_SMOKE
-from vitstudy.experiments import skipvit_runs, warmup
-from vitstudy.experiments.skipvit_runs import RowTraining
+from vitstudy.experiments.skipvit import skipvit_runs, warmup
+from vitstudy.experiments.skipvit.skipvit_runs import RowTraining
 
 
 def test_run_dir_depends_on_the_settings_and_the_warmup():

@@ -1,4 +1,4 @@
-"""SkipViT training-step speed (vitstudy.experiments.skipvit_speed): timing runs, profiles, verdicts."""
+"""SkipViT training-step speed (vitstudy.experiments.skipvit.skipvit_speed): timing runs, profiles, verdicts."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 
 from vitstudy import bench
 from vitstudy import skipvit as sv
-from vitstudy.experiments import skipvit_speed as speed
+from vitstudy.experiments.skipvit import skipvit_speed as speed
 
 ONE_STAGE = {"one_stage": sv.SkipViTSettings((1,), (0.5,), mode="drop")}
 

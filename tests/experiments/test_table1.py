@@ -1,4 +1,4 @@
-"""Notebook 04's experiment (vitstudy.experiments.table1): budgets, accuracy summary, Table 1, skip 10 vs 11, plots."""
+"""Notebook 04's experiment (vitstudy.experiments.skipvit.table1): budgets, accuracy, Table 1, skip 10 vs 11, plots."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 
 from vitstudy import config
 from vitstudy import skipvit as sv
-from vitstudy.experiments import table1
-from vitstudy.experiments.skipvit_speed import CONTROL
+from vitstudy.experiments.skipvit import table1
+from vitstudy.experiments.skipvit.skipvit_speed import CONTROL
 
 
 @pytest.fixture

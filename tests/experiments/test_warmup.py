@@ -1,10 +1,10 @@
-"""Notebook 05's experiment (vitstudy.experiments.warmup): budgets, Table 3, the warm-up curves."""
+"""Notebook 05's experiment (vitstudy.experiments.skipvit.warmup): budgets, Table 3, the warm-up curves."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from vitstudy.experiments import warmup
+from vitstudy.experiments.skipvit import warmup
 
 
 def test_quick_budget_warms_up_one_of_seven_epochs_from_scratch():

@@ -1,9 +1,9 @@
-"""The widget-latency measurement (vitstudy.experiments.widget_latency) without a browser: its budget and moves.
+"""The widget-latency measurement (vitstudy.measure.widget_latency) without a browser: its budget and moves.
 The measurement itself is run by hand (``python -m vitstudy measure widget_latency``)."""
 
 import pytest
 
-from vitstudy.experiments import widget_latency
+from vitstudy.measure import widget_latency
 
 
 def test_quick_is_the_only_scale():

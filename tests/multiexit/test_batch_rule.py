@@ -3,7 +3,7 @@
 import pytest
 
 from vitstudy import multiexit
-from vitstudy.experiments import batch_rule
+from vitstudy.experiments.multiexit import batch_rule
 
 
 def test_batch_rule_exit_rate_falls_with_batch_size(digits_study):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from vitstudy import bench
-from vitstudy.experiments import cpu_vs_gpu, real_data_exit
+from vitstudy.experiments.multiexit import cpu_vs_gpu, real_data_exit
 from vitstudy.reference import load_reference
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vitstudy import bench
-from vitstudy.experiments import exit_speed_targets, real_data_exit
+from vitstudy.experiments.multiexit import exit_speed_targets, real_data_exit
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 

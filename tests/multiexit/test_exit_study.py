@@ -8,7 +8,7 @@ import torch
 from scipy import stats
 
 from vitstudy import multiexit
-from vitstudy.experiments import max_speed_exit
+from vitstudy.experiments.multiexit import max_speed_exit
 
 
 def test_finetune_shares_one_head_between_exit_and_final(digits_study):

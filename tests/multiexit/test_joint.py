@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from vitstudy import bench, multiexit
 from vitstudy import train as train_module
-from vitstudy.experiments import exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit import exit_tradeoff, joint_exit, real_data_exit
 from vitstudy.multiexit import JointExitViT
 from vitstudy.widgets import set_controls
 

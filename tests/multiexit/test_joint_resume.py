@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
 
     from vitstudy.config import TrainConfig
     from vitstudy.data import build_splits
-    from vitstudy.experiments.joint_exit import train_joint
+    from vitstudy.experiments.multiexit.joint_exit import train_joint
     from vitstudy.train import default_model_factory
 
     cfg = TrainConfig(dataset="digits", train_size=512, val_size=128, epochs=3, batch_size=16, augment=False,

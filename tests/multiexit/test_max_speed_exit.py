@@ -7,7 +7,7 @@ import pytest
 
 from vitstudy import bench, config
 from vitstudy.config import PAPER_SMOKE, SCALES, Scale, TrainConfig
-from vitstudy.experiments import max_speed_exit
+from vitstudy.experiments.multiexit import max_speed_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
 

@@ -8,7 +8,7 @@ import pytest
 
 from vitstudy import bench, config, multiexit
 from vitstudy.config import SCALES, Scale, TrainConfig
-from vitstudy.experiments import exit_tradeoff, real_data_exit
+from vitstudy.experiments.multiexit import exit_tradeoff, real_data_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
 

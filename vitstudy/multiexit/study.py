@@ -268,7 +268,7 @@ def prepare(
     progress: bool = True,
 ) -> ExitStudy:
     """The scale's model, train/val/test features at all exits (recorded once, cached), every variant fitted on
-    them (``joint`` trains its backbone: an experiment adds it, ``vitstudy.experiments.joint_exit``).
+    them (``joint`` trains its backbone: an experiment adds it, ``vitstudy.experiments.multiexit.joint_exit``).
 
     Features are recorded on ``device`` (default: ``bench.default_device()``); the study's models then live on
     the CPU and the timing functions move them to the device they time on.

@@ -1,5 +1,5 @@
 """What each report cell left behind, for the manifest: so where a report's time went can be read from the manifest
-alone (:mod:`vitstudy.experiments.report_time`), without re-running it and without guessing from a cell's first line.
+alone (:mod:`vitstudy.measure.report_time`), without re-running it and without guessing from a cell's first line.
 
 Per cell: the output files it wrote (paths under the notebook's staging folder; a cell that times leaves its raw
 times under ``tables/raw/<table>.csv``) and how many files it wrote into the cache (trained runs, exit heads, recorded

@@ -19,18 +19,26 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import bench
-from ..bench import SMOKE_TIMING
-from ..config import PAPER_SMOKE, Scale, check, scale_budget
-from ..multiexit import DEFAULT_EXITS, ExitStudy, MultiExitViT, check_exits, exits_label, logits_from_features, simulate
-from ..skipvit import HEADLINE, preset
+from ... import bench
+from ...bench import SMOKE_TIMING
+from ...config import PAPER_SMOKE, Scale, check, scale_budget
+from ...multiexit import (
+    DEFAULT_EXITS,
+    ExitStudy,
+    MultiExitViT,
+    check_exits,
+    exits_label,
+    logits_from_features,
+    simulate,
+)
+from ...skipvit import HEADLINE, preset
+from ..sentences import NOT_MEASURED, is_missing, measured, number, paragraph
 from .edge_latency_compose import BOTH_ARM
 from .edge_latency_field import our_row
 from .edge_latency_protocol import LatencyRun, latency_rows, time_models_per_image
 from .exit_speed_targets import NO_EFFECT
 from .max_speed_exit import CONTROL_LABEL, table_5_1
 from .real_data_exit import PER_SAMPLE_TARGET, exit_row, timing_batch
-from .sentences import NOT_MEASURED, is_missing, measured, number, paragraph
 
 EXIT_ARM, IDLE_ARM = "per-sample exit", "exit machinery, never fires"
 SWEEP_BATCHES = (1, 8, 64, 256)  # the issue's: one image (the edge), then up to the throughput batch of notebook 02

@@ -26,7 +26,7 @@ from .. import report
 from ..bench import environment_info
 from ..config import scale_budget
 from ..files import project_root
-from . import browser
+from ..tools import browser
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,12 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .. import bench
-from ..bench import SMOKE_TIMING
-from ..config import PAPER_SMOKE, Scale, check, scale_budget
-from ..multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
-from ..plots import grouped_bars, new_figure
-from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
+from ... import bench
+from ...bench import SMOKE_TIMING
+from ...config import PAPER_SMOKE, Scale, check, scale_budget
+from ...multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
+from ...plots import grouped_bars, new_figure
+from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 
 FORCED_TARGET = (0.97, 1.03)  # forced exits run the same blocks, fewer of them: no excess over the FLOP ideal
 FORCED_INTERVAL = (0.95, 1.05)  # issue 8: the measured ÷ ideal interval must lie inside this too

@@ -31,13 +31,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import bench
-from ..cluttered import on_cluttered
-from ..config import SCALES, Scale
-from ..data import build_splits
-from ..files import atomic_path, atomic_write_json, project_root
-from ..skipvit import BASELINE, EXTRA, HEADLINE, TABLE1, TABLE3, SkipViTSettings, apply_skipvit, configure, flop_gain
-from ..train import default_model_factory
+from ... import bench
+from ...cluttered import on_cluttered
+from ...config import SCALES, Scale
+from ...data import build_splits
+from ...files import atomic_path, atomic_write_json, project_root
+from ...skipvit import BASELINE, EXTRA, HEADLINE, TABLE1, TABLE3, SkipViTSettings, apply_skipvit, configure, flop_gain
+from ...train import default_model_factory
 from .skipvit_runs import RowTraining, budget_for, run_dir, train_row
 
 ROW_FILE = "row.json"  # one finished run's results row, so aggregating needs no re-evaluation

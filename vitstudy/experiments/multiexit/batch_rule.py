@@ -13,8 +13,8 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..multiexit import ExitStudy, exits_label
-from ..plots import new_figure
+from ...multiexit import ExitStudy, exits_label
+from ...plots import new_figure
 
 
 def batch_rule_exit_rates(

@@ -11,11 +11,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..config import PAPER_SMOKE, SCALES, Scale, paper_smoke
-from ..plots import new_figure
-from ..reference import load_reference
-from ..skipvit import TABLE3
-from .sentences import is_missing, number, paragraph
+from ...config import PAPER_SMOKE, SCALES, Scale, paper_smoke
+from ...plots import new_figure
+from ...reference import load_reference
+from ...skipvit import TABLE3
+from ..sentences import is_missing, number, paragraph
 from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import bench
-from ..bench import NOT_MEASURED_NO_CUDA
-from ..multiexit import POLICIES, ExitStudy
-from ..plots import grouped_bars, new_figure
+from ... import bench
+from ...bench import NOT_MEASURED_NO_CUDA
+from ...multiexit import POLICIES, ExitStudy
+from ...plots import grouped_bars, new_figure
+from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 from .real_data_exit import table_5_2
-from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
 DEVICES = ("cpu", "cuda")

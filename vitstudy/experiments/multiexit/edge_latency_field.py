@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..reference import REFERENCE_DIR
+from ...reference import REFERENCE_DIR
 
 FIELD_FILE = "field_edge_speed.csv"
 PUBLISHED, OURS = "published", "ours (this run)"

@@ -27,12 +27,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import nn
 
-from .. import bench
-from ..bench import SMOKE_TIMING
-from ..config import check, check_choice, scale_budget
-from ..models import create_model
-from ..plots import new_figure
-from ..skipvit import (
+from ... import bench
+from ...bench import SMOKE_TIMING
+from ...config import check, check_choice, scale_budget
+from ...models import create_model
+from ...plots import new_figure
+from ...skipvit import (
     BASELINE,
     HEADLINE,
     PRESETS,
@@ -43,8 +43,8 @@ from ..skipvit import (
     flop_gain,
     saved_activation_bytes,
 )
-from ..steps import training_step
-from .sentences import is_missing, measured, number, paragraph
+from ...steps import training_step
+from ..sentences import is_missing, measured, number, paragraph
 from .skipvit_speed import CONTROL, TARGET, timing_runs
 
 MIB = 2**20

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 from matplotlib.figure import Figure
 
-from .. import bench
-from ..multiexit import DEFAULT_EXITS, EXIT_SETS, ExitStudy, parse_exits
-from ..plots import new_figure
+from ... import bench
+from ...multiexit import DEFAULT_EXITS, EXIT_SETS, ExitStudy, parse_exits
+from ...plots import new_figure
 from .max_speed_exit import CONTROL_LABEL
 from .real_data_exit import PER_SAMPLE_TARGET, VARIANT_LABELS, exit_row, timing_batch
 

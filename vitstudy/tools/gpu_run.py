@@ -36,13 +36,14 @@ import torch.distributed as dist
 
 from .. import bench, multiexit, report
 from ..config import get_scale
+from ..experiments.multiexit import cpu_vs_gpu, max_speed_exit, real_data_exit
+from ..experiments.multiexit.exit_speed_targets import idle_model
+from ..experiments.skipvit import skipvit_speed
 from ..files import project_root
+from ..measure.compile_speed import operating_threshold
 from ..models import create_model
 from ..multiexit import DEFAULT_EXITS, MultiExitViT
 from ..skipvit import TABLE1
-from . import cpu_vs_gpu, max_speed_exit, real_data_exit, skipvit_speed
-from .compile_speed import operating_threshold
-from .exit_speed_targets import idle_model
 
 STEPS = ("cuda_tests", "table_5_1", "table_5_3", "per_sample_exit", "table_1_bf16", "torchrun_nccl")
 ENVIRONMENT = ("device_type", "device_name", "torch", "timm", "cuda_runtime", "python")  # in every row

@@ -17,8 +17,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ..plots import new_figure
-from ..skipvit import HEADLINE
+from ...plots import new_figure
+from ...skipvit import HEADLINE
 
 FIRST_STUDY_DATASET = "fashion_mnist"  # per-run tables published before the cluttered set have no dataset column
 

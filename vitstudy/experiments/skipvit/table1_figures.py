@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..plots import grouped_bars, new_figure
+from ...plots import grouped_bars, new_figure
 from .skipvit_speed import CONTROL
 
 # Table 1 columns of gain_plot's bars: (column, legend label, colour).

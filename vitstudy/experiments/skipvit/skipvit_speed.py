@@ -17,11 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .. import bench
-from ..config import check
-from ..models import create_model
-from ..skipvit import BASELINE, HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
-from ..steps import random_batch_step
+from ... import bench
+from ...config import check
+from ...models import create_model
+from ...skipvit import BASELINE, HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
+from ...steps import random_batch_step
 
 CONTROL = bench.control_arm("baseline")  # the A/A control arm: a second copy of the baseline, timed like every row
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # a training arm's precision -> its autocast dtype

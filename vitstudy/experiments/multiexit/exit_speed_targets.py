@@ -16,12 +16,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import bench
-from ..formatting import NOT_MEASURED
-from ..multiexit import DEFAULT_EXITS, ExitStudy, MultiExitViT, exits_label
+from ... import bench
+from ...formatting import NOT_MEASURED
+from ...multiexit import DEFAULT_EXITS, ExitStudy, MultiExitViT, exits_label
+from ..sentences import is_missing, measured, number, paragraph
 from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET
 from .real_data_exit import PER_SAMPLE_TARGET, batch_exits, exit_row, timing_batch
-from .sentences import is_missing, measured, number, paragraph
 
 NO_EFFECT = (1 - bench.CONTROL_TOLERANCE, 1 + bench.CONTROL_TOLERANCE)  # a control arm that changes nothing
 TARGET_SPEEDUP = 2.5  # issue 18: measured throughput over the plain model at an operating point ...

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..sentences import is_missing, measured, number, paragraph
 from .from_scratch_stats import DATASET_TITLES, RESOLVABLE_TARGET, with_dataset
-from .sentences import is_missing, measured, number, paragraph
 
 
 def findings(verdicts: pd.DataFrame, finished: int | None = None, planned: int | None = None) -> str:

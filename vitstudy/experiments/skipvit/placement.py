@@ -15,9 +15,9 @@ import dataclasses
 
 import pandas as pd
 
-from ..models import create_model
-from ..reference import load_reference
-from ..skipvit import BASELINE, HEADLINE, PLACEMENTS, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
+from ...models import create_model
+from ...reference import load_reference
+from ...skipvit import BASELINE, HEADLINE, PLACEMENTS, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
 from .skipvit_speed import CONTROL
 
 # The headline row, dropping after the attention: timed beside the headline row (which drops after the block).

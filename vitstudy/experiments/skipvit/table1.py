@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .. import bench
-from ..bench import SMOKE_TIMING
-from ..config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
-from ..models import SMALL_MODELS
-from ..reference import load_reference
-from ..skipvit import HEADLINE, TABLE1, SkipViTSettings
+from ... import bench
+from ...bench import SMOKE_TIMING
+from ...config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
+from ...models import SMALL_MODELS
+from ...reference import load_reference
+from ...skipvit import HEADLINE, TABLE1, SkipViTSettings
+from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 from .placement import TIMED_VARIANTS
-from .sentences import NOT_MEASURED, machine_use, measured, number, paragraph
 from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 from .skipvit_speed import CONTROL, explain_verdicts, profile_rows, rows_to_profile, timing_runs
 from .table1_figures import accuracy_plot, gain_plot
@@ -119,7 +119,7 @@ BUDGETS: dict[str, Table1Budget] = {
     # ~ 90 steps ~ 3-3.5 minutes; 4 rounds is the fewest that give the bootstrap interval more than the two extreme
     # rounds. One process per (round, arm): in one process the ViT-S/16 A/A control read 0.97 and 1.22 on a quiet
     # CPU, in separate processes 0.94 and 1.02 (figures/tables/04_aa_isolation_vit_small.md,
-    # vitstudy.experiments.isolation); it costs ~1.4x the time (each child builds its model and warms up again).
+    # vitstudy.measure.isolation); it costs ~1.4x the time (each child builds its model and warms up again).
     # The small model adds 10 arms x 8 rounds x 0.5 s ~ 45 s.
     # bf16 (issue 19), the baseline and the headline row only; estimated, not yet timed on a quiet machine: 2 more
     # ViT-S/16 arms x 4 rounds x ~4.5 s (a bf16 step ~0.9 s, issue 19's 1.70x, plus the child's start) ~ 40 s; the

@@ -31,10 +31,10 @@ import pandas as pd
 import torch
 from scipy import stats
 
-from .. import bench
-from ..bench.comparison import round_orders
-from ..bench.rows import BASELINE_VERDICT, NOT_MEASURED
-from ..config import check
+from ... import bench
+from ...bench.comparison import round_orders
+from ...bench.rows import BASELINE_VERDICT, NOT_MEASURED
+from ...config import check
 
 ORDER = "abba"  # by image
 RAW_COLUMNS = ("image", "arm", "position", "seconds")

@@ -21,9 +21,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..config import PAPER_SMOKE, Scale, TrainConfig, check, scale_budget
-from ..files import cache_dir
-from ..multiexit import (
+from ...config import PAPER_SMOKE, Scale, TrainConfig, check, scale_budget
+from ...files import cache_dir
+from ...multiexit import (
     DEFAULT_EXITS,
     DISTILL_TEMPERATURE,
     DISTILL_WEIGHT,
@@ -35,7 +35,7 @@ from ..multiexit import (
     study_model_name,
     training_loss,
 )
-from ..train import TrainResult, config_fingerprint, train
+from ...train import TrainResult, config_fingerprint, train
 
 HISTORY_HEAD = "backbone + every head (joint loss)"  # the joint run's rows in the study's head history
 

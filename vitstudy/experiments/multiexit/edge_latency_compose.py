@@ -19,10 +19,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import bench, skipvit
-from ..config import check
-from ..multiexit import ExitCosts, ExitStudy, MultiExitViT, exits_label, paired_loss_interval
-from ..skipvit import SkipViTMixin, SkipViTSettings, skipvit_blocks
+from ... import bench, skipvit
+from ...config import check
+from ...multiexit import ExitCosts, ExitStudy, MultiExitViT, exits_label, paired_loss_interval
+from ...skipvit import SkipViTMixin, SkipViTSettings, skipvit_blocks
 from .max_speed_exit import CONTROL_LABEL
 from .real_data_exit import PER_SAMPLE_TARGET, timing_batch
 

@@ -18,10 +18,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .. import bench
-from ..bench import SMOKE_TIMING
-from ..config import PAPER_SMOKE, Scale, check, scale_budget
-from ..multiexit import (
+from ... import bench
+from ...bench import SMOKE_TIMING
+from ...config import PAPER_SMOKE, Scale, check, scale_budget
+from ...multiexit import (
     POLICIES,
     VARIANTS,
     ExitStudy,

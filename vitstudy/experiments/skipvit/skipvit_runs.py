@@ -20,13 +20,13 @@ from typing import Any, TypeVar
 import pandas as pd
 import torch
 
-from .. import bench
-from ..config import SCALES, Scale, TrainConfig, check_choice, get_scale, scale_budget
-from ..data import make_loader
-from ..files import cache_dir
-from ..skipvit import SkipViTSettings, apply_skipvit, dropping, warmup_epochs_for, warmup_hook
-from ..steps import evaluate
-from ..train import baseline, baseline_run_dir, config_fingerprint, default_model_factory, train
+from ... import bench
+from ...config import SCALES, Scale, TrainConfig, check_choice, get_scale, scale_budget
+from ...data import make_loader
+from ...files import cache_dir
+from ...skipvit import SkipViTSettings, apply_skipvit, dropping, warmup_epochs_for, warmup_hook
+from ...steps import evaluate
+from ...train import baseline, baseline_run_dir, config_fingerprint, default_model_factory, train
 
 STARTS = ("scratch", "baseline")
 # The data notebooks 04 and 05 train on at smoke and quick: a subset of the scale's, so their rows train in minutes.

@@ -24,11 +24,11 @@ import pandas as pd
 import torch
 
 from .. import bench
+from ..experiments.skipvit import table1
+from ..experiments.skipvit.skipvit_speed import CONTROL, timing_runs
 from ..files import project_root
 from ..report import save_raw, save_table
 from ..skipvit import HEADLINE, TABLE1
-from . import table1
-from .skipvit_speed import CONTROL, timing_runs
 
 REPEATS = 2
 ISOLATIONS = ("in_process", "process")
