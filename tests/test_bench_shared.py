@@ -38,7 +38,7 @@ def timed(monkeypatch, tmp_path):
     steps = {"plain": 0.010, "plain (A/A copy)": 0.010, "fast": 0.005, "slow": 0.020}
     arm, clock = _fake_clock(steps, calls)
     comparison = bench.compare({name: arm(name) for name in steps}, "plain", "plain (A/A copy)", FAKE, timer=clock)
-    ids = {name: bench.fingerprint(name) for name in steps}
+    ids = {name: bench.arm_fingerprint(name) for name in steps}
     return comparison, ids, calls
 
 
@@ -60,7 +60,7 @@ def test_an_arm_that_ran_something_else_is_timed_again(timed):
     """A fingerprint that differs (other weights, knobs or images), or an arm never timed: None, so it is timed."""
     comparison, ids, _ = timed
     bench.share(comparison, "t52", ids)
-    assert bench.shared_subset("t52", {"plain": ids["plain"], "fast": bench.fingerprint("other weights")}) is None
+    assert bench.shared_subset("t52", {"plain": ids["plain"], "fast": bench.arm_fingerprint("other weights")}) is None
     assert bench.shared_subset("t52", {"plain": ids["plain"], "never timed": "x"}) is None
     assert bench.shared_subset("another key", {"plain": ids["plain"]}) is None
 
@@ -86,8 +86,8 @@ def test_fingerprint_sees_weights_and_values_not_identity():
     a = torch.nn.Linear(3, 2)
     b = torch.nn.Linear(3, 2)
     b.load_state_dict(a.state_dict())
-    assert bench.fingerprint(a, 0.9, "sample") == bench.fingerprint(b, 0.9, "sample")
-    assert bench.fingerprint(a, 0.9, "sample") != bench.fingerprint(a, 0.9, "batch")
+    assert bench.arm_fingerprint(a, 0.9, "sample") == bench.arm_fingerprint(b, 0.9, "sample")
+    assert bench.arm_fingerprint(a, 0.9, "sample") != bench.arm_fingerprint(a, 0.9, "batch")
     with torch.no_grad():
         b.bias += 1
-    assert bench.fingerprint(a) != bench.fingerprint(b)
+    assert bench.arm_fingerprint(a) != bench.arm_fingerprint(b)

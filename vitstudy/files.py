@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import uuid
@@ -51,3 +52,11 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def fingerprint(value: Any, length: int = 10, algorithm: str = "sha256") -> str:
+    """A short stable hash of plain values (dicts, lists, numbers, strings; anything else by ``str``): the one way a
+    cache key or a folder name is derived from settings. ``length`` and ``algorithm`` are part of existing folder
+    names: a caller keeps the ones its cached folders were made with, so they are still found."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.new(algorithm, text.encode()).hexdigest()[:length]

@@ -8,7 +8,6 @@ uninterrupted run would have drawn, and the two end with the same metrics.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import random
@@ -35,7 +34,7 @@ from .config import Scale, TrainConfig, get_scale
 from .data import Splits, build_splits
 from .distributed import Dist, all_reduce_sum, barrier, init_distributed
 from .fast_data import TensorLoader, make_batches
-from .files import atomic_path, atomic_write_json, cache_dir
+from .files import atomic_path, atomic_write_json, cache_dir, fingerprint
 from .models import create_model
 from .progress import EpochProgress
 from .steps import autocast, evaluate
@@ -91,7 +90,7 @@ def config_fingerprint(cfg: TrainConfig) -> str:
     """Short stable hash of a config: names cached runs, detects a resume against different settings."""
     settings = dataclasses.asdict(cfg)
     settings.pop("loader")  # both loaders give the same batches: the same run, whichever made them
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+    return fingerprint(settings, length=10)
 
 
 def default_model_factory(cfg: TrainConfig, splits: Splits) -> nn.Module:

@@ -33,7 +33,6 @@ from .comparison import (
     calibration_arm,
     compare,
     control_note,
-    median_interval,
     settings_peak,
 )
 from .environment import (
@@ -50,7 +49,11 @@ from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_pe
 from .profile import operator_breakdown, operator_times
 from .rows import (
     BASELINE_VERDICT,
+    CONTROL_BAND,
+    FLOP_IDEAL_TARGET,
+    IDLE_TARGET,
     MACHINE_USE_COLUMNS,
+    NO_OVERHEAD_TARGET,
     NOT_TIMED_BF16,
     WITHIN_TARGET,
     achieved_rate,
@@ -67,11 +70,12 @@ from .rows import (
     speed_row,
     table_note,
 )
-from .shared import SHARED_TIMINGS_ENV, fingerprint, share, shared_subset, timing_key
+from .shared import SHARED_TIMINGS_ENV, arm_fingerprint, share, shared_subset, timing_key
+from .stats import bootstrap_interval, median_interval, paired_difference_interval, paired_ratio_interval
 
 __all__ = [
     "SHARED_TIMINGS_ENV",
-    "fingerprint",
+    "arm_fingerprint",
     "share",
     "shared_subset",
     "timing_key",
@@ -87,6 +91,10 @@ __all__ = [
     "MACHINE_USE_COLUMNS",
     "achieved_rate",
     "WITHIN_TARGET",
+    "CONTROL_BAND",
+    "FLOP_IDEAL_TARGET",
+    "IDLE_TARGET",
+    "NO_OVERHEAD_TARGET",
     "FORWARD",
     "TRAINING_STEP",
     "BaselineWork",
@@ -113,6 +121,9 @@ __all__ = [
     "control_note",
     "flop_bound_verdict",
     "median_interval",
+    "bootstrap_interval",
+    "paired_ratio_interval",
+    "paired_difference_interval",
     "settings_peak",
     "operator_breakdown",
     "operator_times",

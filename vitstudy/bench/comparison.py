@@ -31,15 +31,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from ..config import check, check_choice
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
 from .flops import BaselineWork
 from .peak import PEAK_DTYPES, machine_peak, peak_size
+from .stats import median_interval
 
 ORDERS = ("abba", "random")
 ISOLATIONS = ("in_process", "process")
@@ -106,26 +105,6 @@ def round_orders(arms: Sequence[str], rounds: int, order: str = "abba", seed: in
         return [list(arms) if r % 2 == 0 else list(reversed(arms)) for r in range(rounds)]
     rng = random.Random(seed)
     return [rng.sample(list(arms), len(arms)) for _ in range(rounds)]
-
-
-def median_interval(values: np.ndarray, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Median of ``values`` and a 95% percentile-bootstrap interval of it (``scipy.stats.bootstrap``):
-    ``(median, low, high)``; NaN throughout when a value is NaN or there is none."""
-    values = np.asarray(values, dtype=np.float64)
-    if len(values) == 0 or np.isnan(values).any():
-        return math.nan, math.nan, math.nan
-    median = float(np.median(values))
-    if len(values) == 1:  # every resample of one value is that value (scipy refuses a sample of one)
-        return median, median, median
-    interval = stats.bootstrap(
-        (values,),
-        np.median,
-        n_resamples=resamples,
-        confidence_level=0.95,
-        method="percentile",
-        rng=np.random.default_rng(seed),
-    ).confidence_interval
-    return median, float(interval.low), float(interval.high)
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..files import atomic_path, atomic_write_json
+from ..files import atomic_path, atomic_write_json, fingerprint
 from .comparison import CompareSettings, Comparison
 from .flops import BaselineWork
 
@@ -39,8 +39,7 @@ def shared_timings_dir() -> Path | None:
 
 def timing_key(name: str, **identity: Any) -> str:
     """A file stem for a comparison: ``name`` plus a hash of everything that decides what was timed."""
-    text = json.dumps(identity, sort_keys=True, default=str)
-    return f"{name}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    return f"{name}-{fingerprint(identity, length=12)}"
 
 
 def share(comparison: Comparison, key: str, arm_ids: Mapping[str, str]) -> None:
@@ -109,7 +108,7 @@ def shared_subset(key: str, arm_ids: Mapping[str, str]) -> Comparison | None:
     return subset(comparison, arm_ids)
 
 
-def fingerprint(*parts: Any) -> str:
+def arm_fingerprint(*parts: Any) -> str:
     """A short hash of tensors (their bytes, dtype and shape) and plain values: what an arm ran."""
     digest = hashlib.sha256()
     for part in parts:
@@ -120,7 +119,7 @@ def fingerprint(*parts: Any) -> str:
         elif isinstance(part, torch.nn.Module):
             for name, tensor in part.state_dict().items():
                 digest.update(name.encode())
-                digest.update(fingerprint(tensor).encode())
+                digest.update(arm_fingerprint(tensor).encode())
         else:
             digest.update(repr(part).encode())
     return digest.hexdigest()[:16]

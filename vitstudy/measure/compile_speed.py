@@ -27,8 +27,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import datetime
-import hashlib
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from torch._dynamo.utils import counters
 from .. import bench, report
 from ..bench import SMOKE_TIMING
 from ..config import check_choice, scale_budget
-from ..files import atomic_path, cache_dir, project_root
+from ..files import atomic_path, cache_dir, fingerprint, project_root
 from ..models import create_model
 from ..multiexit import MultiExitViT
 from ..skipvit import HEADLINE, TABLE1, SkipViTSettings, apply_skipvit, configure
@@ -268,12 +266,8 @@ def row_folder(spec: CompileModel, setting: str, budget: CompileBudget) -> Path:
     """Where one finished row is kept, so an interrupted measurement resumes at the row it was on: named by the
     model, the setting and a fingerprint of everything that shapes the row (input, batches, backend, timing,
     torch version)."""
-    key = json.dumps(
-        [dataclasses.asdict(spec), setting, budget.backend, dataclasses.asdict(budget.timing), torch.__version__],
-        sort_keys=True,
-        default=str,
-    )
-    digest = hashlib.sha1(key.encode()).hexdigest()[:10]
+    key = [dataclasses.asdict(spec), setting, budget.backend, dataclasses.asdict(budget.timing), torch.__version__]
+    digest = fingerprint(key, length=10, algorithm="sha1")
     return cache_dir() / "compile" / f"{spec.name}-{setting.replace(' ', '_')}-{digest}"
 
 

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +20,7 @@ import pandas as pd
 import torch
 
 from ...config import PAPER_SMOKE, Scale, TrainConfig, check, scale_budget
-from ...files import cache_dir
+from ...files import cache_dir, fingerprint
 from ...multiexit import (
     DEFAULT_EXITS,
     DISTILL_TEMPERATURE,
@@ -111,10 +109,9 @@ def loss_settings(exits: tuple[int, ...]) -> dict[str, Any]:
 
 def run_dir(scale: Scale, budget: JointBudget) -> Path:
     """Cache folder of a scale's joint run: ``data/cache/multiexit/joint-<study model>-<settings>-<loss>``."""
-    settings = json.dumps(loss_settings(budget.exits), sort_keys=True).encode()
-    tag = hashlib.sha256(settings).hexdigest()[:8]
-    fingerprint = config_fingerprint(joint_config(scale, budget))
-    return cache_dir() / "multiexit" / f"joint-{study_model_name(scale)}-{fingerprint}-{tag}"
+    tag = fingerprint(loss_settings(budget.exits), length=8)
+    config = config_fingerprint(joint_config(scale, budget))
+    return cache_dir() / "multiexit" / f"joint-{study_model_name(scale)}-{config}-{tag}"
 
 
 def train_joint(

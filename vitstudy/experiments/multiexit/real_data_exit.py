@@ -212,8 +212,8 @@ def _arm_ids(models: dict[str, torch.nn.Module], images: torch.Tensor) -> dict[s
     for name, model in models.items():
         vit = getattr(model, "vit", model)
         if id(vit) not in backbones:
-            backbones[id(vit)] = bench.fingerprint(vit, images)
-        ids[name] = bench.fingerprint(
+            backbones[id(vit)] = bench.arm_fingerprint(vit, images)
+        ids[name] = bench.arm_fingerprint(
             backbones[id(vit)],
             *(getattr(model, knob, None) for knob in EXIT_KNOBS),
             *getattr(model, "exit_heads", ()),

@@ -9,7 +9,6 @@ token dropping kept on and switched off. :class:`RowTraining` is the recipe the 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ import torch
 from ... import bench
 from ...config import SCALES, Scale, TrainConfig, check_choice, get_scale, scale_budget
 from ...data import make_loader
-from ...files import cache_dir
+from ...files import cache_dir, fingerprint
 from ...skipvit import SkipViTSettings, apply_skipvit, dropping, warmup_epochs_for, warmup_hook
 from ...steps import evaluate
 from ...train import baseline, baseline_run_dir, config_fingerprint, default_model_factory, train
@@ -89,7 +88,7 @@ def run_dir(training: RowTraining, name: str, settings: SkipViTSettings, warmup:
     cfg = dataclasses.replace(training.train, seed=seed)
     start = baseline_run_dir(get_scale(training.scale), seed).name if training.start == "baseline" else "scratch"
     fields = [settings_fingerprint(settings), start]
-    tag = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+    tag = fingerprint(fields, length=8)
     return cache_dir() / "skipvit" / f"{training.scale}-{name}-{config_fingerprint(cfg)}-{tag}-w{warmup}-seed{seed}"
 
 
