@@ -121,8 +121,8 @@ SCALES: dict[str, Scale] = {
         "quick",
         # lr 2e-3 / batch 64 / no augmentation: the best of a few short sweeps at this budget (README)
         TrainConfig(train_size=10_000, val_size=2_000, epochs=6, batch_size=64, lr=2e-3, augment=False),
-        description="the default report from empty caches on a quiet 2-core CPU: 28 min with AVX-512, 38-42 with "
-        "AVX2 only (goal: 20); one seed",
+        description="the default report: every table of both documents from empty caches on a laptop CPU "
+        "(its time on this project's machines: docs/measurement.md); one seed",
     ),
     "full": Scale(
         "full",

@@ -28,7 +28,7 @@ from ..files import atomic_write_json
 from .environment import bf16_native, device_available
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Big enough to be compute-bound on a CPU (issue 19 read 77 GFLOP/s per core in fp32 at 2048 on a 2-core EPYC); a
+# Big enough to be compute-bound on a CPU core (its time is dominated by arithmetic, not by memory or dispatch); a
 # GPU needs a larger one to fill its units.
 DEFAULT_SIZES = {"cpu": 2048, "cuda": 8192}
 PEAK_RECORD_ENV = "VITSTUDY_PEAK_RECORD"  # the report runner's file for the peaks this process measured

@@ -1,4 +1,4 @@
-"""Do both wrappers compile, where does the graph break, and what does ``torch.compile`` buy? (issue 19)
+"""Do both wrappers compile, where does the graph break, and what does ``torch.compile`` buy?
 
 A hand-run measurement (a timing is no pass/fail on a shared CPU): on a QUIET machine, run
 

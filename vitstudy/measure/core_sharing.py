@@ -1,4 +1,4 @@
-"""Two package processes training at once: do they share the cores, or collapse? (issue 19, :mod:`vitstudy.threads`)
+"""Two package processes training at once: do they share the cores, or collapse? (:mod:`vitstudy.threads`)
 
 A hand-run measurement (a timing is no pass/fail on a shared CPU): on a QUIET machine, run
 

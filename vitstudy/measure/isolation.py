@@ -1,4 +1,4 @@
-"""Does timing each arm in its own process bring the ViT-S/16 A/A control inside 1.00 ± 3%? (issue 8)
+"""Does timing each arm in its own process bring the ViT-S/16 A/A control inside 1.00 ± 3%?
 
 A hand-run measurement, not a test (a timing is no pass/fail on a shared CPU): run it on a QUIET machine (nothing
 else running) with ``python -m vitstudy measure isolation``; it times for several minutes.

@@ -1,4 +1,4 @@
-"""Does the in-memory tensor path (:class:`vitstudy.fast_data.TensorLoader`) speed up training? (issue 9)
+"""Does the in-memory tensor path (:class:`vitstudy.fast_data.TensorLoader`) speed up training?
 
 A hand-run measurement (a timing is no pass/fail on a shared CPU): on a QUIET machine, run
 

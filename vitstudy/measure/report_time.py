@@ -1,4 +1,4 @@
-"""Where a quick report's time goes, and what the 20-minute goal leaves for everything else (issue 19).
+"""Where a quick report's time goes, and what the 20-minute goal leaves for everything else.
 
 A hand-run reading of a committed report manifest (no timing of its own): run
 
@@ -28,7 +28,7 @@ from ..files import project_root
 from ..report import save_table
 from ..report.cell_outputs import tables_within_target
 
-GOAL_S = 20 * 60  # issue 19: the quick report within 20 minutes on a quiet 2-core machine, from empty caches
+GOAL_S = 20 * 60  # the quick report within 20 minutes on a quiet 2-core machine, from empty caches
 MET_TIMING = "timing behind a table that meets its target"
 OTHER_TIMING = "timing, no row meeting a target"
 TRAINING = "training and caching"

@@ -1,6 +1,6 @@
-"""The one prepared GPU command: the CUDA tests and every GPU column of issue 19, in one process, in minutes.
+"""The one prepared GPU command: the CUDA tests and every GPU column of the study, in one process, in minutes.
 
-    make gpu                      # = PYTHONPATH=. python -m vitstudy gpu  (one CUDA device, ~10 min on an H100)
+    make gpu                      # = PYTHONPATH=. python -m vitstudy gpu  (one CUDA device, under 10 min)
     python -m vitstudy gpu --device cpu --tiny --out /tmp/g   # the same path at tiny sizes on a CPU (a test)
 
 A lent GPU machine has its own torch, no package registry and no Fashion-MNIST; it runs from the working tree with
@@ -34,10 +34,11 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from .. import bench, multiexit, report
+from .. import bench, report
 from ..config import get_scale
 from ..experiments.multiexit import cpu_vs_gpu, max_speed_exit, real_data_exit
 from ..experiments.multiexit.exit_speed_targets import idle_model
+from ..experiments.multiexit.study import prepare
 from ..experiments.skipvit import skipvit_speed
 from ..files import project_root
 from ..measure.compile_speed import operating_threshold
@@ -125,7 +126,7 @@ def table_5_3(budget: GpuBudget, device: str) -> pd.DataFrame:
     ``budget.study_scale``, at notebook 02's threshold and batch."""
     scale = get_scale(budget.study_scale)
     settings = real_data_exit.budget(scale)
-    study = multiexit.prepare(
+    study = prepare(
         scale,
         variants=cpu_vs_gpu.VARIANTS_5_3,
         exit_sets=settings.table_exit_sets,
