@@ -12,8 +12,9 @@ the notebooks' experiments build on this package, never the other way round):
   a training step keeps for backward (``saved_activation_bytes``).
 - ``explorer``: which patches a setting drops, for one image (``explore() -> ExplorerView``, the widget).
 
-The experiments of notebooks 04-09 (Table 1, warm-up, from scratch, memory and model size) live in
-``vitstudy.experiments`` (``table1``, ``warmup``, ``from_scratch``, ``memory_and_size``).
+The experiments of notebooks 04-09 (Table 1, warm-up, the explorer's inputs, from scratch, memory and model size)
+live in ``vitstudy.experiments.skipvit``, one module per notebook (``layers_ratios``, ``warmup``,
+``patch_drop_explorer``, ``from_scratch``, ``memory_and_size``) and ``common`` for what they share.
 
 Conventions (the paper's, made exact):
 
@@ -45,12 +46,10 @@ Conventions (the paper's, made exact):
 from .costs import flop_gain, saved_activation_bytes
 from .explorer import (
     DropTrace,
-    ExplorerInputs,
     class_names,
     explore,
     explore_controls,
     explorer_figure,
-    explorer_inputs,
     explorer_settings,
     explorer_widget,
     load_image,
@@ -60,14 +59,18 @@ from .explorer import (
 from .patch import (
     SkipViTMixin,
     Stage,
+    TokenState,
     apply_skipvit,
     attention_half,
+    checkpointing,
     configure,
     dropping,
     mlp_half,
     remove_skipvit,
+    run_skipvit_blocks,
     set_dropping,
     skipvit_blocks,
+    skipvit_step,
     trace_forward,
     warmup_epochs_for,
     warmup_hook,
@@ -108,12 +111,13 @@ __all__ = [
     "TABLE1",
     "TABLE3",
     "DropTrace",
-    "ExplorerInputs",
     "SkipViTMixin",
     "SkipViTSettings",
     "Stage",
+    "TokenState",
     "apply_skipvit",
     "attention_half",
+    "checkpointing",
     "class_names",
     "cls_attention_from_qkv",
     "cls_attention_scores",
@@ -124,7 +128,6 @@ __all__ = [
     "explore",
     "explore_controls",
     "explorer_figure",
-    "explorer_inputs",
     "explorer_settings",
     "explorer_widget",
     "flop_gain",
@@ -135,9 +138,11 @@ __all__ = [
     "readout",
     "reinsert_tokens",
     "remove_skipvit",
+    "run_skipvit_blocks",
     "saved_activation_bytes",
     "set_dropping",
     "skipvit_blocks",
+    "skipvit_step",
     "topk_keep_indices",
     "trace_forward",
     "trace_image",
