@@ -3,7 +3,8 @@
 The method core, used by notebooks 01-03 and 07 through ``vitstudy.experiments``:
 
 - ``exits``: pure tensor maths: confidences, the exit decision, batch split/compact/scatter, offline ``simulate``.
-- ``model``: ``MultiExitViT`` (knobs + forward) and ``ExitOutput``.
+- ``model``: ``MultiExitViT`` (knobs + forward; on a SkipViT-patched backbone it drops tokens as SkipViT does,
+  ``SkipExitViT`` insists on one) and ``ExitOutput``.
 - ``heads``: record exit features once (cached), fit heads on them, logits from them.
 - ``costs``: FLOP accounting of an exit histogram (``ExitCosts``, ``exit_costs``).
 - ``study``: ``ExitStudy``, the offline container (backbone, recorded features, fitted heads; evaluates any
@@ -56,7 +57,7 @@ from .joint import (
     joint_loss_terms,
     training_loss,
 )
-from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, ExitOutput, MultiExitViT
+from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, ExitOutput, MultiExitViT, SkipExitViT
 from .study import (
     EXIT_SETS,
     PAPER_MODEL,
@@ -93,6 +94,7 @@ __all__ = [
     "JointLossTerms",
     "MultiExitViT",
     "Simulation",
+    "SkipExitViT",
     "add_joint",
     "build_study",
     "check_exits",

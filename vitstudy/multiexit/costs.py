@@ -51,7 +51,11 @@ class ExitCosts:
 
 
 def exit_costs(model: MultiExitViT, input_size: tuple[int, int, int]) -> ExitCosts:
-    """Count each piece once on one image with ``bench.count_flops`` (on the model's device)."""
+    """Count each piece once on one image with ``bench.count_flops`` (on the model's device).
+
+    On a backbone with SkipViT dropping on, ``plain()`` is the patched model's cost (the FLOP product of the two
+    methods: each block costs what it costs on the tokens SkipViT leaves it) and ``forced(k)`` what an exit after
+    block k costs there."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -59,11 +63,13 @@ def exit_costs(model: MultiExitViT, input_size: tuple[int, int, int]) -> ExitCos
         with torch.inference_mode():
             x = torch.randn(1, *input_size, device=device)
             embed = count_flops(forward_start, model.vit, x)
-            tokens = forward_start(model.vit, x)
+            # Block by block through the model's own run_blocks, so a SkipViT backbone's blocks are counted on the
+            # tokens they see while dropping (the drop scores included) and forced(k) is what forcing k costs.
+            tokens = model.start(x)
             blocks = []
-            for block in model.vit.blocks:
-                blocks.append(count_flops(block, tokens))
-                tokens = block(tokens)
+            for done in range(model.depth):
+                blocks.append(count_flops(model.run_blocks, tokens, done, done + 1))
+                tokens = model.run_blocks(tokens, done, done + 1)
             exit_head = count_flops(lambda t: model.exit_heads[0](model.exit_features(t)), tokens)
             final_head = count_flops(model.final_logits, tokens)
     finally:

@@ -15,6 +15,11 @@ Classifier variants (the report's three, plus one):
 - ``separate``: one head per exit (each starts as a copy of the final head); the final head is left intact.
 - ``joint``: the same layout, with the backbone and every head trained together (``multiexit.joint``).
 
+On a SkipViT-patched backbone (``skipvit.apply_skipvit``) with dropping on, the blocks run as SkipViT's own forward
+runs them (``skipvit.run_skipvit_blocks`` on a ``skipvit.TokenState``): an exit sees the sequence its block outputs
+(fewer tokens inside the drop region, all of them again from the skip layer on), and an image that leaves takes its
+held tokens with it. With no image leaving, the logits are the patched model's own.
+
 Exit policies: ``batch`` (the report's rule: the whole batch leaves when the least confident image reaches the
 threshold) and ``sample`` (each image leaves on its own; the rest go on as a smaller batch).
 """
@@ -32,6 +37,8 @@ from torch import nn
 
 from ..config import check, check_choice
 from ..models import check_is_vit, forward_start
+from ..skipvit.patch import SkipViTMixin, TokenState, checkpointing, run_piece, run_skipvit_blocks
+from ..skipvit.settings import SkipViTSettings
 from .exits import (
     CONFIDENCES,
     POLICIES,
@@ -64,6 +71,18 @@ class ExitOutput:
     def exited_share(self) -> float:
         """Fraction of images that left before the last block."""
         return (self.exit_block < self.depth).float().mean().item()
+
+
+Tokens = torch.Tensor | TokenState  # what runs between exits: the sequence, or SkipViT's state of it
+
+
+def _sequence(x: Tokens) -> torch.Tensor:
+    return x.x if isinstance(x, TokenState) else x
+
+
+def _compact(x: Tokens, rows: torch.Tensor) -> Tokens:
+    """The batch rows that continue; a SkipViT state keeps its held tokens' rows with them."""
+    return x.select(rows) if isinstance(x, TokenState) else compact(x, rows)
 
 
 def _linear_head(vit: VisionTransformer) -> nn.Linear:
@@ -160,24 +179,64 @@ class MultiExitViT(nn.Module):
 
     # Pieces (timm's own modules) ---------------------------------------------------------------------------
 
-    def run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
-        """Blocks ``start+1 ... stop`` (1-indexed; i.e. ``blocks[start:stop]``) on tokens ``[B, N, D]``."""
-        for block in self.vit.blocks[start:stop]:
-            x = block(x)
-        return x
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's switch, on the backbone: in training each block's forward is recomputed in backward."""
+        self.vit.set_grad_checkpointing(enable)
 
-    def exit_features(self, x: torch.Tensor) -> torch.Tensor:
+    def dropping(self) -> SkipViTSettings | None:
+        """The backbone's SkipViT settings when it is patched and dropping is on, else None (plain blocks)."""
+        if isinstance(self.vit, SkipViTMixin) and self.vit.skipvit.active:
+            return self.vit.skipvit
+        return None
+
+    def start(self, images: torch.Tensor) -> Tokens:
+        """The first block's input for images ``[B, C, H, W]``: tokens ``[B, N, D]``, or their ``TokenState``
+        when the backbone drops tokens (what :meth:`run_blocks` carries from exit to exit)."""
+        tokens = forward_start(self.vit, images)
+        return tokens if self.dropping() is None else TokenState.start(tokens)
+
+    def run_blocks(self, x: Tokens, start: int, stop: int) -> Tokens:
+        """Blocks ``start+1 ... stop`` (1-indexed; i.e. ``blocks[start:stop]``) on tokens ``[B, N, D]``.
+
+        With SkipViT dropping on they run as the patched backbone's forward runs them and return a ``TokenState``
+        (the dropped tokens travel with it); a plain tensor is accepted only before the first drop layer, where
+        nothing is held yet.
+        """
+        settings = self.dropping()
+        checkpointed = checkpointing(self.vit)
+        if settings is None:
+            x = x.x if isinstance(x, TokenState) else x
+            for block in self.vit.blocks[start:stop]:
+                x = run_piece(block, x, checkpointed=checkpointed)
+            return x
+        if not isinstance(x, TokenState):
+            ok = start < settings.drop_layers[0]
+            check(
+                ok,
+                "tokens",
+                type(x).__name__,
+                f"the TokenState run_blocks returned (after block {start} of {settings.label}, tokens are held aside)",
+            )
+            x = TokenState.start(x)
+        return run_skipvit_blocks(
+            self.vit.blocks, x, start, stop, settings, self.vit.num_prefix_tokens, checkpointed=checkpointed
+        )
+
+    def exit_features(self, x: Tokens) -> torch.Tensor:
         """Pre-logits features at an exit: final norm + timm's pooling, ``[B, N, D] -> [B, D]``."""
+        x = _sequence(x)
         if self._token_pool:
             x = x[:, :1]  # LayerNorm is per token: normalising only [CLS] gives the same pooled vector
         return self.vit.forward_head(self.vit.norm(x), pre_logits=True)
 
-    def final_features(self, x: torch.Tensor) -> torch.Tensor:
+    def final_features(self, x: Tokens) -> torch.Tensor:
         """Pre-logits features after the last block, exactly as timm computes them, ``[B, N, D] -> [B, D]``."""
+        x = _sequence(x)
         return self.vit.forward_head(self.vit.norm(x), pre_logits=True)
 
-    def final_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def final_logits(self, x: Tokens) -> torch.Tensor:
         """Logits after the last block ``[B, N, D] -> [B, classes]``: timm's own head path when it is kept."""
+        x = _sequence(x)
         if self.final_head is self.vit.head:
             return self.vit.forward_head(self.vit.norm(x))
         return self.final_head(self.final_features(x))
@@ -189,7 +248,7 @@ class MultiExitViT(nn.Module):
         if forced_exit is not None:
             check(forced_exit in self.exits, "forced_exit", forced_exit, f"one of the exits {self.exits}")
         batch = x.shape[0]
-        tokens = forward_start(self.vit, x)
+        tokens = self.start(x)
         conf_seen = torch.full((len(self.exits), batch), math.nan, device=x.device)  # [exits, B]
         if forced is not None:
             index = self.exits.index(forced)
@@ -225,8 +284,25 @@ class MultiExitViT(nn.Module):
             gone_origin = origin.index_select(0, gone)
             scatter_rows(out, gone_origin, logits.index_select(0, gone))
             exit_block.index_fill_(0, gone_origin, block)
-            tokens, origin = compact(tokens, stay), origin.index_select(0, stay)
+            tokens, origin = _compact(tokens, stay), origin.index_select(0, stay)
         logits = self.final_logits(self.run_blocks(tokens, done, self.depth))
         if out is not None:
             logits = scatter_rows(out, origin, logits)
         return ExitOutput(logits, exit_block, conf_seen.t(), self.exits, self.depth)
+
+
+class SkipExitViT(MultiExitViT):
+    """Both methods at once: a ``MultiExitViT`` over a SkipViT-patched backbone (``skipvit.apply_skipvit``).
+
+    ``MultiExitViT`` itself composes with any patched backbone; this class adds only the check that the backbone
+    is patched, so a model built to drop tokens cannot silently run without. Exits may sit anywhere, inside the
+    drop region too (an exit there sees the kept tokens only).
+    """
+
+    def __init__(self, vit: nn.Module, *args, **kwargs) -> None:
+        if not isinstance(vit, SkipViTMixin):
+            raise TypeError(
+                f"SkipExitViT needs a SkipViT-patched backbone, got {type(vit).__name__}: call "
+                "skipvit.apply_skipvit(vit, settings) first, or use MultiExitViT"
+            )
+        super().__init__(vit, *args, **kwargs)
