@@ -228,6 +228,12 @@ class WatchdogEngine(NBClientEngine):
 papermill_engines.register(ENGINE, WatchdogEngine)
 
 
+def kernel_environment(staging: Path, scale: str) -> dict[str, str]:
+    """The variables a notebook's kernel runs under: its outputs go to ``staging``, its scale is ``scale``, figures
+    render without a display, and progress lines are printed for the runner to forward."""
+    return dict(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"})
+
+
 def execute_notebook(
     path: Path,
     scale: str,
@@ -249,8 +255,7 @@ def execute_notebook(
     timed = log is not None or cell_seconds is not None
     outputs = CellOutputs(staging, cache_dir()) if cell_seconds is not None else None
     hooks = CellProgress(path.stem, notebook, log, cell_seconds, outputs).hooks() if timed else {}
-    environ = dict(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"})
-    with mock.patch.dict(os.environ, environ):
+    with mock.patch.dict(os.environ, kernel_environment(staging, scale)):
         try:
             return papermill.execute_notebook(
                 notebook,

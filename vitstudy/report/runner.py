@@ -56,12 +56,15 @@ __all__ = [
     "STUDY_SCALES",
     "NotebookFailed",
     "default_out",
+    "is_published",
     "list_notebooks",
     "notebook_scales",
+    "open_manifest",
     "run_report",
     "runs_at",
     "select_notebooks",
     "staging_root",
+    "stale_files",
 ]
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.py$")
@@ -146,10 +149,7 @@ def run_report(
     out = Path(out) if out is not None else default_out(scale)
     chosen = select_notebooks(only, notebooks, scale)
     manifest_path = out / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    _check_one_scale(manifest, scale, manifest_path)
-    manifest["scale"] = scale
-    manifest.setdefault("notebooks", {})
+    manifest = open_manifest(json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}, scale, out)
     root = staging_root()
     _remove_dead_staging(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -202,6 +202,15 @@ def run_report(
     return manifest
 
 
+def open_manifest(manifest: dict[str, Any], scale: str, out: Path) -> dict[str, Any]:
+    """The manifest a ``scale`` run into ``out`` continues: ``manifest`` (what ``out`` holds; ``{}`` for none) with
+    its scale set and a ``notebooks`` table; ValueError when it records another scale (:func:`_check_one_scale`)."""
+    _check_one_scale(manifest, scale, out / MANIFEST)
+    manifest["scale"] = scale
+    manifest.setdefault("notebooks", {})
+    return manifest
+
+
 def _check_one_scale(manifest: dict[str, Any], scale: str, manifest_path: Path) -> None:
     """Refuse to add ``scale`` results to a manifest that records another scale."""
     found = {entry.get("scale") for entry in manifest.get("notebooks", {}).values()} | {manifest.get("scale")}
@@ -236,25 +245,38 @@ def _publish(staging: Path, out: Path, prefix: str, previous: Sequence[str] = ()
     """Move a successful notebook's files into ``out`` (one rename each); remove those of ``previous`` (what this
     runner published for it last time) that it no longer writes. Nothing else in ``out`` is touched."""
     produced = []
-    for sub in ("", "tables", "tables/raw", "tables/profiles", "notebooks"):
+    for sub in PUBLISHED_FOLDERS:
         source, target = staging / sub, out / sub
         if not source.is_dir():
             continue
         target.mkdir(parents=True, exist_ok=True)
         for path in sorted(source.iterdir()):
-            # An executed notebook is published only from notebooks/ (cleaned), never a copy lying elsewhere.
-            if (
-                path.is_file()
-                and path.name.startswith(f"{prefix}_")
-                and (path.suffix != ".ipynb") == (sub != "notebooks")
-            ):
+            if path.is_file() and is_published(sub, path.name, prefix):
                 _move(path, target / path.name)
                 produced.append(str(Path(sub) / path.name))
-    for stale in set(previous) - set(produced):
-        # a manifest entry names a file under out, never a path that climbs out of it
-        if not Path(stale).is_absolute() and ".." not in Path(stale).parts:
-            (out / stale).unlink(missing_ok=True)
+    for stale in stale_files(previous, produced):
+        (out / stale).unlink(missing_ok=True)
     return sorted(produced)
+
+
+PUBLISHED_FOLDERS = ("", "tables", "tables/raw", "tables/profiles", "notebooks")  # of a staging folder
+
+
+def is_published(sub: str, name: str, prefix: str) -> bool:
+    """Whether the staging file ``sub/name`` of notebook ``prefix`` (its number) is published: it carries the
+    number, and an executed notebook is published only from ``notebooks/`` (cleaned), never a copy lying elsewhere."""
+    return name.startswith(f"{prefix}_") and (Path(name).suffix != ".ipynb") == (sub != "notebooks")
+
+
+def stale_files(previous: Sequence[str], produced: Sequence[str]) -> list[str]:
+    """The files of ``previous`` (what the runner published for a notebook last time) that this run did not
+    publish, sorted: the ones it removes. A manifest entry names a file under the output folder, never a path that
+    climbs out of it (a damaged manifest): those are left alone."""
+    return sorted(
+        stale
+        for stale in set(previous) - set(produced)
+        if not Path(stale).is_absolute() and ".." not in Path(stale).parts
+    )
 
 
 def _move(source: Path, target: Path) -> None:
