@@ -28,14 +28,15 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 from IPython.display import Markdown, display
 
-from vitstudy import bench, config, models, multiexit, reference, report
+from vitstudy import bench, config, models, reference, report
 from vitstudy.experiments.multiexit import max_speed_exit
+from vitstudy.experiments.multiexit.study import PAPER_MODEL
 
 scale = config.get_scale(SCALE)
 budget = max_speed_exit.budget(scale)  # batch and timing per scale and device: see max_speed_exit.BUDGETS
 device = bench.default_device()
 batch_size = budget.batch(device)
-vit = models.create_model(multiexit.PAPER_MODEL).eval()
+vit = models.create_model(PAPER_MODEL).eval()
 print(f"{scale.name}: batch {batch_size}, {budget.timing}, device {device}")
 
 # %% [markdown]

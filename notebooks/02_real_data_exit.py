@@ -35,8 +35,9 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 from IPython.display import Markdown, display
 
-from vitstudy import bench, config, multiexit, reference, report
+from vitstudy import bench, config, reference, report
 from vitstudy.experiments.multiexit import batch_rule, exit_speed_targets, exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit.study import prepare
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale
@@ -44,7 +45,7 @@ device = bench.default_device()
 print(f"{scale.name}: timing batch {budget.batch_size}, threshold {budget.threshold}, device {device}")
 
 # %%
-study = multiexit.prepare(scale, head_epochs=budget.head_epochs)
+study = prepare(scale, head_epochs=budget.head_epochs)
 print(f"plain model test top-1 {study.plain_top1:.2f}%, {study.costs.plain() / 1e6:.1f} MFLOP per image")
 
 # %% [markdown]

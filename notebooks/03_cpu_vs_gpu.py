@@ -31,8 +31,9 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 from IPython.display import Markdown, display
 
-from vitstudy import bench, config, multiexit, reference, report
+from vitstudy import bench, config, reference, report
 from vitstudy.experiments.multiexit import cpu_vs_gpu, real_data_exit
+from vitstudy.experiments.multiexit.study import prepare
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # the same batch, threshold, settings and timing as notebook 02's Table 5.2
@@ -41,7 +42,7 @@ print(f"{scale.name}: batch {budget.batch_size}, threshold {budget.threshold}, C
 
 # %%
 variants, exit_sets = cpu_vs_gpu.VARIANTS_5_3, budget.table_exit_sets
-study = multiexit.prepare(scale, variants=variants, exit_sets=exit_sets, head_epochs=budget.head_epochs)
+study = prepare(scale, variants=variants, exit_sets=exit_sets, head_epochs=budget.head_epochs)
 print(f"plain model test top-1 {study.plain_top1:.2f}%")
 
 # %% [markdown]

@@ -29,11 +29,12 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 from vitstudy import config, multiexit, report
 from vitstudy.experiments.multiexit import exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit.study import prepare
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)
 budget = real_data_exit.budget(scale)  # notebook 02's: the same heads and operating point
-study = multiexit.prepare(scale, head_epochs=budget.head_epochs)
+study = prepare(scale, head_epochs=budget.head_epochs)
 joint_exit.add_joint_variant(study, joint_exit.budget(scale))  # notebook 02's joint run, from the cache
 print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%, variants {', '.join(study.variants)}")
 

@@ -29,7 +29,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 # %%
 from IPython.display import Markdown, display
 
-from vitstudy import bench, config, models, multiexit, report
+from vitstudy import bench, config, models, report
 from vitstudy.experiments.multiexit import (
     edge_latency,
     edge_latency_compose,
@@ -38,11 +38,12 @@ from vitstudy.experiments.multiexit import (
     real_data_exit,
 )
 from vitstudy.experiments.multiexit.edge_latency_protocol import raw_latencies
+from vitstudy.experiments.multiexit.study import PAPER_MODEL, prepare
 
 scale = config.get_scale(SCALE)
 budget = edge_latency.budget(scale)  # images timed at batch 1, batch sizes, timing: see edge_latency.BUDGETS
 device = bench.default_device()
-study = multiexit.prepare(scale, head_epochs=real_data_exit.budget(scale).head_epochs)
+study = prepare(scale, head_epochs=real_data_exit.budget(scale).head_epochs)
 point = exit_tradeoff.choose_operating_point(study, max_loss=real_data_exit.budget(scale).max_loss)
 print(f"{scale.name}: {budget.latency_images} images at batch 1, device {device}; operating point {point}")
 
@@ -128,7 +129,7 @@ sweep[
 # timing does not depend on them). `latency_ms` is the median time per call over rounds.
 
 # %%
-vit_b = models.create_model(multiexit.PAPER_MODEL).eval()
+vit_b = models.create_model(PAPER_MODEL).eval()
 vit_b_table, comparison = edge_latency.vit_b_batch1(
     vit_b, (3, 224, 224), budget.vit_b_exits, budget.vit_b_timing, device
 )

@@ -23,6 +23,7 @@ from vitstudy.experiments.multiexit.edge_latency_protocol import (
 )
 from vitstudy.experiments.multiexit.max_speed_exit import CONTROL_LABEL
 from vitstudy.experiments.multiexit.real_data_exit import timing_batch
+from vitstudy.experiments.multiexit.study import build_study
 from vitstudy.models import create_model
 
 
@@ -69,7 +70,7 @@ def study():
     )
     torch.manual_seed(0)
     vit = create_model(cfg.model, **cfg.model_kwargs).eval()
-    return multiexit.build_study(
+    return build_study(
         Scale("test", cfg, eval_batch_size=64),
         vit,
         build_splits(cfg),

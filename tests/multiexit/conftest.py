@@ -7,9 +7,9 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from vitstudy import multiexit
 from vitstudy.config import Scale, TrainConfig
 from vitstudy.data import build_splits
+from vitstudy.experiments.multiexit.study import build_study
 from vitstudy.models import create_model
 from vitstudy.multiexit import MultiExitViT
 
@@ -55,9 +55,7 @@ def digits_study(tmp_path_factory):
     )
     result = train(cfg, tmp_path_factory.mktemp("digits"), progress=False)
     scale = Scale("test", cfg, eval_batch_size=128)
-    return multiexit.build_study(
-        scale, result.model, result.splits, exit_sets=[(1,), (1, 2)], head_epochs=50, progress=False
-    )
+    return build_study(scale, result.model, result.splits, exit_sets=[(1,), (1, 2)], head_epochs=50, progress=False)
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +72,7 @@ def depth12_study():
     )
     torch.manual_seed(0)
     vit = create_model(cfg.model, **cfg.model_kwargs).eval()
-    return multiexit.build_study(
+    return build_study(
         Scale("test", cfg, eval_batch_size=64),
         vit,
         build_splits(cfg),

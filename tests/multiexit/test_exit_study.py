@@ -1,4 +1,5 @@
-"""multiexit.study: the offline ExitStudy (fitted variants, offline rows, the paired interval), import direction."""
+"""multiexit.study: the offline ExitStudy (fitted variants, offline rows, the paired interval), import direction;
+experiments.multiexit.study's paired interval of two models' correctness."""
 
 import ast
 from pathlib import Path
@@ -9,6 +10,7 @@ from scipy import stats
 
 from vitstudy import multiexit
 from vitstudy.experiments.multiexit import max_speed_exit
+from vitstudy.experiments.multiexit.study import paired_loss_interval
 
 
 def test_finetune_shares_one_head_between_exit_and_final(digits_study):
@@ -40,6 +42,17 @@ def test_study_rows_report_accuracy_and_ideal_speedup(digits_study):
     assert 0 <= row["top1"] <= 100 and row["top1_loss"] == pytest.approx(row["plain_top1"] - row["top1"])
 
 
+def test_a_settings_loss_interval_is_the_paired_interval_of_its_correct_images(digits_study):
+    """top1_loss_interval is the points lost on the test images (the row's top1_loss) and the paired interval of the
+    plain and exit correctness on them."""
+    setting = ("separate", (1, 2), 0.5, "sample")
+    interval = digits_study.top1_loss_interval(*setting)
+    row = digits_study.evaluate(*setting)
+    assert interval[0] == pytest.approx(row["top1_loss"]) and interval[1] <= interval[0] <= interval[2]
+    expected = paired_loss_interval(digits_study.plain_correct(), digits_study.correct(*setting))
+    assert interval == pytest.approx(expected)
+
+
 def test_exits_labels_round_trip():
     """An exit set written for a table reads back as the same tuple."""
     assert multiexit.exits_label((3, 6, 9)) == "3,6,9" and multiexit.parse_exits("3,6,9") == (3, 6, 9)
@@ -50,25 +63,25 @@ def test_paired_loss_interval_brackets_the_loss_and_is_zero_for_identical_models
     plain = torch.tensor([True] * 90 + [False] * 10)
     exit_ = plain.clone()
     exit_[:5] = False  # five images lost, none gained: 5 points on 100 images
-    loss, low, high = multiexit.paired_loss_interval(plain, exit_)
+    loss, low, high = paired_loss_interval(plain, exit_)
     assert loss == pytest.approx(5.0) and 0 < low <= 5.0 <= high
-    assert multiexit.paired_loss_interval(plain, plain) == (0.0, 0.0, 0.0)
+    assert paired_loss_interval(plain, plain) == (0.0, 0.0, 0.0)
 
 
 def test_paired_loss_interval_is_the_bootstrap_distributions_quantiles():
-    """With only losses, a resample's loss count is Binomial(N, lost / N): scipy's percentile interval lands on the
-    binomial's 2.5% and 97.5% quantiles, as the former hand-written multinomial draw did."""
+    """With only losses, a resample's loss count is Binomial(N, lost / N): the percentile interval of
+    ``bench.paired_difference_interval`` lands on the binomial's 2.5% and 97.5% quantiles."""
     plain = torch.ones(400, dtype=torch.bool)
     exit_ = plain.clone()
     exit_[:20] = False  # 5 % lost
-    _, low, high = multiexit.paired_loss_interval(plain, exit_)
+    _, low, high = paired_loss_interval(plain, exit_)
     expected = 100 * stats.binom.ppf([0.025, 0.975], 400, 0.05) / 400
     assert (low, high) == pytest.approx(tuple(expected), abs=0.25)  # within one image (0.25 points)
 
 
 def test_paired_loss_interval_of_one_image_is_its_difference():
     """One image: every resample is that image, so the interval is the point."""
-    assert multiexit.paired_loss_interval(torch.tensor([True]), torch.tensor([False])) == (100.0, 100.0, 100.0)
+    assert paired_loss_interval(torch.tensor([True]), torch.tensor([False])) == (100.0, 100.0, 100.0)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -104,7 +117,7 @@ def test_core_imports_go_one_way():
 
 def test_multi_exit_experiments_import_each_other_one_way():
     """max_speed_exit <- real_data_exit <- exit_speed_targets, cpu_vs_gpu; batch_rule and joint_exit stand alone; any
-    of them may use the shared phrasing of findings (experiments.sentences)."""
+    of them may use the shared phrasing of findings (experiments.sentences) and the study's plumbing (study)."""
     allowed = {
         "max_speed_exit": set(),
         "real_data_exit": {"max_speed_exit"},
@@ -115,4 +128,6 @@ def test_multi_exit_experiments_import_each_other_one_way():
     }
     for module, lower in allowed.items():
         own = _own_imports(EXPERIMENTS / f"{module}.py")
-        assert {m[1:] for m in own if m.startswith(".") and not m.startswith("..")} <= lower | {"sentences"}, module
+        assert {m[1:] for m in own if m.startswith(".") and not m.startswith("..")} <= lower | {"sentences", "study"}, (
+            module
+        )

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from vitstudy import bench, multiexit
 from vitstudy import train as train_module
 from vitstudy.experiments.multiexit import exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit.study import build_study
 from vitstudy.multiexit import JointExitViT
 from vitstudy.widgets import set_controls
 
@@ -136,7 +137,7 @@ def test_frozen_feature_fitting_refuses_the_joint_variant(tiny_vit, digits_study
     with pytest.raises(ValueError, match="variant='joint' is not allowed"):
         multiexit.fit_heads(multiexit.MultiExitViT(tiny_vit, (3,), "joint"), digits_study.features["train"])
     with pytest.raises(ValueError, match=r"variant \(heads on a frozen backbone\)='joint' is not allowed"):
-        multiexit.build_study(digits_study.scale, digits_study.vit, digits_study.splits, ["joint"])
+        build_study(digits_study.scale, digits_study.vit, digits_study.splits, ["joint"])
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ The method core, used by notebooks 01-03 and 07 through ``vitstudy.experiments``
 - ``heads``: record exit features once (cached), fit heads on them, logits from them.
 - ``costs``: FLOP accounting of an exit histogram (``ExitCosts``, ``exit_costs``).
 - ``study``: ``ExitStudy``, the offline container (backbone, recorded features, fitted heads; evaluates any
-  setting without the backbone), built by ``prepare`` (a scale's model and data) or ``build_study``.
+  setting without the backbone); ``vitstudy.experiments.multiexit.study`` builds it for a scale's model and data.
 - ``joint``: the ``joint`` variant, exits trained with the backbone (deep supervision + self-distillation):
   ``JointExitViT``, ``joint_loss`` / ``training_loss`` (the training loop's ``loss_fn``), ``add_joint`` (into a study).
 - ``explorer``: ``explore() -> widgets.ExplorerView`` and ``explorer_widget()``, drawn from an ``ExitStudy``.
@@ -58,22 +58,7 @@ from .joint import (
     training_loss,
 )
 from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, ExitOutput, MultiExitViT, SkipExitViT
-from .study import (
-    EXIT_SETS,
-    PAPER_MODEL,
-    ExitStudy,
-    build_study,
-    exits_label,
-    heads_path,
-    paired_loss_interval,
-    parse_exits,
-    prepare,
-    record_path,
-    study_config,
-    study_model,
-    study_model_name,
-    summarize,
-)
+from .study import EXIT_SETS, ExitStudy, exits_label, parse_exits, summarize
 
 __all__ = [
     "CONFIDENCES",
@@ -83,7 +68,6 @@ __all__ = [
     "DISTILL_WEIGHT",
     "EXIT_SETS",
     "FROZEN_VARIANTS",
-    "PAPER_MODEL",
     "POLICIES",
     "VARIANTS",
     "ExitCosts",
@@ -96,7 +80,6 @@ __all__ = [
     "Simulation",
     "SkipExitViT",
     "add_joint",
-    "build_study",
     "check_exits",
     "check_threshold",
     "compact",
@@ -118,20 +101,13 @@ __all__ = [
     "logits_from_features",
     "margin_confidence",
     "max_softmax",
-    "paired_loss_interval",
     "parse_exits",
-    "prepare",
-    "heads_path",
-    "record_path",
     "record_features",
     "record_loader",
     "recorded_features",
     "scatter_rows",
     "simulate",
     "split_exiting",
-    "study_config",
-    "study_model",
-    "study_model_name",
     "summarize",
     "training_loss",
 ]

@@ -146,7 +146,7 @@ def fitted_heads(
 ) -> pd.DataFrame:
     """``fit_heads``, cached at ``cache_path`` when given: the fitted heads' weights, with their training history
     in the file's metadata. The features of a frozen backbone never change and the fit is seeded, so notebooks
-    02, 03, 07 and 10 share one fit instead of each repeating it (~1 minute on a 2-core CPU at quick)."""
+    02, 03, 07 and 10 share one fit instead of each repeating it."""
     jobs = _head_jobs(model, train)
     if cache_path is not None and jobs and cache_path.is_file():
         with safe_open(str(cache_path), "pt") as saved:

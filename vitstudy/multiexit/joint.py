@@ -13,8 +13,9 @@ for any subset of its exits; :func:`add_joint` records the trained backbone's fe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -25,7 +26,7 @@ from ..config import check
 from ..models import forward_start
 from .heads import recorded_features
 from .model import DEFAULT_EXITS, MultiExitViT
-from .study import ExitStudy, record_path
+from .study import ExitStudy
 
 # LGViT's values, from its code (github.com/falcon-xu/LGViT): the temperature is `T = 2` in the prediction
 # distillation of models/deit_highway/modeling_highway_deit.py; the weight is `--loss_coefficient 0.3` of
@@ -142,20 +143,20 @@ def add_joint(
     study: ExitStudy,
     joint: JointExitViT,
     exit_sets: Iterable[Sequence[int]],
-    record_name: str | None = None,
+    record_files: Mapping[str, Path] | None = None,
     history: pd.DataFrame | None = None,
     device: str = "cpu",
     progress: bool = True,
 ) -> None:
     """Add the trained ``joint`` to ``study``: its backbone's features at its exits on every split (recorded once,
-    cached under ``record_name`` when given) and a ``joint`` setting per exit set (each a subset of its exits)."""
+    cached in ``record_files[split]`` when given) and a ``joint`` setting per exit set (each a subset of its exits)."""
     recorder = MultiExitViT(joint.vit, joint.exits).eval()
     features = {
         split: recorded_features(
             recorder,
             getattr(study.splits, split),
             study.scale.eval_batch_size,
-            record_path(record_name, split, joint.exits) if record_name else None,
+            (record_files or {}).get(split),
             device,
             progress,
         )

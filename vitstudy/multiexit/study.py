@@ -3,8 +3,8 @@
 The data set goes through the backbone once (``heads.recorded_features``): features at every exit and after the
 last block. Every variant's logits are then one linear layer away, and any threshold, policy or batch size is
 evaluated offline by ``exits.simulate`` (top-1, exit histogram, FLOP-ideal speed-up). :class:`ExitStudy` holds
-the backbone, the recorded features and the fitted heads; :func:`prepare` builds it for a scale (the cached
-baseline, or at ``paper`` scale the report's pretrained ViT-B/16 on ImageNet), :func:`build_study` for any model.
+the backbone, the recorded features and the fitted heads; which model and data a study is of, and where its
+recordings are cached, is the experiments' business (``vitstudy.experiments.multiexit.study`` builds one).
 A variant with a backbone of its own (``joint``: trained with its exits) joins through :meth:`ExitStudy.add_variant`
 with the features recorded through that backbone.
 """
@@ -12,34 +12,22 @@ with the features recorded through that backbone.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 from .. import bench
-from ..config import Scale, TrainConfig, check, check_choice, get_scale
-from ..data import Splits, build_splits
-from ..files import cache_dir
-from ..models import create_model
-from ..train import baseline, baseline_run_dir
-from .costs import ExitCosts, exit_costs
+from ..config import Scale, check, check_choice
+from ..data import Splits
+from .costs import ExitCosts
 from .exits import Simulation, simulate
-from .heads import ExitFeatures, fitted_heads, logits_from_features, recorded_features
-from .model import DEFAULT_EXITS, FROZEN_VARIANTS, VARIANTS, MultiExitViT
+from .heads import ExitFeatures, logits_from_features
+from .model import DEFAULT_EXITS, VARIANTS, MultiExitViT
 
-PAPER_MODEL = "vit_base_patch16_224"  # the report's model, with timm's ImageNet-1k weights
-# The report's sizes: heads fitted on 50k ImageNet training images, 10k held out, 10k of val/ as the test set.
-PAPER_SIZES = dict(train_size=50_000, val_size=10_000, test_size=10_000)
-# At smoke sizes (config.paper_smoke) the scale's handful of training and test images, and two to choose on.
-PAPER_SMOKE_SIZES = dict(val_size=2)
 EXIT_SETS: tuple[tuple[int, ...], ...] = ((3,), (6,), (9,), DEFAULT_EXITS)  # every setting a study fits by default
 
 
@@ -51,26 +39,6 @@ def exits_label(exits: Sequence[int]) -> str:
 def parse_exits(label: str) -> tuple[int, ...]:
     """``"3,6,9" -> (3, 6, 9)``: the inverse of :func:`exits_label`."""
     return tuple(int(b) for b in label.split(","))
-
-
-def paired_loss_interval(
-    plain_correct: torch.Tensor, exit_correct: torch.Tensor, resamples: int = 4000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Top-1 points lost (plain minus exit, ``[N]`` bools each, the same images) and a 95% percentile bootstrap
-    interval (``scipy.stats.bootstrap``) over images: resampling an image's difference pairs the two models on it."""
-    check(
-        plain_correct.shape == exit_correct.shape and plain_correct.ndim == 1,
-        "shapes",
-        (tuple(plain_correct.shape), tuple(exit_correct.shape)),
-        "two [N] tensors over the same images",
-    )
-    diff = 100 * (plain_correct.double() - exit_correct.double()).numpy()  # [N] in points: -100, 0 or +100
-    if len(diff) < 2:  # no image, or one: every resample is that image
-        loss = float(diff.mean()) if len(diff) else math.nan
-        return loss, loss, loss
-    result = stats.bootstrap((diff,), np.mean, n_resamples=resamples, method="percentile", random_state=seed)
-    interval = result.confidence_interval
-    return float(diff.mean()), float(interval.low), float(interval.high)
 
 
 def summarize(sim: Simulation, targets: torch.Tensor, exits: Sequence[int], costs: ExitCosts) -> dict[str, float]:
@@ -209,116 +177,21 @@ class ExitStudy:
         return logits.argmax(-1) == self.features[split].targets
 
     def top1_loss_interval(
-        self, variant: str, exits: Sequence[int], threshold: float, policy: str, split: str = "test"
+        self,
+        variant: str,
+        exits: Sequence[int],
+        threshold: float,
+        policy: str,
+        split: str = "test",
+        resamples: int = 4000,
+        seed: int = 0,
     ) -> tuple[float, float, float]:
-        """Top-1 points a setting loses against the plain model on ``split``, with its 95% paired interval."""
-        return paired_loss_interval(self.plain_correct(split), self.correct(variant, exits, threshold, policy, split))
+        """Top-1 points a setting loses against the plain model on ``split``, with its 95% paired bootstrap interval
+        over images (``bench.paired_difference_interval``: resampling an image pairs the two models on it)."""
+        plain, exit_ = self.plain_correct(split), self.correct(variant, exits, threshold, policy, split)
+        points = [100 * correct.double().numpy() for correct in (plain, exit_)]  # [N] each: 0 or 100
+        return bench.paired_difference_interval(*points, resamples, seed)
 
     def plain_accuracy(self, split: str = "test") -> float:
         """Top-1 (%) of the unmodified model: its own head on the recorded final features."""
         return 100 * self.plain_correct(split).double().mean().item()
-
-
-def study_config(scale: Scale) -> TrainConfig:
-    """The training settings whose splits a scale's study uses: the baseline's; at ``paper`` scale the report's
-    model on its sizes (50k ImageNet training images to fit heads, 10k held out, 10k of val/ as the test set)."""
-    if scale.name == "paper":
-        sizes = PAPER_SMOKE_SIZES if scale.smoke_sizes else PAPER_SIZES
-        return dataclasses.replace(scale.train, model=PAPER_MODEL, augment=False, **sizes)
-    return scale.train
-
-
-def study_model(scale: Scale, progress: bool = True) -> tuple[torch.nn.Module, Splits]:
-    """The model and data of a scale: the cached baseline; at ``paper`` scale the pretrained ViT-B on ImageNet.
-
-    ``paper`` follows the report: timm's ``vit_base_patch16_224`` with ImageNet-1k weights (:func:`study_config`).
-    """
-    if scale.name == "paper":
-        return create_model(PAPER_MODEL, pretrained=True).eval(), build_splits(study_config(scale))
-    result = baseline(scale, progress=progress)
-    return result.model.eval(), result.splits
-
-
-def study_model_name(scale: Scale) -> str:
-    """How cache files name a scale's study model: the baseline run's folder, or the report's pretrained model."""
-    model = f"paper-{PAPER_MODEL}" if scale.name == "paper" else baseline_run_dir(scale).name
-    return model + ("-smoke_sizes" if scale.smoke_sizes else "")  # never mistaken for the real scale's recording
-
-
-def record_path(model_name: str, split: str, exits: Sequence[int]) -> Path:
-    """Where the features of ``model_name`` on ``split`` at ``exits`` are cached."""
-    return cache_dir() / "multiexit" / f"{model_name}-{split}-exits{'_'.join(map(str, exits))}.safetensors"
-
-
-def heads_path(model_name: str, variant: str, exits: Sequence[int], epochs: int, seed: int) -> Path:
-    """Where the heads of ``variant`` at ``exits``, fitted on ``model_name``'s train features, are cached."""
-    return (
-        cache_dir()
-        / "multiexit"
-        / f"{model_name}-heads-{variant}-exits{'_'.join(map(str, exits))}-epochs{epochs}-seed{seed}.safetensors"
-    )
-
-
-def prepare(
-    scale: Scale | str | None = None,
-    variants: Iterable[str] = FROZEN_VARIANTS,
-    exit_sets: Iterable[tuple[int, ...]] = EXIT_SETS,
-    head_epochs: int = 30,
-    device: str | None = None,
-    progress: bool = True,
-) -> ExitStudy:
-    """The scale's model, train/val/test features at all exits (recorded once, cached), every variant fitted on
-    them (``joint`` trains its backbone: an experiment adds it, ``vitstudy.experiments.multiexit.joint_exit``).
-
-    Features are recorded on ``device`` (default: ``bench.default_device()``); the study's models then live on
-    the CPU and the timing functions move them to the device they time on.
-    """
-    scale = scale if isinstance(scale, Scale) else get_scale(scale)
-    vit, splits = study_model(scale, progress)
-    device = device or bench.default_device()
-    return build_study(scale, vit, splits, variants, exit_sets, head_epochs, device, progress, cache=True)
-
-
-def build_study(
-    scale: Scale,
-    vit: torch.nn.Module,
-    splits: Splits,
-    variants: Iterable[str] = FROZEN_VARIANTS,
-    exit_sets: Iterable[tuple[int, ...]] = EXIT_SETS,
-    head_epochs: int = 30,
-    device: str = "cpu",
-    progress: bool = True,
-    cache: bool = False,
-) -> ExitStudy:
-    """Record features of ``vit`` on every split at the union of ``exit_sets``, then fit each variant's heads."""
-    variants = [check_choice("variant (heads on a frozen backbone)", v, FROZEN_VARIANTS) for v in variants]
-    exit_sets = [tuple(e) for e in exit_sets]
-    all_exits = tuple(sorted({b for e in exit_sets for b in e}))
-    recorder = MultiExitViT(vit, all_exits).eval()
-    features = {
-        split: recorded_features(
-            recorder,
-            getattr(splits, split),
-            scale.eval_batch_size,
-            record_path(study_model_name(scale), split, all_exits) if cache else None,
-            device,
-            progress,
-        )
-        for split in ("train", "val", "test")
-    }
-    vit.cpu()  # recorded: from here on, models move to a device only to be timed
-    costs = exit_costs(recorder, splits.input_size)
-    study = ExitStudy(scale, vit, splits, features, costs)
-    histories = []
-    for variant in variants:
-        for exits in exit_sets:
-            model = MultiExitViT(vit, exits, variant).eval()
-            heads_file = heads_path(study_model_name(scale), variant, exits, head_epochs, scale.train.seed)
-            history = fitted_heads(
-                model, features["train"], head_epochs, scale.train.seed, heads_file if cache else None
-            )
-            histories.append(history.assign(variant=variant, exits=exits_label(exits)))
-            study.models[(variant, exits)] = model
-    study.head_history = pd.concat(histories, ignore_index=True)
-    study.plain_top1 = study.plain_accuracy("test")
-    return study
