@@ -35,7 +35,7 @@ report: install data
 	$(PY) -m vitstudy report --scale $(SCALE)
 
 test: install data browser
-	$(PY) -m pytest -n 2 --dist worksteal --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 # The one prepared GPU command (vitstudy.tools.gpu_run): on a machine with its own torch, from the working tree.
 gpu:

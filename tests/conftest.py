@@ -13,22 +13,31 @@ from unittest import mock
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Under `pytest -n 2` two workers, each with a multi-threaded torch (and the notebook kernels, JupyterLab servers
-# and subprocesses they start), oversubscribe a 2-core machine, and OpenMP's thread team then collapses (measured
-# here: a 2-thread training step ran ~8x slower while one other process was busy; one thread did not slow down).
-# One thread per worker process keeps every test's speed steady; set OMP_NUM_THREADS to override.
+# Under `pytest -n auto` there is one worker per core, each with a multi-threaded torch (and the notebook kernels,
+# JupyterLab servers and subprocesses they start): together they oversubscribe the cores, and OpenMP's thread team
+# then collapses (measured: a 2-thread training step ran ~8x slower while one other process was busy; one thread did
+# not slow down). One thread per worker process keeps every test's speed steady and fills the cores with workers,
+# whatever their count; a single process (no xdist, or one core) keeps torch's default. OMP_NUM_THREADS overrides.
 if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 LONG_RUNNING = ("notebooks", "slow", "browser")  # markers of the tests that take tens of seconds or minutes
+LONG_SECONDS = 30.0  # the cost assumed of a long-running test whose marker gives no ``seconds=``
+
+
+def cost_hint(item: pytest.Item) -> float:
+    """The seconds a long-running test is known to take: the largest ``seconds=`` of its long-running markers
+    (``@pytest.mark.slow(seconds=40)``), :data:`LONG_SECONDS` without one; 0 for every other test."""
+    markers = [marker for name in LONG_RUNNING for marker in item.iter_markers(name)]
+    return max((float(marker.kwargs.get("seconds", LONG_SECONDS)) for marker in markers), default=0.0)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the long tests first: xdist deals them out to the workers first, and the short ones fill the gaps; with
-    ``--dist worksteal`` (the Makefile's) an idle worker takes queued tests from the other, so neither idles at
-    the end while the other still has a queue."""
-    items.sort(key=lambda item: not any(item.get_closest_marker(name) for name in LONG_RUNNING))
+    """Run the long tests first, longest first: xdist deals them out to the workers first, so no worker starts a
+    long test near the end while the others finish, and the short ones fill the gaps; with ``--dist worksteal``
+    (the Makefile's) an idle worker takes queued tests from another, so none idles while another has a queue."""
+    items.sort(key=lambda item: -cost_hint(item))  # stable: equal costs keep their collection order
 
 
 @pytest.fixture(autouse=True)

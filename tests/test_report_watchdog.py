@@ -30,7 +30,7 @@ import time
 from tqdm.auto import tqdm
 from vitstudy import progress
 for step in tqdm(range(40), desc="epoch 1/1", leave=False):
-    time.sleep(0.2)
+    time.sleep(0.05)
     if step % 10 == 9:
         progress.emit(f"step {step + 1}/40")
 # %%

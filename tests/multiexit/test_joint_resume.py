@@ -1,76 +1,54 @@
-"""The joint variant's training run, killed with SIGKILL mid-epoch, resumes and ends as an uninterrupted run (the
-pattern of tests/test_resume_and_torchrun.py, through experiments.joint_exit.train_joint)."""
+"""The joint variant's training run resumes through the package's one training loop: ``train_joint`` is
+:func:`vitstudy.train.train` with a model factory and a loss, so its checkpoint and resume are the code that
+tests/test_resume_and_torchrun.py kills with SIGKILL and resumes in a subprocess. Here, in this process and without a
+subprocess: a joint run stopped right after epoch 1's checkpoint resumes and ends as an uninterrupted one, exit heads
+included (what the joint run adds to a plain one is its heads in the checkpoint)."""
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import textwrap
-import time
+import dataclasses
 
 import pandas as pd
 import pytest
 import torch
 
+from vitstudy import train as training
 from vitstudy.checkpoint import load_weights, read_checkpoint_index
+from vitstudy.data import build_splits
+from vitstudy.experiments.multiexit.common import train_joint
+from vitstudy.train import default_model_factory
 
-pytestmark = pytest.mark.slow
-
-# The resume test's sizes (depth 12, 32 steps an epoch: about a second an epoch on a CPU, hundreds of times the
-# polling interval), with exits after blocks 3, 6 and 9 trained with the backbone from a seeded random start.
-SCRIPT = textwrap.dedent(
-    """
-    import sys
-
-    import torch
-
-    from vitstudy.config import TrainConfig
-    from vitstudy.data import build_splits
-    from vitstudy.experiments.multiexit.joint_exit import train_joint
-    from vitstudy.train import default_model_factory
-
-    cfg = TrainConfig(dataset="digits", train_size=512, val_size=128, epochs=3, batch_size=16, augment=False,
-                      model_kwargs={"patch_size": 2}, warmup_epochs=0.5, lr=0.001)
-    torch.manual_seed(0)
-    start = default_model_factory(cfg, build_splits(cfg))
-    train_joint(start, cfg, sys.argv[1], exits=(3, 6, 9))
-    """
-)
 COMPARED = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr"]
 
 
-def _env():
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", CUDA_VISIBLE_DEVICES="")
+class Stopped(Exception):
+    """Stands for the kill: raised once epoch 1's checkpoint is committed."""
 
 
-def test_joint_run_killed_mid_epoch_resumes_as_if_uninterrupted(tmp_path):
-    """Killed during epoch 2, the joint run loses at most that epoch and ends with the uninterrupted run's metrics
-    and weights, exit heads included."""
-    script = tmp_path / "train_joint.py"
-    script.write_text(SCRIPT)
-    reference, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-    subprocess.run([sys.executable, str(script), str(reference)], check=True, env=_env(), capture_output=True)
+def test_joint_run_stopped_after_a_checkpoint_resumes_as_if_uninterrupted(digits_cfg, tmp_path, monkeypatch):
+    """Stopped after epoch 1's checkpoint, the joint run resumes from it and ends with the uninterrupted run's
+    metrics and weights, exit heads included."""
+    cfg = dataclasses.replace(digits_cfg, train_size=128, val_size=64)  # two steps an epoch: resume is the point
+    torch.manual_seed(0)
+    start = default_model_factory(cfg, build_splits(cfg))
+    reference, stopped = tmp_path / "uninterrupted", tmp_path / "stopped"
+    train_joint(start, cfg, reference, exits=(1,))
 
-    process = subprocess.Popen(
-        [sys.executable, str(script), str(killed)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    deadline = time.monotonic() + 300  # only turns a hang into a failure: start-up and an epoch take seconds
-    while (read_checkpoint_index(killed) or {}).get("epoch") != 0:
-        assert process.poll() is None, process.stderr.read().decode()
-        assert time.monotonic() < deadline, "epoch 1's checkpoint never appeared"
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert read_checkpoint_index(killed)["epoch"] == 0, "epoch 2 ended before the kill: lengthen the epochs"
+    end_epoch = training._end_epoch
 
-    subprocess.run([sys.executable, str(script), str(killed)], check=True, env=_env(), capture_output=True)
-    resumed, expected = pd.read_csv(killed / "metrics.csv"), pd.read_csv(reference / "metrics.csv")
+    def end_then_stop(run, epoch, stats):
+        end_epoch(run, epoch, stats)
+        raise Stopped
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training, "_end_epoch", end_then_stop)
+        with pytest.raises(Stopped):
+            train_joint(start, cfg, stopped, exits=(1,))
+    assert read_checkpoint_index(stopped)["epoch"] == 0
+
+    train_joint(start, cfg, stopped, exits=(1,))
+    resumed, expected = pd.read_csv(stopped / "metrics.csv"), pd.read_csv(reference / "metrics.csv")
     pd.testing.assert_frame_equal(resumed[COMPARED], expected[COMPARED], rtol=1e-6)
-    final = json.loads((killed / "final.json").read_text())
-    assert final["test_top1"] == pytest.approx(json.loads((reference / "final.json").read_text())["test_top1"])
-    weights = load_weights(killed / read_checkpoint_index(killed)["weights"])
+    weights = load_weights(stopped / read_checkpoint_index(stopped)["weights"])
     expected_weights = load_weights(reference / read_checkpoint_index(reference)["weights"])
-    assert {"exit_heads.0.weight", "exit_heads.2.bias", "vit.head.weight"} <= set(weights)
+    assert {"exit_heads.0.weight", "vit.head.weight"} <= set(weights)
     for name, value in expected_weights.items():
         torch.testing.assert_close(weights[name], value, msg=name)
