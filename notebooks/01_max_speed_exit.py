@@ -29,7 +29,7 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, models, reference, report
-from vitstudy.experiments.multiexit import max_speed_exit
+from vitstudy.experiments.multiexit import common, max_speed_exit
 from vitstudy.experiments.multiexit.study import PAPER_MODEL
 
 scale = config.get_scale(SCALE)
@@ -54,7 +54,7 @@ print(f"{scale.name}: batch {batch_size}, {budget.timing}, device {device}")
 # (`bf16_*`: the same in bf16).
 
 # %%
-ours, comparison = max_speed_exit.table_5_1(
+ours, comparison = common.table_5_1(
     vit, (3, 224, 224), batch_size, budget.exits, budget.timing, device, bf16=budget.bf16
 )
 report.save_raw(bench.raw_times(comparison), "01_max_speed_exit")

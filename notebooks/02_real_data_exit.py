@@ -36,11 +36,11 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, reference, report
-from vitstudy.experiments.multiexit import batch_rule, exit_speed_targets, exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit import common, real_data_exit
 from vitstudy.experiments.multiexit.study import prepare
 
 scale = config.get_scale(SCALE)
-budget = real_data_exit.budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale
+budget = common.real_data_budget(scale)  # timing batch (also the batch rule's), threshold, timing: per scale
 device = bench.default_device()
 print(f"{scale.name}: timing batch {budget.batch_size}, threshold {budget.threshold}, device {device}")
 
@@ -52,14 +52,14 @@ print(f"plain model test top-1 {study.plain_top1:.2f}%, {study.costs.plain() / 1
 # ## Exits trained with the backbone: the `joint` variant
 # The heads above are fitted on the frozen backbone's features, so an early block's features are whatever the
 # final head needed. `joint` trains the backbone with a head after blocks 3, 6 and 9 from the same baseline, a few
-# more epochs (`joint_exit.budget`): cross-entropy at every exit and at the final head (deep supervision), plus
+# more epochs (`common.joint_budget`): cross-entropy at every exit and at the final head (deep supervision), plus
 # self-distillation from the final head to each exit as LGViT does (`multiexit.joint`). It runs through the
 # package's resumable training loop and is cached, so a re-run loads it. Its final head is retrained too, so its
 # `variant_final_top1` moves; every `top1_loss` below is still measured against the plain baseline.
 
 # %%
-joint_budget = joint_exit.budget(scale)
-joint = joint_exit.add_joint_variant(study, joint_budget, device=device)  # trained once, then read from the cache
+joint_budget = common.joint_budget(scale)
+joint = common.add_joint_variant(study, joint_budget, device=device)  # trained once, then read from the cache
 print(
     f"joint: {joint_budget.epochs} epochs at lr {joint_budget.lr:g} from the baseline; final head test top-1 "
     f"{joint.metrics['test_top1']:.2f}% (plain {study.plain_top1:.2f}%)"
@@ -80,11 +80,11 @@ heads[["variant", "exits", "head", "loss", "train_top1"]]
 
 # %%
 grid = budget.table_variants, budget.table_exit_sets, budget.policies  # variant x exits x policy
-table52, comparison = real_data_exit.table_5_2(
+table52, comparison = common.table_5_2(
     study, budget.threshold, budget.batch_size, budget.table_timing, *grid, device=device
 )
 report.save_raw(bench.raw_times(comparison), "02_table_5_2")
-table52 = real_data_exit.beside_paper(table52, reference.load_reference("multiexit_5.2"))
+table52 = common.beside_paper(table52, reference.load_reference("multiexit_5.2"))
 table52 = table52[list(real_data_exit.TABLE_5_2_COLUMNS)]
 report.save_table(table52, "02_table_5_2")
 table52
@@ -98,10 +98,10 @@ table52
 # bootstrap interval of top-1 points lost stays within 0.5 at its upper end (a margin for the split's noise).
 
 # %%
-sweep = exit_tradeoff.threshold_sweep(study)
-point = exit_tradeoff.choose_operating_point(study, max_loss=budget.max_loss)
-chosen = exit_tradeoff.sweep_points(point, ("separate", "joint"))  # + separate, joint at 3,6,9, threshold 0.99
-measured, comparison = exit_tradeoff.measured_points(study, chosen, budget.batch_size, budget.timing, device)
+sweep = common.threshold_sweep(study)
+point = common.choose_operating_point(study, max_loss=budget.max_loss)
+chosen = real_data_exit.sweep_points(point, ("separate", "joint"))  # + separate, joint at 3,6,9, threshold 0.99
+measured, comparison = real_data_exit.measured_points(study, chosen, budget.batch_size, budget.timing, device)
 report.save_raw(bench.raw_times(comparison), "02_measured_points")
 report.save_table(sweep, "02_threshold_sweep", floatfmt=".3f")
 print("operating point (chosen on validation):", point)
@@ -123,7 +123,7 @@ measured[
 ]
 
 # %%
-fig = exit_tradeoff.accuracy_speed_curves(sweep, measured, study.plain_top1)
+fig = real_data_exit.accuracy_speed_curves(sweep, measured, study.plain_top1)
 report.save_figure(fig, "02_accuracy_vs_speedup")
 fig
 
@@ -145,24 +145,24 @@ fig
 # On the 1000-way softmax of an intermediate block, some image in every batch stayed under 0.01.
 
 # %%
-floor = batch_rule.chance_floor_table((10, 1000), threshold=0.01)
+floor = real_data_exit.chance_floor_table((10, 1000), threshold=0.01)
 report.save_table(floor, "02_max_softmax_floor", floatfmt=".3f")
 floor
 
 # %%
-rates = batch_rule.batch_rule_exit_rates(
+rates = real_data_exit.batch_rule_exit_rates(
     study, "finetune", (3,), thresholds=[0.01, 0.5, 0.9, 0.99], batch_sizes=[1, 4, 16, 64, 256, 1024]
 )
 report.save_table(rates, "02_batch_rule_exit_rates")
 rates.pivot_table(index="batch_size", columns="threshold", values="batch_exited_pct")
 
 # %%
-fig = batch_rule.batch_rule_plot(rates[rates["threshold"] > 0.01])
+fig = real_data_exit.batch_rule_plot(rates[rates["threshold"] > 0.01])
 report.save_figure(fig, "02_batch_rule_exit_rates")
 fig
 
 # %%
-needed = batch_rule.required_confident_share([1, 16, 64, 128, 256, 1024], batch_exit_rate=0.5)
+needed = real_data_exit.required_confident_share([1, 16, 64, 128, 256, 1024], batch_exit_rate=0.5)
 report.save_table(needed, "02_batch_rule_needed_share", floatfmt=".3f")
 at = rates.set_index(["threshold", "batch_size"])
 print(
@@ -187,19 +187,20 @@ needed
 # comparison on one batch of real test images. A ratio above 1.03 is flagged, never "met".
 
 # %%
-points = exit_tradeoff.operating_points(study, max_loss=budget.max_loss)  # one per variant, joint included
-performance, comparison = exit_speed_targets.performance_table(study, points, budget.batch_size, budget.timing, device)
+points = real_data_exit.operating_points(study, max_loss=budget.max_loss)  # one per variant, joint included
+performance, comparison = real_data_exit.performance_table(study, points, budget.batch_size, budget.timing, device)
 report.save_raw(bench.raw_times(comparison), "02_performance")
 report.save_table(performance, "02_performance")
 performance
 
 # %% [markdown]
 # ## Controls for the per-sample exit
-# The plain model's per-image cost at smaller batches (the issue's 256, 253, 220, 128, scaled to this batch) and
-# the exit path with a compaction that keeps every row: does batch size or compaction alone move per-image cost?
+# The plain model's per-image cost at smaller batches (256, 253, 220 and 128 at a batch of 256, scaled to this
+# batch) and the exit path with a compaction that keeps every row: does batch size or compaction alone move
+# per-image cost?
 
 # %%
-controls, comparison = exit_speed_targets.per_sample_controls(study, budget.batch_size, budget.timing, device)
+controls, comparison = real_data_exit.per_sample_controls(study, budget.batch_size, budget.timing, device)
 report.save_raw(bench.raw_times(comparison), "02_per_sample_controls")
 report.save_table(controls, "02_per_sample_controls")
 controls
@@ -208,4 +209,4 @@ controls
 # ## What this run shows
 
 # %%
-display(Markdown(exit_speed_targets.findings(table52, performance)))
+display(Markdown(real_data_exit.findings(table52, performance)))

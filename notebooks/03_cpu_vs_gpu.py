@@ -32,11 +32,11 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, reference, report
-from vitstudy.experiments.multiexit import cpu_vs_gpu, real_data_exit
+from vitstudy.experiments.multiexit import common, cpu_vs_gpu
 from vitstudy.experiments.multiexit.study import prepare
 
 scale = config.get_scale(SCALE)
-budget = real_data_exit.budget(scale)  # the same batch, threshold, settings and timing as notebook 02's Table 5.2
+budget = common.real_data_budget(scale)  # the same batch, threshold, settings and timing as notebook 02's Table 5.2
 cuda = bench.device_available("cuda")
 print(f"{scale.name}: batch {budget.batch_size}, threshold {budget.threshold}, CUDA present: {cuda}")
 
@@ -60,7 +60,7 @@ table53, raw = cpu_vs_gpu.table_5_3(
 report.save_raw(raw, "03_table_5_3")
 paper53 = reference.load_reference("multiexit_5.3")
 paper53 = paper53[paper53["label_status"] != "ambiguous"]  # rows whose labels the extracted text settles
-table53 = real_data_exit.beside_paper(table53, paper53[paper53["device"] == "CPU"], prefix="paper_cpu_")
+table53 = common.beside_paper(table53, paper53[paper53["device"] == "CPU"], prefix="paper_cpu_")
 report.save_table(table53, "03_table_5_3")
 table53
 

@@ -28,14 +28,14 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 
 # %%
 from vitstudy import config, multiexit, report
-from vitstudy.experiments.multiexit import exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit import common
 from vitstudy.experiments.multiexit.study import prepare
 from vitstudy.widgets import set_controls
 
 scale = config.get_scale(SCALE)
-budget = real_data_exit.budget(scale)  # notebook 02's: the same heads and operating point
+budget = common.real_data_budget(scale)  # notebook 02's: the same heads and operating point
 study = prepare(scale, head_epochs=budget.head_epochs)
-joint_exit.add_joint_variant(study, joint_exit.budget(scale))  # notebook 02's joint run, from the cache
+common.add_joint_variant(study, common.joint_budget(scale))  # notebook 02's joint run, from the cache
 print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%, variants {', '.join(study.variants)}")
 
 # %% [markdown]
@@ -44,7 +44,7 @@ print(f"{scale.name}: plain model test top-1 {study.plain_top1:.2f}%, variants {
 # (`joint` included).
 
 # %%
-point = exit_tradeoff.choose_operating_point(study, max_loss=budget.max_loss)
+point = common.choose_operating_point(study, max_loss=budget.max_loss)
 view = multiexit.explore(study, point["variant"], point["exits"], "sample", point["threshold"])
 report.save_figure(view.figure, "07_exit_explorer")
 view

@@ -30,21 +30,14 @@ SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
 from IPython.display import Markdown, display
 
 from vitstudy import bench, config, models, report
-from vitstudy.experiments.multiexit import (
-    edge_latency,
-    edge_latency_compose,
-    edge_latency_field,
-    exit_tradeoff,
-    real_data_exit,
-)
-from vitstudy.experiments.multiexit.edge_latency_protocol import raw_latencies
+from vitstudy.experiments.multiexit import common, edge_latency
 from vitstudy.experiments.multiexit.study import PAPER_MODEL, prepare
 
 scale = config.get_scale(SCALE)
 budget = edge_latency.budget(scale)  # images timed at batch 1, batch sizes, timing: see edge_latency.BUDGETS
 device = bench.default_device()
-study = prepare(scale, head_epochs=real_data_exit.budget(scale).head_epochs)
-point = exit_tradeoff.choose_operating_point(study, max_loss=real_data_exit.budget(scale).max_loss)
+study = prepare(scale, head_epochs=common.real_data_budget(scale).head_epochs)
+point = common.choose_operating_point(study, max_loss=common.real_data_budget(scale).max_loss)
 print(f"{scale.name}: {budget.latency_images} images at batch 1, device {device}; operating point {point}")
 
 # %% [markdown]
@@ -57,7 +50,7 @@ print(f"{scale.name}: {budget.latency_images} images at batch 1, device {device}
 
 # %%
 latency, histogram, run = edge_latency.batch1_latency(study, point, budget, device)
-report.save_raw(raw_latencies(run), "10_batch1_latency")
+report.save_raw(bench.raw_latencies(run), "10_batch1_latency")
 report.save_table(latency, "10_batch1_latency")
 latency[
     [
@@ -157,7 +150,7 @@ vit_b_table[
 # the exit's FLOP ideal times SkipViT's; `ideal_speedup` of the `both` row counts the composed path itself.
 
 # %%
-composition, comparison = edge_latency_compose.composition_table(
+composition, comparison = edge_latency.composition_table(
     study, point, budget.skipvit_preset, budget.composition_batch, budget.composition_timing, device
 )
 report.save_raw(bench.raw_times(comparison), "10_composition")
@@ -186,7 +179,7 @@ composition[
 # %%
 loss = study.top1_loss_interval(point["variant"], point["exits"], point["threshold"], "sample")
 ours = edge_latency.our_field_rows(latency, sweep, composition, loss, scale.train.model, scale.train.dataset)
-field = edge_latency_field.beside_field(edge_latency_field.load_field(), ours)
+field = edge_latency.beside_field(edge_latency.load_field(), ours)
 report.save_table(field, "10_beside_the_field")
 field
 

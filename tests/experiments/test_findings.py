@@ -9,8 +9,8 @@ import pandas as pd
 
 from vitstudy import bench
 from vitstudy.experiments import baseline, sentences
-from vitstudy.experiments.multiexit import cpu_vs_gpu, exit_speed_targets, max_speed_exit
-from vitstudy.experiments.skipvit import from_scratch_findings, memory_and_size, table1, warmup
+from vitstudy.experiments.multiexit import common, cpu_vs_gpu, max_speed_exit, real_data_exit
+from vitstudy.experiments.skipvit import from_scratch, layers_ratios, memory_and_size, warmup
 from vitstudy.skipvit import HEADLINE
 
 NAN = math.nan
@@ -73,7 +73,7 @@ def max_speed_table(speedup: float) -> pd.DataFrame:
                 **speed(speedup, 3.5, 3.8, "within target (0.97–1.03)"),
             },
             {
-                "setting": max_speed_exit.CONTROL_LABEL,
+                "setting": common.CONTROL_LABEL,
                 "exit_block": None,
                 "ideal_speedup": 1.0,
                 **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%"),
@@ -93,8 +93,8 @@ def test_max_speed_findings_read_a_nan_run_as_not_measured():
     assert "not measured" in max_speed_exit.findings(max_speed_table(NAN))
 
 
-def test_exit_speed_targets_findings_give_the_report_batch_rule_and_per_sample():
-    """exit_speed_targets.findings: the report's range, our batch-rule best and the per-sample row's verdict."""
+def test_real_data_exit_findings_give_the_report_batch_rule_and_per_sample():
+    """real_data_exit.findings: the report's range, our batch-rule best and the per-sample row's verdict."""
     table52 = pd.DataFrame(
         [
             {
@@ -120,10 +120,10 @@ def test_exit_speed_targets_findings_give_the_report_batch_rule_and_per_sample()
                 "speed_target": "met",
                 **speed(2.6, 2.5, 2.7, "within target (0.9–1.03)"),
             },
-            {"measurement": max_speed_exit.CONTROL_LABEL, **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%")},
+            {"measurement": common.CONTROL_LABEL, **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%")},
         ]
     )
-    text = exit_speed_targets.findings(table52, performance)
+    text = real_data_exit.findings(table52, performance)
     assert "0.98×–1.02×" in text and "1.01× (0.99–1.02)" in text
     assert "2.60× (2.50–2.70)" in text and "0.30 points (0.10–0.45)" in text and "is met by" in text
 
@@ -152,8 +152,8 @@ def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():
     assert bench.NOT_MEASURED_NO_CUDA in text
 
 
-def test_table1_findings_set_the_headline_beside_the_paper():
-    """table1.findings: the paper's gain and top-1 difference, our ViT-S speed-up with interval and verdict."""
+def test_layers_ratios_findings_set_the_headline_beside_the_paper():
+    """layers_ratios.findings: the paper's gain and top-1 difference, our ViT-S speed-up with interval and verdict."""
     table = pd.DataFrame(
         [
             {
@@ -172,7 +172,7 @@ def test_table1_findings_set_the_headline_beside_the_paper():
             },
         ]
     )
-    text = table1.findings(table)
+    text = layers_ratios.findings(table)
     assert "13.2%" in text and "-0.01 points" in text and "1.10× (1.05–1.15)" in text
     assert "below target (0.9–1.03)" in text and "not measured" in text
 
@@ -197,7 +197,7 @@ def test_warmup_findings_compare_the_gain_with_the_papers():
 
 
 def test_from_scratch_findings_give_each_claims_verdict():
-    """from_scratch_findings.findings: per claim the paper's difference, ours with its interval, the verdict."""
+    """from_scratch.findings: per claim the paper's difference, ours with its interval, the verdict."""
     verdicts = pd.DataFrame(
         [
             {
@@ -222,12 +222,12 @@ def test_from_scratch_findings_give_each_claims_verdict():
             },
         ]
     )
-    text = from_scratch_findings.findings(verdicts)
+    text = from_scratch.findings(verdicts)
     assert "2.55 points" in text and "1.00 points (0.20–1.80)" in text
     assert "reproduces 1 and contradicts 0 of 2" in text and "Fashion-MNIST" in text
     assert "cannot tell (fewer than 2 seeds)" in text and "Interim" not in text
     two = pd.concat([verdicts, verdicts.assign(dataset="fashion_mnist_cluttered", seeds_to_resolve=[NAN, 9.0])])
-    text = from_scratch_findings.findings(two.assign(dataset=two["dataset"].fillna("fashion_mnist")), 10, 54)
+    text = from_scratch.findings(two.assign(dataset=two["dataset"].fillna("fashion_mnist")), 10, 54)
     assert text.startswith("Interim: 10 of 54 runs") and "cluttered Fashion-MNIST" in text
     assert "about 9 seeds would tell it" in text
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from vitstudy import bench
-from vitstudy.experiments.multiexit import cpu_vs_gpu, real_data_exit
+from vitstudy.experiments.multiexit import common, cpu_vs_gpu
 from vitstudy.reference import load_reference
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
@@ -18,7 +18,7 @@ def test_table_5_3_keeps_cpu_numbers_and_notes_the_missing_device(digits_study, 
     assert (table["cpu_speedup"] > 0).all() and table["cuda_speedup"].isna().all()
     assert pd.api.types.is_float_dtype(table["cpu_speedup"]) and pd.api.types.is_float_dtype(table["cuda_speedup"])
     assert table["note"].str.contains(f"cuda columns: {bench.NOT_MEASURED_NO_CUDA}", regex=False).all()
-    assert table["setting"].tolist() == ["separate/1/sample", real_data_exit.CONTROL_LABEL]
+    assert table["setting"].tolist() == ["separate/1/sample", common.CONTROL_LABEL]
     assert set(raw["device"].str.split(":").str[0]) == {"cpu"}
 
 
@@ -37,7 +37,7 @@ def _merged_per_device(parts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def test_table_5_3_pivot_equals_the_per_device_merge(digits_study, no_cuda, monkeypatch):
     """DataFrame.pivot gives exactly the table the per-device merge loop gave, on the same measurements."""
     runs = {
-        d: real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], device=d)
+        d: common.table_5_2(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], device=d)
         for d in cpu_vs_gpu.DEVICES
     }
     monkeypatch.setattr(cpu_vs_gpu, "table_5_2", lambda *args: runs[args[-1]])
@@ -67,7 +67,7 @@ def test_paper_cpu_numbers_sit_beside_ours_with_their_prefix():
     paper = load_reference("multiexit_5.3")
     paper = paper[(paper["label_status"] != "ambiguous") & (paper["device"] == "CPU")]
     ours = pd.DataFrame({"variant": ["same"], "exits": ["3"]})
-    table = real_data_exit.beside_paper(ours, paper, prefix="paper_cpu_")
+    table = common.beside_paper(ours, paper, prefix="paper_cpu_")
     assert {"paper_cpu_top1", "paper_cpu_speedup"} <= set(table.columns)
 
 
@@ -92,7 +92,7 @@ def test_table_5_3_reads_table_5_2_of_the_same_report_run(digits_study, no_cuda,
     again, the speed-ups are Table 5.2's and the note says where they were timed. Other knobs: timed again."""
     monkeypatch.setenv(bench.SHARED_TIMINGS_ENV, str(tmp_path))
     variants = ["same", "finetune", "separate"]
-    table52, _ = real_data_exit.table_5_2(digits_study, 0.9, 16, NO_TIMING, variants, [(1,)])
+    table52, _ = common.table_5_2(digits_study, 0.9, 16, NO_TIMING, variants, [(1,)])
     timed = []
     monkeypatch.setattr(bench, "compare_models", lambda *args, **kwargs: timed.append(args) or pytest.fail("timed"))
     table53, raw = cpu_vs_gpu.table_5_3(digits_study, 0.9, 16, NO_TIMING, ["same", "separate"], [(1,)], devices=["cpu"])
@@ -104,4 +104,4 @@ def test_table_5_3_reads_table_5_2_of_the_same_report_run(digits_study, no_cuda,
     assert set(raw["arm"]) == {"plain", "plain (A/A copy)", *settings["timed_as"]}
     # a later notebook whose arms differ (another threshold) times them itself
     with pytest.raises(pytest.fail.Exception, match="timed"):
-        real_data_exit.table_5_2(digits_study, 0.5, 16, NO_TIMING, ["separate"], [(1,)])
+        common.table_5_2(digits_study, 0.5, 16, NO_TIMING, ["separate"], [(1,)])

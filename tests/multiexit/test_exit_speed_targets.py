@@ -1,11 +1,11 @@
-"""experiments.exit_speed_targets (notebook 02): the speed targets in one comparison, the per-sample controls."""
+"""experiments.multiexit.real_data_exit (notebook 02): the speed targets in one comparison, the per-sample controls."""
 
 import pandas as pd
 import pytest
 import torch
 
 from vitstudy import bench
-from vitstudy.experiments.multiexit import exit_speed_targets, real_data_exit
+from vitstudy.experiments.multiexit import common, real_data_exit
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 
@@ -13,19 +13,19 @@ NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, 
 def test_performance_table_reports_points_lost_with_its_interval(depth12_study):
     """The speed-target table states the per-sample test top-1 loss in points, with a paired interval around it."""
     point = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
-    table, _ = exit_speed_targets.performance_table(depth12_study, [point], 16, NO_TIMING)
+    table, _ = real_data_exit.performance_table(depth12_study, [point], 16, NO_TIMING)
     test = depth12_study.evaluate("separate", (3, 6, 9), 0.5, "sample")
     row = table[table["test_top1_loss"].notna()].iloc[0]
     assert row["test_top1_loss"] == pytest.approx(test["top1_loss"])
     assert row["test_top1_loss_low"] <= row["test_top1_loss"] <= row["test_top1_loss_high"]
-    assert table["measurement"].iloc[-1] == real_data_exit.CONTROL_LABEL and len(table) == 6
+    assert table["measurement"].iloc[-1] == common.CONTROL_LABEL and len(table) == 6
     assert (table["images_per_s"] > 0).all() and table["verdict"].notna().all()
 
 
 def test_performance_table_judges_each_forced_exit_against_its_flop_ratio(depth12_study):
     """A forced exit's ideal is the plain model's FLOPs over the exit path's; the idle row reports its overhead."""
     point = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
-    table, _ = exit_speed_targets.performance_table(depth12_study, [point], 16, NO_TIMING)
+    table, _ = real_data_exit.performance_table(depth12_study, [point], 16, NO_TIMING)
     ideal = [depth12_study.costs.plain() / depth12_study.costs.forced(b) for b in (3, 6, 9)]
     assert table["ideal_speedup"].iloc[:3].tolist() == pytest.approx(ideal)
     idle = table.iloc[4]
@@ -34,10 +34,10 @@ def test_performance_table_judges_each_forced_exit_against_its_flop_ratio(depth1
 
 def test_per_sample_controls_time_smaller_batches_and_a_keep_all_compaction(depth12_study):
     """The controls table: plain per-image speed-up at b, b-3, 0.86 b, b/2, the keep-all compaction, the A/A row."""
-    table, comparison = exit_speed_targets.per_sample_controls(depth12_study, 16, NO_TIMING)
+    table, comparison = real_data_exit.per_sample_controls(depth12_study, 16, NO_TIMING)
     assert table["batch_size"].tolist()[:4] == [16, 13, 14, 8]
-    assert exit_speed_targets.control_batch_sizes(256) == (256, 253, 220, 128)
-    assert {"compaction keeping every row", real_data_exit.CONTROL_LABEL} <= set(table["arm"])
+    assert real_data_exit.control_batch_sizes(256) == (256, 253, 220, 128)
+    assert {"compaction keeping every row", common.CONTROL_LABEL} <= set(table["arm"])
     assert table["per_image_speedup"].iloc[0] == pytest.approx(1.0)
     plain13 = comparison.speedup("plain, batch 13")
     assert table["per_image_speedup"].iloc[1] == pytest.approx(plain13["speedup"] * 13 / 16)
@@ -48,20 +48,20 @@ def test_per_sample_controls_time_smaller_batches_and_a_keep_all_compaction(dept
 def test_the_compaction_control_is_the_idle_model_keeping_every_row(depth12_study):
     """The compaction arm is a configured MultiExitViT (keep_every_row) whose output is the plain model's."""
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    control = exit_speed_targets.idle_model(depth12_study.vit, keep_every_row=True)
+    control = real_data_exit.idle_model(depth12_study.vit, keep_every_row=True)
     with torch.inference_mode():
         torch.testing.assert_close(control(x).logits, depth12_study.vit(x))
     assert control.keep_every_row and control.exits == (3, 6, 9) and control.threshold == 1.0
 
 
 def test_performance_table_times_each_operating_point_once(depth12_study):
-    """One per-sample row per distinct point (each judged against the issue's target), between the forced exits and
+    """One per-sample row per distinct point (each judged against the study's target), between the forced exits and
     the idle row."""
     points = [{"variant": "separate", "exits": (3, 6, 9), "threshold": t} for t in (0.5, 0.9, 0.5)]
-    table, comparison = exit_speed_targets.performance_table(depth12_study, points, 16, NO_TIMING)
-    per_sample = table[table["measurement"].str.startswith(exit_speed_targets.PER_SAMPLE)]
+    table, comparison = real_data_exit.performance_table(depth12_study, points, 16, NO_TIMING)
+    per_sample = table[table["measurement"].str.startswith(real_data_exit.PER_SAMPLE)]
     assert per_sample.index.tolist() == [3, 4] and len(table) == 7
-    assert per_sample["measurement"].tolist() == [exit_speed_targets.per_sample_label(p) for p in points[:2]]
+    assert per_sample["measurement"].tolist() == [real_data_exit.per_sample_label(p) for p in points[:2]]
     assert (per_sample["variant"] == "separate").all() and per_sample["speed_target"].str.len().gt(0).all()
     assert set(per_sample["measurement"]) <= set(comparison.raw["arm"])
 
@@ -81,7 +81,7 @@ def _row(**changes):
 
 def test_target_verdict_needs_speed_accuracy_and_the_flop_bound():
     """>= 2.5x at <= 0.5 points lost, within 0.90-1.03 of the ideal: intervals decide between met and point-only."""
-    verdict = exit_speed_targets.target_verdict
+    verdict = real_data_exit.target_verdict
     assert verdict(_row()).startswith("met (") and "both intervals inside" in verdict(_row())
     assert verdict(_row(speedup_low=2.4)).startswith("met at the point estimates")
     assert verdict(_row(test_top1_loss_high=0.7)).startswith("met at the point estimates")
@@ -93,13 +93,13 @@ def test_target_verdict_needs_speed_accuracy_and_the_flop_bound():
 
 def _performance(rows):
     frame = pd.DataFrame(rows)
-    frame["speed_target"] = [exit_speed_targets.target_verdict(r) for r in rows]
+    frame["speed_target"] = [real_data_exit.target_verdict(r) for r in rows]
     return frame
 
 
 def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_target():
     """Nobody meets the target: the best measured accuracy-preserving point and its ideal's shortfall, computed."""
-    label = exit_speed_targets.PER_SAMPLE
+    label = real_data_exit.PER_SAMPLE
     table = _performance(
         [
             _row(
@@ -128,14 +128,14 @@ def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_tar
             ),
         ]
     )
-    text = " ".join(exit_speed_targets.target_findings(table))
+    text = " ".join(real_data_exit.target_findings(table))
     assert "No operating point meets the target" in text
     assert f"The best measured point that keeps accuracy is {label}: joint, b" in text
     assert "0.25× short of 2.5×" in text and "The exits trained with the backbone" in text
     met = _performance(
         [_row(measurement=f"{label}: joint, b", variant="joint", test_ideal_speedup=2.75, measured_over_ideal=0.98)]
     )
-    assert f"is met by: {label}: joint, b." in " ".join(exit_speed_targets.target_findings(met))
+    assert f"is met by: {label}: joint, b." in " ".join(real_data_exit.target_findings(met))
     nothing = _performance(
         [
             _row(
@@ -147,12 +147,12 @@ def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_tar
             )
         ]
     )
-    assert exit_speed_targets.target_findings(nothing)[-1] == "Against the 2.5× target: not measured."
+    assert real_data_exit.target_findings(nothing)[-1] == "Against the 2.5× target: not measured."
 
 
 def test_per_sample_controls_say_how_close_the_plain_model_runs_to_the_peak(depth12_study):
     """Every row carries the plain model's achieved GFLOP/s at the full batch, the fp32 peak and their quotient."""
-    table, comparison = exit_speed_targets.per_sample_controls(depth12_study, 16, NO_TIMING)
+    table, comparison = real_data_exit.per_sample_controls(depth12_study, 16, NO_TIMING)
     assert set(bench.MACHINE_USE_COLUMNS) <= set(table.columns)
     plain = comparison.work.flops_per_image * 16 / comparison.speedup("plain")["seconds"] / 1e9
     assert table["baseline_gflop_per_s"].tolist() == pytest.approx([plain] * len(table))

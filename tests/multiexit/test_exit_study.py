@@ -115,19 +115,17 @@ def test_core_imports_go_one_way():
         assert not any("experiments" in m for m in own), module
 
 
-def test_multi_exit_experiments_import_each_other_one_way():
-    """max_speed_exit <- real_data_exit <- exit_speed_targets, cpu_vs_gpu; batch_rule and joint_exit stand alone; any
-    of them may use the shared phrasing of findings (experiments.sentences) and the study's plumbing (study)."""
-    allowed = {
-        "max_speed_exit": set(),
-        "real_data_exit": {"max_speed_exit"},
-        "batch_rule": set(),
-        "exit_speed_targets": {"max_speed_exit", "real_data_exit"},
-        "cpu_vs_gpu": {"real_data_exit"},
-        "joint_exit": set(),
-    }
+NOTEBOOK_MODULES = ("max_speed_exit", "real_data_exit", "cpu_vs_gpu", "edge_latency")  # 01, 02, 03, 10 (07: common)
+
+
+def test_each_notebook_module_imports_only_common_among_its_siblings():
+    """One module per notebook; what two or more share is common.py. A notebook module imports, among its siblings,
+    only common and the study's plumbing (study); common imports only study; any of them may use the shared phrasing
+    of findings (experiments.sentences)."""
+    siblings = {p.stem for p in EXPERIMENTS.glob("*.py")} - {"__init__"}
+    assert set(NOTEBOOK_MODULES) | {"common", "study"} == siblings
+    allowed = {**dict.fromkeys(NOTEBOOK_MODULES, {"common", "study"}), "common": {"study"}}
     for module, lower in allowed.items():
         own = _own_imports(EXPERIMENTS / f"{module}.py")
-        assert {m[1:] for m in own if m.startswith(".") and not m.startswith("..")} <= lower | {"sentences", "study"}, (
-            module
-        )
+        assert {m[1:] for m in own if m.startswith(".") and not m.startswith("..")} <= lower, module
+        assert {m[2:] for m in own if m.startswith("..") and not m.startswith("...")} <= {"sentences"}, module

@@ -1,5 +1,5 @@
-"""multiexit.joint and experiments.joint_exit: the joint loss on known tensors, the model it trains, the variant in
-a study (tables, sweep, operating points, explorer) and its cached run."""
+"""multiexit.joint and the joint variant of experiments.multiexit.common: the joint loss on known tensors, the
+model it trains, the variant in a study (tables, sweep, operating points, explorer) and its cached run."""
 
 import copy
 import dataclasses
@@ -11,13 +11,13 @@ import torch.nn.functional as F
 
 from vitstudy import bench, multiexit
 from vitstudy import train as train_module
-from vitstudy.experiments.multiexit import exit_tradeoff, joint_exit, real_data_exit
+from vitstudy.experiments.multiexit import common, real_data_exit
 from vitstudy.experiments.multiexit.study import build_study
 from vitstudy.multiexit import JointExitViT
 from vitstudy.widgets import set_controls
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
-DIGITS_JOINT = joint_exit.JointBudget("test", epochs=1, lr=1e-3, warmup_epochs=0.5, exits=(1, 2))
+DIGITS_JOINT = common.JointBudget("test", epochs=1, lr=1e-3, warmup_epochs=0.5, exits=(1, 2))
 
 
 def _logits(batch=6, heads=4, classes=5, seed=0):
@@ -150,7 +150,7 @@ def joint_study(digits_study, tmp_path_factory):
     study = dataclasses.replace(digits_study, models=dict(digits_study.models), variant_features={})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("VITSTUDY_CACHE", str(tmp_path_factory.mktemp("joint-cache")))
-        result = joint_exit.add_joint_variant(study, DIGITS_JOINT, progress=False)
+        result = common.add_joint_variant(study, DIGITS_JOINT, progress=False)
     return study, result
 
 
@@ -179,14 +179,14 @@ def test_the_joint_settings_offline_rows_match_its_forward(joint_study):
 def test_joint_is_in_table_5_2_the_sweep_and_the_operating_points(joint_study):
     """Table 5.2, the threshold sweep and the per-variant operating points cover every variant the study holds."""
     study, _ = joint_study
-    table, _ = real_data_exit.table_5_2(study, 0.9, 16, NO_TIMING, exit_sets=[(1,)], policies=["sample"])
+    table, _ = common.table_5_2(study, 0.9, 16, NO_TIMING, exit_sets=[(1,)], policies=["sample"])
     assert table["variant"].iloc[:-1].tolist() == [*multiexit.FROZEN_VARIANTS, "joint"]
     assert table.set_index("setting").loc["joint/1/sample", "images_per_s"] > 0
-    sweep = exit_tradeoff.threshold_sweep(study, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
+    sweep = common.threshold_sweep(study, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
     assert set(sweep["variant"]) == set(study.variants) and len(sweep) == 5 * 2 * 2
-    points = exit_tradeoff.operating_points(study, 0.5, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
+    points = real_data_exit.operating_points(study, 0.5, (0.5, 1.0), exit_sets=[(1,), (1, 2)])
     assert [p["variant"] for p in points] == list(study.variants)
-    fig = exit_tradeoff.accuracy_speed_curves(sweep)
+    fig = real_data_exit.accuracy_speed_curves(sweep)
     assert fig.axes[-1].get_title() == "joint (ours)"
 
 
@@ -204,17 +204,15 @@ def test_a_second_run_loads_the_cached_joint_run(joint_study, digits_study, monk
     monkeypatch.setenv("VITSTUDY_CACHE", str(first.run_dir.parent.parent))
     monkeypatch.setattr(train_module, "train_one_epoch", lambda *a, **k: pytest.fail("retrained a cached run"))
     again = dataclasses.replace(digits_study, models=dict(digits_study.models), variant_features={})
-    result = joint_exit.add_joint_variant(again, DIGITS_JOINT, progress=False)
+    result = common.add_joint_variant(again, DIGITS_JOINT, progress=False)
     assert result.run_dir == first.run_dir and result.run_dir.parent.name == "multiexit"
     torch.testing.assert_close(again.logits("joint", (1, 2)), study.logits("joint", (1, 2)))
 
 
 def test_budgets_and_run_folders():
     """Every report scale has a budget; the run folder names the study model, the settings and the loss."""
-    assert set(joint_exit.BUDGETS) == set(real_data_exit.BUDGETS)
-    quick = joint_exit.budget("quick")
-    assert quick.exits == (3, 6, 9) and 1 <= quick.epochs <= 6 and quick.lr < 2e-3
+    assert set(common.JOINT_BUDGETS) == set(common.REAL_DATA_BUDGETS)
     with pytest.raises(ValueError, match=r"epochs=0 is not allowed"):
-        dataclasses.replace(quick, epochs=0)
-    settings = joint_exit.loss_settings((3, 6, 9))
+        dataclasses.replace(common.joint_budget("quick"), epochs=0)
+    settings = common.loss_settings((3, 6, 9))
     assert settings["temperature"] == multiexit.DISTILL_TEMPERATURE and not math.isnan(settings["weight"])

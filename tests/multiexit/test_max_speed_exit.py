@@ -1,33 +1,19 @@
-"""experiments.max_speed_exit (notebook 01): its budgets, Table 5.1 from bench's speed rows, the report beside it."""
+"""experiments.multiexit.max_speed_exit (notebook 01): its budgets, Table 5.1 (common.table_5_1) from bench's
+speed rows, the report beside it."""
 
 import dataclasses
 
 import pandas as pd
 import pytest
 
-from vitstudy import bench, config
+from vitstudy import bench
 from vitstudy.config import PAPER_SMOKE, SCALES, Scale, TrainConfig
-from vitstudy.experiments.multiexit import max_speed_exit
+from vitstudy.experiments.multiexit import common, max_speed_exit
 from vitstudy.reference import load_reference
 from vitstudy.report.runner import STUDY_SCALES
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
 SPEED = ["images_per_s", "speedup", "speedup_low", "speedup_high", "measured_over_ideal"]
-
-
-@pytest.mark.parametrize("name", ["smoke", "quick", "full", "paper"])
-def test_budgets_keep_the_former_settings(name):
-    """Each scale's budget holds what notebook 01 timed before the budgets moved: batch, rounds, the three exits."""
-    budget, smoke = max_speed_exit.budget(SCALES[name]), name == "smoke"
-    assert budget.scale == name and (budget.timing.rounds == 2) == smoke
-    assert budget.batch("cpu") == (2 if smoke else 8) and budget.batch("cuda") == 64 and budget.exits == (3, 6, 9)
-
-
-def test_paper_smoke_sizes_get_the_smallest_budget():
-    """The paper scale at smoke sizes times one forced exit at batch 2 with the fewest rounds."""
-    budget = max_speed_exit.budget(config.paper_smoke(SCALES["paper"]))
-    assert budget.scale == PAPER_SMOKE and budget.exits == (3,)
-    assert budget.batch("cpu") == 2 and budget.timing.rounds == 2
 
 
 def test_every_report_scale_has_a_budget_and_study_scales_are_refused():
@@ -59,8 +45,8 @@ def test_a_bad_budget_is_refused_at_construction():
 
 def test_table_5_1_has_intervals_a_verdict_and_the_a_a_row(tiny_vit):
     """Table 5.1 on a tiny ViT: interval columns, a verdict per exit, the A/A control row, the protocol, a note."""
-    table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
-    assert table["setting"].iloc[-1] == max_speed_exit.CONTROL_LABEL and pd.isna(table["exit_block"].iloc[-1])
+    table, comparison = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    assert table["setting"].iloc[-1] == common.CONTROL_LABEL and pd.isna(table["exit_block"].iloc[-1])
     assert (table["speedup_low"] <= table["speedup"]).all() and (table["speedup"] <= table["speedup_high"]).all()
     assert table["verdict"].iloc[0] == bench.BASELINE_VERDICT
     assert table["verdict"].iloc[-1] == bench.control_verdict(table["speedup"].iloc[-1])
@@ -70,7 +56,7 @@ def test_table_5_1_has_intervals_a_verdict_and_the_a_a_row(tiny_vit):
 
 def test_forced_exit_verdicts_need_the_interval_inside_0_95_to_1_05(tiny_vit):
     """A forced exit's verdict is bench's FLOP-bound verdict against 0.97-1.03 with its interval inside 0.95-1.05."""
-    table, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    table, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
     for row in table.iloc[1:4].itertuples():
         interval = (row.measured_over_ideal_low, row.measured_over_ideal_high)
         assert row.verdict == bench.flop_bound_verdict(
@@ -80,7 +66,7 @@ def test_forced_exit_verdicts_need_the_interval_inside_0_95_to_1_05(tiny_vit):
 
 def test_table_5_1_without_cuda_keeps_flop_ratios_and_notes_the_timing(tiny_vit, no_cuda):
     """Forced exits on an absent device: FLOP-ideal speed-ups are numbers, measured ones NaN with a note."""
-    table, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cuda")
+    table, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cuda")
     assert table["exit_block"].tolist()[:4] == [12, 3, 6, 9]
     assert table["ideal_speedup"].iloc[1] == pytest.approx(4.0, rel=0.02)
     assert table[SPEED].isna().all().all() and (table["verdict"] == "not measured").all()
@@ -89,7 +75,7 @@ def test_table_5_1_without_cuda_keeps_flop_ratios_and_notes_the_timing(tiny_vit,
 
 def test_paper_5_1_numbers_sit_beside_each_exit_block(tiny_vit):
     """The report's Table 5.1 speed-up and images/s join our rows by exit block, in the saved column order."""
-    ours, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cpu")
+    ours, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cpu")
     table = max_speed_exit.beside_paper_5_1(ours, load_reference("multiexit_5.1"))
     assert list(table.columns) == list(max_speed_exit.TABLE_5_1_COLUMNS)
     at = table.iloc[:4].set_index("exit_block")
@@ -111,7 +97,7 @@ def test_speed_bars_put_the_report_beside_ours():
 def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
     """bf16=True: the plain model and every exit get a bf16 twin in the same rounds; the plain row's bf16 speed-up
     is over its fp32 self, each exit's bf16 measured ÷ ideal is over the bf16 plain model; the A/A row has none."""
-    table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
+    table, comparison = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
     assert {"plain (bf16)", "3 (bf16)", "6 (bf16)", "9 (bf16)"} <= set(comparison.raw["arm"])
     assert table["bf16_verdict"].iloc[0] == bench.BASELINE_VERDICT and pd.isna(table["bf16_verdict"].iloc[-1])
     assert (table["bf16_speedup_over_fp32"].iloc[:4] > 0).all()
@@ -123,7 +109,7 @@ def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
 @pytest.mark.usefixtures("bf16_kernels")
 def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_vit):
     """Every row: the plain model's forward GFLOP/s (its FLOPs per image x images/s) against the fp32 peak."""
-    table, comparison = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    table, comparison = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
     plain = table.iloc[0]
     expected = plain["gflops_per_image"] * plain["images_per_s"]
     assert table["baseline_gflop_per_s"].to_numpy() == pytest.approx([expected] * len(table))
@@ -135,7 +121,7 @@ def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_v
 @pytest.mark.usefixtures("bf16_kernels")
 def test_findings_state_bf16_and_the_share_of_the_peak(tiny_vit):
     """The closing sentences name the bf16 speed-up over fp32 and the baseline's share of the fp32 peak."""
-    ours, _ = max_speed_exit.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
+    ours, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
     text = max_speed_exit.findings(max_speed_exit.beside_paper_5_1(ours, load_reference("multiexit_5.1")))
     assert "In bf16" in text and "of this machine's fp32 matmul peak" in text and "bf16 matmul peak" in text
 

@@ -1,11 +1,12 @@
-"""Measuring speed, shared by both methods: where it runs, FLOPs, comparing arms (the only timer), the speed row.
+"""Measuring speed, shared by both methods: where it runs, FLOPs, comparing arms (one timer per kind:
+throughput and per-image latency), the speed row.
 
 - ``environment``: device presence, :func:`default_device`, :func:`environment_info` (recorded in every row).
 - ``flops``: :func:`count_flops` / :func:`flops_per_image` with torch's FlopCounterMode (FLOP-ideal speed-ups);
   :class:`BaselineWork`, the baseline's FLOPs per image (a training step counts 3 × forward).
 - ``peak``: :func:`machine_peak`, the fp32 and bf16 FLOP/s of a square matmul at the timed thread count, measured
   once per process by :func:`compare` and recorded (``$VITSTUDY_PEAK_RECORD``, the report's manifest).
-- ``comparison``: the comparison engine, the one timer (:func:`compare`: balanced rounds, paired ratios with 95%
+- ``comparison``: the comparison engine, the throughput timer (:func:`compare`: balanced rounds, paired ratios with 95%
   bootstrap intervals, raw times, the A/A control; ``isolation="process"`` times each arm in its own process from
   an :class:`ArmSpec`).
 - ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
@@ -14,6 +15,9 @@
   how close the baseline runs to the peak (:func:`machine_use`, in every row) and a bf16 twin's columns
   (:func:`bf16_columns`).
   A timed training step is :func:`vitstudy.steps.random_batch_step`.
+- ``latency``: the per-image timer (:func:`time_models_per_image`: every image alone through every arm, ``abba``
+  by image, an A/A copy; :func:`latency_rows`: mean / median / p90 / p99 per image, speed-ups paired by image with
+  95% bootstrap intervals and :mod:`.rows`' verdicts; :func:`raw_latencies`), for latency at batch 1.
 - ``shared``: a comparison one notebook of a report run keeps for a later one that times a subset of its arms
   (:func:`share`, :func:`shared_subset`; ``$VITSTUDY_REPORT_TIMINGS``).
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
@@ -45,6 +49,7 @@ from .environment import (
     synchronize,
 )
 from .flops import FORWARD, TRAINING_STEP, BaselineWork, count_flops, flops_per_image
+from .latency import LatencyRun, latency_rows, raw_latencies, time_models_per_image, time_per_image
 from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_peaks, read_peak_record
 from .profile import operator_breakdown, operator_times
 from .rows import (
@@ -74,6 +79,11 @@ from .shared import SHARED_TIMINGS_ENV, arm_fingerprint, share, shared_subset, t
 from .stats import bootstrap_interval, median_interval, paired_difference_interval, paired_ratio_interval
 
 __all__ = [
+    "LatencyRun",
+    "latency_rows",
+    "raw_latencies",
+    "time_models_per_image",
+    "time_per_image",
     "SHARED_TIMINGS_ENV",
     "arm_fingerprint",
     "share",

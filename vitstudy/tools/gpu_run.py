@@ -36,10 +36,11 @@ import torch.distributed as dist
 
 from .. import bench, report
 from ..config import get_scale
-from ..experiments.multiexit import cpu_vs_gpu, max_speed_exit, real_data_exit
-from ..experiments.multiexit.exit_speed_targets import idle_model
+from ..experiments.multiexit import common as multiexit_common
+from ..experiments.multiexit import cpu_vs_gpu
+from ..experiments.multiexit.real_data_exit import idle_model
 from ..experiments.multiexit.study import prepare
-from ..experiments.skipvit import skipvit_speed
+from ..experiments.skipvit import common as skipvit_common
 from ..files import project_root
 from ..measure.compile_speed import operating_threshold
 from ..models import create_model
@@ -111,11 +112,11 @@ def cuda_tests(budget: GpuBudget, device: str) -> pd.DataFrame:
 
 
 def table_5_1(budget: GpuBudget, device: str) -> pd.DataFrame:
-    """Table 5.1 in fp32 and bf16 (:func:`.max_speed_exit.table_5_1`) on the report's model."""
+    """Table 5.1 in fp32 and bf16 (:func:`vitstudy.experiments.multiexit.common.table_5_1`) on the report's model."""
     torch.manual_seed(0)
     vit = create_model(budget.report_model).eval()
     exits = DEFAULT_EXITS if len(vit.blocks) == 12 else (1,)
-    table, _ = max_speed_exit.table_5_1(
+    table, _ = multiexit_common.table_5_1(
         vit, budget.report_input, budget.table_5_1_batch, exits, budget.timing, device, bf16=True
     )
     return table
@@ -125,7 +126,7 @@ def table_5_3(budget: GpuBudget, device: str) -> pd.DataFrame:
     """Table 5.3's GPU column (:func:`.cpu_vs_gpu.table_5_3` on ``device`` alone) on the study of
     ``budget.study_scale``, at notebook 02's threshold and batch."""
     scale = get_scale(budget.study_scale)
-    settings = real_data_exit.budget(scale)
+    settings = multiexit_common.real_data_budget(scale)
     study = prepare(
         scale,
         variants=cpu_vs_gpu.VARIANTS_5_3,
@@ -189,10 +190,10 @@ def per_sample_exit(budget: GpuBudget, device: str) -> pd.DataFrame:
 
 
 def table_1_bf16(budget: GpuBudget, device: str) -> pd.DataFrame:
-    """SkipViT Table 1's training steps on ViT-S/16 in bf16 (:func:`.skipvit_speed.timing_runs`, fp32 beside it),
-    with each row's peak memory of one bf16 training step (``torch.cuda.max_memory_allocated``)."""
+    """SkipViT Table 1's training steps on ViT-S/16 in bf16 (:func:`vitstudy.experiments.skipvit.common.timing_runs`,
+    fp32 beside it), with each row's peak memory of one bf16 training step (``torch.cuda.max_memory_allocated``)."""
     rows = {name: TABLE1[name] for name in budget.skipvit_rows}
-    table, _ = skipvit_speed.timing_runs(
+    table, _ = skipvit_common.timing_runs(
         budget.skipvit_model,
         budget.skipvit_input,
         1000,
@@ -207,7 +208,7 @@ def table_1_bf16(budget: GpuBudget, device: str) -> pd.DataFrame:
         if torch.device(device).type == "cuda":
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        step = skipvit_speed.training_step_arm(
+        step = skipvit_common.training_step_arm(
             budget.skipvit_model, settings, budget.skipvit_input, 1000, budget.skipvit_batch, device, precision="bf16"
         )
         step(), step()

@@ -2,7 +2,7 @@
 
 Top-1 and exit shares do not depend on the device (they are computed once, offline); images/s does. A device that
 is not present has NaN in its columns and the ``note`` says why. Budgets are notebook 02's
-(:func:`.real_data_exit.budget`: the same batch, threshold, settings and table timing), so within one report run a
+(:func:`.common.real_data_budget`: the same batch, threshold, settings and table timing), so within one report run a
 device's column reads notebook 02's Table 5.2 measurement of the same arms (:mod:`vitstudy.bench.shared`).
 """
 
@@ -19,7 +19,7 @@ from ...bench import NOT_MEASURED_NO_CUDA
 from ...multiexit import POLICIES, ExitStudy
 from ...plots import grouped_bars, new_figure
 from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
-from .real_data_exit import table_5_2
+from .common import table_5_2
 
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
 DEVICES = ("cpu", "cuda")

@@ -2,46 +2,61 @@
 
 - Latency at batch 1 on real test images: the plain model, the per-sample exit at notebook 02's validation-chosen
   operating point, the exit machinery with a threshold no image reaches (what the exits cost when none fires) and
-  the A/A control, each image alone (:mod:`.edge_latency_protocol`); the exit histogram and its FLOP ideal; an
-  operator profile of where the exit path's batch-1 overheads go.
+  the A/A control, each image alone (the per-image timer, :func:`vitstudy.bench.time_models_per_image`); the exit
+  histogram and its FLOP ideal; an operator profile of where the exit path's batch-1 overheads go.
 - The same operating point across batch sizes (``bench.compare_models``, one comparison and A/A per batch).
-- ViT-B/16 at 224 at batch 1, forced out after blocks 3 / 6 / 9 on random input (Table 5.1's protocol).
-- Both methods at once (:mod:`.edge_latency_compose`) and the table beside the field (:mod:`.edge_latency_field`).
+- ViT-B/16 at 224 at batch 1, forced out after blocks 3 / 6 / 9 on random input (Table 5.1's protocol,
+  :func:`.common.table_5_1`).
+- Both methods at once (:func:`composition_table`) and the table beside the field (:func:`beside_field`).
+
+Both methods at once: the per-sample exit on a backbone whose SkipViT dropping is on (the core's
+:class:`~vitstudy.multiexit.SkipExitViT`). The table keeps the operating point's exits outside SkipViT's drop region
+(from the first drop layer to the skip layer, :func:`compatible_exits`), where an image that leaves early pays what
+it pays without SkipViT and one that runs to the end pays SkipViT's path (:func:`composed_ideal`).
+
+The table beside the field: LGViT, A-ViT and CF-ViT as published, and ours, never in the same columns.
+
+The published numbers are a hand transcription (``data/reference/field_edge_speed.csv``: what each measures, timed or
+counted, on which model and data set). Their rows fill only ``published_*`` columns, ours only ``ours_*`` columns:
+a published speed-up and one of ours are measured on different models, data, devices and batch sizes, so no column
+ever holds both.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from ... import bench
+from ... import bench, skipvit
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, Scale, check, scale_budget
 from ...multiexit import (
     DEFAULT_EXITS,
+    ExitCosts,
     ExitStudy,
     MultiExitViT,
+    SkipExitViT,
     check_exits,
     exits_label,
     logits_from_features,
     simulate,
 )
-from ...skipvit import HEADLINE, preset
+from ...reference import REFERENCE_DIR
+from ...skipvit import HEADLINE, SkipViTMixin, SkipViTSettings, preset
 from ..sentences import NOT_MEASURED, is_missing, measured, number, paragraph
-from .edge_latency_compose import BOTH_ARM
-from .edge_latency_field import our_row
-from .edge_latency_protocol import LatencyRun, latency_rows, time_models_per_image
-from .exit_speed_targets import NO_EFFECT
-from .max_speed_exit import CONTROL_LABEL, table_5_1
-from .real_data_exit import PER_SAMPLE_TARGET, exit_row, timing_batch
+from .common import CONTROL_LABEL, exit_row, table_5_1, timing_batch
+from .study import paired_loss_interval
 
 EXIT_ARM, IDLE_ARM = "per-sample exit", "exit machinery, never fires"
-SWEEP_BATCHES = (1, 8, 64, 256)  # the issue's: one image (the edge), then up to the throughput batch of notebook 02
+SKIP_ARM, BOTH_ARM = "SkipViT dropping", "both"
+SWEEP_BATCHES = (1, 8, 64, 256)  # one image (the edge), then up to the throughput batch of notebook 02
 
 
 @dataclass(frozen=True)
@@ -78,16 +93,17 @@ class EdgeLatencyBudget:
 
 _QUICK = EdgeLatencyBudget(
     "quick",
-    # 2,000 of the 10,000 test images (a p99 from 20 images in the tail): the tiny model takes a few ms per image
-    # alone on a 2-core CPU, so 4 arms x 2,000 calls are ~30 s; the sweep ~30 s; ViT-B/16 at batch 1 (~0.15 s a
-    # call; 5 arms x 6 rounds of ~4 calls: a few dozen calls per arm) ~20 s; the composition ~15 s: ~2 min in all.
+    # 2,000 of the 10,000 test images: a p99 from 20 images in the tail. The tiny model takes a few ms per image alone
+    # on a 2-core CPU, so the batch-1 table, the sweep, ViT-B/16 at batch 1 and the composition stay within minutes.
     latency_images=2000,
     warmup_images=20,
     sweep_timing=bench.CompareSettings(rounds=6, min_run_time=0.2, warmup_calls=1),
     vit_b_timing=bench.CompareSettings(rounds=6, min_run_time=0.4, warmup_calls=1),
     composition_timing=bench.CompareSettings(rounds=6, min_run_time=0.2, warmup_calls=1),
-    note="~2 min on a quiet 2-core CPU: 2,000 test images at batch 1, the sweep, ViT-B/16, the composition",
+    note="minutes on a 2-core CPU: 2,000 test images at batch 1, the sweep, ViT-B/16, the composition",
 )
+
+
 _SMOKE = EdgeLatencyBudget(
     "smoke",
     16,
@@ -102,6 +118,8 @@ _SMOKE = EdgeLatencyBudget(
     bootstrap=200,
     note="CI: seconds, numbers meaningless",
 )
+
+
 BUDGETS: dict[str, EdgeLatencyBudget] = {
     "smoke": _SMOKE,
     "quick": _QUICK,
@@ -162,7 +180,7 @@ def batch1_latency(
     spend: EdgeLatencyBudget,
     device: str = "cpu",
     timer: Callable[[], float] | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, LatencyRun]:
+) -> tuple[pd.DataFrame, pd.DataFrame, bench.LatencyRun]:
     """Latency per image at batch 1 of every arm (:func:`batch1_models` and the A/A copy) on the first
     ``spend.latency_images`` test images; the exit histogram of the per-sample exit on them; and the raw run.
 
@@ -171,10 +189,11 @@ def batch1_latency(
     """
     images = timing_batch(study, spend.latency_images)
     models = batch1_models(study, point)
-    run = time_models_per_image(models, images, spend.warmup_images, device, timer)
+    run = bench.time_models_per_image(models, images, spend.warmup_images, device, timer)
     exit_blocks = {arm: subset_exit_blocks(study, models[arm], len(images)) for arm in (EXIT_ARM, IDLE_ARM)}
     ideals = {EXIT_ARM: study.costs.ideal_speedup(point["exits"], exit_blocks[EXIT_ARM])}
-    table = latency_rows(run, ideals, {EXIT_ARM: PER_SAMPLE_TARGET, IDLE_ARM: (NO_EFFECT[0], 1.0)}, spend.bootstrap)
+    targets = {EXIT_ARM: bench.FLOP_IDEAL_TARGET, IDLE_ARM: bench.IDLE_TARGET}
+    table = bench.latency_rows(run, ideals, targets, spend.bootstrap)
     table["exited_pct"] = table["arm"].map(
         {a: 100 * (b < study.depth).double().mean().item() for a, b in exit_blocks.items()}
     )
@@ -248,8 +267,12 @@ def batch_sweep(
         comparison = bench.compare_models({"plain": study.vit, EXIT_ARM: exit_model}, images, settings, device)
         common = {"batch_size": count, **bench.protocol(comparison), "note": bench.table_note(comparison)}
         rows += [
-            {"arm": "plain", **bench.speed_row(comparison, "plain", count, 1.0, PER_SAMPLE_TARGET), **common},
-            {"arm": EXIT_ARM, **exit_row(study, comparison, EXIT_ARM, exit_model, count, PER_SAMPLE_TARGET), **common},
+            {"arm": "plain", **bench.speed_row(comparison, "plain", count, 1.0, bench.FLOP_IDEAL_TARGET), **common},
+            {
+                "arm": EXIT_ARM,
+                **exit_row(study, comparison, EXIT_ARM, exit_model, count, bench.FLOP_IDEAL_TARGET),
+                **common,
+            },
             {"arm": CONTROL_LABEL, **bench.control_row(comparison, count), **common},
         ]
         raw.append(bench.raw_times(comparison, batch_size=count))
@@ -266,14 +289,219 @@ def vit_b_batch1(
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, bench.Comparison]:
     """Table 5.1's protocol at batch 1: latency (ms) of the full model and of every image forced out after each exit
-    on random input, its speed-up and FLOP ideal, the A/A control (:func:`.max_speed_exit.table_5_1`)."""
+    on random input, its speed-up and FLOP ideal, the A/A control (:func:`.common.table_5_1`)."""
     table, comparison = table_5_1(vit, input_size, 1, exits, settings, device)
     table.insert(2, "latency_ms", 1e3 * table["seconds_per_call"])
     return table, comparison
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Beside the field, what the run shows
+# Both methods at once
+
+
+def drop_region(settings: SkipViTSettings) -> tuple[int, int]:
+    """Blocks (1-indexed, inclusive) from SkipViT's first drop layer to its skip layer (or its last drop layer)."""
+    marks = (*settings.drop_layers, *((settings.skip_layer,) if settings.skip_layer else ()))
+    return min(marks), max(marks)
+
+
+def compatible_exits(exits: Sequence[int], settings: SkipViTSettings) -> tuple[int, ...]:
+    """The exits that do not cut SkipViT's drop region: an exit after block e cuts it when first <= e < last."""
+    if not settings.active:
+        return tuple(exits)
+    first, last = drop_region(settings)
+    return tuple(e for e in exits if not first <= e < last)
+
+
+def with_skipvit(model: MultiExitViT, settings: SkipViTSettings | str) -> SkipExitViT:
+    """A copy of a fitted exit model (backbone and heads) with SkipViT ``settings`` applied to its backbone and
+    dropping on, as the core's :class:`~vitstudy.multiexit.SkipExitViT`; ``model`` is left as it was. Its exits must
+    lie outside the drop region (:func:`compatible_exits`): :func:`composed_ideal` counts an exit's images as
+    paying what they pay without SkipViT."""
+    settings = skipvit.preset(settings) if isinstance(settings, str) else settings
+    check(
+        compatible_exits(model.exits, settings) == model.exits,
+        "exits",
+        model.exits,
+        f"exits outside SkipViT's drop region {drop_region(settings)} ({settings.label})",
+    )
+    composed = copy.deepcopy(model)  # the heads keep their sharing (finetune: one head on exits and final output)
+    if not isinstance(composed.vit, SkipViTMixin):
+        skipvit.apply_skipvit(composed.vit, settings)
+    skipvit.configure(composed.vit, dataclasses.replace(settings, enabled=True))
+    composed.__class__ = SkipExitViT  # the knobs, heads and forward stay; only the backbone check is added
+    return composed
+
+
+def composed_ideal(costs: ExitCosts, exits: Sequence[int], exit_block: torch.Tensor, skip_ideal: float) -> float:
+    """FLOP-ideal speed-up of the exit on a dropping backbone, counted per image: an image leaving at an exit
+    before the drop region pays what it pays without SkipViT; one running to the end pays the plain model's
+    FLOPs divided by SkipViT's ideal, plus every exit head it passed."""
+    per_exit = costs.per_exit(exits).clone()
+    per_exit[-1] = costs.plain() / skip_ideal + len(exits) * costs.exit_head
+    blocks = torch.tensor([*exits, costs.depth])
+    index = (exit_block.reshape(-1, 1) == blocks).long().argmax(1)
+    return costs.plain() / per_exit[index].mean().item()
+
+
+def _correct(model: torch.nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        out = model.eval()(images)
+    return getattr(out, "logits", out).argmax(-1) == targets
+
+
+def composition_table(
+    study: ExitStudy,
+    point: dict[str, Any],
+    settings: SkipViTSettings | str,
+    batch_size: int,
+    timing: bench.CompareSettings,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, bench.Comparison]:
+    """The per-sample exit at ``point`` (its exits outside the drop region), SkipViT dropping alone, both at once
+    and the A/A control, timed on one batch of real test images; and the comparison.
+
+    ``ideal_speedup`` of the ``both`` row is counted (:func:`composed_ideal`); ``product_of_ideals`` is the exit's
+    FLOP ideal times SkipViT's, the yardstick of "does the saving compose", and ``measured_over_product`` the
+    measured speed-up over it. Top-1 on the timed images beside each, with its paired interval against plain.
+    """
+    settings = skipvit.preset(settings) if isinstance(settings, str) else settings
+    exits = compatible_exits(point["exits"], settings)
+    check(
+        bool(exits),
+        "exits",
+        point["exits"],
+        f"at least one exit outside SkipViT's drop region {drop_region(settings)} ({settings.label})",
+    )
+    exit_model = study.configured(point["variant"], exits, point["threshold"], "sample")
+    both = with_skipvit(exit_model, settings)
+    images = timing_batch(study, batch_size)
+    count = len(images)
+    models = {"plain": study.vit, EXIT_ARM: exit_model, SKIP_ARM: both.vit, BOTH_ARM: both}
+    comparison = bench.compare_models(models, images, timing, device)
+    gain = skipvit.flop_gain(both.vit, study.splits.input_size)
+    with torch.inference_mode():  # the timed batch's exits: the same in both exit arms (all before the drop region)
+        exit_block = exit_model.eval()(images).exit_block
+    ideals = {EXIT_ARM: study.costs.ideal_speedup(exits, exit_block), SKIP_ARM: gain["gflops_off"] / gain["gflops_on"]}
+    ideals[BOTH_ARM] = composed_ideal(study.costs, exits, exit_block, ideals[SKIP_ARM])
+    targets = study.features["test"].targets[:count]
+    plain_correct = _correct(study.vit, images, targets)
+    setting = f"{point['variant']}, exits {exits_label(exits)}, threshold {point['threshold']:g}"
+    described = {EXIT_ARM: setting, SKIP_ARM: settings.label, BOTH_ARM: f"{setting} + {settings.label}"}
+    rows = []
+    for arm in (EXIT_ARM, SKIP_ARM, BOTH_ARM):
+        loss, low, high = paired_loss_interval(plain_correct, _correct(models[arm], images, targets))
+        rows.append(
+            {
+                "arm": arm,
+                "setting": described[arm],
+                **bench.speed_row(comparison, arm, count, ideals[arm], bench.FLOP_IDEAL_TARGET),
+                "top1_loss": loss,
+                "top1_loss_low": low,
+                "top1_loss_high": high,
+            }
+        )
+    product = ideals[EXIT_ARM] * ideals[SKIP_ARM]
+    rows[-1] |= {
+        "product_of_ideals": product,
+        **{f"measured_over_product{end}": rows[-1][f"speedup{end}"] / product for end in ("", "_low", "_high")},
+    }
+    rows.append({"arm": CONTROL_LABEL, **bench.control_row(comparison, count)})
+    exited_pct = 100 * (exit_block < study.depth).double().mean().item()
+    frame = pd.DataFrame(rows).assign(
+        batch_size=count, batch_exited_pct=exited_pct, **bench.protocol(comparison), note=bench.table_note(comparison)
+    )
+    return frame, comparison
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Beside the field
+
+FIELD_FILE = "field_edge_speed.csv"
+PUBLISHED, OURS = "published", "ours (this run)"
+# What each block may fill; the descriptive columns (method, model, dataset, measures, note) are shared.
+PUBLISHED_COLUMNS = (
+    "published_speedup",
+    "published_top1_change_points",
+    "published_flops_reduction_pct",
+    "published_hardware",
+    "published_batch_size",
+    "published_source",
+)
+OURS_COLUMNS = (
+    "ours_speedup",
+    "ours_speedup_low",
+    "ours_speedup_high",
+    "ours_ideal_speedup",
+    "ours_top1_change_points",
+    "ours_top1_change_low",
+    "ours_top1_change_high",
+    "ours_batch_size",
+    "ours_device",
+)
+FIELD_COLUMNS = ("block", "method", "model", "dataset", "measures", *PUBLISHED_COLUMNS, *OURS_COLUMNS, "note")
+
+
+def load_field() -> pd.DataFrame:
+    """The published rows as transcribed (one per method)."""
+    return pd.read_csv(REFERENCE_DIR / FIELD_FILE)
+
+
+def published_rows(field: pd.DataFrame) -> pd.DataFrame:
+    """The transcription in the published block's columns."""
+    renamed = {
+        "speedup": "published_speedup",
+        "top1_change_points": "published_top1_change_points",
+        "flops_reduction_pct": "published_flops_reduction_pct",
+        "hardware": "published_hardware",
+        "batch_size": "published_batch_size",
+        "source": "published_source",
+    }
+    return field.rename(columns=renamed).assign(block=PUBLISHED)
+
+
+def our_row(
+    method: str,
+    measures: str,
+    row: Mapping[str, Any],
+    top1_loss: tuple[float, float, float],
+    model: str,
+    dataset: str,
+    note: str = "",
+) -> dict[str, Any]:
+    """One of our measured rows (a speed row of this notebook's tables) in the ours block; ``top1_loss`` is the
+    (points lost, low, high) of the same setting, written as a change (negative: lost)."""
+    loss, low, high = top1_loss
+    return {
+        "block": OURS,
+        "method": method,
+        "model": model,
+        "dataset": dataset,
+        "measures": measures,
+        "ours_speedup": row.get("speedup", math.nan),
+        "ours_speedup_low": row.get("speedup_low", math.nan),
+        "ours_speedup_high": row.get("speedup_high", math.nan),
+        "ours_ideal_speedup": row.get("ideal_speedup", math.nan),
+        "ours_top1_change_points": -loss,
+        "ours_top1_change_low": -high,
+        "ours_top1_change_high": -low,
+        "ours_batch_size": row.get("batch_size", row.get("timed_batch_size", math.nan)),
+        "ours_device": row.get("device", ""),
+        "note": note or str(row.get("note") or ""),
+    }
+
+
+def beside_field(field: pd.DataFrame, ours: list[dict[str, Any]]) -> pd.DataFrame:
+    """The published block, then ours, in :data:`FIELD_COLUMNS`; a column of one block is empty in the other."""
+    frame = pd.concat([published_rows(field), pd.DataFrame(ours)], ignore_index=True)
+    for column in FIELD_COLUMNS:
+        if column not in frame:
+            frame[column] = math.nan
+    return frame[list(FIELD_COLUMNS)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What the run shows
 
 
 def our_field_rows(

@@ -1,14 +1,14 @@
 """Notebook 01: the maximum speed of an early exit (the report's Table 5.1).
 
 Every image is forced out after one exit of the report's ViT-B/16 and timed on random input against the plain
-model; each measured speed-up stands beside its FLOP-ideal value (FLOPs of the plain model over those of the exit
-path) and the report's own numbers, the same in bf16 beside fp32, and how close the plain model runs to the peak.
+model (:func:`.common.table_5_1`, shared with notebook 10); each measured speed-up stands beside its FLOP-ideal value
+(FLOPs of the plain model over those of the exit path) and the report's own numbers, the same in bf16 beside fp32,
+and how close the plain model runs to the peak.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -18,13 +18,10 @@ from matplotlib.figure import Figure
 from ... import bench
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, Scale, check, scale_budget
-from ...multiexit import DEFAULT_EXITS, MultiExitViT, check_exits, exit_costs
+from ...multiexit import DEFAULT_EXITS, check_exits
 from ...plots import grouped_bars, new_figure
 from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
-
-FORCED_TARGET = (0.97, 1.03)  # forced exits run the same blocks, fewer of them: no excess over the FLOP ideal
-FORCED_INTERVAL = (0.95, 1.05)  # issue 8: the measured ÷ ideal interval must lie inside this too
-CONTROL_LABEL = "A/A control: plain vs its copy"  # the setting of every multi-exit table's A/A row
+from .common import CONTROL_LABEL
 
 
 @dataclass(frozen=True)
@@ -33,7 +30,7 @@ class MaxSpeedBudget:
 
     scale: str
     timing: bench.CompareSettings
-    batch_cpu: int = 8  # ViT-B/16 runs ~5 im/s on a 2-core CPU; batch 4 on a CPU is noisy
+    batch_cpu: int = 8  # ViT-B/16 on a CPU: a few images per second, and batch 4 times noisily
     batch_cuda: int = 64
     exits: tuple[int, ...] = DEFAULT_EXITS  # the forced exits timed
     # The plain model and every forced exit timed in bf16 autocast too, in the same rounds (fp32 stays the headline).
@@ -52,14 +49,17 @@ class MaxSpeedBudget:
 
 _QUICK = MaxSpeedBudget(
     "quick",
-    # ViT-B/16 at batch 8 takes ~1.5 s per forward on a 2-core CPU: blocks of 1.5 s hold about one call.
+    # A 1.5 s block holds about one forward of ViT-B/16 at batch 8 on a 2-core CPU.
     timing=bench.CompareSettings(rounds=6, min_run_time=1.5, warmup_calls=1),
-    # bf16 adds 4 arms (plain, exits 3/6/9) at roughly half the fp32 cost each (estimated from issue 19's ViT-S/16
-    # 1.70x, not yet timed on a quiet machine): each is a sizing call plus one 1.5 s block, ~8 s a round, ~50 s in
-    # all; the machine's peak <= 1.5 s. A budget with bf16=False keeps the former ~1.5 min.
-    note="about 2.5 min of timing on a 2-core CPU (fp32 ~1.5 min, bf16 ~50 s, estimated)",
+    # bf16 adds 4 arms (plain, exits 3/6/9), each a sizing call plus one block a round; a budget with bf16=False
+    # times the fp32 arms alone.
+    note="fp32 and bf16 within minutes on a 2-core CPU",
 )
+
+
 _LONGER = bench.CompareSettings(rounds=10, min_run_time=2.0)  # full / paper: tighter intervals
+
+
 BUDGETS: dict[str, MaxSpeedBudget] = {
     "smoke": MaxSpeedBudget("smoke", SMOKE_TIMING, batch_cpu=2, note="CI: seconds, numbers meaningless"),
     "quick": _QUICK,
@@ -113,75 +113,8 @@ TABLE_5_1_COLUMNS = (
 )
 
 
-def table_5_1(
-    vit: torch.nn.Module,
-    input_size: tuple[int, int, int],
-    batch_size: int,
-    exits: Sequence[int] = DEFAULT_EXITS,
-    settings: bench.CompareSettings | None = None,
-    device: str = "cpu",
-    bf16: bool = False,
-) -> tuple[pd.DataFrame, bench.Comparison]:
-    """Table 5.1: every image forced out after each exit vs the plain model, on random input; and its comparison.
-
-    Measured speed-up (95% interval) next to the FLOP-ideal one, their quotient and its verdict against
-    :data:`FORCED_TARGET` with the interval inside :data:`FORCED_INTERVAL`; the last row is the A/A control
-    (``exit_block`` empty). With ``bf16`` the plain model and every exit are timed under bf16 autocast too, in
-    the same rounds: each row's :func:`vitstudy.bench.bf16_columns` (its speed-up over fp32, its measured ÷
-    ideal in bf16) beside its fp32 numbers. Every row carries how close the fp32 (and bf16) baseline runs to the
-    machine's peak (:func:`vitstudy.bench.machine_use`).
-    """
-    settings = settings or bench.CompareSettings()
-    costs = exit_costs(MultiExitViT(vit, exits).eval(), input_size)
-    models: dict[str, torch.nn.Module] = {"plain": vit}
-    for block in exits:
-        models[str(block)] = MultiExitViT(vit, exits, forced_exit=block).eval()
-    inputs = torch.randn(batch_size, *input_size, generator=torch.Generator().manual_seed(0))
-    comparison = bench.compare_models(models, inputs, settings, device, bf16=list(models) if bf16 else ())
-    rows = [
-        {
-            "setting": "original (all blocks)",
-            "exit_block": costs.depth,
-            "gflops_per_image": costs.plain() / 1e9,
-            **bench.speed_row(comparison, "plain", batch_size, 1.0, FORCED_TARGET),
-            **bench.bf16_columns(comparison, "plain", batch_size, 1.0, FORCED_TARGET),
-        }
-    ]
-    for block in exits:
-        ideal = costs.plain() / costs.forced(block)
-        speed = bench.speed_row(
-            comparison, str(block), batch_size, ideal, FORCED_TARGET, interval_within=FORCED_INTERVAL
-        )
-        in_bf16 = bench.bf16_columns(comparison, str(block), batch_size, ideal, FORCED_TARGET, FORCED_INTERVAL)
-        rows.append(
-            {
-                "setting": f"forced exit after block {block}",
-                "exit_block": block,
-                "gflops_per_image": costs.forced(block) / 1e9,
-                **speed,
-                **in_bf16,
-            }
-        )
-    rows.append(
-        {
-            "setting": CONTROL_LABEL,
-            "exit_block": None,
-            "gflops_per_image": costs.plain() / 1e9,
-            **bench.control_row(comparison, batch_size),
-        }
-    )
-    frame = pd.DataFrame(rows).astype({"exit_block": "Int64"})
-    frame = frame.assign(
-        batch_size=batch_size,
-        input_size="x".join(map(str, input_size)),
-        **bench.protocol(comparison),
-        note=bench.table_note(comparison),
-    )
-    return frame, comparison
-
-
 def beside_paper_5_1(table: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
-    """:func:`table_5_1` with the report's images/s and speed-up beside each exit block, in the column order
+    """:func:`.common.table_5_1` with the report's images/s and speed-up beside each exit block, in the column order
     notebook 01 saves (:data:`TABLE_5_1_COLUMNS`); ``paper`` is ``reference.load_reference("multiexit_5.1")``."""
     wide = paper.pivot_table(index="exit_block", columns="metric", values="value").add_prefix("paper_")
     wide.index = wide.index.astype("Int64")

@@ -1,225 +1,54 @@
-"""Notebook 02: early exit on real data, the report's Table 5.2.
+"""Notebook 02: early exit on real data, the report's Table 5.2, and what a per-sample exit buys.
 
 Accuracy and exit shares come offline from a :class:`~vitstudy.multiexit.ExitStudy` (features recorded once);
 speed-ups from one batch of real test images, every timed setting against the plain model in one
-``bench.compare_models`` comparison with its A/A control, each row built by ``bench.speed_row``. The speed targets
-and their controls are :mod:`.exit_speed_targets`; why the report's batch rule never fired, :mod:`.batch_rule`; the
-``joint`` variant's training, :mod:`.joint_exit`; the accuracy / speed-up trade-off, :mod:`.exit_tradeoff`. Every
-function compares the variants the study holds.
+``bench.compare_models`` comparison with its A/A control, each row built by ``bench.speed_row``. Table 5.2 itself,
+the budget, the ``joint`` variant's training and the operating point are shared with notebooks 03, 07 and 10
+(:mod:`.common`). Here:
+
+- the accuracy / speed-up trade-off: the threshold sweep's curves and a few points timed on real test images
+  (:func:`measured_points`, :func:`accuracy_speed_curves`);
+- why the report's batch rule never fired, offline (:func:`batch_rule_exit_rates`, :func:`chance_floor_table`,
+  :func:`required_confident_share`): the max-softmax of C classes is never below 1/C, and if a share p of images
+  is confident on its own, a batch of b independent images leaves with probability p^b;
+- the speed targets on the baseline, in one comparison (:func:`performance_table`, each per-sample row judged
+  against the study's target by :func:`target_verdict`), and the controls that say what a per-sample speed-up is
+  made of (:func:`per_sample_controls`);
+- :func:`findings`, what the notebook shows in sentences.
+
+Every function compares the variants the study holds.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
+from matplotlib.figure import Figure
 
 from ... import bench
-from ...bench import SMOKE_TIMING
-from ...config import PAPER_SMOKE, Scale, check, scale_budget
-from ...multiexit import (
-    POLICIES,
-    VARIANTS,
-    ExitStudy,
-    MultiExitViT,
-    exits_label,
-    logits_from_features,
-    simulate,
+from ...formatting import NOT_MEASURED
+from ...multiexit import DEFAULT_EXITS, EXIT_SETS, ExitStudy, MultiExitViT, exits_label
+from ...plots import new_figure
+from ..sentences import is_missing, measured, number, paragraph
+from .common import (
+    CONTROL_LABEL,
+    FORCED_TARGET,
+    SWEEP_THRESHOLDS,
+    VARIANT_LABELS,
+    batch_exits,
+    choose_operating_point,
+    exit_row,
+    timing_batch,
 )
-from .max_speed_exit import CONTROL_LABEL, FORCED_TARGET
 
-PER_SAMPLE_TARGET = (0.90, 1.03)  # the per-sample exit pays confidences and compaction the FLOP count leaves out
-VARIANT_LABELS = {
-    "same": "Same",
-    "finetune": "Fine-Tune",
-    "scratch": "Scratch",
-    "separate": "separate (ours)",
-    "joint": "joint (ours)",
-}
-
-
-@dataclass(frozen=True)
-class RealDataBudget:
-    """How much the real-data notebooks (02, and 03 / 07, which reuse its study) compute and time at one scale."""
-
-    scale: str
-    batch_size: int  # the batch of real test images timed, and the batch of the report's batch rule
-    timing: bench.CompareSettings  # the measured sweep points, the speed targets, the per-sample controls
-    table_timing: bench.CompareSettings  # Tables 5.2 / 5.3 compare up to 23 arms: fewer rounds keep them short
-    threshold: float = 0.9  # Table 5.2's threshold: a 10-class max-softmax of 0.9 is a confident prediction
-    max_loss: float = 0.5  # the operating point's 95% upper bound of validation top-1 points lost stays within this
-    head_epochs: int = 30  # linear heads on frozen features converge well within 30 epochs
-    table_variants: tuple[str, ...] = VARIANTS  # the settings of Tables 5.2 and 5.3: variant x exits x policy
-    table_exit_sets: tuple[tuple[int, ...], ...] = ((3,), (6,), (9,))
-    policies: tuple[str, ...] = POLICIES
-    note: str = ""
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "head_epochs"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), "an integer >= 1")
-        check(0.0 <= self.threshold <= 1.0, "threshold", self.threshold, "a number in [0, 1]")
-        check(self.max_loss >= 0, "max_loss", self.max_loss, "a number of top-1 points >= 0")
-
-
-_QUICK = RealDataBudget(
-    "quick",
-    batch_size=256,
-    # A forward of the quick baseline at batch 256 takes ~0.4 s on a 2-core CPU, so each arm's round is about two
-    # calls (blocked_autorange sizes its block with one): 02 ~3 min, 03 ~1 min of timing.
-    timing=bench.CompareSettings(rounds=6, min_run_time=0.3, warmup_calls=1),
-    table_timing=bench.CompareSettings(rounds=5, min_run_time=0.2, warmup_calls=1),
-    note="every multi-exit notebook within minutes on a 2-core CPU",
-)
-_LONGER = dict(  # full / paper: more rounds and longer blocks, for tighter intervals
-    timing=bench.CompareSettings(rounds=12, min_run_time=0.6),
-    table_timing=bench.CompareSettings(rounds=8, min_run_time=0.4),
-)
-_SMOKE = RealDataBudget("smoke", 64, SMOKE_TIMING, SMOKE_TIMING, note="CI: seconds, numbers meaningless")
-# The paper path at smoke sizes: each final-head path (timm's head: same, separate; a fitted shared head: finetune)
-# and joint's own backbone, at one exit and both policies, runs every line of Table 5.2 (10 ViT-B arms, not 32).
-_PAPER_SMOKE_GRID = dict(table_variants=("same", "finetune", "separate", "joint"), table_exit_sets=((3,),))
-BUDGETS: dict[str, RealDataBudget] = {
-    "smoke": _SMOKE,
-    "quick": _QUICK,
-    "full": dataclasses.replace(_QUICK, scale="full", **_LONGER, note="longer timing on the full baseline"),
-    "paper": dataclasses.replace(_QUICK, scale="paper", **_LONGER, note="longer timing, ViT-B/16 on ImageNet"),
-    PAPER_SMOKE: dataclasses.replace(
-        _SMOKE, scale=PAPER_SMOKE, batch_size=2, head_epochs=2, **_PAPER_SMOKE_GRID, note="a test on a CPU"
-    ),
-}
-
-
-def budget(scale: Scale | str | None = None) -> RealDataBudget:
-    """Notebook 02's budget at a scale (:func:`vitstudy.config.scale_budget`)."""
-    return scale_budget(BUDGETS, scale)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Timing on real test images
-
-
-def timing_batch(study: ExitStudy, batch_size: int) -> torch.Tensor:
-    """The first ``batch_size`` test images as one tensor ``[B, C, H, W]`` (real data for timing)."""
-    count = min(batch_size, len(study.splits.test))
-    return torch.stack([study.splits.test[i][0] for i in range(count)])
-
-
-def batch_exits(study: ExitStudy, model: MultiExitViT, batch_size: int) -> dict[str, float]:
-    """Share of the timed batch (the first ``batch_size`` test images) that leaves early under ``model``'s
-    settings, and the FLOP-ideal speed-up of that batch's exit histogram.
-
-    Computed from the recorded features (``simulate`` reproduces the forward; tested), so no backbone runs here.
-    """
-    logits = logits_from_features(model, study.features_of(model.variant)["test"].first(batch_size))
-    sim = simulate(logits, model.exits, study.depth, model.threshold, model.policy, model.confidence, batch_size)
-    return {
-        "batch_exited_pct": 100 * (sim.exit_block < study.depth).double().mean().item(),
-        "batch_ideal_speedup": study.costs.ideal_speedup(model.exits, sim.exit_block),
-    }
-
-
-def exit_row(
-    study: ExitStudy,
-    comparison: bench.Comparison,
-    arm: str,
-    model: MultiExitViT,
-    images: int,
-    target: tuple[float, float],
-) -> dict[str, Any]:
-    """A timed exit setting's speed row, judged against the FLOP ideal of the timed batch's own exits
-    (``batch_ideal_speedup``, beside ``batch_exited_pct``)."""
-    batch = batch_exits(study, model, images)
-    return {**bench.speed_row(comparison, arm, images, batch["batch_ideal_speedup"], target), **batch}
-
-
-def _setting_name(variant: str, exits: Sequence[int], policy: str) -> str:
-    return f"{variant}/{exits_label(exits)}/{policy}"
-
-
-def table_5_2(
-    study: ExitStudy,
-    threshold: float,
-    batch_size: int,
-    settings: bench.CompareSettings,
-    variants: Sequence[str] | None = None,
-    exit_sets: Sequence[tuple[int, ...]] = ((3,), (6,), (9,)),
-    policies: Sequence[str] = POLICIES,
-    device: str = "cpu",
-) -> tuple[pd.DataFrame, bench.Comparison]:
-    """Table 5.2: variant x exit x policy at one threshold, then the A/A control row; and its comparison.
-
-    Top-1 and exit shares come from the whole test set (offline); speed-ups from one batch of real test images.
-    ``ideal_speedup`` is the FLOP-ideal of the whole test set's exits, ``batch_ideal_speedup`` that of the timed
-    batch (what ``measured_over_ideal`` uses). ``variants``: default, every variant the study holds.
-    """
-    images = timing_batch(study, batch_size)
-    grid = [(v, e, p) for v in variants or study.variants for e in exit_sets for p in policies]
-    settings_models = {_setting_name(*s): study.configured(s[0], s[1], threshold, s[2]) for s in grid}
-    timed_as = _timed_as(study, settings_models, len(images))
-    models: dict[str, torch.nn.Module] = {"plain": study.vit}
-    models.update({name: model for name, model in settings_models.items() if timed_as[name] == name})
-    # Notebook 03 times a subset of notebook 02's arms on the same batch: within one report run it reads 02's
-    # measurement (vitstudy.bench.shared) when every arm it needs ran with the same weights and settings.
-    arm_ids = _arm_ids(models, images)
-    key = bench.timing_key("table_5_2", settings=dataclasses.asdict(settings), device=str(device))
-    comparison = bench.shared_subset(key, arm_ids)
-    if comparison is None:
-        comparison = bench.compare_models(models, images, settings, device)
-        bench.share(comparison, key, arm_ids)
-    rows = []
-    for variant, exits, policy in grid:
-        name = _setting_name(variant, exits, policy)
-        target = PER_SAMPLE_TARGET if policy == "sample" else FORCED_TARGET
-        offline = study.evaluate(variant, exits, threshold, policy, batch_size)
-        speed = exit_row(study, comparison, timed_as[name], settings_models[name], len(images), target)
-        rows.append(
-            {"setting": name, **offline, **speed, "ideal_speedup": offline["ideal_speedup"], "timed_as": timed_as[name]}
-        )
-    rows.append({"setting": CONTROL_LABEL, "threshold": threshold, **bench.control_row(comparison, len(images))})
-    frame = pd.DataFrame(rows)
-    frame["plain_images_per_s"] = len(images) / comparison.speedup("plain")["seconds"]
-    frame = frame.assign(timed_batch_size=len(images), **bench.protocol(comparison), note=bench.table_note(comparison))
-    return frame, comparison
-
-
-EXIT_KNOBS = ("variant", "exits", "threshold", "policy", "confidence", "forced_exit", "keep_every_row")
-
-
-def _timed_as(study: ExitStudy, models: dict[str, MultiExitViT], images: int) -> dict[str, str]:
-    """The arm each setting's speed is read from: itself, or, for a batch-rule setting whose timed batch never
-    leaves early (simulated offline, :func:`batch_exits`) on the study's own backbone, the first such setting at
-    the same exits. Those run the same operations (the backbone, then one linear head and the confidence test at
-    each exit) and differ only in the heads' weights, so Table 5.2 times one of them per exit set, not five."""
-    timed_as, first = {}, {}
-    for name, model in models.items():
-        same_ops = model.policy == "batch" and model.vit is study.vit
-        if same_ops and batch_exits(study, model, images)["batch_exited_pct"] == 0:
-            timed_as[name] = first.setdefault(model.exits, name)
-        else:
-            timed_as[name] = name
-    return timed_as
-
-
-def _arm_ids(models: dict[str, torch.nn.Module], images: torch.Tensor) -> dict[str, str]:
-    """What each arm runs, as a fingerprint: its backbone (each distinct one hashed once) and the images, then
-    each exit setting's knobs and heads."""
-    backbones: dict[int, str] = {}
-    ids = {}
-    for name, model in models.items():
-        vit = getattr(model, "vit", model)
-        if id(vit) not in backbones:
-            backbones[id(vit)] = bench.arm_fingerprint(vit, images)
-        ids[name] = bench.arm_fingerprint(
-            backbones[id(vit)],
-            *(getattr(model, knob, None) for knob in EXIT_KNOBS),
-            *getattr(model, "exit_heads", ()),
-            getattr(model, "final_head", None),
-        )
-    return ids
+# The study's speed target: measured throughput over the plain model at an operating point ...
+TARGET_SPEEDUP = 2.5
+TARGET_MAX_LOSS = 0.5  # ... losing at most this many points of test top-1
+PER_SAMPLE = "per-sample exit"  # how the performance table's per-sample rows start
 
 
 # Table 5.2 as saved by notebook 02: ours, then the report's top-1 and speed-up, then how it was measured.
@@ -252,16 +81,437 @@ TABLE_5_2_COLUMNS = (
 )
 
 
-def beside_paper(table: pd.DataFrame, paper: pd.DataFrame, prefix: str = "paper_") -> pd.DataFrame:
-    """Add the report's top-1, speed-up and images/s (Table 5.2 or 5.3, long format) beside matching rows.
+# ----------------------------------------------------------------------------------------------------------
+# The accuracy / speed-up trade-off
 
-    Rows match on variant (the report's Same / Fine-Tune / Scratch) and single exit block; ``separate``, ``joint``
-    and multi-exit rows have no counterpart and keep empty ``prefix`` columns. Filter ``paper`` to one device first.
+
+def measured_points(
+    study: ExitStudy,
+    points: Sequence[dict[str, Any]],
+    batch_size: int,
+    settings: bench.CompareSettings,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, bench.Comparison]:
+    """Measured per-sample speed-up (95% interval) of a few (variant, exits, threshold) points, for the sweep's
+    curves, then the A/A control row; and the comparison."""
+    images = timing_batch(study, batch_size)
+    models: dict[str, torch.nn.Module] = {"plain": study.vit}
+    for i, p in enumerate(points):
+        models[str(i)] = study.configured(p["variant"], p["exits"], p["threshold"], "sample")
+    comparison = bench.compare_models(models, images, settings, device)
+    rows = []
+    for i, p in enumerate(points):
+        row = study.evaluate(p["variant"], p["exits"], p["threshold"], "sample")
+        speed = exit_row(study, comparison, str(i), models[str(i)], len(images), bench.FLOP_IDEAL_TARGET)
+        rows.append({**row, **speed, "ideal_speedup": row["ideal_speedup"]})
+    rows.append({"variant": CONTROL_LABEL, **bench.control_row(comparison, len(images))})
+    frame = pd.DataFrame(rows).assign(
+        timed_batch_size=len(images), **bench.protocol(comparison), note=bench.table_note(comparison)
+    )
+    return frame, comparison
+
+
+def operating_points(
+    study: ExitStudy,
+    max_loss: float = 0.5,
+    thresholds: Sequence[float] = SWEEP_THRESHOLDS,
+    variants: Sequence[str] | None = None,
+    exit_sets: Sequence[tuple[int, ...]] = EXIT_SETS,
+) -> list[dict[str, Any]]:
+    """Each variant's own operating point by :func:`choose_operating_point`'s rule (on validation), so every
+    variant, the heads on the frozen backbone and ``joint`` alike, is timed at its best allowed setting."""
+    return [choose_operating_point(study, max_loss, thresholds, [v], exit_sets) for v in variants or study.variants]
+
+
+def sweep_points(point: dict[str, Any], variants: Sequence[str] = ("separate",)) -> list[dict[str, Any]]:
+    """The points notebook 02 times on its curves: the operating point, a stricter threshold (+0.2) and each of
+    ``variants`` (our heads) at every exit with threshold 0.99."""
+    stricter = {**point, "threshold": min(1.0, round(point["threshold"] + 0.2, 3))}
+    return [point, stricter, *({"variant": v, "exits": DEFAULT_EXITS, "threshold": 0.99} for v in variants)]
+
+
+def accuracy_speed_curves(
+    sweep: pd.DataFrame, measured: pd.DataFrame | None = None, plain_top1: float | None = None
+) -> Figure:
+    """Top-1 vs FLOP-ideal speed-up per variant (one panel each), a line per exit set; measured points on top."""
+    variants = list(dict.fromkeys(sweep["variant"]))
+    fig = new_figure((3.2 * len(variants), 3.4))
+    axes = fig.subplots(1, len(variants), sharey=True, squeeze=False)[0]
+    for ax, variant in zip(axes, variants):
+        part = sweep[sweep["variant"] == variant]
+        for exits, curve in part.groupby("exits", sort=False):
+            curve = curve.sort_values("ideal_speedup")
+            ax.plot(curve["ideal_speedup"], curve["top1"], "-o", ms=3, label=f"exits {exits}")
+        if measured is not None:
+            points = measured[measured["variant"] == variant]  # the A/A control row matches no variant
+            ax.scatter(points["speedup"], points["top1"], marker="*", s=90, color="black", zorder=5, label="measured")
+        if plain_top1 is not None:
+            ax.axhline(plain_top1, color="grey", ls="--", lw=1)
+            ax.axhline(plain_top1 - 0.5, color="grey", ls=":", lw=1)
+        ax.set(title=VARIANT_LABELS.get(variant, variant), xlabel="speed-up (x; lines: FLOP-ideal)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test top-1 (%)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Why the report's batch rule never fired (offline: nothing here is timed)
+
+
+def batch_rule_exit_rates(
+    study: ExitStudy,
+    variant: str,
+    exits: tuple[int, ...],
+    thresholds: Sequence[float],
+    batch_sizes: Sequence[int],
+) -> pd.DataFrame:
+    """Share of images leaving early under the ``batch`` rule, by batch size and threshold (measured offline).
+
+    ``per_image_pct`` is the share that would leave on their own (batch size 1); ``independent_pct`` is what
+    the batch rule gives if confident images were independent draws: ``per_image ** batch_size``.
     """
-    wide = paper.pivot_table(index=["classifier", "exit_block"], columns="metric", values="value").reset_index()
-    wide["variant"] = wide["classifier"].map({label: name for name, label in VARIANT_LABELS.items()})
-    wide["exits"] = wide["exit_block"].astype(str)
-    names = {"accuracy_pct": "top1", "speed_improvement": "speedup", "inference_speed_im_s": "images_per_s"}
-    wide = wide.rename(columns={k: prefix + v for k, v in names.items()})
-    keep = ["variant", "exits", *(prefix + v for v in names.values() if prefix + v in wide)]
-    return table.merge(wide[keep], on=["variant", "exits"], how="left")
+    rows = []
+    for threshold in thresholds:
+        per_image = study.evaluate(variant, exits, threshold, "sample")["exited_pct"] / 100
+        for batch_size in batch_sizes:
+            row = study.evaluate(variant, exits, threshold, "batch", batch_size)
+            rows.append(
+                {
+                    "variant": variant,
+                    "exits": exits_label(exits),
+                    "threshold": threshold,
+                    "batch_size": batch_size,
+                    "batch_exited_pct": row["exited_pct"],
+                    "per_image_pct": 100 * per_image,
+                    "independent_pct": 100 * per_image**batch_size,
+                    "top1": row["top1"],
+                    "ideal_speedup": row["ideal_speedup"],
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def required_confident_share(batch_sizes: Sequence[int], batch_exit_rate: float = 0.5) -> pd.DataFrame:
+    """Confident share per image needed for a batch of b independent images to leave at rate r: ``r ** (1/b)``."""
+    return pd.DataFrame(
+        [
+            {
+                "batch_size": b,
+                "batch_exit_rate_pct": 100 * batch_exit_rate,
+                "confident_share_needed_pct": 100 * batch_exit_rate ** (1 / b),
+                "unconfident_images_allowed_per_1000": 1000 * (1 - batch_exit_rate ** (1 / b)),
+            }
+            for b in batch_sizes
+        ]
+    )
+
+
+def chance_floor_table(classes: Sequence[int] = (10, 1000), threshold: float = 0.01) -> pd.DataFrame:
+    """Max-softmax is at least 1/C: where the report's threshold sits relative to chance for C classes."""
+    return pd.DataFrame(
+        [
+            {
+                "classes": c,
+                "max_softmax_floor": 1 / c,
+                "threshold": threshold,
+                "threshold_over_floor": threshold * c,
+                "exit_guaranteed_per_image": threshold <= 1 / c,
+            }
+            for c in classes
+        ]
+    )
+
+
+def batch_rule_plot(rates: pd.DataFrame) -> Figure:
+    """Exit rate of the ``batch`` rule vs batch size, one line per threshold, with the independence model dashed."""
+    fig = new_figure((6, 3.4))
+    ax = fig.subplots()
+    for threshold, part in rates.groupby("threshold"):
+        line = ax.plot(part["batch_size"], part["batch_exited_pct"], "-o", ms=3, label=f"threshold {threshold:g}")
+        ax.plot(part["batch_size"], part["independent_pct"], "--", color=line[0].get_color(), lw=1)
+    ax.set_xscale("log", base=2)
+    ax.set(
+        xlabel="batch size",
+        ylabel="images that exited early (%)",
+        title="the report's rule: a batch exits only when its least confident image does",
+    )
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The speed targets on the baseline, and the per-sample controls
+
+
+def idle_model(vit: torch.nn.Module, keep_every_row: bool = False) -> MultiExitViT:
+    """The exit machinery at exits 3, 6, 9 with a threshold no image reaches (1.0); ``keep_every_row`` adds the
+    per-sample compaction at every exit (``MultiExitViT.keep_every_row``)."""
+    return MultiExitViT(vit, DEFAULT_EXITS, threshold=1.0, policy="sample", keep_every_row=keep_every_row).eval()
+
+
+def target_verdict(row: dict[str, Any]) -> str:
+    """A per-sample row against the study's target: >= 2.5x measured at <= 0.5 points lost on test, measured
+    within 0.90-1.03 of its FLOP ideal. "met" when the point estimates are and both intervals lie inside; "met at
+    the point estimates" when only those are; else "not met" and why."""
+    speedup, loss = row.get("speedup", math.nan), row.get("test_top1_loss", math.nan)
+    if is_missing(speedup) or is_missing(loss):
+        return NOT_MEASURED
+    target = f">= {TARGET_SPEEDUP:g}x at <= {TARGET_MAX_LOSS:g} points lost"
+    misses = [f"speed-up below {TARGET_SPEEDUP:g}x"] if speedup < TARGET_SPEEDUP else []
+    misses += [f"loses more than {TARGET_MAX_LOSS:g} points"] if loss > TARGET_MAX_LOSS else []
+    misses += [] if str(row.get("verdict", "")).startswith(bench.WITHIN_TARGET) else ["measured / ideal off target"]
+    if misses:
+        return f"not met ({target}): " + ", ".join(misses)
+    if row["speedup_low"] >= TARGET_SPEEDUP and row["test_top1_loss_high"] <= TARGET_MAX_LOSS:
+        return f"met ({target}), both intervals inside"
+    return f"met at the point estimates ({target}); an interval crosses its bound"
+
+
+def per_sample_label(point: dict[str, Any]) -> str:
+    return f"{PER_SAMPLE}: {point['variant']}, exits {exits_label(point['exits'])}, threshold {point['threshold']:g}"
+
+
+def performance_table(
+    study: ExitStudy,
+    points: Sequence[dict[str, Any]],
+    batch_size: int,
+    settings: bench.CompareSettings,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, bench.Comparison]:
+    """The speed targets on the baseline, timed in one comparison: forced exits vs their FLOP ideal, the per-sample
+    exit at each of ``points`` (its test top-1 loss with a 95% paired interval, its ``speed_target`` verdict), the
+    exit machinery when nothing exits, and the A/A control."""
+    images = timing_batch(study, batch_size)
+    count = len(images)
+    points = list({per_sample_label(p): p for p in points}.items())  # (arm name, point), each point once
+    idle = idle_model(study.vit)
+    models: dict[str, torch.nn.Module] = {"plain": study.vit, "idle": idle}
+    models.update({name: study.configured(p["variant"], p["exits"], p["threshold"], "sample") for name, p in points})
+    for block in DEFAULT_EXITS:
+        models[f"forced_{block}"] = MultiExitViT(study.vit, DEFAULT_EXITS, forced_exit=block).eval()
+    comparison = bench.compare_models(models, images, settings, device)
+    rows = []
+    for block in DEFAULT_EXITS:
+        ideal = study.costs.plain() / study.costs.forced(block)
+        rows.append(
+            {
+                "measurement": f"forced exit after block {block}",
+                **bench.speed_row(comparison, f"forced_{block}", count, ideal, FORCED_TARGET),
+                "target": f"measured / ideal in {FORCED_TARGET}",
+            }
+        )
+    for name, point in points:
+        setting = point["variant"], point["exits"], point["threshold"], "sample"
+        test = study.evaluate(*setting)
+        loss, low, high = study.top1_loss_interval(*setting)
+        row = {
+            "measurement": name,
+            **exit_row(study, comparison, name, models[name], count, bench.FLOP_IDEAL_TARGET),
+            "target": f"speed-up >= {TARGET_SPEEDUP:g} at test top-1 loss <= {TARGET_MAX_LOSS:g} points; "
+            f"measured / ideal in {bench.FLOP_IDEAL_TARGET}",
+            "variant": point["variant"],
+            "test_top1": test["top1"],
+            "test_top1_loss": loss,
+            "test_top1_loss_low": low,
+            "test_top1_loss_high": high,
+            "test_ideal_speedup": test["ideal_speedup"],
+            "test_exited_pct": test["exited_pct"],
+        }
+        rows.append({**row, "speed_target": target_verdict(row)})
+    speed = bench.speed_row(comparison, "idle", count, 1.0, bench.IDLE_TARGET)
+    rows.append(
+        {
+            "measurement": "exit machinery, nothing exits (exits 3,6,9, threshold 1.0)",
+            **speed,
+            "target": "overhead <= 3 % (speed-up >= 0.97)",
+            "overhead_pct": 100 * (1 / speed["speedup"] - 1),
+            "overhead_pct_low": 100 * (1 / speed["speedup_high"] - 1),
+            "overhead_pct_high": 100 * (1 / speed["speedup_low"] - 1),
+            "batch_exited_pct": batch_exits(study, idle, count)["batch_exited_pct"],
+        }
+    )
+    rows.append(
+        {
+            "measurement": CONTROL_LABEL,
+            **bench.control_row(comparison, count),
+            "target": f"1.00 ± {bench.CONTROL_TOLERANCE:.0%}",
+        }
+    )
+    frame = pd.DataFrame(rows)
+    frame["plain_images_per_s"] = count / comparison.speedup("plain")["seconds"]
+    frame = frame.assign(batch_size=count, **bench.protocol(comparison), note=bench.table_note(comparison))
+    return frame, comparison
+
+
+class FirstRows(torch.nn.Module):
+    """``model`` on the first ``rows`` images of the batch (a view: no copy), to time smaller batches."""
+
+    def __init__(self, model: torch.nn.Module, rows: int) -> None:
+        super().__init__()
+        self.model, self.rows = model, rows
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x[: self.rows])
+
+
+def control_batch_sizes(batch_size: int) -> tuple[int, ...]:
+    """The per-sample controls' batch sizes (256, 253, 220 and 128 at a batch of 256) scaled to
+    ``batch_size``: b, b - 3, round(0.86 b), b / 2 (distinct, >= 1)."""
+    sizes = (batch_size, batch_size - 3, round(batch_size * 220 / 256), batch_size // 2)
+    return tuple(dict.fromkeys(max(1, b) for b in sizes))
+
+
+def per_sample_controls(
+    study: ExitStudy,
+    batch_size: int,
+    settings: bench.CompareSettings,
+    device: str = "cpu",
+) -> tuple[pd.DataFrame, bench.Comparison]:
+    """The per-sample exit's controls, timed in one comparison on real test images: the plain model's per-image
+    time at smaller batches, the exit machinery with nothing exiting, and a compaction that keeps every row.
+
+    ``per_image_speedup`` is (plain's time per image at the full batch) / (the arm's time per image), with its 95%
+    interval: the arm's measured ÷ FLOP-ideal speed-up, the ideal of a call on b of B images being B / b. Above 1,
+    that arm's images are cheaper one by one; a per-sample exit's measured speed-up beyond its FLOP ideal is only
+    explained if a smaller batch alone is cheaper per image.
+    """
+    images = timing_batch(study, batch_size)
+    full = len(images)
+    sizes = control_batch_sizes(full)[1:]
+    models: dict[str, torch.nn.Module] = {"plain": study.vit}
+    models.update({f"plain, batch {b}": FirstRows(study.vit, b) for b in sizes})
+    models["exit machinery, nothing exits"] = idle_model(study.vit)
+    models["compaction keeping every row"] = idle_model(study.vit, keep_every_row=True)
+    comparison = bench.compare_models(models, images, settings, device)
+    timed_rows = {f"plain, batch {b}": b for b in sizes}
+    labels = {"plain": f"plain, batch {full}", comparison.control: CONTROL_LABEL}
+    # The plain model at the full batch on every row (a row's own batch would scale the baseline's rate with it)
+    use = bench.machine_use(comparison, comparison.baseline, full, comparison.work)
+    rows = []
+    for name in [*models, comparison.control]:
+        count = timed_rows.get(name, full)
+        speed = bench.speed_row(comparison, name, count, full / count, bench.CONTROL_BAND)
+        rows.append(
+            {
+                "arm": labels.get(name, name),
+                "batch_size": count,
+                "ms_per_image": 1e3 / speed["images_per_s"],
+                "per_image_speedup": speed["measured_over_ideal"],
+                "per_image_speedup_low": speed["measured_over_ideal_low"],
+                "per_image_speedup_high": speed["measured_over_ideal_high"],
+                "verdict": speed["verdict"],
+                **use,
+            }
+        )
+    frame = pd.DataFrame(rows).assign(**bench.protocol(comparison), note=bench.table_note(comparison))
+    return frame, comparison
+
+
+def _per_sample_sentence(row: dict[str, Any], lead: str) -> str:
+    return (
+        f"{lead} ({row['measurement']}) reads {measured(row)}, {number(row['measured_over_ideal'])} of its FLOP "
+        f"ideal, losing {measured(row, name='test_top1_loss', unit=' points')} of test top-1: "
+        f"{row['speed_target']}."
+    )
+
+
+def target_findings(performance: pd.DataFrame) -> list[str]:
+    """Sentences on the study's target from the performance table's per-sample rows: the ``joint`` rows, the best
+    row of the heads on the frozen backbone, and which rows meet the target; if none does, the best measured
+    accuracy-preserving point (test top-1 loss <= 0.5 points) and how far the FLOP ideal of the best
+    accuracy-preserving operating point is from 2.5x."""
+    rows = performance[performance["measurement"].str.startswith(PER_SAMPLE)]
+    if rows.empty:
+        return []
+    sentences = [
+        _per_sample_sentence(row, "The exits trained with the backbone")
+        for row in rows[rows["variant"] == "joint"].to_dict("records")
+    ]
+    frozen = rows[rows["variant"] != "joint"]
+    if len(frozen) and frozen["speedup"].notna().any():
+        best = frozen.loc[frozen["speedup"].idxmax()].to_dict()
+        sentences.append(_per_sample_sentence(best, "The fastest heads on the frozen backbone"))
+    if rows["speedup"].isna().all():  # no device to time on: nothing to judge
+        return [*sentences, f"Against the {TARGET_SPEEDUP:g}× target: {measured(rows.iloc[0].to_dict())}."]
+    met = rows[rows["speed_target"].str.startswith("met")]
+    if len(met):
+        sentences.append(
+            f"The target (>= {TARGET_SPEEDUP:g}× at <= {TARGET_MAX_LOSS:g} points lost on test) is met "
+            f"by: {'; '.join(met['measurement'])}."
+        )
+        return sentences
+    kept = rows[rows["test_top1_loss"] <= TARGET_MAX_LOSS]
+    if kept.empty:
+        sentences.append(
+            f"No operating point keeps test top-1 within {TARGET_MAX_LOSS:g} points of the plain model, "
+            f"so none can meet the {TARGET_SPEEDUP:g}× target."
+        )
+        return sentences
+    sentences.append(
+        f"No operating point meets the target (>= {TARGET_SPEEDUP:g}× at <= {TARGET_MAX_LOSS:g} points lost on test)."
+    )
+    if kept["speedup"].notna().any():
+        fastest = kept.loc[kept["speedup"].idxmax()].to_dict()
+        sentences.append(
+            f"The best measured point that keeps accuracy is {fastest['measurement']}, at {measured(fastest)}."
+        )
+    ideal = kept.loc[kept["test_ideal_speedup"].idxmax()].to_dict()
+    short = TARGET_SPEEDUP - ideal["test_ideal_speedup"]
+    where = f"{number(short)}× short of" if short > 0 else f"{number(-short)}× above"
+    tail = (
+        "no implementation of these exits can reach the target there"
+        if short > 0
+        else "its FLOPs allow the target, so the shortfall is in the measured speed-up"
+    )
+    sentences.append(
+        f"The FLOP ideal of the best accuracy-preserving operating point ({ideal['measurement']}) is "
+        f"{number(ideal['test_ideal_speedup'], unit='×')} on the test set, {where} {TARGET_SPEEDUP:g}×: "
+        f"{tail}."
+    )
+    return sentences
+
+
+def findings(table52: pd.DataFrame, performance: pd.DataFrame) -> str:
+    """What notebook 02 shows, in sentences computed from its Table 5.2 (beside the report's) and its speed
+    targets table (Markdown): the report's real-data speed-ups, ours under the batch rule, and the per-sample exit
+    at each variant's validation-chosen operating point against the study's target (:func:`target_findings`)."""
+    paper = table52["paper_speedup"].dropna() if "paper_speedup" in table52 else pd.Series(dtype=float)
+    batch = table52[(table52["policy"] == "batch") & table52["speedup"].notna()]
+    control = performance[performance["measurement"] == CONTROL_LABEL]
+    sentences = ["Does an early exit speed up inference on real data, where the report saw none?"]
+    if len(paper):
+        sentences.append(
+            f"The report's real-data speed-ups span {number(paper.min(), unit='×')}–"
+            f"{number(paper.max(), unit='×')} with its batch rule."
+        )
+    if len(batch):
+        best = batch.loc[batch["speedup"].idxmax()].to_dict()
+        sentences.append(
+            f"Under that rule our best setting ({best['setting']}) reads {measured(best)}, "
+            f"with {number(best.get('batch_exited_pct'), digits=1, unit='%')} of the timed batch "
+            "exiting early."
+        )
+    columns = {"exits", "variant", "top1"} <= set(table52.columns)
+    sample = table52[table52["policy"] == "sample"]
+    by_exit = sample.pivot_table(index="exits", columns="variant", values="top1") if columns else pd.DataFrame()
+    if "joint" in by_exit and len(by_exit.columns) > 1:
+        gains = (by_exit["joint"] - by_exit.drop(columns="joint").max(axis=1)).dropna()
+        if len(gains):
+            sentences.append(
+                f"At threshold {number(table52['threshold'].iloc[0], digits=3)}, training the exits with "
+                f"the backbone changes test top-1 by {number(gains.min(), unit=' points')} to "
+                f"{number(gains.max(), unit=' points')} against the best frozen-backbone variant at the "
+                "same exit (per-sample policy)."
+            )
+    sentences.append("Each image leaving on its own, at each variant's operating point chosen on validation:")
+    sentences += target_findings(performance)
+    if len(control):
+        sentences.append(f"The A/A control reads {measured(control.iloc[0].to_dict())}: {control['verdict'].iloc[0]}.")
+    sentences.append(
+        "The batch rule waits for the least confident image of the batch; letting each image leave on "
+        "its own is what turns exits into speed."
+    )
+    return paragraph(sentences)
