@@ -49,9 +49,11 @@ def _need_chromium() -> None:
 
 
 @pytest.fixture
-def lab(tmp_path):
-    """A JupyterLab server on notebooks/ at the smoke scale, with temporary outputs (conftest's)."""
+def lab(tmp_path, smoke_cache, share_cache):
+    """A JupyterLab server on notebooks/ at the smoke scale, with temporary outputs (conftest's) and the session's
+    trained smoke baseline (conftest's ``smoke_cache``): the notebooks load it instead of training it again."""
     _need_chromium()
+    share_cache(smoke_cache, ("baselines", "multiexit"))  # as tests/test_notebooks.py shares them
     with jupyter_lab(tmp_path, "smoke") as server:
         yield server
 

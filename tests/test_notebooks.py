@@ -8,10 +8,14 @@ from vitstudy.report import runner
 
 NOTEBOOKS = [p.stem for p in runner.list_notebooks()]
 SHARED = ("baselines", "multiexit")  # the smoke_cache folders that tests running at once may share
+# Seconds the longest smoke runs take on a 2-core machine: conftest starts the longest tests first (others: its
+# default), so the workers finish together. A scheduling hint only: no test reads it.
+SECONDS = {"08": 92, "04": 84, "02": 74}
 
 
-@pytest.mark.notebooks
-@pytest.mark.parametrize("name", NOTEBOOKS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(name, marks=pytest.mark.notebooks(seconds=SECONDS.get(name[:2], 30))) for name in NOTEBOOKS]
+)
 def test_notebook_runs_at_smoke_scale(name, tmp_path, smoke_cache, share_cache):
     """The notebook executes without an exception (widget callbacks included) and writes its files."""
     share_cache(smoke_cache, SHARED)
