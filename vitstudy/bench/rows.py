@@ -56,7 +56,8 @@ FLOP_IDEAL_TARGET = (0.90, FLOP_BOUND_SLACK)
 # can gain nothing.
 IDLE_TARGET = (CONTROL_BAND[0], 1.0)
 WITHIN_TARGET = "within target"  # how every verdict that meets its target begins (readers test for this prefix)
-# What machine_use adds to every row: a table that picks its columns keeps these (every timed table says how close its baseline runs to the machine).
+# What machine_use adds to every row: a table that picks its columns keeps these, so every timed table says how
+# close its baseline runs to the machine.
 MACHINE_USE_COLUMNS = (
     "baseline_gflop_per_s",
     "peak_gflop_per_s",
