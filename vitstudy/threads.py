@@ -1,13 +1,13 @@
 """Sharing the CPU cores between the package's torch processes, so that together they never do less than one.
 
 Two torch processes that each take every core (torch's default) thrash OpenMP's thread teams: together they run far
-slower than one alone, while two 1-thread processes together run as fast as one 2-thread process
-(``python -m vitstudy measure sharing`` measures it; docs/measurement.md has the readings). So every process the
-package starts for torch work (a notebook kernel, a training worker, the report) registers here and takes ``max(1, cores // processes)`` threads, the
-processes counted from pid files in ``<cache>/processes/``. A pid file whose process has gone (or whose pid now
-belongs to another program: the start time differs) is not counted. Each process re-reads the count whenever it
-calls :func:`share_cores` again (the training loop does every epoch), so a process that started alone gives up
-its extra threads when a second one arrives, and takes them back when it leaves.
+slower than one alone, while two 1-thread processes together run as fast as one 2-thread process (``python -m
+vitstudy measure sharing`` measures it; docs/measurement.md has the readings). So every process the package starts
+for torch work (a notebook kernel, a training worker, the report) registers here and takes ``max(1, cores //
+processes)`` threads, the processes counted from pid files in ``<cache>/processes/``. A pid file whose process has
+gone (or whose pid now belongs to another program: the start time differs) is not counted. Each process re-reads the
+count whenever it calls :func:`share_cores` again (the training loop does every epoch), so a process that started
+alone gives up its extra threads when a second one arrives, and takes them back when it leaves.
 
 ``OMP_NUM_THREADS`` set by the user, or ``VITSTUDY_SHARE_CORES=0``, leaves torch's setting alone.
 """
