@@ -17,7 +17,7 @@
 # SkipViT ranks the patch tokens by the [CLS] token's attention at a drop layer L, keeps the top (1 − r), lets
 # the others skip the following blocks and puts them back at their original positions as the input of the skip
 # layer S (`vitstudy.skipvit`). Every row of the paper's Table 1 is a preset in `skipvit.TABLE1`; this notebook's
-# runs, tables and figures are `vitstudy.experiments.skipvit.table1`.
+# runs, tables and figures are `vitstudy.experiments.skipvit.layers_ratios`.
 #
 # Two measurements per row:
 # - **Speed**: training steps (forward, loss, backward, AdamW) on random data, timed by `vitstudy.bench`, on the
@@ -41,9 +41,9 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments.skipvit import placement, table1
+from vitstudy.experiments.skipvit import layers_ratios
 
-budget = table1.budget(SCALE)
+budget = layers_ratios.budget(SCALE)
 print(budget.note)
 budget
 
@@ -69,7 +69,7 @@ pd.DataFrame([{"row": k, "setting": s.label, **s.__dict__} for k, s in budget.se
 # ## Speed on the paper's model (ViT-S/16, 224 px, random weights and data)
 
 # %%
-vit_small_speed, raw = table1.vit_small_speed(budget)
+vit_small_speed, raw = layers_ratios.vit_small_speed(budget)
 report.save_raw(raw, "04_speed_vit_small")
 vit_small_speed[
     ["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal", "verdict"]
@@ -107,7 +107,7 @@ vit_small_speed[
 # Rows outside 0.90–1.03 (the headline row first, then the farthest): where the time goes, baseline vs row.
 
 # %%
-vit_small_speed, profiles = table1.explain_by_profiles(budget, vit_small_speed)
+vit_small_speed, profiles = layers_ratios.explain_by_profiles(budget, vit_small_speed)
 for row, breakdown in profiles.items():
     report.save_raw(breakdown, f"04_profile_{row}", kind="profiles")
 report.save_table(vit_small_speed, "04_speed_vit_small")
@@ -123,9 +123,11 @@ print(vit_small_speed["note"].iloc[0] or "A/A control within 1.00 ± 3%")
 # every row on ViT-S/16, and the headline row timed both ways above (same rounds, same A/A control):
 
 # %%
-ideals = placement.placement_ideals(table1.VIT_SMALL, budget.vit_small_input, img_size=budget.vit_small_img_size)
+ideals = layers_ratios.placement_ideals(
+    layers_ratios.VIT_SMALL, budget.vit_small_input, img_size=budget.vit_small_img_size
+)
 report.save_table(ideals, "04_placement_flop_ideals")
-placements = placement.placement_table(vit_small_speed, ideals)
+placements = layers_ratios.placement_table(vit_small_speed, ideals)
 report.save_table(placements, "04_placement_speed_vit_small")
 placements
 
@@ -133,7 +135,7 @@ placements
 # ## Speed on the default small model (Fashion-MNIST size: 49 patch tokens)
 
 # %%
-small_speed, raw = table1.small_speed(budget)
+small_speed, raw = layers_ratios.small_speed(budget)
 report.save_raw(raw, "04_speed_small_model")
 report.save_table(small_speed, "04_speed_small_model")
 small_speed[["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup", "measured_over_ideal", "verdict"]]
@@ -142,9 +144,9 @@ small_speed[["setting", "speedup", "speedup_low", "speedup_high", "ideal_speedup
 # ## Accuracy: every row trained on Fashion-MNIST (`start` says from scratch or from the baseline)
 
 # %%
-runs, histories = table1.accuracy_runs(budget)
+runs, histories = layers_ratios.accuracy_runs(budget)
 report.save_table(runs, "04_accuracy_runs")
-accuracy = table1.accuracy_summary(runs)
+accuracy = layers_ratios.accuracy_summary(runs)
 accuracy
 
 # %% [markdown]
@@ -155,17 +157,17 @@ accuracy
 # seeds), and `*_diff` from our baseline.
 
 # %%
-table = table1.table_1(accuracy, vit_small_speed, small_speed)
+table = layers_ratios.table_1(accuracy, vit_small_speed, small_speed)
 report.save_table(table, "04_table1")
 table
 
 # %%
-fig = table1.gain_plot(table)
+fig = layers_ratios.gain_plot(table)
 report.save_figure(fig, "04_speed_gain")
 fig
 
 # %%
-fig = table1.accuracy_plot(table)
+fig = layers_ratios.accuracy_plot(table)
 report.save_figure(fig, "04_accuracy_vs_speed")
 fig
 
@@ -176,7 +178,7 @@ fig
 # skip one more block, so fewer FLOPs: the table's direction is the expected one. Our measurement:
 
 # %%
-pairs = table1.skip_layer_comparison(table)
+pairs = layers_ratios.skip_layer_comparison(table)
 report.save_table(pairs, "04_skip10_vs_skip11")
 pairs
 
@@ -193,4 +195,4 @@ pairs
 # ## What this run shows
 
 # %%
-display(Markdown(table1.findings(table)))
+display(Markdown(layers_ratios.findings(table)))

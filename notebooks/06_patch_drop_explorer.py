@@ -20,10 +20,10 @@
 # the cached baseline of notebook 00 (trained without dropping; dropping is applied at inference only) on
 # Fashion-MNIST test images. Any image file works too: set `IMAGE_PATH` (and optionally `MODEL_NAME`, a timm ViT
 # such as `vit_small_patch16_224`, with `WEIGHTS` a `.safetensors` file or `PRETRAINED = True` when the hub cache
-# has them); `skipvit.explorer_inputs` makes the choice. `DATASET = "fashion_mnist_cluttered"` shows cluttered
-# Fashion-MNIST instead (each item among fragments of other items on a 56×56 canvas, `vitstudy.cluttered`), with the
-# same recipe trained on it (once, then cached: a few minutes at `quick`): there the [CLS] ranking has to tell the
-# item from clutter, not from a black background.
+# has them); `vitstudy.experiments.skipvit.patch_drop_explorer.explorer_inputs` makes the choice.
+# `DATASET = "fashion_mnist_cluttered"` shows cluttered Fashion-MNIST instead (each item among fragments of other
+# items on a 56×56 canvas, `vitstudy.cluttered`), with the same recipe trained on it (once, then cached: a few
+# minutes at `quick`): there the [CLS] ranking has to tell the item from clutter, not from a black background.
 
 # %% tags=["parameters"]
 import os
@@ -37,9 +37,10 @@ DATASET = "fashion_mnist"  # or "fashion_mnist_cluttered"
 
 # %%
 from vitstudy import report, skipvit
+from vitstudy.experiments.skipvit import patch_drop_explorer
 from vitstudy.widgets import set_controls
 
-model, images, labels, classes = skipvit.explorer_inputs(
+model, images, labels, classes = patch_drop_explorer.explorer_inputs(
     SCALE, IMAGE_PATH, MODEL_NAME, WEIGHTS, PRETRAINED, dataset=DATASET
 )
 label = labels[0] if labels else None

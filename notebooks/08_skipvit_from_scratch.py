@@ -38,7 +38,7 @@ import pandas as pd
 from IPython.display import Markdown, display
 
 from vitstudy import report
-from vitstudy.experiments.skipvit import from_scratch, from_scratch_findings, from_scratch_stats
+from vitstudy.experiments.skipvit import from_scratch
 
 budget = from_scratch.budget(SCALE)
 training = budget.training
@@ -63,7 +63,7 @@ report.save_raw(histories, "08_histories")
 # time something else on the same cores) counts its pause.
 
 # %%
-cost = from_scratch_stats.training_time(runs)
+cost = from_scratch.training_time(runs)
 report.save_table(cost, "08_training_time")
 cost
 
@@ -71,7 +71,7 @@ cost
 # ## Per data set and row: mean ± std over seeds, paired difference to the baseline (95% interval), dropping on and off
 
 # %%
-summary = from_scratch_stats.scratch_summary(runs)
+summary = from_scratch.scratch_summary(runs)
 report.save_table(summary, "08_summary")
 summary
 
@@ -81,13 +81,13 @@ summary
 # `seeds_to_resolve`, for a claim it cannot tell, the seeds that would tell it at the spread measured.
 
 # %%
-verdicts = from_scratch_stats.claim_verdicts(runs)
+verdicts = from_scratch.claim_verdicts(runs)
 report.save_table(verdicts, "08_verdicts")
 verdicts[["dataset", "claim", "paper_diff", "diff", "diff_low", "diff_high", "resolvable", "verdict"]]
 
 # %%
 for dataset in budget.study_datasets:
-    fig = from_scratch_stats.scratch_plot(runs, summary, dataset)
+    fig = from_scratch.scratch_plot(runs, summary, dataset)
     report.save_figure(fig, f"08_from_scratch_{dataset}")
     display(fig)
 
@@ -96,4 +96,4 @@ for dataset in budget.study_datasets:
 
 # %%
 planned = len(from_scratch.study_runs(budget))
-display(Markdown(from_scratch_findings.findings(verdicts, finished=len(runs), planned=planned)))
+display(Markdown(from_scratch.findings(verdicts, finished=len(runs), planned=planned)))

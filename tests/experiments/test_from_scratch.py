@@ -1,5 +1,5 @@
-"""Notebook 08's experiment (vitstudy.experiments.skipvit.from_scratch and from_scratch_stats): rows, data sets, the
-PatchDropout match, statistics, resuming, runs taken from the committed table."""
+"""Notebook 08's experiment (vitstudy.experiments.skipvit.from_scratch): rows, data sets, the PatchDropout match,
+statistics, resuming, runs taken from the committed table."""
 
 import dataclasses
 import math
@@ -13,8 +13,7 @@ from scipy import stats
 from vitstudy import bench
 from vitstudy.config import SCALES, TrainConfig
 from vitstudy.experiments.skipvit import from_scratch as scratch
-from vitstudy.experiments.skipvit import from_scratch_stats as scratch_stats
-from vitstudy.experiments.skipvit.skipvit_runs import RowTraining
+from vitstudy.experiments.skipvit.common import RowTraining
 from vitstudy.files import project_root
 
 COMMITTED = project_root() / "figures" / "scratch" / "tables"  # the scratch protocol's published results
@@ -59,14 +58,14 @@ def test_patch_dropout_rate_is_matched_on_each_data_sets_own_model():
 def test_paired_interval_equals_the_t_interval_of_the_differences():
     """The paired difference's 95% interval is the one-sample t interval of the differences (mean ± t·sem)."""
     row, base = pd.Series([80.0, 81.5, 79.0], index=[0, 1, 2]), pd.Series([80.5, 80.0, 80.1], index=[0, 1, 2])
-    got = scratch_stats.paired_difference(row, base)
+    got = scratch.paired_difference(row, base)
     low, high = stats.t.interval(0.95, 2, loc=(row - base).mean(), scale=stats.sem(row - base))
     assert got["diff_low"] == pytest.approx(low) and got["diff_high"] == pytest.approx(high)
 
 
 def test_paired_difference_pairs_by_seed():
     """Seeds are matched by index, not by position; one pair gives no interval."""
-    got = scratch_stats.paired_difference(pd.Series([2.0, 5.0], index=[1, 0]), pd.Series([1.0], index=[1]))
+    got = scratch.paired_difference(pd.Series([2.0, 5.0], index=[1, 0]), pd.Series([1.0], index=[1]))
     assert got["diff"] == 1.0 and got["pairs"] == 1 and math.isnan(got["diff_low"])
 
 
@@ -84,7 +83,7 @@ def test_paired_difference_pairs_by_seed():
 )
 def test_verdicts(low, high, direction, word):
     """The verdict follows the interval: clear of zero in the claimed direction, against it, or spanning it."""
-    assert scratch_stats.verdict(low, high, direction).startswith(word)
+    assert scratch.verdict(low, high, direction).startswith(word)
 
 
 @pytest.mark.parametrize(
@@ -100,7 +99,7 @@ def test_verdicts(low, high, direction, word):
 def test_an_interval_that_spans_zero_can_still_exclude_the_papers_size(low, high, direction, paper, word):
     """Where the sign is not resolved, a paper's difference outside the interval is contradicted in size; a
     direction that is resolved is judged on the direction alone."""
-    assert scratch_stats.verdict(low, high, direction, paper).startswith(word)
+    assert scratch.verdict(low, high, direction, paper).startswith(word)
 
 
 def test_other_scales_are_refused():
@@ -109,27 +108,24 @@ def test_other_scales_are_refused():
         scratch.budget("quick")
 
 
-def test_scratch_budget_is_the_scales_recipe_with_six_seeds_on_two_data_sets():
-    """At scratch scale every row trains the scale's recipe from scratch, 6 seeds, warm-up 1 of 7 epochs, on
-    Fashion-MNIST (7 rows) and its cluttered version (5 rows, the 49-token patch-8 model, the same recipe for
-    twice the epochs)."""
+def test_scratch_budget_is_the_scales_recipe_on_both_data_sets_seed_major():
+    """At scratch scale every row trains the scale's own recipe and seeds from scratch, on Fashion-MNIST and its
+    cluttered version (the 49-token patch-8 model, the same recipe for its own number of epochs); the runs go
+    seed-major, so an interrupted study already pairs rows with their baseline."""
     budget = scratch.budget("scratch")
     training = budget.training
-    assert training.train == SCALES["scratch"].train and training.seeds == (0, 1, 2, 3, 4, 5)
-    assert (training.start, training.warmup_epochs) == ("scratch", 1)
+    assert training.train == SCALES["scratch"].train and training.seeds == SCALES["scratch"].seeds
+    assert training.start == "scratch" and budget.study_datasets == scratch.STUDY_DATASETS
     cluttered = budget.training_on("fashion_mnist_cluttered").train
     assert (cluttered.dataset, cluttered.model) == ("fashion_mnist_cluttered", "vitstudy_tiny_patch8_56")
-    same = dataclasses.replace(cluttered, dataset=training.train.dataset, model=training.train.model, epochs=7)
-    assert same == training.train and cluttered.epochs == 14  # twice as long: far from converged at 7
+    same = dataclasses.replace(
+        cluttered, dataset=training.train.dataset, model=training.train.model, epochs=training.train.epochs
+    )
+    assert same == training.train and cluttered.epochs == budget.cluttered_epochs
     runs = scratch.study_runs(budget)
-    assert len(runs) == 6 * (7 + 5) and runs[0] == ("fashion_mnist", "baseline", 0)
-    assert {name for dataset, name, _ in runs if dataset == "fashion_mnist_cluttered"} == {
-        "baseline",
-        "fused_6_45",
-        "drop_6_55",
-        "skip_6_55_s11",
-        "patch_dropout",
-    }
+    per_seed = sum(len(scratch.rows_on(dataset)) for dataset in scratch.STUDY_DATASETS)
+    assert len(runs) == len(training.seeds) * per_seed and runs[0] == ("fashion_mnist", "baseline", training.seeds[0])
+    assert [seed for _, _, seed in runs] == sorted(seed for _, _, seed in runs)
 
 
 def test_summary_of_the_committed_runs_is_the_committed_summary():
@@ -137,14 +133,14 @@ def test_summary_of_the_committed_runs_is_the_committed_summary():
     08_summary.csv: every value equal to 12 significant digits (the interval bounds differ in the last bit)."""
     runs = pd.read_csv(COMMITTED / "08_runs.csv")
     committed = pd.read_csv(COMMITTED / "08_summary.csv")
-    pd.testing.assert_frame_equal(scratch_stats.scratch_summary(runs), committed, check_dtype=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(scratch.scratch_summary(runs), committed, check_dtype=False, rtol=1e-12)
 
 
 def test_verdicts_of_the_committed_runs_are_the_committed_verdicts():
     """claim_verdicts of the published 08_runs.csv gives the published 08_verdicts.csv, verdicts identical."""
     runs = pd.read_csv(COMMITTED / "08_runs.csv")
     committed = pd.read_csv(COMMITTED / "08_verdicts.csv")
-    pd.testing.assert_frame_equal(scratch_stats.claim_verdicts(runs), committed, check_dtype=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(scratch.claim_verdicts(runs), committed, check_dtype=False, rtol=1e-12)
 
 
 def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypatch):
@@ -172,9 +168,9 @@ def test_interrupted_study_trains_only_the_missing_runs(digits_budget, monkeypat
     again, _ = scratch.scratch_runs(digits_budget, rows)  # everything finished: read, nothing trained
     assert len(trained) == 6
     pd.testing.assert_frame_equal(again.drop(columns="history", errors="ignore"), runs)
-    summary = scratch_stats.scratch_summary(runs)
+    summary = scratch.scratch_summary(runs)
     assert list(summary["seeds"]) == [2, 2, 2] and summary.loc[0, "diff_on"] == 0
-    verdicts = scratch_stats.claim_verdicts(runs)
+    verdicts = scratch.claim_verdicts(runs)
     assert set(verdicts["row"]) == {"skip_6_55_s11"}
 
 
@@ -197,11 +193,11 @@ def test_missing_runs_train_in_parallel_workers(digits_budget):
 def test_committed_runs_keep_their_folder_names():
     """Every committed run whose code did not change (all but EViT's fused token, now EViT's computation) is
     named by the folder the study computes for it today, so a new machine takes it instead of training it."""
-    runs = scratch_stats.with_dataset(pd.read_csv(COMMITTED / "08_runs.csv"))
+    runs = scratch.with_dataset(pd.read_csv(COMMITTED / "08_runs.csv"))
     budget = scratch.budget("scratch")
     rates = {
         row["dataset"]: row["patch_drop_rate"]
-        for _, row in pd.read_csv(COMMITTED / "08_patch_dropout_rate.csv").pipe(scratch_stats.with_dataset).iterrows()
+        for _, row in pd.read_csv(COMMITTED / "08_patch_dropout_rate.csv").pipe(scratch.with_dataset).iterrows()
     }
     expected = {
         scratch._row_run(budget.training_on(d), name, rates.get(d, 0.0), seed)[2].name
@@ -261,7 +257,7 @@ def test_claims_are_judged_per_data_set_with_the_seeds_that_would_tell():
     for dataset, change in (("fashion_mnist", -2.0 + rng.normal(0, 0.5, 6)), ("fashion_mnist_cluttered", wobble)):
         for row, values in (("baseline", base), ("fused_6_45", base + change)):
             frames.append(pd.DataFrame({"dataset": dataset, "row": row, "seed": range(6), "top1_dropping_on": values}))
-    verdicts = scratch_stats.claim_verdicts(pd.concat(frames, ignore_index=True))
+    verdicts = scratch.claim_verdicts(pd.concat(frames, ignore_index=True))
     assert list(verdicts["dataset"]) == ["fashion_mnist", "fashion_mnist_cluttered"]
     clear, unclear = verdicts.iloc[0], verdicts.iloc[1]
     assert clear["verdict"] == "reproduced" and math.isnan(clear["seeds_to_resolve"])
@@ -278,7 +274,7 @@ def test_two_seeds_that_agree_give_no_verdict():
             "top1_dropping_on": [53.15, 52.53, 53.15, 52.54],
         }
     )
-    line = scratch_stats.claim_verdicts(runs).set_index("row").loc["skip_6_55_s11"]
+    line = scratch.claim_verdicts(runs).set_index("row").loc["skip_6_55_s11"]
     assert line["pairs"] == 2 and line["diff_low"] > 0  # the interval alone would say "reproduced"
     assert line["verdict"] == "cannot tell (only 2 seeds; a verdict needs 3)"
 
@@ -292,10 +288,10 @@ def test_training_time_sums_minutes_per_data_set_and_machine():
             "train_minutes": [10.0, 20.0, 5.0, 30.0],
         }
     )
-    table = scratch_stats.training_time(runs).set_index(["dataset", "trained_on"])
+    table = scratch.training_time(runs).set_index(["dataset", "trained_on"])
     assert table.loc[("a", "cpu X"), "runs"] == 2 and table.loc[("a", "cpu X"), "train_minutes"] == 30.0
     assert table.loc[("a", "cpu X"), "median_minutes_per_run"] == 15.0
-    assert table.loc[("a", scratch_stats.NOT_RECORDED), "runs"] == 1
+    assert table.loc[("a", scratch.NOT_RECORDED), "runs"] == 1
     assert table.loc[("b", "cpu Y"), "train_hours"] == 0.5
-    old = scratch_stats.training_time(runs.drop(columns=["trained_on"]))  # tables from before trained_on
-    assert set(old["trained_on"]) == {scratch_stats.NOT_RECORDED}
+    old = scratch.training_time(runs.drop(columns=["trained_on"]))  # tables from before trained_on
+    assert set(old["trained_on"]) == {scratch.NOT_RECORDED}

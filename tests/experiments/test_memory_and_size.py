@@ -8,7 +8,7 @@ import pytest
 from vitstudy import bench
 from vitstudy import skipvit as sv
 from vitstudy.experiments.skipvit import memory_and_size as mas
-from vitstudy.experiments.skipvit.skipvit_speed import CONTROL
+from vitstudy.experiments.skipvit.common import CONTROL
 
 
 def test_dropping_saves_memory_and_no_cuda_is_nan(no_cuda):
@@ -27,12 +27,6 @@ def test_headline_scales_with_depth():
     """12 blocks: 6 / skip 11 (the paper's); 24 blocks: drop after 12, re-insert at 22."""
     assert mas.scaled_headline(12) == sv.TABLE1[sv.HEADLINE]
     assert (mas.scaled_headline(24).drop_layers, mas.scaled_headline(24).skip_layer) == ((12,), 22)
-
-
-def test_smoke_budget_shrinks_the_models_and_the_input():
-    """Smoke counts and times ViT-S/16 alone at 64 px; the other scales every model at 224 px."""
-    assert (mas.budget("smoke").models, mas.budget("smoke").vit_input) == (("ViT-S/16",), (3, 64, 64))
-    assert mas.budget("quick").models == tuple(mas.MODELS) and mas.budget("paper").vit_input == (3, 224, 224)
 
 
 def test_unknown_scale_and_model_are_one_clear_line():

@@ -1,18 +1,15 @@
-"""The dropped-patch explorer (notebook 06): inputs, computing a trace, drawing it, the widget."""
+"""The dropped-patch explorer (notebook 06): an image file as input, computing a trace, drawing it, the widget."""
 
 from __future__ import annotations
 
 import html
 import json
-from types import SimpleNamespace
 
 import pytest
-import torch
 from PIL import Image
 
 from vitstudy import skipvit as sv
 from vitstudy.data import CorruptImageError
-from vitstudy.skipvit import explorer as explorer_module
 from vitstudy.widgets import ExplorerView, set_controls
 
 
@@ -182,45 +179,3 @@ def test_class_names_fall_back_to_indices(tiny_vit):
     """Given names are kept; a 10-class head without names gets '0' … '9'."""
     assert sv.class_names(tiny_vit(depth=1), ["a", "b"]) == ["a", "b"]
     assert sv.class_names(tiny_vit(depth=1)) == [str(k) for k in range(10)]
-
-
-def test_explorer_inputs_model_name_needs_an_image_path():
-    """MODEL_NAME without IMAGE_PATH is refused in one line that says what to set."""
-    with pytest.raises(ValueError, match=r"MODEL_NAME='vit_small_patch16_224' needs IMAGE_PATH: .* MODEL_NAME = None"):
-        sv.explorer_inputs("smoke", model_name="vit_small_patch16_224")
-
-
-def test_explorer_inputs_model_name_with_an_image_file(tmp_path):
-    """A timm model name and an image file: the patched model, one image in its input size, no labels."""
-    path = tmp_path / "photo.png"
-    Image.new("RGB", (60, 40), (200, 10, 10)).save(path)
-    inputs = sv.explorer_inputs("smoke", image_path=path, model_name="vitstudy_tiny_patch4_28")
-    assert isinstance(inputs.model, sv.SkipViTMixin) and not inputs.model.training
-    assert inputs.images.shape == (1, 1, 28, 28) and inputs.labels is None and inputs.classes is None
-
-
-def test_explorer_inputs_default_is_the_baseline_on_test_images(monkeypatch, tiny_vit):
-    """By default: the scale's baseline model, its class names, the first test images with their labels."""
-    test = [(torch.full((1, 28, 28), float(i)), i % 3) for i in range(5)]
-    run = SimpleNamespace(model=tiny_vit(depth=2), splits=SimpleNamespace(classes=["a", "b", "c"], test=test))
-    monkeypatch.setattr(explorer_module, "baseline", lambda scale: run)
-    model, images, labels, classes = sv.explorer_inputs("smoke", count=4)
-    assert model is run.model and isinstance(model, sv.SkipViTMixin)
-    assert images.shape == (4, 1, 28, 28) and torch.equal(images[3], test[3][0])
-    assert labels == [0, 1, 2, 0] and classes == ["a", "b", "c"]
-
-
-def test_explorer_inputs_offer_the_cluttered_data_set(monkeypatch, tiny_vit):
-    """dataset="fashion_mnist_cluttered": the scale's recipe on the cluttered canvases (the patch-8 56x56 model),
-    trained once by the same cached-baseline path; an unknown data set is one line."""
-    asked = []
-    test = [(torch.zeros(1, 56, 56), 0)]
-    run = SimpleNamespace(model=tiny_vit(depth=2), splits=SimpleNamespace(classes=["a"], test=test))
-    monkeypatch.setattr(explorer_module, "baseline", lambda scale: asked.append(scale) or run)
-    inputs = sv.explorer_inputs("smoke", dataset="fashion_mnist_cluttered")
-    assert inputs.images.shape == (1, 1, 56, 56)
-    train = asked[0].train
-    assert (train.dataset, train.model) == ("fashion_mnist_cluttered", "vitstudy_tiny_patch8_56")
-    assert asked[0].name == "smoke"
-    with pytest.raises(ValueError, match="dataset='mnist' is not allowed"):
-        sv.explorer_inputs("smoke", dataset="mnist")

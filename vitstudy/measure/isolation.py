@@ -24,8 +24,8 @@ import pandas as pd
 import torch
 
 from .. import bench
-from ..experiments.skipvit import table1
-from ..experiments.skipvit.skipvit_speed import CONTROL, timing_runs
+from ..experiments.skipvit import layers_ratios
+from ..experiments.skipvit.common import CONTROL, timing_runs
 from ..files import project_root
 from ..report import save_raw, save_table
 from ..skipvit import HEADLINE, TABLE1
@@ -36,8 +36,8 @@ TABLE = "04_aa_isolation_vit_small"
 
 
 def isolation_row(table: pd.DataFrame) -> dict[str, Any]:
-    """One comparison of a :func:`~.skipvit_speed.timing_runs` table (baseline, headline, A/A copy) as one row:
-    the A/A reading and the headline's speed-up and measured ÷ ideal, with intervals and verdict."""
+    """One comparison of a :func:`~vitstudy.experiments.skipvit.common.timing_runs` table (baseline, headline, A/A
+    copy) as one row: the A/A reading and the headline's speed-up and measured ÷ ideal, with intervals and verdict."""
     by_row = table.set_index("row")
     control, headline = by_row.loc[CONTROL], by_row.loc[HEADLINE]
     return {
@@ -105,9 +105,9 @@ def compare_isolations(
 
 def measure() -> None:
     """Time notebook 04's quick ViT-S/16 comparison in both isolations and write the committed tables."""
-    budget = table1.budget("quick")
+    budget = layers_ratios.budget("quick")
     table, raw = compare_isolations(
-        table1.VIT_SMALL,
+        layers_ratios.VIT_SMALL,
         (3, 224, 224),
         10,
         budget.vit_small_batch,

@@ -2,18 +2,18 @@
 
 :func:`trace_image` computes (per-stage traces, class probabilities with token dropping on and off, a summary),
 :func:`explorer_figure` draws that, :func:`explore` does both and returns a :class:`~vitstudy.widgets.ExplorerView`;
-:func:`explorer_widget` puts sliders over it (tests drive it with ``widgets.set_controls``).
-:func:`explorer_inputs` picks the model and images the notebook shows.
+:func:`explorer_widget` puts sliders over it (tests drive it with ``widgets.set_controls``). :func:`load_image` reads
+an image file as a model's input. The study's choice of model and images for notebook 06 is
+``vitstudy.experiments.skipvit.patch_drop_explorer``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import ipywidgets
 import numpy as np
@@ -23,12 +23,8 @@ from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from ..cluttered import on_cluttered
-from ..config import Scale, check_choice, get_scale
 from ..data import CorruptImageError
-from ..models import create_model
 from ..plots import display_image, draw_image_grid, new_figure
-from ..train import baseline
 from ..widgets import ExplorerView, explorer_interactive
 from .patch import Stage, apply_skipvit, configure, dropping, trace_forward
 from .settings import MODES, SkipViTSettings
@@ -37,7 +33,7 @@ GREY = np.array([0.55, 0.55, 0.55, 0.8])  # RGBA over a dropped patch
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Inputs: the model and the images
+# Inputs: an image file, class names
 
 
 def load_image(path: str | os.PathLike[str], model: nn.Module) -> torch.Tensor:
@@ -61,54 +57,6 @@ def class_names(model: nn.Module, classes: Sequence[str] | None = None) -> list[
     if model.num_classes == 1000:
         return [timm.data.ImageNetInfo().index_to_description(i) for i in range(1000)]
     return [str(i) for i in range(model.num_classes)]
-
-
-EXPLORER_DATASETS = ("fashion_mnist", "fashion_mnist_cluttered")
-
-
-class ExplorerInputs(NamedTuple):
-    """What the explorer shows: a SkipViT-patched model and images [N, C, H, W] with labels and class names."""
-
-    model: nn.Module
-    images: torch.Tensor
-    labels: list[int] | None  # None for an image file
-    classes: list[str] | None  # None: class_names() picks ImageNet's or indices
-
-
-def explorer_inputs(
-    scale: Scale | str | None = None,
-    image_path: str | os.PathLike[str] | None = None,
-    model_name: str | None = None,
-    weights: str | os.PathLike[str] | None = None,
-    pretrained: bool = False,
-    count: int = 64,
-    dataset: str = "fashion_mnist",
-) -> ExplorerInputs:
-    """Notebook 06's model and images: the scale's cached baseline (notebook 00) and its first ``count`` test
-    images by default; ``dataset="fashion_mnist_cluttered"``: the same recipe trained (once, then cached) on
-    cluttered canvases (:mod:`vitstudy.cluttered`), and their test images; ``image_path`` for one image file;
-    ``model_name`` (with ``weights`` or ``pretrained``) for any timm ViT, which needs ``image_path``."""
-    check_choice("dataset", dataset, EXPLORER_DATASETS)
-    if model_name is not None and image_path is None:
-        raise ValueError(
-            f"MODEL_NAME={model_name!r} needs IMAGE_PATH: the default data set's 28x28 grey images fit only the "
-            "study's small models; set IMAGE_PATH to an image file, or MODEL_NAME = None"
-        )
-    if model_name is None:
-        scale = scale if isinstance(scale, Scale) else get_scale(scale)
-        if dataset == "fashion_mnist_cluttered":
-            scale = dataclasses.replace(scale, train=on_cluttered(scale.train))
-        run = baseline(scale)
-        model, classes = run.model, run.splits.classes
-    else:
-        model, classes = create_model(model_name, pretrained=pretrained, weights=weights).eval(), None
-    apply_skipvit(model)
-    if image_path is not None:
-        return ExplorerInputs(model, load_image(image_path, model).unsqueeze(0), None, classes)
-    test = run.splits.test
-    shown = range(min(count, len(test)))
-    images = torch.stack([test[i][0] for i in shown])
-    return ExplorerInputs(model, images, [int(test[i][1]) for i in shown], classes)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ keeping the same *fractions* of the network: drop after block ``round(6/12 · de
 ``round(11/12 · depth)``, ratio unchanged. ViT-S and ViT-B (12 blocks) keep 6 / 11; ViT-L (24 blocks) drops after
 block 12 and re-inserts at 22 (the dropped tokens skip 9 of 24 blocks, as they skip 4.5 of 12 — rounding gives 4 of
 12 at depth 12). Per model: the FLOP-ideal speed-up, the memory saved, and — where the CPU allows — the measured
-training-step speed-up with an A/A control (:mod:`.skipvit_speed`).
+training-step speed-up with an A/A control (:func:`.common.timing_runs`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from ...skipvit import (
 )
 from ...steps import training_step
 from ..sentences import is_missing, measured, number, paragraph
-from .skipvit_speed import CONTROL, TARGET, timing_runs
+from .common import CONTROL, timing_runs
 
 MIB = 2**20
 MODELS = {"ViT-S/16": "vit_small_patch16_224", "ViT-B/16": "vit_base_patch16_224", "ViT-L/16": "vit_large_patch16_224"}
@@ -184,7 +184,7 @@ def scaled_headline(depth: int) -> SkipViTSettings:
 
 def model_size_rows(budget: MemoryAndSizeBudget, device: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """One row per model: depth, the scaled setting, FLOP-ideal speed-up, saved activation MiB per image off and
-    on, and for the ``timed`` models the measured training-step speed row (:func:`~.skipvit_speed.timing_runs`:
+    on, and for the ``timed`` models the measured training-step speed row (:func:`~.common.timing_runs`:
     baseline, the scaled headline as ``"headline"``, the A/A copy) with the A/A control's speed-up; the others are
     NaN, "not measured". Returns (table, the comparisons' raw per-block times)."""
     input_size = budget.vit_input
@@ -231,7 +231,7 @@ def model_size_rows(budget: MemoryAndSizeBudget, device: str | None = None) -> t
             raws.append(raw.assign(model=label))
         else:
             row.update(
-                verdict=bench.flop_bound_verdict(math.nan, TARGET),
+                verdict=bench.flop_bound_verdict(math.nan, bench.FLOP_IDEAL_TARGET),
                 note="not timed: a training step is too slow on this CPU",
             )
         out.append(row)

@@ -16,7 +16,7 @@ from ...plots import new_figure
 from ...reference import load_reference
 from ...skipvit import TABLE3
 from ..sentences import is_missing, number, paragraph
-from .skipvit_runs import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
+from .common import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 
 
 @dataclass(frozen=True)
