@@ -367,8 +367,8 @@ def profile_explains(breakdown: pd.DataFrame, row: str, ideal_speedup: float) ->
     """Whether a profile attributes a speed-up beyond the FLOP-ideal to attention's memory-bound operators.
 
     An operator's saving beyond the ideal is ``baseline_ms / ideal − row_ms`` (what it saves beyond shrinking
-    like the FLOPs). True when the profile itself shows the excess (total ratio above 1.03 × ideal) and the
-    :data:`ATTENTION_OPERATORS` save at least the whole excess of the total.
+    like the FLOPs). True when the profile itself shows the excess (total ratio above ``bench.FLOP_BOUND_SLACK`` ×
+    ideal) and the :data:`ATTENTION_OPERATORS` save at least the whole excess of the total.
     """
     table = breakdown.set_index("operator")
     beyond = table["baseline"] / ideal_speedup - table[row]
@@ -380,9 +380,9 @@ def profile_explains(breakdown: pd.DataFrame, row: str, ideal_speedup: float) ->
 
 
 def explain_verdicts(speed: pd.DataFrame, profiles: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """``speed`` with the verdict of every profiled row above 1.03 re-drawn by :func:`vitstudy.bench.flop_bound_verdict`
-    (as :func:`vitstudy.bench.speed_row` draws it): "explained by profile" only when :func:`profile_explains`
-    attributes the excess to named operators."""
+    """``speed`` with the verdict of every profiled row above ``bench.FLOP_BOUND_SLACK`` re-drawn by
+    :func:`vitstudy.bench.flop_bound_verdict` (as :func:`vitstudy.bench.speed_row` draws it): "explained by profile"
+    only when :func:`profile_explains` attributes the excess to named operators."""
     speed = speed.copy()
     for name, breakdown in profiles.items():
         at = speed["row"] == name
