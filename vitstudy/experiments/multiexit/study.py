@@ -99,7 +99,7 @@ def prepare(
     progress: bool = True,
 ) -> ExitStudy:
     """The scale's model, train/val/test features at all exits (recorded once, cached), every variant fitted on
-    them (``joint`` trains its backbone: :mod:`.joint_exit` adds it).
+    them (``joint`` trains its backbone: :mod:`.common` adds it).
 
     Features are recorded on ``device`` (default: ``bench.default_device()``); the study's models then live on
     the CPU and the timing functions move them to the device they time on.
