@@ -54,6 +54,7 @@ from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_pe
 from .profile import operator_breakdown, operator_times
 from .rows import (
     BASELINE_VERDICT,
+    BF16_AND_MACHINE_COLUMNS,
     CONTROL_BAND,
     FLOP_IDEAL_TARGET,
     IDLE_TARGET,
@@ -101,6 +102,7 @@ __all__ = [
     "MACHINE_USE_COLUMNS",
     "achieved_rate",
     "WITHIN_TARGET",
+    "BF16_AND_MACHINE_COLUMNS",
     "CONTROL_BAND",
     "FLOP_IDEAL_TARGET",
     "IDLE_TARGET",

@@ -65,6 +65,24 @@ MACHINE_USE_COLUMNS = (
     "peak_dtype",
     "flops_counted",
 )
+# What a timed table with bf16 twins shows after its fp32 columns: bf16 beside fp32 (NaN where a row was not timed in
+# bf16), then how close the baseline runs to the machine in each precision.
+BF16_AND_MACHINE_COLUMNS = (
+    "bf16_speedup_over_fp32",
+    "bf16_speedup_over_fp32_low",
+    "bf16_speedup_over_fp32_high",
+    "bf16_measured_over_ideal",
+    "bf16_measured_over_ideal_low",
+    "bf16_measured_over_ideal_high",
+    "bf16_verdict",
+    "baseline_gflop_per_s",
+    "peak_gflop_per_s",
+    "baseline_fraction_of_peak",
+    "bf16_baseline_gflop_per_s",
+    "bf16_peak_gflop_per_s",
+    "bf16_baseline_fraction_of_peak",
+    "flops_counted",
+)
 BF16_NUMBERS = tuple(
     f"bf16_{name}"
     for name in (

@@ -351,20 +351,7 @@ SPEED_COLUMNS = [
     "measured_over_ideal",
     "verdict",
     # bf16 beside fp32 (NaN where the row was not timed in bf16), then how close the baseline runs
-    "bf16_speedup_over_fp32",
-    "bf16_speedup_over_fp32_low",
-    "bf16_speedup_over_fp32_high",
-    "bf16_measured_over_ideal",
-    "bf16_measured_over_ideal_low",
-    "bf16_measured_over_ideal_high",
-    "bf16_verdict",
-    "baseline_gflop_per_s",
-    "peak_gflop_per_s",
-    "baseline_fraction_of_peak",
-    "bf16_baseline_gflop_per_s",
-    "bf16_peak_gflop_per_s",
-    "bf16_baseline_fraction_of_peak",
-    "flops_counted",
+    *bench.BF16_AND_MACHINE_COLUMNS,
     "note",
 ]
 SKIP_PAIRS = ("4_7_30", "6_8_35")  # the two-stage settings Table 1 gives at skip layer 10 and 11
