@@ -18,8 +18,9 @@ from ..cluttered import item_tokens, load_cluttered_arrays
 from ..config import Scale, scale_budget
 from ..data import ArrayImageDataset
 from ..fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays
+from ..formatting import NOT_MEASURED
 from ..train import TrainResult
-from .sentences import NOT_MEASURED, measured, number, paragraph
+from .sentences import measured, number, paragraph
 
 BASELINE = "baseline"  # the timed arm; its A/A copy is bench.control_arm(BASELINE)
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .. import bench
-from ..bench.rows import NOT_MEASURED
+from ..formatting import NOT_MEASURED
 
 
 def is_missing(value: Any) -> bool:

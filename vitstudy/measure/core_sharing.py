@@ -54,14 +54,14 @@ class SharingBudget:
     scale: str
     seconds: float  # timed training per process and round, after the warm-up steps
     rounds: int = 3
-    batch_size: int = 128  # the probe: the tiny model at batch 128
+    batch_size: int = 128  # the study's tiny model at its training batch
     warmup_steps: int = 3
     model: str = "vitstudy_tiny_patch4_28"
 
 
 BUDGETS: dict[str, SharingBudget] = {
     "smoke": SharingBudget("smoke", seconds=0.5, rounds=1, batch_size=8, warmup_steps=1),
-    "quick": SharingBudget("quick", seconds=20.0),  # the 20 s per arm
+    "quick": SharingBudget("quick", seconds=20.0),  # long enough per arm that a scheduler hiccup is a small share
 }
 
 

@@ -9,7 +9,7 @@ It reads the newest manifest under ``figures/logs/`` whose cells record what the
 table that meets its target, other timing, training and caching (a cell that wrote into the cache), and the rest. A
 cell times the tables whose raw times it saved (``tables/raw/<table>.csv``); such a table meets its target when a
 row of it reads "within target" in the committed report (``figures/tables``: the tables that *already* meet their
-targets) or in the recorded run itself. The issue asks for 20 minutes *without widening the intervals of the tables
+targets) or in the recorded run itself. The goal is 20 minutes *without widening the intervals of the tables
 that already meet their targets*, so the first kind cannot shrink without a decision about those tables;
 :func:`time_budget` says what the goal leaves for the others. :func:`measure` writes
 ``figures/tables/19_quick_report_time.{csv,md}`` (per kind) and ``19_quick_report_cells.{csv,md}`` (per cell).

@@ -16,9 +16,10 @@ from matplotlib.figure import Figure
 
 from ... import bench
 from ...bench import NOT_MEASURED_NO_CUDA
+from ...formatting import NOT_MEASURED
 from ...multiexit import POLICIES, ExitStudy
 from ...plots import grouped_bars, new_figure
-from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
+from ..sentences import machine_use, measured, number, paragraph
 from .common import table_5_2
 
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads

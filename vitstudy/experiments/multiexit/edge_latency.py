@@ -37,6 +37,7 @@ import torch
 from ... import bench, skipvit
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, Scale, check, scale_budget
+from ...formatting import NOT_MEASURED
 from ...multiexit import (
     DEFAULT_EXITS,
     ExitCosts,
@@ -50,7 +51,7 @@ from ...multiexit import (
 )
 from ...reference import REFERENCE_DIR
 from ...skipvit import HEADLINE, SkipViTMixin, SkipViTSettings, preset
-from ..sentences import NOT_MEASURED, is_missing, measured, number, paragraph
+from ..sentences import is_missing, measured, number, paragraph
 from .common import CONTROL_LABEL, exit_row, table_5_1, timing_batch
 from .study import paired_loss_interval
 

@@ -18,9 +18,10 @@ from matplotlib.figure import Figure
 from ... import bench
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, Scale, check, scale_budget
+from ...formatting import NOT_MEASURED
 from ...multiexit import DEFAULT_EXITS, check_exits
 from ...plots import grouped_bars, new_figure
-from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
+from ..sentences import machine_use, measured, number, paragraph
 from .common import CONTROL_LABEL
 
 

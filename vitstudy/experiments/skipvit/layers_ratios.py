@@ -28,11 +28,12 @@ from matplotlib.figure import Figure
 from ... import bench
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
+from ...formatting import NOT_MEASURED
 from ...models import SMALL_MODELS, create_model
 from ...plots import grouped_bars, new_figure
 from ...reference import load_reference
 from ...skipvit import BASELINE, HEADLINE, PLACEMENTS, TABLE1, SkipViTSettings, apply_skipvit, configure, flop_gain
-from ..sentences import NOT_MEASURED, machine_use, measured, number, paragraph
+from ..sentences import machine_use, measured, number, paragraph
 from .common import (
     CONTROL,
     QUICK_DATA,
