@@ -6,11 +6,12 @@ nothing is downloaded; timm loads them through ``pretrained_cfg_overlay=dict(fil
 run. Without a kernel: the folder is what the paper scale reads, and the settings' errors. Through the report at smoke
 sizes (``VITSTUDY_PAPER_SMOKE=1``: the paper's models, data path and recipe at the smallest sizes that run every line
 of it: ``config.paper_smoke`` and the notebooks' ``paper_smoke`` budgets), one notebook of each method, what the
-smoke runs of tests/test_notebooks.py never reach: 02 (multi-exit: the pretrained ViT-B/16 from the weights folder,
-its features recorded on ImageNet's val/, exit heads trained; 01 and 03 time and read that same study model) and 05
-(SkipViT: ViT-S/16 trained from scratch on ImageNet's train/ at the paper's recipe; 04 trains its rows the same way,
-``RowTraining.of(paper_smoke(...))``). The other notebooks' paper branches differ from these only in their
-``paper_smoke`` budgets, which their own budget tests cover.
+smoke runs of tests/test_notebooks.py never reach: 03 (multi-exit: the pretrained ViT-B/16 from the weights folder,
+its features recorded on ImageNet's val/, exit heads trained on them, Table 5.3 timed at the paper's batch; 01 and
+02 build and time that same study model, 02 adds analyses the smoke run of 02 covers) and 05 (SkipViT: ViT-S/16
+trained from scratch on ImageNet's train/ at the paper's recipe; 04 trains its rows the same way,
+``RowTraining.of(paper_smoke(...))``, and 02's joint variant trains on the same train/ path). The other notebooks'
+paper branches differ from these only in their ``paper_smoke`` budgets, which their own budget tests cover.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.slow
 # One notebook of each method's paper branch (see the module docstring), with the seconds each takes for
 # conftest's longest-first ordering.
 PAPER_NOTEBOOKS = [
-    pytest.param("02", marks=pytest.mark.slow(seconds=45)),
+    pytest.param("03", marks=pytest.mark.slow(seconds=45)),
     pytest.param("05", marks=pytest.mark.slow(seconds=40)),
 ]
 PAPER_MODELS = ("vit_base_patch16_224", "vit_small_patch16_224")  # the multi-exit report's and SkipViT's
@@ -112,7 +113,7 @@ def test_paper_scale_runs_end_to_end_through_the_report(notebook, paper_inputs, 
     monkeypatch.setenv("VITSTUDY_IMAGENET", str(paper_inputs / "imagenet"))
     monkeypatch.setenv(models.WEIGHTS_ENV, str(paper_inputs / "weights"))
     monkeypatch.setenv(config.PAPER_SMOKE_ENV, "1")
-    share_cache(paper_inputs, ["multiexit"])  # 02 and 03 record the same features: atomically, so they may share
+    share_cache(paper_inputs, ["multiexit"])  # the study records its features atomically, so runs may share them
     out, lines = tmp_path / "out", []
     manifest = runner.run_report("paper", only=[notebook], out=out, log=lambda *a, **k: lines.append(a[0]))
     [name] = manifest["notebooks"]

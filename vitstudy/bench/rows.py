@@ -55,6 +55,9 @@ FLOP_IDEAL_TARGET = (0.90, FLOP_BOUND_SLACK)
 # Machinery that runs but never fires (an exit threshold no image reaches) may cost up to the control's tolerance and
 # can gain nothing.
 IDLE_TARGET = (CONTROL_BAND[0], 1.0)
+# A measured ÷ ideal is resolved when its interval lies inside this band too (the interval rule of the forced exits;
+# the bound a loading path must reach against no loader at all).
+RESOLVED_BAND = (0.95, 1.05)
 WITHIN_TARGET = "within target"  # how every verdict that meets its target begins (readers test for this prefix)
 # What machine_use adds to every row: a table that picks its columns keeps these, so every timed table says how
 # close its baseline runs to the machine.

@@ -61,7 +61,7 @@ from .study import record_files, study_config, study_model_name
 CONTROL_LABEL = "A/A control: plain vs its copy"  # the setting of every multi-exit table's A/A row
 # Forced exits run the same blocks, fewer of them: no excess over the FLOP ideal in either direction.
 FORCED_TARGET = bench.NO_OVERHEAD_TARGET
-FORCED_INTERVAL = (0.95, 1.05)  # a forced exit's measured ÷ ideal interval must lie inside this too
+FORCED_INTERVAL = bench.RESOLVED_BAND  # a forced exit's measured ÷ ideal interval must lie inside this too
 VARIANT_LABELS = {
     "same": "Same",
     "finetune": "Fine-Tune",
