@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import math
 import time
-import types
 
 import numpy as np
 import pytest
@@ -17,13 +17,6 @@ from vitstudy.bench.comparison import CompareSettings, compare, control_note, ro
 
 FAST = CompareSettings(rounds=9, min_run_time=0.02, warmup_calls=1, bootstrap=500)
 TWO_ROUNDS = CompareSettings(rounds=2, min_run_time=0.02, warmup_calls=1, bootstrap=100)
-
-
-@pytest.fixture
-def no_collections(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Skip the engine's full garbage collection between arms: no fake second depends on it, and in a process
-    holding torch and timm each one costs ~0.2 s of real time (9 rounds x 2 arms: ~4 s a test)."""
-    monkeypatch.setattr(engine, "gc", types.SimpleNamespace(collect=lambda: 0))
 
 
 def sleeping_arm(seconds: float) -> ArmSpec:
@@ -56,7 +49,31 @@ class FakeClock:
         return run
 
 
-@pytest.mark.usefixtures("no_collections")
+def test_garbage_an_arm_leaves_is_collected_before_the_next_arm_and_nothing_stays_frozen():
+    """Between blocks the engine collects what the previous arm left in a reference cycle (objects alive before the
+    comparison are frozen meanwhile, so each collection is cheap), and it unfreezes them when it ends."""
+    clock, collected = FakeClock(), []
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+        def __del__(self) -> None:
+            collected.append(clock.now)
+
+    def leaves_a_cycle() -> None:
+        Cycle()
+        clock.arm(1.0)()
+
+    gc.disable()  # only the engine's own collections run
+    try:
+        settings = CompareSettings(rounds=2, min_run_time=1, warmup_calls=0)
+        compare({"a": leaves_a_cycle, "b": clock.arm(1.0)}, "a", settings=settings, timer=clock)
+    finally:
+        gc.enable()
+    assert collected and gc.get_freeze_count() == 0
+
+
 def test_known_ratio_is_inside_its_interval():
     """Arms of cost 1 and 2 (noisy, fake clock): the speed-up of the cheaper arm is 2.00 inside its interval, and
     each arm's median time is its cost per call."""
@@ -74,7 +91,6 @@ def test_known_ratio_is_inside_its_interval():
     assert result.speedup("slow")["seconds"] == pytest.approx(2.0, rel=0.05)
 
 
-@pytest.mark.usefixtures("no_collections")
 def test_aa_control_reads_one():
     """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty."""
     clock = FakeClock(seed=3)
@@ -108,7 +124,6 @@ def test_arms_alternate_in_abba_order():
     assert all(sorted(r) == ["a", "b", "c"] for r in shuffled)
 
 
-@pytest.mark.usefixtures("no_collections")
 def test_raw_times_are_kept_per_block():
     """The raw table has one row per timed block with the arm, round and position in the round."""
     clock = FakeClock()
