@@ -20,7 +20,6 @@ conventions of ``compare``:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
@@ -37,9 +36,16 @@ from ..config import check
 from ..formatting import NOT_MEASURED
 from .comparison import control_note, round_orders
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info, synchronize
-from .flops import BaselineWork, flops_per_image
+from .flops import BaselineWork
 from .peak import machine_peak
-from .rows import BASELINE_VERDICT, CONTROL_BAND, achieved_rate, control_arm, control_verdict, flop_bound_verdict
+from .rows import (
+    BASELINE_VERDICT,
+    CONTROL_BAND,
+    achieved_rate,
+    control_verdict,
+    flop_bound_verdict,
+    inference_models,
+)
 from .stats import RESAMPLES, paired_ratio_interval
 
 LATENCY_ORDER = "abba"  # by image
@@ -141,20 +147,9 @@ def time_models_per_image(
     ``torch.inference_mode``; the models go back to the CPU afterwards."""
     check(baseline in models, "models", list(models), f"a mapping with a {baseline!r} entry (the baseline)")
     device = torch.device(device)
-    control = control_arm(baseline)
-    models = {**models, control: copy.deepcopy(models[baseline])}
-    available = device_available(device)
-    x = images.to(device) if available else images
-    try:
-        for model in models.values():
-            model.eval().to(device if available else "cpu")
-        work = BaselineWork(flops_per_image(models[baseline], tuple(images.shape[1:]), device))
-        with torch.inference_mode():
-            run = time_per_image(dict(models), x, baseline, control, warmup_images, device, timer)
-        return dataclasses.replace(run, work=work)
-    finally:
-        for model in models.values():
-            model.to("cpu")
+    with inference_models(models, images, baseline, device) as (models, control, x, work):
+        run = time_per_image(models, x, baseline, control, warmup_images, device, timer)
+    return dataclasses.replace(run, work=work)
 
 
 def latency_rows(

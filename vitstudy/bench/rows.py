@@ -25,9 +25,10 @@ Verdicts, the whole vocabulary:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -326,6 +327,20 @@ def compare_models(
     check(baseline in models, "models", list(models), f"a mapping with a {baseline!r} entry (the baseline)")
     check(set(bf16) <= set(models), "bf16", tuple(bf16), f"names among the models {list(models)}")
     device = torch.device(device)
+    with inference_models(models, inputs, baseline, device) as (models, control, x, work):
+        arms = {name: (lambda m=model: m(x)) for name, model in models.items()}
+        arms |= {bf16_arm(name): _autocast_call(models[name], x) for name in bf16 if bf16_native(device)}
+        return compare(arms, baseline, control, settings, device, work=work)
+
+
+@contextlib.contextmanager
+def inference_models(
+    models: Mapping[str, torch.nn.Module], inputs: torch.Tensor, baseline: str, device: torch.device
+) -> Iterator[tuple[dict[str, torch.nn.Module], str, torch.Tensor, BaselineWork]]:
+    """The models as every inference timer runs them: ``models`` plus a deep copy of ``models[baseline]`` named
+    :func:`control_arm` ``(baseline)`` (the A/A control), in eval mode on ``device`` (the CPU where it is absent),
+    under ``torch.inference_mode``, the inputs beside them, and the baseline's forward FLOPs per image as the
+    work. Yields ``(models, control, inputs on the device, work)``; the models go back to the CPU afterwards."""
     control = control_arm(baseline)
     models = {**models, control: copy.deepcopy(models[baseline])}
     available = device_available(device)
@@ -336,9 +351,7 @@ def compare_models(
         # Counted on a copy and one random image (FLOPs do not depend on the values), so the models see only x.
         work = BaselineWork(flops_per_image(models[baseline], tuple(inputs.shape[1:]), device))
         with torch.inference_mode():
-            arms = {name: (lambda m=model: m(x)) for name, model in models.items()}
-            arms |= {bf16_arm(name): _autocast_call(models[name], x) for name in bf16 if bf16_native(device)}
-            return compare(arms, baseline, control, settings, device, work=work)
+            yield models, control, x, work
     finally:
         for model in models.values():
             model.to("cpu")
