@@ -67,7 +67,7 @@ def count_flops(fn: Callable[..., Any], *args: Any) -> float:
 
     In torch 2.15 FlopCounterMode counts F.scaled_dot_product_attention on CPU too
     (aten._scaled_dot_product_flash_attention_for_cpu has a formula), so timm's fused attention
-    needs no correction here; tests/test_bench.py checks a total against a hand count.
+    needs no correction here; tests/bench/test_bench.py checks a total against a hand count.
     """
     with torch.inference_mode(), FlopCounterMode(display=False) as counter:
         fn(*args)

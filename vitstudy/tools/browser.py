@@ -1,6 +1,6 @@
 """JupyterLab in a real browser (Debian's Chromium driven by Playwright, never a downloaded browser): start a server
 on the notebooks, open one with a double click and run it, move an explorer's controls as a user does, and ask the
-notebook's kernel what the package computes for a setting. Shared by the browser tests (``tests/test_browser.py``)
+notebook's kernel what the package computes for a setting. Shared by the browser tests (``tests/tools/test_browser.py``)
 and the hand-run :mod:`vitstudy.measure.widget_latency`; needs the ``test`` extra (playwright).
 """
 

@@ -1,6 +1,6 @@
 """The executed notebooks the report publishes: outputs kept, run-to-run noise removed, identical on a re-run. The
 cleaning is a pure function of the executed notebook (:func:`clean_notebook`), tested on notebooks shaped like
-papermill's; the end-to-end report test (tests/test_report.py) checks a copy published from a real kernel."""
+papermill's; the end-to-end report test (tests/report/test_report.py) checks a copy published from a real kernel."""
 
 import nbformat
 

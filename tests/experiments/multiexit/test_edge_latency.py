@@ -1,5 +1,5 @@
 """experiments.multiexit.edge_latency (notebook 10): the batch-1 latency table, the exit histogram, the batch sweep,
-both methods at once and the table beside the field. The per-image timer itself is tests/test_bench_latency.py."""
+both methods at once and the table beside the field. The per-image timer itself is tests/bench/test_latency.py."""
 
 from __future__ import annotations
 
