@@ -74,3 +74,13 @@ def test_load_refuses_pickles(tmp_path):
     """load_weights refuses anything that is not .safetensors."""
     with pytest.raises(ValueError, match="never unpickles"):
         checkpoint.load_weights(tmp_path / "model.pt")
+
+
+def test_a_damaged_index_names_the_file_and_the_way_out(tmp_path):
+    """A checkpoint.json that is not JSON is one line naming the file, --no-resume and deleting it; no JSON trace."""
+    (tmp_path / checkpoint.INDEX_FILE).write_text("{\n'epoch': 1}")
+    with pytest.raises(ValueError) as caught:
+        checkpoint.read_checkpoint_index(tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path / checkpoint.INDEX_FILE) in message and "--no-resume" in message and "delete" in message
+    assert "\n" not in message and caught.value.__cause__ is None

@@ -126,3 +126,25 @@ def test_per_class_accuracy_matches_sklearn_recall():
     assert table["test_images"].tolist() == [*np.bincount(targets).tolist(), 0]
     np.testing.assert_allclose(table["top1"].iloc[:3], expected)
     assert np.isnan(table["top1"].iloc[3])
+
+
+@pytest.mark.parametrize("damaged", ["checkpoint.json", "final.json"])
+def test_a_damaged_run_file_is_one_line_at_the_command_line(
+    digits_run, digits_cfg, tmp_path, monkeypatch, capsys, damaged
+):
+    """`python -m vitstudy train` on a run folder whose metadata file is damaged prints one line naming that file and
+    what to do (--no-resume, or delete it), and exits 2; --no-resume then starts over."""
+    import shutil
+    import types
+
+    from vitstudy import __main__ as cli
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(digits_run.run_dir, run_dir)
+    (run_dir / damaged).write_text("{\n'epoch': 1}")
+    monkeypatch.setattr(cli, "get_scale", lambda name: types.SimpleNamespace(train=digits_cfg))
+    assert cli.main(["train", "--run-dir", str(run_dir), "--quiet"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("train: ") and len(error.splitlines()) == 1
+    assert str(run_dir / damaged) in error and "--no-resume" in error and "delete" in error
+    assert cli.main(["train", "--run-dir", str(run_dir), "--quiet", "--no-resume"]) == 0

@@ -90,7 +90,23 @@ def read_checkpoint_index(run_dir: str | os.PathLike[str]) -> dict[str, Any] | N
     path = Path(run_dir) / INDEX_FILE
     if not path.is_file():
         return None
-    return json.loads(path.read_text())
+    return read_run_json(path)
+
+
+def read_run_json(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run folder's JSON metadata file (``checkpoint.json``, ``final.json``). A damaged one (a disk that filled
+    up, a hand edit) raises a one-line ``ValueError`` naming the file and the way out, since resuming from it is
+    impossible and the user only needs to know which file to drop."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        reason = err.msg if isinstance(err, json.JSONDecodeError) else "not UTF-8 text"
+        where = f" at line {err.lineno} column {err.colno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ValueError(
+            f"{path} is damaged ({reason}{where}): start the run over with --no-resume (resume=False in Python), "
+            "or delete that file"
+        ) from None
 
 
 def load_checkpoint(

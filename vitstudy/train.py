@@ -8,7 +8,6 @@ uninterrupted run would have drawn, and the two end with the same metrics.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import random
 import time
@@ -29,7 +28,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .bench import environment_info
-from .checkpoint import load_checkpoint, read_checkpoint_index, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint_index, read_run_json, save_checkpoint
 from .config import Scale, TrainConfig, get_scale
 from .data import Splits, build_splits
 from .distributed import Dist, all_reduce_sum, barrier, init_distributed
@@ -321,7 +320,7 @@ def _finish(run: TrainingRun) -> TrainResult:
     cfg, world = run.cfg, run.world
     final_path = run.run_dir / FINAL_FILE
     if run.start_epoch >= cfg.epochs and final_path.is_file():
-        metrics = json.loads(final_path.read_text())  # finished earlier: the loaded weights are the final ones
+        metrics = read_run_json(final_path)  # finished earlier: the loaded weights are the final ones
     else:
         test = evaluate(run.model, run.test_loader, world.device, world, run.use_amp)
         last = run.history[-1] if run.history else {}
