@@ -10,7 +10,9 @@ throughput and per-image latency), the speed row.
   bootstrap intervals, raw times, the A/A control; ``isolation="process"`` times each arm in its own process from
   an :class:`ArmSpec`).
 - ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
-  :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`), :func:`compare_models` (inference
+  :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`; read back from a committed table:
+  :func:`control_passes`, :func:`table_trust`, :func:`speed_phrase`, :func:`speed_verdict`, :func:`accuracy_verdict`),
+  :func:`compare_models` (inference
   forwards of several models with an A/A copy: one model's images/s is ``compare_models({"plain": model}, ...)``),
   how close the baseline runs to the peak (:func:`machine_use`, in every row) and a bf16 twin's columns
   (:func:`bf16_columns`).
@@ -56,26 +58,34 @@ from .rows import (
     BASELINE_VERDICT,
     BF16_AND_MACHINE_COLUMNS,
     CONTROL_BAND,
+    CONTROL_SUFFIX,
     FLOP_IDEAL_TARGET,
     IDLE_TARGET,
     MACHINE_USE_COLUMNS,
+    NO_CHANGE_POINTS,
     NO_OVERHEAD_TARGET,
     NOT_TIMED_BF16,
+    NOT_TRUSTWORTHY,
     RESOLVED_BAND,
     WITHIN_TARGET,
+    accuracy_verdict,
     achieved_rate,
     bf16_arm,
     bf16_columns,
     compare_models,
     control_arm,
+    control_passes,
     control_row,
     control_verdict,
     flop_bound_verdict,
     machine_use,
     protocol,
     raw_times,
+    speed_phrase,
     speed_row,
+    speed_verdict,
     table_note,
+    table_trust,
 )
 from .shared import SHARED_TIMINGS_ENV, arm_fingerprint, share, shared_subset, timing_key
 from .stats import bootstrap_interval, median_interval, paired_difference_interval, paired_ratio_interval
@@ -103,8 +113,16 @@ __all__ = [
     "MACHINE_USE_COLUMNS",
     "achieved_rate",
     "WITHIN_TARGET",
+    "NOT_TRUSTWORTHY",
+    "NO_CHANGE_POINTS",
+    "accuracy_verdict",
+    "control_passes",
+    "speed_phrase",
+    "speed_verdict",
+    "table_trust",
     "BF16_AND_MACHINE_COLUMNS",
     "CONTROL_BAND",
+    "CONTROL_SUFFIX",
     "FLOP_IDEAL_TARGET",
     "IDLE_TARGET",
     "NO_OVERHEAD_TARGET",
