@@ -3,6 +3,7 @@ statistics, resuming, runs taken from the committed table."""
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -209,6 +210,23 @@ def test_committed_runs_keep_their_folder_names():
     assert len(unchanged) >= 18 and set(unchanged) <= expected
 
 
+# A path that starts at a file-system root (or a home folder, or a Windows drive) after a separator of a CSV or
+# Markdown cell: "6 / 55% / skip 11" has spaces after its slashes and never matches.
+ABSOLUTE_PATH = re.compile(r"""(?:^|[\s,|"'(=])(/[\w.-]+/[\w.-]+|~/[\w.-]+|[A-Za-z]:\\[\w.-]+)""", re.MULTILINE)
+
+
+def test_no_committed_table_holds_an_absolute_path():
+    """Every committed table under figures/ names paths relative to something in the project (the cache root for
+    08_runs' run_dir), never a folder of the machine that wrote it."""
+    tables = [p for p in (project_root() / "figures").rglob("*") if p.suffix in (".csv", ".md") and "tables" in p.parts]
+    assert tables
+    found = {
+        str(p.relative_to(project_root())): m.group(1) for p in tables if (m := ABSOLUTE_PATH.search(p.read_text()))
+    }
+    assert found == {}
+    assert ABSOLUTE_PATH.search("a,/home/me/cache/skipvit/x,b") and not ABSOLUTE_PATH.search("| 6 / 55% / skip 11 |")
+
+
 def test_fused_row_is_a_new_run_under_evits_computation():
     """The fused row's folder changed with its computation (the old one renormalised after the whole block)."""
     budget = scratch.budget("scratch")
@@ -231,8 +249,9 @@ def test_runs_are_taken_from_the_committed_table_not_trained(digits_budget, tmp_
     monkeypatch.setattr(scratch, "train_row", lambda *a, **k: pytest.fail("a committed run was trained again"))
     assert scratch.missing_runs(digits_budget, rows) == []
     again, again_histories = scratch.scratch_runs(digits_budget, rows)
-    columns = ["row", "seed", "top1_dropping_on", "top1_dropping_off", "val_top1", "run"]
+    columns = ["row", "seed", "top1_dropping_on", "top1_dropping_off", "val_top1", "run", "run_dir"]
     pd.testing.assert_frame_equal(again[columns], runs[columns])
+    assert (runs["run_dir"] == "skipvit/" + runs["run"]).all()  # relative to the cache root, on both machines
     pd.testing.assert_frame_equal(again_histories, histories, check_dtype=False)
     assert {p: p.read_bytes() for p in tables.rglob("*.csv")} == before
     assert again["adopted_from"].notna().all()

@@ -24,13 +24,10 @@ smallest difference the protocol resolves (the interval's half-width); :func:`fi
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +38,12 @@ import torch
 from matplotlib.figure import Figure
 from scipy import stats
 
-from ... import bench
+from ... import bench, executors
+from ...checkpoint import read_run_json
 from ...cluttered import on_cluttered
 from ...config import SCALES, Scale
 from ...data import build_splits
-from ...files import atomic_path, atomic_write_json, project_root
+from ...files import atomic_path, atomic_write_json, cache_dir, project_root
 from ...plots import new_figure
 from ...skipvit import BASELINE, EXTRA, HEADLINE, TABLE1, TABLE3, SkipViTSettings, apply_skipvit, configure, flop_gain
 from ...train import default_model_factory
@@ -236,9 +234,17 @@ def adopt_committed(folder: Path, tables: Path) -> bool:
     with atomic_path(folder / "metrics.csv") as tmp:
         history[columns].to_csv(tmp, index=False)
     source = runs_file.relative_to(project_root()) if runs_file.is_relative_to(project_root()) else runs_file
-    result.update(run_dir=str(folder), adopted_from=str(source))
+    result.update(run_dir=cache_relative(folder), adopted_from=str(source))
     atomic_write_json(folder / ROW_FILE, result)
     return True
+
+
+def cache_relative(folder: Path) -> str:
+    """``folder`` as the per-run table writes it: relative to the cache root (``$VITSTUDY_CACHE`` or
+    ``data/cache``), so a committed table names no path of the machine that trained it; a run is found again by
+    its folder name alone (:func:`adopt_committed`)."""
+    folder = Path(folder)
+    return folder.relative_to(cache_dir()).as_posix() if folder.is_relative_to(cache_dir()) else folder.name
 
 
 def scratch_row(
@@ -250,13 +256,14 @@ def scratch_row(
     training, warmup, folder = _row_run(training, name, drop_rate, seed)
     adopt_committed(folder, committed_tables(training.scale))
     if (folder / ROW_FILE).is_file():
-        result = json.loads((folder / ROW_FILE).read_text())
+        result = read_run_json(folder / ROW_FILE)
     else:
         result = train_row(training, name, row.settings, seed, warmup=warmup, progress=progress)
         result.pop("history")
-        result.update(label=row.label, run_dir=str(folder))
+        result.update(label=row.label, run_dir=cache_relative(folder))
         atomic_write_json(folder / ROW_FILE, result)
-    result.update(dataset=training.train.dataset, run=folder.name)
+    # row.json files written before the paths became relative still hold this machine's absolute path
+    result.update(dataset=training.train.dataset, run=folder.name, run_dir=cache_relative(folder))
     history = pd.read_csv(folder / "metrics.csv").assign(
         dataset=training.train.dataset, row=name, seed=seed, warmup_epochs=warmup, run=folder.name
     )
@@ -308,7 +315,7 @@ def _train_in_worker(
     training: RowTraining, name: str, seed: int, drop_rate: float, environ: dict[str, str]
 ) -> tuple[str, str, int, float]:
     """Runs in a worker process: one (data set, row, seed) on one thread; returns its training minutes."""
-    # A forkserver child inherits the server's environment, which may predate the caller's VITSTUDY_* settings.
+    # A worker inherits its forkserver's or Ray node's environment, which may predate the caller's VITSTUDY_* settings.
     os.environ.update(environ)
     torch.set_num_threads(1)
     minutes = scratch_row(training, name, seed, drop_rate)["train_minutes"]
@@ -321,27 +328,24 @@ def train_missing(
     rows: tuple[str, ...] | None = None,
     log: Callable[[str], None] = lambda line: None,
 ) -> None:
-    """Train every missing (data set, row, seed) in ``workers`` single-thread processes, seed-major. A run killed
-    half-way resumes from its last epoch."""
+    """Train every missing (data set, row, seed) side by side, seed-major: in ``workers`` single-thread processes,
+    or as one-CPU Ray tasks when ``$VITSTUDY_RAY`` says so (``local``, or a cluster's address: its nodes share this
+    cache; :func:`vitstudy.executors.run_tasks`). A run killed half-way resumes from its last epoch."""
     order = missing_runs(budget, rows)
     if not order:
         return
     rates = _drop_rates(budget)
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "timm", __name__])
+    ray = os.environ.get(executors.RAY_ENV) or None
+    where = f"{workers} workers" if ray is None else f"Ray: {ray}"
+    environ = {key: value for key, value in os.environ.items() if key.startswith("VITSTUDY_")}
+    calls = [(budget.training_on(dataset), name, seed, rates[dataset], environ) for dataset, name, seed in order]
     start = time.monotonic()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        environ = {key: value for key, value in os.environ.items() if key.startswith("VITSTUDY_")}
-        futures = [
-            pool.submit(_train_in_worker, budget.training_on(dataset), name, seed, rates[dataset], environ)
-            for dataset, name, seed in order
-        ]
-        for done, future in enumerate(as_completed(futures), 1):
-            dataset, name, seed, minutes = future.result()
-            log(
-                f"{dataset} {name} seed {seed} trained in {minutes:.1f} min ({done}/{len(order)} runs, "
-                f"{(time.monotonic() - start) / 60:.1f} min elapsed, {workers} workers)"
-            )
+    finished = executors.run_tasks(_train_in_worker, calls, workers, ray, preload=["torch", "timm", __name__])
+    for done, (dataset, name, seed, minutes) in enumerate(finished, 1):
+        log(
+            f"{dataset} {name} seed {seed} trained in {minutes:.1f} min ({done}/{len(order)} runs, "
+            f"{(time.monotonic() - start) / 60:.1f} min elapsed, {where})"
+        )
 
 
 def scratch_runs(
@@ -353,9 +357,9 @@ def scratch_runs(
     train_missing_runs: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Every (data set, row, seed), seed-major; returns (one results row per run, the per-epoch histories).
-    Finished runs are only read; with ``workers`` > 1 the missing ones are first trained side by side
+    Finished runs are only read; with ``workers`` > 1 (or on Ray) the missing ones are first trained side by side
     (:func:`train_missing`). ``train_missing_runs=False``: only the runs that finished (an interim look)."""
-    if workers > 1 and train_missing_runs:
+    if train_missing_runs and (workers > 1 or os.environ.get(executors.RAY_ENV)):
         train_missing(budget, workers, rows, log)
     rates = _drop_rates(budget)
     missing = set() if train_missing_runs else set(missing_runs(budget, rows))
