@@ -68,6 +68,7 @@ RANKS = {
     "report": 1,
     "multiexit": 1,
     "skipvit": 1,
+    "tome": 1,
     "experiments": 2,
     "experiments.multiexit": 3,
     "experiments.skipvit": 3,
@@ -79,6 +80,9 @@ FORBIDDEN = {
     ("multiexit", "report"),  # a core is the method only: it never writes the report
     ("skipvit", "report"),
     ("skipvit", "multiexit"),  # the composition of the two lives in multiexit, which builds on SkipViT
+    ("tome", "report"),
+    ("tome", "multiexit"),  # ToMe reuses SkipViT's block pieces (one way: SkipViT never builds on ToMe)
+    ("skipvit", "tome"),
     ("experiments.multiexit", "experiments.skipvit"),  # what both methods' experiments share lives a level lower
     ("experiments.skipvit", "experiments.multiexit"),
 }
