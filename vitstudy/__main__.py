@@ -83,6 +83,7 @@ def _typed(key: str, value: Any, raw: str, hint: Any) -> Any:
 
 
 def report_main(argv: Sequence[str]) -> int:
+    from . import executors  # light: Ray itself is imported only where runs are trained
     from .report import runner  # papermill, jupytext and torch: only for this command
 
     parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=runner.__doc__.splitlines()[0])
@@ -95,7 +96,18 @@ def report_main(argv: Sequence[str]) -> int:
     parser.add_argument(
         "--out", default=None, help=f"output folder (default: figures/ at {runner.DEFAULT_SCALE}, else figures/SCALE/)"
     )
+    parser.add_argument(
+        "--ray",
+        nargs="?",
+        const=executors.LOCAL_RAY,
+        default=os.environ.get(executors.RAY_ENV) or None,
+        metavar="ADDRESS",
+        help="train notebook 08's runs as Ray tasks: on a Ray started here (no ADDRESS) or on the cluster at "
+        f"ADDRESS (auto, HOST:PORT, ray://HOST:PORT; default: ${executors.RAY_ENV}, else local processes)",
+    )
     args = parser.parse_args(argv)
+    if args.ray is not None:  # checked before hours of notebooks; the kernels inherit this process's environment
+        os.environ[executors.RAY_ENV] = executors.check_ray(args.ray)
     try:
         runner.run_report(args.scale, args.only, args.out)
     except runner.NotebookFailed as err:
@@ -158,6 +170,7 @@ MEASUREMENTS = {
     "compile": "compile_speed",
     "sharing": "core_sharing",
     "report_time": "report_time",
+    "bf16": "bf16",
 }
 
 

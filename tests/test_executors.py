@@ -1,0 +1,109 @@
+"""vitstudy.executors: the local pool and Ray give every call's result; a Ray task whose worker dies is run again;
+`--ray` is parsed, checked and handed to the notebook kernels' environment; without Ray, one line says how to get it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from vitstudy import executors
+from vitstudy.__main__ import main
+
+needs_ray = pytest.mark.skipif(not executors.ray_installed(), reason="Ray is not installed (pip install '.[ray]')")
+
+
+def multiply(a: int, b: int) -> int:
+    return a * b
+
+
+def die_on_first_attempt(marker: str, value: int) -> int:
+    """A task whose first worker dies (no exception: the process is gone), and which succeeds when run again."""
+    if not Path(marker).exists():
+        Path(marker).touch()
+        os._exit(1)
+    return value * 10
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One Ray on this machine (2 CPUs) for the module's tests: run_tasks uses a Ray already started as it is."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    # Test modules are imported under names Ray's workers cannot import: send this module's functions by value.
+    ray.cloudpickle.register_pickle_by_value(__import__(__name__))
+    yield ray
+    ray.shutdown()
+
+
+def test_local_pool_yields_every_result():
+    """Without Ray: each call's result once, whatever the order they finish in; no calls, no pool."""
+    calls = [(a, b) for a in range(3) for b in range(2)]
+    assert sorted(executors.run_tasks(multiply, calls, workers=2)) == sorted(a * b for a, b in calls)
+    assert list(executors.run_tasks(multiply, [], workers=2)) == []
+
+
+@needs_ray
+@pytest.mark.slow(seconds=20)
+def test_ray_tasks_yield_every_result_and_leave_a_running_ray_running(local_ray):
+    calls = [(a, b) for a in range(3) for b in range(2)]
+    assert sorted(executors.run_tasks(multiply, calls, workers=2, ray="local")) == sorted(a * b for a, b in calls)
+    assert local_ray.is_initialized()  # the caller's Ray: used, not shut down
+
+
+@needs_ray
+@pytest.mark.slow(seconds=20)
+def test_a_task_whose_worker_dies_is_run_again(local_ray, tmp_path):
+    """The first attempt's worker exits without a word; Ray runs the task again and its result comes back."""
+    calls = [(str(tmp_path / f"attempted_{value}"), value) for value in (1, 2)]
+    assert sorted(executors.run_tasks(die_on_first_attempt, calls, workers=2, ray="local")) == [10, 20]
+    assert all(Path(marker).exists() for marker, _ in calls)
+
+
+@pytest.mark.parametrize("setting", ["local", "auto", "10.0.0.5:6379", "ray://head.example:10001"])
+def test_ray_settings_that_name_a_ray_are_accepted(setting, monkeypatch):
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
+    assert executors.check_ray(setting) == setting
+
+
+@pytest.mark.parametrize("setting", ["", "08", "head node", "scratch"])
+def test_a_ray_setting_that_is_no_address_is_one_line_naming_it(setting):
+    with pytest.raises(ValueError, match=f"--ray {setting!r} is not allowed: give no value"):
+        executors.check_ray(setting)
+
+
+def test_without_ray_installed_asking_for_it_says_how_to_install_it(monkeypatch):
+    monkeypatch.setattr(executors, "ray_installed", lambda: False)
+    with pytest.raises(executors.RayNotInstalled, match=r"^--ray needs Ray: pip install '\.\[ray\]'$"):
+        list(executors.run_tasks(multiply, [(1, 2)], workers=1, ray="local"))
+
+
+@pytest.fixture
+def report_runs(monkeypatch):
+    """`python -m vitstudy report` with a runner that records the kernels' VITSTUDY_RAY instead of running."""
+    from vitstudy.report import runner
+
+    seen = []
+    monkeypatch.delenv(executors.RAY_ENV, raising=False)
+    monkeypatch.setattr(runner, "run_report", lambda *args: seen.append(os.environ.get(executors.RAY_ENV)))
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("flags", "kernel_sees"),
+    [([], None), (["--ray"], "local"), (["--ray", "10.0.0.5:6379"], "10.0.0.5:6379")],
+    ids=["without", "local", "cluster"],
+)
+def test_report_passes_ray_to_the_kernels(flags, kernel_sees, report_runs, monkeypatch):
+    monkeypatch.setattr(executors, "ray_installed", lambda: True)
+    assert main(["report", "--scale", "smoke", "--only", "08", *flags]) == 0
+    assert report_runs == [kernel_sees]
+
+
+def test_report_with_ray_but_without_ray_installed_is_one_line(report_runs, monkeypatch, capsys):
+    """Before any notebook runs: exit status 2 and the line that says how to install Ray."""
+    monkeypatch.setattr(executors, "ray_installed", lambda: False)
+    assert main(["report", "--scale", "smoke", "--only", "08", "--ray"]) == 2
+    assert capsys.readouterr().err == "report: --ray needs Ray: pip install '.[ray]'\n"
+    assert report_runs == []
