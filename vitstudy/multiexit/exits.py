@@ -1,7 +1,8 @@
 """The exit maths as pure tensor functions: confidence, exit decision, batch compaction, scatter-back.
 
-``MultiExitViT`` (``model``) strings these together in its forward; :func:`simulate` replays the same decision on
-recorded logits, so any threshold, policy or batch size can be evaluated without running the backbone again.
+``MultiExitViT`` (``model``) strings these together in its forward (:func:`leaving_rows`, the decision with the
+fewest operators); :func:`simulate` replays the same decision on recorded logits, so any threshold, policy or batch
+size can be evaluated without running the backbone again.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..config import check, check_choice
@@ -59,6 +61,63 @@ def exit_decision(conf: torch.Tensor, threshold: float, policy: str) -> torch.Te
     if policy == "batch":
         return confident.all().expand_as(confident)
     return confident
+
+
+def log_max_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Log of the highest class probability, ``[B, C] -> [B]``: max logit − logsumexp.
+
+    Read off ``log_softmax`` at the top class, where the logit minus the max is exactly 0, so nothing cancels
+    however large the logits are; two operators where ``max_softmax`` and a comparison take three.
+    """
+    logits = logits if logits.dtype == torch.float32 else logits.float()
+    return logits.log_softmax(-1).max(-1).values
+
+
+def log_rule_band(classes: int) -> float:
+    """How far :func:`log_max_softmax` may sit from the log of :func:`max_softmax`, both as float32 computes them.
+
+    Each sums ``classes`` exponentials in its own order (relative error below ``classes + 2`` float32 ulps each, the
+    logarithm and the division adding one more); ``4 * (classes + 8)`` ulps bounds the gap with room to spare.
+    Within the band the log rule cannot tell on which side of the threshold ``max_softmax`` falls.
+    """
+    return 4 * (classes + 8) * torch.finfo(torch.float32).eps
+
+
+def _to_host(values: torch.Tensor) -> list[float]:
+    # item() is one operator where tolist() is three (it resolves conj and neg bits first); at batch 1 it counts.
+    return [values.item()] if values.numel() == 1 else values.tolist()
+
+
+def confident_rows(logits: torch.Tensor, threshold: float, kind: str = "softmax") -> list[bool]:
+    """Per row of ``logits`` ``[B, C]``: does its confidence reach ``threshold``? One read from the device.
+
+    The answer is ``confidence(logits, kind) >= threshold`` as torch compares it (a float32 confidence against the
+    threshold rounded to float32), row for row, ties included. ``softmax`` is decided in log space without a
+    softmax: ``log_max_softmax >= log(threshold)``; a row within :func:`log_rule_band` of the threshold (a tie,
+    or rounding's width from one) is decided by ``max_softmax`` itself, at the cost of a second read.
+    """
+    threshold32 = float(np.float32(threshold))  # what a float32 tensor is compared with
+    if kind != "softmax":
+        return [value >= threshold32 for value in _to_host(confidence(logits, kind))]
+    log_threshold = math.log(threshold32) if threshold32 > 0 else -math.inf
+    band = log_rule_band(logits.shape[-1])
+    gaps = [value - log_threshold for value in _to_host(log_max_softmax(logits))]
+    confident = [gap > band for gap in gaps]
+    unsure = [row for row, gap in enumerate(gaps) if not abs(gap) > band]  # not >: a nan gap is unsure too
+    if unsure:
+        reference = _to_host(max_softmax(logits))
+        for row in unsure:
+            confident[row] = reference[row] >= threshold32
+    return confident
+
+
+def leaving_rows(logits: torch.Tensor, threshold: float, policy: str, kind: str = "softmax") -> list[int]:
+    """The rows of ``logits`` ``[B, C]`` that leave at this exit, in order: :func:`exit_decision` on
+    :func:`confidence`, decided on the host from :func:`confident_rows` (no comparison or count on the device)."""
+    confident = confident_rows(logits, threshold, kind)
+    if policy == "batch":
+        return list(range(len(confident))) if all(confident) else []
+    return [row for row, leaves in enumerate(confident) if leaves]
 
 
 def split_exiting(leave: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,7 +29,8 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 
 import torch
 from timm.models import VisionTransformer
@@ -46,9 +47,7 @@ from .exits import (
     check_threshold,
     compact,
     confidence,
-    exit_decision,
-    scatter_rows,
-    split_exiting,
+    leaving_rows,
 )
 
 FROZEN_VARIANTS = ("same", "finetune", "scratch", "separate")  # heads fitted on a frozen backbone's features
@@ -59,18 +58,36 @@ DEFAULT_EXITS = (3, 6, 9)  # the report's "residual path" positions in a depth-1
 
 @dataclass
 class ExitOutput:
-    """What a multi-exit forward returns, rows in input order."""
+    """What a multi-exit forward returns, rows in input order.
+
+    ``confidence`` is computed when first read, from the logits each exit saw: the forward decides in log space
+    (``exits.leaving_rows``) and needs none of it.
+    """
 
     logits: torch.Tensor  # [B, classes]
     exit_block: torch.Tensor  # [B] long: the block each image left after; depth = it ran the whole model
-    confidence: torch.Tensor  # [B, exits] confidence seen at each exit; nan where the image never got there
     exits: tuple[int, ...]
     depth: int
+    # Per exit reached: (its column, the input position of each of its rows, its logits [b, classes])
+    seen: list[tuple[int, list[int], torch.Tensor]] = field(repr=False)
+    confidence_kind: str = "softmax"
 
     @property
     def exited_share(self) -> float:
         """Fraction of images that left before the last block."""
         return (self.exit_block < self.depth).float().mean().item()
+
+    @cached_property
+    def confidence(self) -> torch.Tensor:
+        """``[B, exits]`` confidence seen at each exit (``confidence_kind``); nan where the image never got there."""
+        table = torch.full((len(self.logits), len(self.exits)), math.nan, device=self.logits.device)
+        for column, rows, logits in self.seen:
+            values = confidence(logits, self.confidence_kind)
+            if len(rows) == len(table):  # every row, in input order (nobody had left yet)
+                table[:, column] = values
+            else:
+                table[torch.tensor(rows, device=table.device), column] = values
+        return table
 
 
 Tokens = torch.Tensor | TokenState  # what runs between exits: the sequence, or SkipViT's state of it
@@ -249,46 +266,72 @@ class MultiExitViT(nn.Module):
             check(forced_exit in self.exits, "forced_exit", forced_exit, f"one of the exits {self.exits}")
         batch = x.shape[0]
         tokens = self.start(x)
-        conf_seen = torch.full((len(self.exits), batch), math.nan, device=x.device)  # [exits, B]
         if forced is not None:
             index = self.exits.index(forced)
             tokens = self.run_blocks(tokens, 0, forced)
             logits = self.exit_heads[index](self.exit_features(tokens))
-            conf_seen[index] = confidence(logits, self.confidence)
             exit_block = torch.full((batch,), forced, dtype=torch.long, device=x.device)
-            return ExitOutput(logits, exit_block, conf_seen.t(), self.exits, self.depth)
+            return ExitOutput(
+                logits, exit_block, self.exits, self.depth, [(index, list(range(batch)), logits)], self.confidence
+            )
 
-        exit_block = torch.full((batch,), self.depth, dtype=torch.long, device=x.device)
-        origin = torch.arange(batch, device=x.device)  # input position of each row still running
-        out: torch.Tensor | None = None
+        # The bookkeeping lives on the host: the decision is read there anyway (the one sync per exit), and a
+        # position list costs no operator, so a batch of one (which leaves whole or not at all) runs none beyond the
+        # exit head and the decision, and a larger batch only the gathers of the rows that stay and those that leave.
+        origin = list(range(batch))  # input position of each row still running
+        exit_block = [self.depth] * batch
+        seen: list[tuple[int, list[int], torch.Tensor]] = []
+        finished: list[tuple[torch.Tensor, list[int]]] = []  # logits of the rows that left, with their positions
         done = 0
         for index, block in enumerate(self.exits):
             tokens = self.run_blocks(tokens, done, block)
             done = block
             logits = self.exit_heads[index](self.exit_features(tokens))
-            conf = confidence(logits, self.confidence)
-            conf_seen[index].index_copy_(0, origin, conf)
-            leave = exit_decision(conf, self.threshold, self.policy)
+            seen.append((index, origin, logits))
+            decided = logits.detach() if logits.requires_grad else logits  # the decision builds no graph
+            leaving = leaving_rows(decided, self.threshold, self.policy, self.confidence)
             if self.keep_every_row:
-                leave = torch.zeros_like(leave)  # decided, then overruled: the compaction below keeps every row
-            count = int(leave.sum())  # the one host sync per exit: the next batch's size depends on it
-            if count == 0 and not self.keep_every_row:
+                leaving = []  # decided, then overruled: the compaction below keeps every row
+            elif not leaving:
                 continue
-            if out is None:
-                out = logits.new_empty(batch, logits.shape[-1])
-            if count == len(origin):
-                scatter_rows(out, origin, logits)
-                exit_block.index_fill_(0, origin, block)
-                return ExitOutput(out, exit_block, conf_seen.t(), self.exits, self.depth)
-            stay, gone = split_exiting(leave, count)
-            gone_origin = origin.index_select(0, gone)
-            scatter_rows(out, gone_origin, logits.index_select(0, gone))
-            exit_block.index_fill_(0, gone_origin, block)
-            tokens, origin = _compact(tokens, stay), origin.index_select(0, stay)
-        logits = self.final_logits(self.run_blocks(tokens, done, self.depth))
-        if out is not None:
-            logits = scatter_rows(out, origin, logits)
-        return ExitOutput(logits, exit_block, conf_seen.t(), self.exits, self.depth)
+            for row in leaving:
+                exit_block[origin[row]] = block
+            if len(leaving) == len(origin):
+                finished.append((logits, origin))
+                return self._output(finished, exit_block, seen, x.device)
+            if leaving:
+                gone = torch.tensor(leaving, device=x.device)
+                finished.append((logits.index_select(0, gone), [origin[row] for row in leaving]))
+            staying = sorted(set(range(len(origin))) - set(leaving))
+            tokens = _compact(tokens, torch.tensor(staying, device=x.device))
+            origin = [origin[row] for row in staying]
+        finished.append((self.final_logits(self.run_blocks(tokens, done, self.depth)), origin))
+        return self._output(finished, exit_block, seen, x.device)
+
+    def _output(
+        self,
+        finished: list[tuple[torch.Tensor, list[int]]],
+        exit_block: list[int],
+        seen: list[tuple[int, list[int], torch.Tensor]],
+        device: torch.device,
+    ) -> ExitOutput:
+        """Every row's logits in input order from the groups that left together (each with its input positions)."""
+        if len(finished) == 1:  # one group: every row, in input order
+            logits = finished[0][0]
+        else:
+            # One concatenation and one gather, however many exits fired (the first group's dtype, as under autocast
+            # the exits' and the final head's may differ).
+            dtype = finished[0][0].dtype
+            stacked = torch.cat([rows.to(dtype) for rows, _ in finished])
+            where = [0] * len(exit_block)  # where = the row of `stacked` holding each input position
+            for row, position in enumerate(p for _, positions in finished for p in positions):
+                where[position] = row
+            logits = stacked.index_select(0, torch.tensor(where, device=device))
+        if len(set(exit_block)) == 1:
+            blocks = torch.full((len(exit_block),), exit_block[0], dtype=torch.long, device=device)
+        else:
+            blocks = torch.tensor(exit_block, dtype=torch.long, device=device)
+        return ExitOutput(logits, blocks, self.exits, self.depth, seen, self.confidence)
 
 
 class SkipExitViT(MultiExitViT):
