@@ -4,10 +4,15 @@ A measured speed-up above its FLOP-ideal is a measurement error unless a profile
 shrink faster than their FLOPs (attention's softmax and its backward move memory, not FLOPs); a speed-up far
 below it is explained the same way (the arm's own gather / scatter / argsort). :func:`operator_breakdown` gives
 the per-call self time of every operator in each arm, so the two arms' totals can be read operator by operator.
+
+The profiler's native library (Kineto) logs to stderr on its own: a line as each profile starts and stops and, on a
+machine without CUDA, an ``ERROR`` that it found no GPU, although only the CPU is profiled there. None of it is a
+fault, so :func:`operator_times` silences it (``KINETO_LOG_LEVEL``; set the variable to see it again).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,6 +22,10 @@ from torch.profiler import ProfilerActivity, profile
 
 from ..config import check
 
+KINETO_LOG_LEVEL = "KINETO_LOG_LEVEL"
+# Above Kineto's highest level (its USDT start/stop lines). Kineto reads it once, when a process first profiles.
+KINETO_SILENT = "6"
+
 
 def operator_times(fn: Callable[[], Any], calls: int = 3, warmup_calls: int = 1) -> pd.DataFrame:
     """Self time per call (ms) of each operator ``fn`` runs, largest first: ``operator, self_ms, count``."""
@@ -24,6 +33,7 @@ def operator_times(fn: Callable[[], Any], calls: int = 3, warmup_calls: int = 1)
     for _ in range(warmup_calls):
         fn()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    os.environ.setdefault(KINETO_LOG_LEVEL, KINETO_SILENT)
     with profile(activities=activities) as prof:
         for _ in range(calls):
             fn()
