@@ -48,3 +48,12 @@ def test_environment_yml_pip_list_resolves(tmp_path):
     command = [sys.executable, "-m", "pip", "install", "--dry-run", "--quiet", "-r", str(requirements)]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-2000:]
+
+
+def test_license_is_an_spdx_expression_the_build_backend_accepts():
+    """``project.license`` is the SPDX string (PEP 639), not the deprecated table, and the build requirement asks for
+    a setuptools that reads it (77 or later)."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "MIT"
+    setuptools = next(r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools"))
+    assert int(re.fullmatch(r"setuptools>=(\d+)(\.\d+)*", setuptools).group(1)) >= 77
