@@ -111,10 +111,12 @@ def test_speed_verdict_not_measured() -> None:
         (NAN, NAN, NAN, -1.8, None, NOT_MEASURED),
         (0.5, 0.2, 0.8, NAN, None, "higher"),
         (-0.5, -0.8, -0.2, NAN, None, "lower"),
-        (0.1, -0.2, 0.4, NAN, None, "no difference resolved"),
-        # The document claims no change.
+        (0.1, -0.2, 0.4, NAN, 7, "no difference resolved (7 seeds would resolve it)"),
+        # The document claims no change: read as no loss beyond NO_LOSS_POINTS.
         (0.1, -0.3, 0.5, -NO_CHANGE_POINTS, None, "reproduced"),
-        (-0.6, -0.9, -0.3, -0.01, None, "contradicted"),
+        (1.3, -0.2, 2.8, -0.01, None, "reproduced"),  # a gain does not contradict "keeps top-1"
+        (-2.0, -2.5, -1.5, -0.01, None, "contradicted"),
+        (-0.6, -1.2, 0.1, -0.01, 10, "cannot tell (10 seeds would resolve it)"),
         # Paper inside the interval, 0 outside.
         (-1.5, -2.0, -1.0, -1.78, None, "reproduced"),
         # Paper and 0 both inside.

@@ -10,9 +10,7 @@ throughput and per-image latency), the speed row.
   bootstrap intervals, raw times, the A/A control; ``isolation="process"`` times each arm in its own process from
   an :class:`ArmSpec`).
 - ``rows``: the speed row every timed table is built from (:func:`speed_row`, :func:`control_row`,
-  :func:`protocol`), the one verdict vocabulary (:func:`flop_bound_verdict`; read back from a committed table:
-  :func:`control_passes`, :func:`table_trust`, :func:`speed_phrase`, :func:`speed_verdict`, :func:`accuracy_verdict`),
-  :func:`compare_models` (inference
+  :func:`protocol`), :func:`compare_models` (inference
   forwards of several models with an A/A copy: one model's images/s is ``compare_models({"plain": model}, ...)``),
   how close the baseline runs to the peak (:func:`machine_use`, in every row) and a bf16 twin's columns
   (:func:`bf16_columns`).
@@ -20,6 +18,9 @@ throughput and per-image latency), the speed row.
 - ``latency``: the per-image timer (:func:`time_models_per_image`: every image alone through every arm, ``abba``
   by image, an A/A copy; :func:`latency_rows`: mean / median / p90 / p99 per image, speed-ups paired by image with
   95% bootstrap intervals and :mod:`.rows`' verdicts; :func:`raw_latencies`), for latency at batch 1.
+- the one verdict vocabulary and every target and band, from :mod:`vitstudy.verdicts` (torch-free):
+  :func:`flop_bound_verdict`, :func:`control_verdict`; read back from a committed table :func:`control_passes`,
+  :func:`table_trust`, :func:`speed_phrase`, :func:`speed_verdict`, :func:`accuracy_verdict`.
 - ``shared``: a comparison one notebook of a report run keeps for a later one that times a subset of its arms
   (:func:`share`, :func:`shared_subset`; ``$VITSTUDY_REPORT_TIMINGS``).
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
@@ -29,9 +30,31 @@ Numbers stay numbers: on an absent device (``"cuda"`` here) every measured numbe
 """
 
 from ..formatting import format_interval
-from .comparison import (
+from ..verdicts import (
+    BASELINE_VERDICT,
+    CONTROL_BAND,
+    CONTROL_SUFFIX,
     CONTROL_TOLERANCE,
     FLOP_BOUND_SLACK,
+    FLOP_IDEAL_TARGET,
+    IDLE_TARGET,
+    NO_CHANGE_POINTS,
+    NO_LOSS_POINTS,
+    NO_OVERHEAD_TARGET,
+    NOT_TRUSTWORTHY,
+    RESOLVED_BAND,
+    WITHIN_TARGET,
+    accuracy_verdict,
+    control_passes,
+    control_rows,
+    control_trust,
+    control_verdict,
+    flop_bound_verdict,
+    speed_phrase,
+    speed_verdict,
+    table_trust,
+)
+from .comparison import (
     SMOKE_TIMING,
     ArmSpec,
     CompareSettings,
@@ -55,37 +78,20 @@ from .latency import LatencyRun, latency_rows, raw_latencies, time_models_per_im
 from .peak import PEAK_RECORD_ENV, machine_peak, matmul_gflop_per_s, measured_peaks, read_peak_record
 from .profile import operator_breakdown, operator_times
 from .rows import (
-    BASELINE_VERDICT,
     BF16_AND_MACHINE_COLUMNS,
-    CONTROL_BAND,
-    CONTROL_SUFFIX,
-    FLOP_IDEAL_TARGET,
-    IDLE_TARGET,
     MACHINE_USE_COLUMNS,
-    NO_CHANGE_POINTS,
-    NO_OVERHEAD_TARGET,
     NOT_TIMED_BF16,
-    NOT_TRUSTWORTHY,
-    RESOLVED_BAND,
-    WITHIN_TARGET,
-    accuracy_verdict,
     achieved_rate,
     bf16_arm,
     bf16_columns,
     compare_models,
     control_arm,
-    control_passes,
     control_row,
-    control_verdict,
-    flop_bound_verdict,
     machine_use,
     protocol,
     raw_times,
-    speed_phrase,
     speed_row,
-    speed_verdict,
     table_note,
-    table_trust,
 )
 from .shared import SHARED_TIMINGS_ENV, arm_fingerprint, share, shared_subset, timing_key
 from .stats import bootstrap_interval, median_interval, paired_difference_interval, paired_ratio_interval
@@ -115,6 +121,9 @@ __all__ = [
     "WITHIN_TARGET",
     "NOT_TRUSTWORTHY",
     "NO_CHANGE_POINTS",
+    "NO_LOSS_POINTS",
+    "control_rows",
+    "control_trust",
     "accuracy_verdict",
     "control_passes",
     "speed_phrase",

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from ..config import check, check_choice
+from ..verdicts import CONTROL_TOLERANCE
 from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_info
 from .flops import BaselineWork
 from .peak import PEAK_DTYPES, machine_peak, peak_size
@@ -42,8 +43,6 @@ from .stats import median_interval
 
 ORDERS = ("abba", "random")
 ISOLATIONS = ("in_process", "process")
-CONTROL_TOLERANCE = 0.03  # the A/A control must read 1.00 ± 3%
-FLOP_BOUND_SLACK = 1.03  # measured / FLOP-ideal above this is a measurement error until explained
 
 
 @dataclass(frozen=True)

@@ -11,22 +11,8 @@ baseline's precision measured in the same process (``peak_gflop_per_s``, ``peak_
 (``baseline_fraction_of_peak``). A bf16 arm (:func:`bf16_arm`, run under ``torch.autocast``) adds
 :func:`bf16_columns` beside its fp32 twin's row: its speed-up over fp32 and its measured ÷ FLOP ideal in bf16.
 
-Verdicts, the whole vocabulary:
-
-- ``"baseline"``: the arm every ratio divides.
-- ``"within target (lo–hi)"``, ``"below target (lo–hi)"``, ``"above target (lo–hi)"``: a measured ÷ ideal
-  against a two-sided target; with ``interval=(lo, hi)`` a point inside the target meets it only when its
-  interval lies inside that band too, else ``"point within …, but interval … not inside …: not resolved"``.
-- ``"exceeds the FLOP bound — measurement suspect"`` (measured ÷ ideal above :data:`FLOP_BOUND_SLACK`), or
-  ``"above the FLOP ideal: explained by profile"`` when a committed profile explains it: never "met".
-- ``"A/A control: within 1.00 ± 3%"`` / ``"A/A control: outside 1.00 ± 3%"``.
-- ``"not measured"``: the device is absent (every number NaN, the ``note`` says why).
-
-Read back from a committed table (RESULTS.md, the notebooks' closings), the same vocabulary is derived from the numbers,
-never from the stored strings: :func:`control_passes` judges an A/A control by its interval, :func:`table_trust` says
-whether a table's speed-ups can be read at all, :func:`speed_phrase` writes a speed-up beside its FLOP ideal,
-:func:`speed_verdict` states a verdict on measured ÷ ideal and says so (or ``"not trustworthy (A/A …)"`` under a
-failed control, never "within target"), and :func:`accuracy_verdict` judges a top-1 difference against a document's.
+Verdicts: the one vocabulary of :mod:`vitstudy.verdicts` (torch-free, so RESULTS.md reads tables through it),
+every target and band named there once; :mod:`vitstudy.bench` exports it all.
 """
 
 from __future__ import annotations
@@ -37,36 +23,18 @@ import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-import pandas as pd
 import torch
 
 from ..config import check
-from ..formatting import NOT_MEASURED, format_interval
-from .comparison import CONTROL_TOLERANCE, FLOP_BOUND_SLACK, CompareSettings, Comparison, compare
+from ..formatting import NOT_MEASURED
+from ..verdicts import BASELINE_VERDICT, CONTROL_BAND, CONTROL_SUFFIX, control_verdict, flop_bound_verdict
+from .comparison import CompareSettings, Comparison, compare
 from .environment import NOT_MEASURED_NO_BF16, bf16_native, device_available
 from .flops import BaselineWork, flops_per_image
 
-BASELINE_VERDICT = "baseline"
-CONTROL_SUFFIX = " (A/A copy)"  # the A/A control arm is the baseline's name plus this
 BF16_SUFFIX = " (bf16)"  # a bf16 arm is its fp32 twin's name plus this
 NOT_TIMED_BF16 = "not timed in bf16 at this scale"  # the bf16 verdict of a row whose bf16 arm the budget leaves out
 NOT_COUNTED = "not counted"  # flops_counted of a comparison without BaselineWork
-# Every target and band of the study, named once. A target bounds measured ÷ FLOP-ideal speed-up (two-sided); the
-# control band bounds an A/A ratio.
-CONTROL_BAND = (1 - CONTROL_TOLERANCE, 1 + CONTROL_TOLERANCE)  # an arm that changes nothing reads 1.00 ± 3%
-# An arm that runs only the blocks the FLOP count counts (forced exits: the same blocks, fewer of them) has no
-# excuse to miss its ideal in either direction: the control's band.
-NO_OVERHEAD_TARGET = CONTROL_BAND
-# An arm that adds work the FLOP count leaves out (confidences, compaction, gathers, re-insertion) may fall up to 10%
-# short of its ideal; above the ideal by more than the slack is a measurement error, whatever the arm.
-FLOP_IDEAL_TARGET = (0.90, FLOP_BOUND_SLACK)
-# Machinery that runs but never fires (an exit threshold no image reaches) may cost up to the control's tolerance and
-# can gain nothing.
-IDLE_TARGET = (CONTROL_BAND[0], 1.0)
-# A measured ÷ ideal is resolved when its interval lies inside this band too (the interval rule of the forced exits;
-# the bound a loading path must reach against no loader at all).
-RESOLVED_BAND = (0.95, 1.05)
-WITHIN_TARGET = "within target"  # how every verdict that meets its target begins (readers test for this prefix)
 # What machine_use adds to every row: a table that picks its columns keeps these, so every timed table says how
 # close its baseline runs to the machine.
 MACHINE_USE_COLUMNS = (
@@ -116,153 +84,6 @@ def bf16_arm(name: str) -> str:
 def control_arm(baseline: str) -> str:
     """The name of the A/A control arm of ``baseline``: ``"plain"`` -> ``"plain (A/A copy)"``."""
     return baseline + CONTROL_SUFFIX
-
-
-def flop_bound_verdict(
-    measured_over_ideal: float,
-    target: tuple[float, float],
-    explained: bool = False,
-    interval: tuple[float, float] | None = None,
-    interval_within: tuple[float, float] | None = None,
-) -> str:
-    """Verdict for a measured ÷ FLOP-ideal speed-up against a two-sided ``target`` (module docstring).
-
-    With ``interval`` (the quotient's 95% interval) and ``interval_within`` (a band), a point inside the target
-    meets it only when the interval lies inside the band.
-    """
-    if math.isnan(measured_over_ideal):
-        return NOT_MEASURED
-    if measured_over_ideal > FLOP_BOUND_SLACK:
-        return (
-            "above the FLOP ideal: explained by profile"
-            if explained
-            else ("exceeds the FLOP bound — measurement suspect")
-        )
-    low, high = target
-    if measured_over_ideal < low:
-        return f"below target ({low:g}–{high:g})"
-    if measured_over_ideal > high:
-        return f"above target ({low:g}–{high:g})"
-    if interval is not None and interval_within is not None:
-        lo, hi = interval_within
-        if not (lo <= interval[0] and interval[1] <= hi):
-            return (
-                f"point within {low:g}–{high:g}, but interval {interval[0]:.2f}–{interval[1]:.2f} not inside "
-                f"{lo:g}–{hi:g}: not resolved"
-            )
-        return f"{WITHIN_TARGET} ({low:g}–{high:g}, interval inside {lo:g}–{hi:g})"
-    return f"{WITHIN_TARGET} ({low:g}–{high:g})"
-
-
-def control_verdict(control_speedup: float) -> str:
-    """The A/A control's verdict: it must read 1.00 within ±3%."""
-    if math.isnan(control_speedup):
-        return NOT_MEASURED
-    inside = abs(control_speedup - 1) <= CONTROL_TOLERANCE
-    return f"A/A control: {'within' if inside else 'outside'} 1.00 ± {CONTROL_TOLERANCE:.0%}"
-
-
-def control_passes(low: float, high: float) -> bool:
-    """An A/A control passes when its whole 95% interval lies inside :data:`CONTROL_BAND`: a point inside the band
-    with an interval reaching out of it has not shown that the protocol is unbiased. NaN never passes."""
-    return CONTROL_BAND[0] <= low and high <= CONTROL_BAND[1]
-
-
-NOT_TRUSTWORTHY = "not trustworthy"  # how every verdict under a failed A/A control begins (readers test for this)
-
-
-def table_trust(table: pd.DataFrame, prefix: str = "") -> str:
-    """``""`` when ``table``'s A/A control passes by its interval (:func:`control_passes`) or the table has no
-    control row; else ``"not trustworthy (A/A 1.04× (1.01–1.06), outside 1.00 ± 3%)"``, or ``"not measured"`` when
-    the control was not timed.
-
-    The control row is the one with a cell outside the notes that starts ``"A/A control"`` (its verdict, or a
-    setting that names it) or ends with :data:`CONTROL_SUFFIX` (its arm's name). ``prefix`` picks a device's or
-    model's columns in a table that holds several (``"cpu_"``: ``cpu_speedup``, ``cpu_speedup_low``, ...). Pass one
-    timed group: a table that stacks several comparisons (one per batch size) is judged group by group.
-    """
-    text = table.select_dtypes(include=["object", "string"]).astype(str)
-    text = text[[name for name in text.columns if "note" not in name]]  # a note may quote the control's reading
-    is_control = text.apply(lambda column: column.str.startswith("A/A control") | column.str.endswith(CONTROL_SUFFIX))
-    rows = table[is_control.any(axis=1)]
-    if rows.empty:
-        return ""
-    control = rows.iloc[0]
-    speedup, low, high = (float(control[f"{prefix}speedup{end}"]) for end in ("", "_low", "_high"))
-    if any(math.isnan(value) for value in (speedup, low, high)):
-        return NOT_MEASURED
-    if control_passes(low, high):
-        return ""
-    band = f"1.00 ± {CONTROL_TOLERANCE:.0%}"
-    return f"{NOT_TRUSTWORTHY} (A/A {format_interval(speedup, low, high, unit='×')}, outside {band})"
-
-
-def speed_phrase(speedup: float, low: float, high: float, ideal: float) -> str:
-    """``"1.27× (1.23–1.34) of an ideal 1.30× = 0.98"``: a measured speed-up with its 95% interval, its FLOP ideal
-    and their quotient, the number every speed verdict judges."""
-    if math.isnan(speedup):
-        return NOT_MEASURED
-    return f"{format_interval(speedup, low, high, unit='×')} of an ideal {ideal:.2f}× = {speedup / ideal:.2f}"
-
-
-def speed_verdict(
-    measured_over_ideal: float,
-    low: float,
-    high: float,
-    target: tuple[float, float],
-    trust: str = "",
-    interval_within: tuple[float, float] | None = None,
-    explained: bool = False,
-) -> str:
-    """The verdict on measured ÷ FLOP ideal, saying what it reads: ``"measured ÷ ideal 0.98 (0.95–1.03): within
-    target (0.9–1.03)"`` (the judgement as :func:`flop_bound_verdict` words it). Under a failed A/A control
-    (``trust``, from :func:`table_trust`) the verdict is ``trust`` itself: no target is met on a biased protocol."""
-    if trust:
-        return trust
-    if math.isnan(measured_over_ideal):
-        return NOT_MEASURED
-    interval = (low, high)
-    judged = flop_bound_verdict(measured_over_ideal, target, explained, interval, interval_within)
-    return f"measured ÷ ideal {format_interval(measured_over_ideal, low, high)}: {judged}"
-
-
-# A document's top-1 difference this small (points) claims no change: both documents print top-1 to two decimals at
-# best, and no seed count this study can afford resolves a tenth of a point.
-NO_CHANGE_POINTS = 0.1
-
-
-def accuracy_verdict(ours: float, low: float, high: float, paper: float, seeds_needed: int | None = None) -> str:
-    """Our top-1 difference (points, ``ours`` with its 95% interval ``low``–``high``) against a document's
-    difference ``paper``. The partition, in the order it is tested:
-
-    1. any of ours NaN: ``"not measured"``; ``paper`` NaN (our own question, no document to compare):
-       ``"higher"`` / ``"lower"`` when the interval excludes 0, else ``"no difference resolved"``.
-    2. ``|paper| ≤ NO_CHANGE_POINTS`` (the document claims no change): ``"reproduced"`` when the interval contains 0,
-       else ``"contradicted"``.
-    3. the interval contains ``paper`` and excludes 0: ``"reproduced"``.
-    4. the interval contains both ``paper`` and 0: ``"cannot tell (N seeds would resolve it)"`` with
-       ``seeds_needed`` (the caller's estimate), plain ``"cannot tell"`` without.
-    5. ``paper`` outside, the interval contains 0: ``"contradicted in size"``.
-    6. ``paper`` outside, the interval excludes 0 on ``paper``'s side: ``"direction reproduced, smaller"`` (the
-       interval lies between 0 and ``paper``) or ``"direction reproduced, larger"`` (beyond ``paper``).
-    7. ``paper`` outside, the interval excludes 0 on the other side: ``"contradicted"``.
-    """
-    if any(math.isnan(value) for value in (ours, low, high)):
-        return NOT_MEASURED
-    has_zero = low <= 0 <= high
-    if math.isnan(paper):
-        return "no difference resolved" if has_zero else ("higher" if low > 0 else "lower")
-    if abs(paper) <= NO_CHANGE_POINTS:
-        return "reproduced" if has_zero else "contradicted"
-    if low <= paper <= high:
-        if not has_zero:
-            return "reproduced"
-        return f"cannot tell ({seeds_needed} seeds would resolve it)" if seeds_needed else "cannot tell"
-    if has_zero:
-        return "contradicted in size"
-    if (low > 0) == (paper > 0):
-        return "direction reproduced, " + ("smaller" if abs(ours) < abs(paper) else "larger")
-    return "contradicted"
 
 
 def speed_row(
