@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 SCALE ?= quick
 PORT ?= 8888
+LAB_ARGS ?=
 PYTEST_ARGS ?=
 
 .PHONY: install data browser report test lab gpu clean-venv
@@ -41,8 +42,10 @@ test: install data browser
 gpu:
 	PYTHONPATH=. $(PYTHON) -m vitstudy gpu
 
+# Jupyter refuses to start as root (containers, cloud machines) unless told it may; LAB_ARGS adds options
+# (e.g. LAB_ARGS=--no-browser).
 lab: install data
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port $(PORT)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --port $(PORT) $$( [ "$$(id -u)" = 0 ] && echo --allow-root ) $(LAB_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)
