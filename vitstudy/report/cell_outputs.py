@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..bench.rows import WITHIN_TARGET
+from ..verdicts import WITHIN_TARGET
 
 # The cache's folders that the report's own processes write whatever a cell does: pid files and executed copies.
 CACHE_BOOKKEEPING = ("processes", "report")
