@@ -1,9 +1,12 @@
 """multiexit.exits: confidences, the exit decision, batch split / compact / scatter, on hand-made tensors."""
 
+import math
+
 import pytest
 import torch
 
 from vitstudy import multiexit
+from vitstudy.multiexit import exits
 
 
 def test_confidence_functions_on_uniform_and_certain_logits():
@@ -53,3 +56,54 @@ def test_simulating_the_batch_rule_needs_a_batch_size():
     """The batch rule without a batch size is refused with the value and what is allowed."""
     with pytest.raises(ValueError, match=r"batch_size=None is not allowed: expected an integer >= 1"):
         multiexit.simulate(torch.zeros(4, 2, 10), (3,), 12, 0.9, "batch")
+
+
+def boundary_thresholds(conf: torch.Tensor) -> list[float]:
+    """Thresholds on each confidence's boundary: the float32 value itself (a tie), its float32 neighbours, and the
+    double neighbours that float32 rounds back onto it (torch compares a float32 tensor in float32)."""
+    up, down = torch.nextafter(conf, torch.tensor(2.0)), torch.nextafter(conf, torch.tensor(-1.0))
+    values = conf.tolist()
+    doubles = [math.nextafter(v, s) for v in values for s in (math.inf, -math.inf)]
+    return [t for t in [*values, *up.tolist(), *down.tolist(), *doubles] if 0.0 <= t <= 1.0]
+
+
+@pytest.mark.parametrize("classes", [2, 10, 1000])
+@pytest.mark.parametrize("scale", [0.1, 3.0, 30.0, 1000.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_log_rule_decides_exactly_like_max_softmax(classes, scale, dtype):
+    """max logit - logsumexp >= log(threshold) gives max_softmax >= threshold's answer on every row, at random
+    thresholds, 0 and 1, and on the boundary of every row's own confidence (ties and one rounding either side)."""
+    generator = torch.Generator().manual_seed(classes)
+    logits = (torch.randn(32, classes, generator=generator) * scale).to(dtype)
+    conf = multiexit.max_softmax(logits)
+    thresholds = [0.0, 1.0, *torch.rand(16, generator=generator).tolist(), *boundary_thresholds(conf[:8])]
+    for threshold in thresholds:
+        expected = (conf >= threshold).tolist()
+        assert exits.confident_rows(logits, threshold) == expected, threshold
+        for policy in multiexit.POLICIES:
+            decision = multiexit.exit_decision(conf, threshold, policy)
+            leaving = exits.leaving_rows(logits, threshold, policy)
+            assert leaving == decision.nonzero().flatten().tolist(), (threshold, policy)
+
+
+def test_the_log_rule_decides_without_a_softmax_away_from_the_threshold(monkeypatch):
+    """Rows clear of the threshold are decided in log space alone (max_softmax never runs); a tie asks max_softmax."""
+    logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(3)) * 3
+    conf = multiexit.max_softmax(logits)
+    log_conf = sorted(conf.log().tolist())
+    clear = [math.exp((a + b) / 2) for a, b in zip(log_conf, log_conf[1:]) if b - a > 1e-3]
+    calls = []
+    monkeypatch.setattr(exits, "max_softmax", lambda x: calls.append(len(x)) or multiexit.max_softmax(x))
+    for threshold in clear:
+        assert exits.confident_rows(logits, threshold) == (conf >= threshold).tolist()
+    assert clear and not calls
+    assert exits.confident_rows(logits, conf[5].item())[5] and calls == [16]
+
+
+@pytest.mark.parametrize("kind", ["entropy", "margin"])
+def test_other_confidences_decide_like_their_comparison(kind):
+    """Entropy and margin confidences are compared with the threshold as torch compares them, ties included."""
+    logits = torch.randn(32, 10, generator=torch.Generator().manual_seed(4)) * 3
+    conf = multiexit.confidence(logits, kind)
+    for threshold in [0.0, 1.0, 0.3, *boundary_thresholds(conf[:8])]:
+        assert exits.confident_rows(logits, threshold, kind) == (conf >= threshold).tolist()

@@ -1,0 +1,98 @@
+"""What the exit machinery adds to the plain model, counted in operators (no clock): one forward at batch 1 with a
+threshold no image reaches pays the exit heads and a fixed handful of operators per exit, and nothing the plain
+model never runs (no gather, scatter, count or comparison on the device); a batch where images leave pays only the
+gathers of the rows that stay and those that leave, with one read from the device per exit."""
+
+import collections
+import copy
+import math
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from vitstudy import skipvit
+from vitstudy.multiexit import MultiExitViT, exits
+
+# What the old decision ran at every exit and a batch of one needs none of.
+BOOKKEEPING = {"index_copy_", "index_select", "index_fill_", "amax", "ge", "sum", "any", "all", "argsort", "softmax"}
+DECISION_OPERATORS = 3  # log_softmax, max, the read to the host
+FIXED_OPERATORS = 1  # the exit-block tensor
+
+
+class OperatorCount(TorchDispatchMode):
+    """Counts every operator that reaches the dispatcher, by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: collections.Counter[str] = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operators(fn, *args) -> collections.Counter[str]:
+    with torch.inference_mode(), OperatorCount() as count:
+        fn(*args)
+    return count.counts
+
+
+def machinery(model: MultiExitViT, x: torch.Tensor) -> collections.Counter[str]:
+    """Operators of the exit model's forward beyond the plain backbone's and its exit heads' own."""
+    with torch.inference_mode():
+        tokens = model.start(x)
+    head = operators(lambda t: model.exit_heads[0](model.exit_features(t)), tokens)
+    plain, exiting = operators(model.vit, x), operators(model, x)
+    assert not plain - exiting, "the exit model skipped an operator the plain model runs"
+    extra = exiting - plain
+    for name, count in head.items():
+        assert extra[name] >= count * len(model.exits), name
+        extra[name] -= count * len(model.exits)
+    return +extra  # drop the zeros
+
+
+@pytest.mark.parametrize("policy", ["sample", "batch"])
+@pytest.mark.parametrize("patched", [False, True])
+def test_a_batch_of_one_pays_the_exit_heads_and_a_fixed_decision(tiny_vit, policy, patched):
+    """Batch 1, threshold 1.0 (no image leaves): besides the heads, at most three operators per exit and one in all,
+    none of them a gather, scatter, count or comparison; on a SkipViT-patched backbone too."""
+    vit = (
+        skipvit.apply_skipvit(copy.deepcopy(tiny_vit), skipvit.SkipViTSettings((4,), (0.5,), skip_layer=10))
+        if patched
+        else tiny_vit
+    )
+    model = MultiExitViT(vit, threshold=1.0, policy=policy).eval()
+    x = torch.randn(1, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        assert (model(x).exit_block == model.depth).all()
+    extra = machinery(model, x)
+    assert sum(extra.values()) <= DECISION_OPERATORS * len(model.exits) + FIXED_OPERATORS, extra
+    assert not extra.keys() & BOOKKEEPING, extra
+
+
+def clear_threshold(model: MultiExitViT, x: torch.Tensor) -> float:
+    """A threshold between the exit-3 confidences, far from every one (so no row needs the tie check)."""
+    with torch.inference_mode():
+        log_conf = sorted(model(x).confidence[:, 0].log().tolist())
+    middle = len(log_conf) // 2
+    return math.exp((log_conf[middle - 1] + log_conf[middle]) / 2)
+
+
+def test_a_batch_where_images_leave_reads_the_device_once_per_exit(tiny_vit, images, monkeypatch):
+    """Batch 12, half leaving at block 3: one read from the device per exit, no device-side comparison or count,
+    and per exit where images leave two gathers (the rows leaving, the rows staying), plus one to restore order."""
+    model = MultiExitViT(tiny_vit, policy="sample").eval()
+    model.threshold = clear_threshold(model, images)
+    reads = []
+    to_host = exits._to_host
+    monkeypatch.setattr(exits, "_to_host", lambda values: reads.append(len(values)) or to_host(values))
+    counts = operators(model, images)
+    with torch.inference_mode():
+        out = model(images)
+    reached = [int((out.exit_block >= block).sum()) for block in model.exits]
+    assert reads[: len(reached)] == reached and len(reads) == 2 * len(reached)  # counted, then run again
+    fired = sum(1 for block in model.exits if (out.exit_block == block).any() and (out.exit_block > block).any())
+    assert 0 < (out.exit_block == 3).sum() < len(images)
+    assert counts["index_select"] == 2 * fired + 1, counts
+    assert not counts.keys() & {"index_copy_", "amax", "ge", "sum", "argsort", "nonzero", "softmax"}, counts
