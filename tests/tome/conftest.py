@@ -19,3 +19,9 @@ def fresh_vit() -> Callable[..., nn.Module]:
         return timm.create_model("vitstudy_tiny_patch4_28", depth=depth, **kwargs).eval()
 
     return make
+
+
+@pytest.fixture(scope="module")
+def batch() -> torch.Tensor:
+    """Three random grey 28×28 images [3, 1, 28, 28]."""
+    return torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))

@@ -11,65 +11,65 @@ from torch import nn
 from vitstudy import tome
 
 
-def test_r_zero_is_timm_bit_for_bit(fresh_vit, images):
+def test_r_zero_is_timm_bit_for_bit(fresh_vit, batch):
     """Patched with r = 0, and set back to 0 after merging, the forward is timm's own: torch.equal in eval."""
     plain, patched = fresh_vit(), tome.apply_tome(fresh_vit())
     with torch.no_grad():
-        want = plain(images)
-        assert torch.equal(patched(images), want)
+        want = plain(batch)
+        assert torch.equal(patched(batch), want)
         patched.r = 4
-        assert not torch.allclose(patched(images), want)
+        assert not torch.allclose(patched(batch), want)
         patched.r = 0
-        assert torch.equal(patched(images), want)
+        assert torch.equal(patched(batch), want)
 
 
 @pytest.mark.parametrize("r", [3, (4, -1), (4, 1.0), [0, 0, 10, 0, 5], 30])
-def test_token_counts_follow_the_schedule(fresh_vit, images, r):
+def test_token_counts_follow_the_schedule(fresh_vit, batch, r):
     """Tokens entering each block, and after the last, are token_counts of the schedule (30: capped at half)."""
     model = tome.apply_tome(fresh_vit(), r)
-    logits, state = tome.trace_forward(model, images)
+    logits, state = tome.trace_forward(model, batch)
     assert [*state.counts, state.x.shape[1]] == tome.token_counts(50, tome.parse_r(12, r))
     with torch.no_grad():
-        assert torch.equal(logits, model(images))
+        assert torch.equal(logits, model(batch))
 
 
-def test_every_patch_lives_in_exactly_one_token(fresh_vit, images):
+def test_every_patch_lives_in_exactly_one_token(fresh_vit, batch):
     """Sizes sum to the 50 tokens, each source row counts its size, and the groups partition the 49 patches."""
     model = tome.apply_tome(fresh_vit(), 5)
-    _, state = tome.trace_forward(model, images)
-    assert torch.equal(state.size.sum(dim=1).flatten(), torch.full((12,), 50.0))
+    _, state = tome.trace_forward(model, batch)
+    assert torch.equal(state.size.sum(dim=1).flatten(), torch.full((3,), 50.0))
     assert torch.equal(state.source.sum(dim=-1, keepdim=True), state.size)
-    assert torch.equal(state.source.sum(dim=1), torch.ones(12, 50))
+    assert torch.equal(state.source.sum(dim=1), torch.ones(3, 50))
     for groups in tome.merge_groups(state.source):
         assert sorted(p for group in groups for p in group) == list(range(49))
 
 
-def test_prefix_tokens_are_never_merged(fresh_vit, images):
+def test_prefix_tokens_are_never_merged(fresh_vit, batch):
     """With [CLS] and 2 registers, the 3 prefix tokens stay first, each its own source, at every r."""
     model = tome.apply_tome(fresh_vit(reg_tokens=2), 30)
-    _, state = tome.trace_forward(model, images)
-    assert torch.equal(state.source[:, :3], torch.eye(52)[:3].expand(12, 3, 52))
+    _, state = tome.trace_forward(model, batch)
+    assert torch.equal(state.source[:, :3], torch.eye(52)[:3].expand(3, 3, 52))
     assert state.x.shape[1] == tome.token_counts(52, tome.parse_r(12, 30), protected=3)[-1]
 
 
-def test_a_model_without_class_token_merges_every_token(fresh_vit, images):
+def test_a_model_without_class_token_merges_every_token(fresh_vit, batch):
     """class_token=False, average pooling: nothing protected, all 49 patch tokens mergeable."""
     model = tome.apply_tome(fresh_vit(class_token=False, global_pool="avg"), 4)
-    logits, state = tome.trace_forward(model, images)
-    assert logits.shape == (12, 10)
+    logits, state = tome.trace_forward(model, batch)
+    assert logits.shape == (3, 10)
     assert state.x.shape[1] == tome.token_counts(49, tome.parse_r(12, 4), protected=0)[-1]
 
 
-def test_proportional_attention_changes_the_output(fresh_vit, images):
+def test_proportional_attention_changes_the_output(fresh_vit, batch):
     """prop_attn weighs keys by size: on and off differ once tokens are merged."""
     model = tome.apply_tome(fresh_vit(), 4)
     with torch.no_grad():
-        on = model(images)
+        on = model(batch)
         model.prop_attn = False
-        assert not torch.allclose(model(images), on)
+        assert not torch.allclose(model(batch), on)
 
 
-def test_state_dict_round_trips_with_timm(fresh_vit, images):
+def test_state_dict_round_trips_with_timm(fresh_vit, batch):
     """The patch adds no state: the keys and tensors are timm's, and weights move both ways."""
     plain, patched = fresh_vit(), tome.apply_tome(fresh_vit(), 4)
     assert list(patched.state_dict()) == list(plain.state_dict())
@@ -78,21 +78,21 @@ def test_state_dict_round_trips_with_timm(fresh_vit, images):
     patched.load_state_dict(other.state_dict())
     plain.load_state_dict(patched.state_dict())
     with torch.no_grad(), tome.merging(patched, 0):
-        assert torch.equal(patched(images), other(images))
-        assert torch.equal(plain(images), other(images))
+        assert torch.equal(patched(batch), other(batch))
+        assert torch.equal(plain(batch), other(batch))
 
 
-def test_reset_classifier_and_r_after_patching(fresh_vit, images):
+def test_reset_classifier_and_r_after_patching(fresh_vit, batch):
     """timm's reset_classifier works on the patched class; r set after patching takes effect on the next forward."""
     model = tome.apply_tome(fresh_vit())
     model.reset_classifier(3)
     model.r = (6, -1)
     with torch.no_grad():
-        assert model(images).shape == (12, 3)
+        assert model(batch).shape == (3, 3)
     assert model.tome_schedule == tome.parse_r(12, (6, -1))
 
 
-def test_merging_restores_r_and_remove_gives_timm_back(fresh_vit, images):
+def test_merging_restores_r_and_remove_gives_timm_back(fresh_vit, batch):
     """merging() restores r on exit; remove_tome leaves the stock class, its hooks and attributes gone."""
     plain, model = fresh_vit(), tome.apply_tome(fresh_vit(), [2, 2])
     with tome.merging(model, 0):
@@ -102,7 +102,7 @@ def test_merging_restores_r_and_remove_gives_timm_back(fresh_vit, images):
     assert type(model) is type(plain) and not hasattr(model, "prop_attn")
     assert all(not block.attn.qkv._forward_hooks for block in model.blocks)
     with torch.no_grad():
-        assert torch.equal(model(images), plain(images))
+        assert torch.equal(model(batch), plain(batch))
 
 
 @pytest.mark.parametrize(
@@ -126,24 +126,24 @@ def test_bad_r_is_one_line_naming_the_value(fresh_vit, r, message):
     assert model.r == 2
 
 
-def test_non_vit_and_intermediates_while_merging_are_refused(fresh_vit, images):
+def test_non_vit_and_intermediates_while_merging_are_refused(fresh_vit, batch):
     """A non-ViT is a TypeError naming its class; forward_intermediates is refused while merging, timm's at r = 0."""
     with pytest.raises(TypeError, match="Linear is not a timm VisionTransformer"):
         tome.apply_tome(nn.Linear(2, 2))
     model = tome.apply_tome(fresh_vit(), 4)
     with pytest.raises(ValueError, match="set model.r = 0"):
-        model.forward_intermediates(images)
+        model.forward_intermediates(batch)
     model.r = 0
-    final, intermediates = model.forward_intermediates(images)
+    final, intermediates = model.forward_intermediates(batch)
     assert len(intermediates) == 12
 
 
-def test_training_backward_and_checkpointing_agree(fresh_vit, images):
+def test_training_backward_and_checkpointing_agree(fresh_vit, batch):
     """Merging trains (gradients reach the first block), and timm's gradient checkpointing gives the same gradients."""
     grads = []
     for checkpointed in (False, True):
         model = tome.apply_tome(fresh_vit(depth=4), 6).train()
         model.set_grad_checkpointing(checkpointed)
-        model(images[:4]).logsumexp(-1).sum().backward()
+        model(batch).logsumexp(-1).sum().backward()
         grads.append(model.blocks[0].attn.qkv.weight.grad)
     assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6, rtol=0)

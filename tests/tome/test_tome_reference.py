@@ -125,7 +125,7 @@ def reference_block(block, x, info):
     return x + block.drop_path2(block.mlp(block.norm2(x)))
 
 
-def reference_forward(model, images, r, prop_attn=True):
+def reference_forward(model, batch, r, prop_attn=True):
     """timm.py lines 106-111 then timm's forward over the ToMe blocks: (logits, final size, final source)."""
     info = {
         "r": reference_parse_r(len(model.blocks), r),
@@ -136,7 +136,7 @@ def reference_forward(model, images, r, prop_attn=True):
         "class_token": True,
         "distill_token": False,
     }
-    x = forward_start(model, images)
+    x = forward_start(model, batch)
     for block in model.blocks:
         x = reference_block(block, x, info)
     return model.forward_head(model.norm(x)), info["size"], info["source"]
@@ -184,12 +184,12 @@ def test_schedule_equals_tome(r):
 
 
 @pytest.mark.parametrize("r", [4, (4, -1), [0, 8, 0, 3]])
-def test_patched_model_equals_tome_on_the_same_weights(fresh_vit, images, r):
+def test_patched_model_equals_tome_on_the_same_weights(fresh_vit, batch, r):
     """A patched tiny ViT gives the logits, sizes and sources of ToMe's blocks run over the same weights (timm's
     fused attention with log(size) as a mask against ToMe's hand-written softmax: equal to float rounding)."""
     model = tome.apply_tome(fresh_vit(), r)
     with torch.no_grad():
-        want, want_size, want_source = reference_forward(model, images, r)
-        got, state = tome.trace_forward(model, images)
+        want, want_size, want_source = reference_forward(model, batch, r)
+        got, state = tome.trace_forward(model, batch)
     assert torch.allclose(got, want, atol=1e-5, rtol=0)
     assert torch.equal(state.size, want_size) and torch.equal(state.source, want_source)
