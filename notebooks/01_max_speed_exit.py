@@ -46,17 +46,13 @@ print(f"{scale.name}: batch {batch_size}, {budget.timing}, device {device}")
 # control (the plain model against a copy of itself), which must read 1.00 ± 3%. `verdict` sets measured ÷
 # FLOP-ideal against the target 0.97–1.03 (its interval inside 0.95–1.05); `note` flags a failed control.
 #
-# fp32 is the headline. The `bf16_*` columns time the plain model and every exit once more under
-# `torch.autocast(dtype=torch.bfloat16)`, in the same rounds: `bf16_speedup_over_fp32` is the row in bf16 against
-# itself in fp32, `bf16_measured_over_ideal` its bf16 speed-up over the bf16 plain model ÷ the same FLOP ideal.
+# The report times fp32. The same table in bf16 autocast is a hand-run measurement on a machine with bf16 kernels
+# (`python -m vitstudy measure bf16`, `figures/tables/19_bf16.md`), so a report run on any CPU keeps it.
 # How close the plain model runs to this machine: `baseline_gflop_per_s` (forward FLOPs per image × images/s)
-# against `peak_gflop_per_s`, a 2048² matmul's rate measured in this process at the timed thread count
-# (`bf16_*`: the same in bf16).
+# against `peak_gflop_per_s`, a 2048² matmul's rate measured in this process at the timed thread count.
 
 # %%
-ours, comparison = common.table_5_1(
-    vit, (3, 224, 224), batch_size, budget.exits, budget.timing, device, bf16=budget.bf16
-)
+ours, comparison = common.table_5_1(vit, (3, 224, 224), batch_size, budget.exits, budget.timing, device)
 report.save_raw(bench.raw_times(comparison), "01_max_speed_exit")
 ours
 

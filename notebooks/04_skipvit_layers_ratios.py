@@ -76,31 +76,15 @@ vit_small_speed[
 ]
 
 # %% [markdown]
-# ### bf16 beside fp32, and how close to the machine
-# fp32 is the headline. The baseline and the headline row (every row at `full`) are timed once more with their
-# forward under `torch.autocast(dtype=torch.bfloat16)`, in the same rounds: `bf16_speedup_over_fp32` is a row in bf16
-# against itself in fp32, `bf16_measured_over_ideal` its bf16 speed-up over the bf16 baseline ÷ the same FLOP
-# ideal. `baseline_gflop_per_s` is the baseline's training step counted as 3 × its forward FLOPs (the usual
-# convention) × images/s, beside `peak_gflop_per_s`, a 2048² matmul's rate measured in this process at the timed
-# thread count (`bf16_*`: the same in bf16).
+# ### How close to the machine
+# fp32 is what the report times; the baseline and the headline row in bf16 autocast are a hand-run measurement on
+# a machine with bf16 kernels (`python -m vitstudy measure bf16`, `figures/tables/19_bf16.md`).
+# `baseline_gflop_per_s` is the baseline's training step counted as 3 × its forward FLOPs (the usual convention)
+# × images/s, beside `peak_gflop_per_s`, a 2048² matmul's rate measured in this process at the timed thread count.
 
 # %%
 vit_small_speed[
-    [
-        "setting",
-        "bf16_speedup_over_fp32",
-        "bf16_speedup_over_fp32_low",
-        "bf16_speedup_over_fp32_high",
-        "measured_over_ideal",
-        "bf16_measured_over_ideal",
-        "bf16_verdict",
-        "baseline_gflop_per_s",
-        "peak_gflop_per_s",
-        "baseline_fraction_of_peak",
-        "bf16_baseline_gflop_per_s",
-        "bf16_peak_gflop_per_s",
-        "bf16_baseline_fraction_of_peak",
-    ]
+    ["setting", "measured_over_ideal", "baseline_gflop_per_s", "peak_gflop_per_s", "baseline_fraction_of_peak"]
 ]
 
 # %% [markdown]

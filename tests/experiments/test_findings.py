@@ -50,7 +50,7 @@ def test_baseline_findings_give_top1_and_the_control():
     assert "87.25%" in text and "0.99× (0.98–1.01)" in text and "A/A control: within" in text
 
 
-def max_speed_table(speedup: float) -> pd.DataFrame:
+def max_speed_table(speedup: float, control: tuple[float, float, float] = (1.0, 0.99, 1.01)) -> pd.DataFrame:
     """Table 5.1 as beside_paper_5_1 saves it: original, exit 3, A/A control."""
     return pd.DataFrame(
         [
@@ -76,7 +76,7 @@ def max_speed_table(speedup: float) -> pd.DataFrame:
                 "setting": common.CONTROL_LABEL,
                 "exit_block": None,
                 "ideal_speedup": 1.0,
-                **speed(1.0, 0.99, 1.01, "A/A control: within 1.00 ± 3%"),
+                **speed(*control, bench.control_verdict(control[0])),
             },
         ]
     ).astype({"exit_block": "Int64"})
@@ -85,7 +85,15 @@ def max_speed_table(speedup: float) -> pd.DataFrame:
 def test_max_speed_findings_set_the_earliest_exit_beside_the_report():
     """max_speed_exit.findings: the report's 3.83× beside ours with its interval, the ideal and the verdict."""
     text = max_speed_exit.findings(max_speed_table(3.7))
-    assert "3.83×" in text and "3.70× (3.50–3.80)" in text and "3.90×" in text and "within target" in text
+    assert "3.83×" in text and "3.70× (3.50–3.80) of an ideal 3.90× = 0.95" in text and "within target" in text
+    assert len(text.split(". ")) <= 6 and "bf16" in text
+
+
+def test_max_speed_findings_under_a_failed_control_meet_no_target():
+    """max_speed_exit.findings: an A/A control whose interval leaves 1.00 ± 3% turns the verdict into "not
+    trustworthy (A/A …)", whatever the row's own verdict says."""
+    text = max_speed_exit.findings(max_speed_table(3.7, control=(1.04, 1.01, 1.06)))
+    assert "not trustworthy (A/A 1.04× (1.01–1.06)" in text and "within target" not in text
 
 
 def test_max_speed_findings_read_a_nan_run_as_not_measured():
@@ -173,8 +181,9 @@ def test_layers_ratios_findings_set_the_headline_beside_the_paper():
         ]
     )
     text = layers_ratios.findings(table)
-    assert "13.2%" in text and "-0.01 points" in text and "1.10× (1.05–1.15)" in text
-    assert "below target (0.9–1.03)" in text and "not measured" in text
+    assert "13.2 % gain (1.13×)" in text and "the paper's loses 0.01 points" in text
+    assert "1.10× (1.05–1.15) of an ideal 1.25× = 0.88 (below target (0.9–1.03))" in text
+    assert "loses 0.40 points against our baseline" in text and "not measured" in text
 
 
 def test_warmup_findings_compare_the_gain_with_the_papers():

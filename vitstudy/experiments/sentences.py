@@ -55,3 +55,46 @@ def machine_use(row: Mapping[str, Any], prefix: str = "", dtype: str = "fp32") -
         f"the baseline runs at {float(achieved):.1f} GFLOP/s, {share:.0%} of this machine's {dtype} matmul peak "
         f"({float(peak):.1f} GFLOP/s)"
     )
+
+
+def points(gain: Any, low: Any = math.nan, high: Any = math.nan) -> str:
+    """A top-1 difference in words, its sign as a verb: ``"gains 1.29 points (0.79–1.80)"``, ``"loses 0.25 points
+    (-0.16–0.66)"`` (the interval turned with the verb, so it reads as the amount gained or lost), ``"keeps top-1"``
+    at exactly 0; ``gain`` is new minus old, "not measured" when missing."""
+    if is_missing(gain):
+        return NOT_MEASURED
+    gain = float(gain)
+    if gain == 0:
+        return "keeps top-1"
+    verb, sign = ("gains", 1.0) if gain > 0 else ("loses", -1.0)
+    ends = sorted(sign * float(end) for end in (low, high)) if not (is_missing(low) or is_missing(high)) else None
+    interval = f" ({ends[0]:.2f}–{ends[1]:.2f})" if ends else ""
+    return f"{verb} {abs(gain):.2f} points{interval}"
+
+
+def percent_cost(cost_pct: Any, low: Any = math.nan, high: Any = math.nan) -> str:
+    """A time change in percent, its sign as a verb: ``"costs 9.9 % (9.2–10.6)"`` for more time, ``"saves 4.0 %"``
+    for less; "not measured" when missing."""
+    if is_missing(cost_pct):
+        return NOT_MEASURED
+    cost = float(cost_pct)
+    verb, sign = ("costs", 1.0) if cost >= 0 else ("saves", -1.0)
+    ends = sorted(sign * float(end) for end in (low, high)) if not (is_missing(low) or is_missing(high)) else None
+    interval = f" ({ends[0]:.1f}–{ends[1]:.1f})" if ends else ""
+    return f"{verb} {abs(cost):.1f} %{interval}"
+
+
+def judged(verdict: Any, trust: str) -> str:
+    """A speed verdict as a closing may state it: ``trust`` (:func:`vitstudy.bench.table_trust`, non-empty when
+    the table's A/A control failed) replaces any verdict, so no target reads as met on a biased protocol."""
+    if trust:
+        return trust
+    return verdict if isinstance(verdict, str) and verdict else NOT_MEASURED
+
+
+def share_of_peak(row: Mapping[str, Any], prefix: str = "") -> str:
+    """``"91 % of this machine's fp32 matmul peak"``: how close a speed row's baseline runs, or "not measured"."""
+    achieved, peak = row.get(f"{prefix}baseline_gflop_per_s"), row.get(f"{prefix}peak_gflop_per_s")
+    if is_missing(achieved) or is_missing(peak):
+        return "an unmeasured share of this machine's fp32 matmul peak"
+    return f"{float(achieved) / float(peak):.0%} of this machine's fp32 matmul peak"

@@ -2,8 +2,8 @@
 
 Every image is forced out after one exit of the report's ViT-B/16 and timed on random input against the plain
 model (:func:`.common.table_5_1`, shared with notebook 10); each measured speed-up stands beside its FLOP-ideal value
-(FLOPs of the plain model over those of the exit path) and the report's own numbers, the same in bf16 beside fp32,
-and how close the plain model runs to the peak.
+(FLOPs of the plain model over those of the exit path) and the report's own numbers, and how close the plain model
+runs to the peak. The same in bf16 is a hand-run measurement (:mod:`vitstudy.measure.bf16`), not part of the report.
 """
 
 from __future__ import annotations
@@ -18,11 +18,9 @@ from matplotlib.figure import Figure
 from ... import bench
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, Scale, check, scale_budget
-from ...formatting import NOT_MEASURED
 from ...multiexit import DEFAULT_EXITS, check_exits
 from ...plots import grouped_bars, new_figure
-from ..sentences import machine_use, measured, number, paragraph
-from .common import CONTROL_LABEL
+from ..sentences import judged, number, paragraph, share_of_peak
 
 
 @dataclass(frozen=True)
@@ -33,9 +31,7 @@ class MaxSpeedBudget:
     timing: bench.CompareSettings
     batch_cpu: int = 8  # ViT-B/16 on a CPU: a few images per second, and batch 4 times noisily
     batch_cuda: int = 64
-    exits: tuple[int, ...] = DEFAULT_EXITS  # the forced exits timed
-    # The plain model and every forced exit timed in bf16 autocast too, in the same rounds (fp32 stays the headline).
-    bf16: bool = True
+    exits: tuple[int, ...] = DEFAULT_EXITS  # the forced exits timed (fp32; bf16 is `python -m vitstudy measure bf16`)
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -52,9 +48,7 @@ _QUICK = MaxSpeedBudget(
     "quick",
     # A 1.5 s block holds about one forward of ViT-B/16 at batch 8 on a 2-core CPU.
     timing=bench.CompareSettings(rounds=6, min_run_time=1.5, warmup_calls=1),
-    # bf16 adds 4 arms (plain, exits 3/6/9), each a sizing call plus one block a round; a budget with bf16=False
-    # times the fp32 arms alone.
-    note="fp32 and bf16 within minutes on a 2-core CPU",
+    note="fp32 within minutes on a 2-core CPU",
 )
 
 
@@ -91,7 +85,10 @@ TABLE_5_1_COLUMNS = (
     "verdict",
     "paper_inference_speed_im_s",
     "paper_speed_improvement",
-    *bench.BF16_AND_MACHINE_COLUMNS,
+    "baseline_gflop_per_s",
+    "peak_gflop_per_s",
+    "baseline_fraction_of_peak",
+    "flops_counted",
     "gflops_per_image",
     "batch_size",
     "device",
@@ -128,30 +125,26 @@ def speed_bars(table: pd.DataFrame, reference: pd.DataFrame | None = None) -> Fi
 
 
 def findings(table: pd.DataFrame) -> str:
-    """What notebook 01 shows, in sentences computed from :func:`beside_paper_5_1`'s table (Markdown): the
-    earliest exit (the best case) against the report's, the FLOP ideal and its verdict, and the A/A control."""
+    """What notebook 01 shows, in a few sentences computed from :func:`beside_paper_5_1`'s table (Markdown): the
+    earliest exit (the best case) against the report's and the FLOP ideal, judged only under a passing A/A
+    control (:func:`vitstudy.bench.table_trust`), and how close the plain model runs to the machine."""
     exits = table[table["setting"].str.startswith("forced exit")].sort_values("exit_block")
-    control = table[table["setting"] == CONTROL_LABEL]
     if exits.empty:
         return paragraph(["How fast can an early exit be at best? This run timed no forced exit."])
     best = exits.iloc[0].to_dict()
     original = table[table["setting"].str.startswith("original")]
     plain = original.iloc[0].to_dict() if len(original) else {}
-    block = best["exit_block"]
+    trust = bench.table_trust(table)
+    speed = bench.speed_phrase(best["speedup"], best["speedup_low"], best["speedup_high"], best["ideal_speedup"])
     return paragraph(
         [
-            f"How fast can an early exit be at best? Every image forced out after block {block}:",
-            f"the report measured {number(best.get('paper_speed_improvement'), unit='×')} (RTX A6000),",
-            f"we measure {measured(best)} against a FLOP ideal of {number(best['ideal_speedup'], unit='×')}, i.e.",
-            f"{measured(best, name='measured_over_ideal')} of the ideal: {best['verdict']}.",
-            f"The A/A control reads {measured(control.iloc[0].to_dict()) if len(control) else NOT_MEASURED}"
-            f"{': ' + control['verdict'].iloc[0] if len(control) else ''}.",
-            "So the exit's best case is bounded by the blocks it skips: what it buys on real data depends on how many "
+            "How fast can an early exit be at best?",
+            f"Forced out after block {best['exit_block']}, the exit path speeds inference up {speed}; the report "
+            f"measured {number(best.get('paper_speed_improvement'), unit='×')} on an RTX A6000.",
+            f"Against its FLOP ideal that is {judged(best['verdict'], trust)}.",
+            "So the best case is the blocks skipped, no more: what an exit buys on real data depends on how many "
             "images leave early (notebook 02).",
-            f"In bf16 (autocast; fp32 stays the headline) the plain model runs "
-            f"{measured(plain, name='bf16_speedup_over_fp32')} faster than in fp32, and the exit after block {block} "
-            f"reads {measured(best, name='bf16_measured_over_ideal')} of its FLOP ideal: "
-            f"{best.get('bf16_verdict', NOT_MEASURED)}.",
-            f"How close to the machine: in fp32 {machine_use(plain)}; in bf16 {machine_use(plain, 'bf16_', 'bf16')}.",
+            f"The plain model runs at {share_of_peak(plain)}; bf16 is a separate hand-run table "
+            "(`python -m vitstudy measure bf16`, 19_bf16).",
         ]
     )
