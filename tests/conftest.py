@@ -253,3 +253,18 @@ def depth12_study():
         head_epochs=1,
         progress=False,
     )
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[object]:
+    """A Ray on this machine with 2 CPUs, started once per test module that asks (starting one takes seconds);
+    vitstudy.executors uses a Ray already started as it is. Skipped where Ray is not installed."""
+    ray = pytest.importorskip("ray")
+    start = dict(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
+    try:
+        ray.init(**start)
+    except Exception:  # noqa: BLE001 - Ray gives its node 30 s to start: on a busy machine, once more
+        ray.shutdown()
+        ray.init(**start)
+    yield ray
+    ray.shutdown()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,14 +28,11 @@ def die_on_first_attempt(marker: str, value: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    """One Ray on this machine (2 CPUs) for the module's tests: run_tasks uses a Ray already started as it is."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
-    # Test modules are imported under names Ray's workers cannot import: send this module's functions by value.
-    ray.cloudpickle.register_pickle_by_value(__import__(__name__))
-    yield ray
-    ray.shutdown()
+def ray_with_this_module(local_ray):
+    """The module's Ray, sending this module's functions by value: pytest imports test modules under names that
+    Ray's workers cannot import."""
+    local_ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return local_ray
 
 
 def test_local_pool_yields_every_result():
@@ -46,15 +44,15 @@ def test_local_pool_yields_every_result():
 
 @needs_ray
 @pytest.mark.slow(seconds=20)
-def test_ray_tasks_yield_every_result_and_leave_a_running_ray_running(local_ray):
+def test_ray_tasks_yield_every_result_and_leave_a_running_ray_running(ray_with_this_module):
     calls = [(a, b) for a in range(3) for b in range(2)]
     assert sorted(executors.run_tasks(multiply, calls, workers=2, ray="local")) == sorted(a * b for a, b in calls)
-    assert local_ray.is_initialized()  # the caller's Ray: used, not shut down
+    assert ray_with_this_module.is_initialized()  # the caller's Ray: used, not shut down
 
 
 @needs_ray
 @pytest.mark.slow(seconds=20)
-def test_a_task_whose_worker_dies_is_run_again(local_ray, tmp_path):
+def test_a_task_whose_worker_dies_is_run_again(ray_with_this_module, tmp_path):
     """The first attempt's worker exits without a word; Ray runs the task again and its result comes back."""
     calls = [(str(tmp_path / f"attempted_{value}"), value) for value in (1, 2)]
     assert sorted(executors.run_tasks(die_on_first_attempt, calls, workers=2, ray="local")) == [10, 20]
