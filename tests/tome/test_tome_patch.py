@@ -147,3 +147,10 @@ def test_training_backward_and_checkpointing_agree(fresh_vit, batch):
         model(batch).logsumexp(-1).sum().backward()
         grads.append(model.blocks[0].attn.qkv.weight.grad)
     assert grads[0].abs().sum() > 0 and torch.allclose(grads[0], grads[1], atol=1e-6, rtol=0)
+
+
+def test_blocks_of_an_unpatched_model_are_refused_in_one_line(fresh_vit, batch):
+    """tome_blocks reads the keys through the captures apply_tome places: plain timm blocks are named as the cause."""
+    model = fresh_vit(depth=2)
+    with pytest.raises(TypeError, match="patched by apply_tome"):
+        tome.tome_blocks(model.blocks, model.patch_embed(batch), [2, 2])

@@ -62,7 +62,14 @@ def keys_metric(qkv: torch.Tensor, attn: nn.Module) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _opened(capture: OutputCapture) -> Iterator[OutputCapture]:
+def _capture_qkv(attn: nn.Module) -> Iterator[OutputCapture]:
+    """The qkv output of ``attn`` during the block, through the capture :func:`apply_tome` placed on it (one per
+    block for the model's life: torch.compile traces the hooks a module has when it compiles)."""
+    capture = getattr(attn.qkv, CAPTURE_ATTR, None)
+    if capture is None:
+        raise TypeError(
+            "this block has no ToMe capture on its attn.qkv: run the blocks of a model patched by apply_tome"
+        )
     capture.open = True
     try:
         yield capture
@@ -89,7 +96,7 @@ def tome_step(
     bias = proportional_bias(size) if prop_attn else None
     if r <= 0:
         return MergeState(run_piece(block, x, bias, checkpointed=checkpointed), size, source, counts)
-    with _opened(getattr(block.attn.qkv, CAPTURE_ATTR)) as capture:
+    with _capture_qkv(block.attn) as capture:
         x = run_piece(attention_half, block, x, bias, checkpointed=checkpointed)
     matching = bipartite_soft_matching(keys_metric(capture.take(), block.attn), r, num_prefix_tokens)
     if matching is not None:
@@ -108,7 +115,8 @@ def tome_blocks(
     trace_source: bool = False,
     checkpointed: bool = False,
 ) -> MergeState:
-    """Run ``blocks`` over x [B, N₀, C], block i merging ``schedule[i]`` tokens; returns the state after the last."""
+    """Run ``blocks`` (of a model patched by :func:`apply_tome`) over x [B, N₀, C], block i merging ``schedule[i]``
+    tokens; returns the state after the last."""
     state = MergeState(x)
     for block, r in zip(blocks, schedule, strict=True):
         state = tome_step(block, state, r, num_prefix_tokens, prop_attn, trace_source, checkpointed)
