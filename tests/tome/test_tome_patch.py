@@ -8,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from vitstudy import tome
+from vitstudy import skipvit, tome
 
 
 def test_r_zero_is_timm_bit_for_bit(fresh_vit, batch):
@@ -154,3 +154,9 @@ def test_blocks_of_an_unpatched_model_are_refused_in_one_line(fresh_vit, batch):
     model = fresh_vit(depth=2)
     with pytest.raises(TypeError, match="patched by apply_tome"):
         tome.tome_blocks(model.blocks, model.patch_embed(batch), [2, 2])
+
+
+def test_a_skipvit_model_is_refused(fresh_vit):
+    """ToMe and SkipViT each run the blocks themselves: patching a SkipViT model is refused, naming the way out."""
+    with pytest.raises(TypeError, match="remove_skipvit"):
+        tome.apply_tome(skipvit.apply_skipvit(fresh_vit(depth=2)), 2)

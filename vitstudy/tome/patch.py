@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..models import check_is_vit, forward_start
-from ..skipvit.patch import OutputCapture, checkpointing, mlp_half, run_piece
+from ..skipvit.patch import OutputCapture, SkipViTMixin, checkpointing, mlp_half, run_piece
 from .merge import Schedule, bipartite_soft_matching, merge_source, merge_wavg, parse_r
 
 CAPTURE_ATTR = "_tome_capture"  # where apply_tome() keeps each block's OutputCapture on its attn.qkv
@@ -202,6 +202,11 @@ def apply_tome(model: nn.Module, r: Schedule = 0, prop_attn: bool = True) -> nn.
     tokens ([CLS], registers, distillation) are never merged.
     """
     check_is_vit(model)
+    if isinstance(model, SkipViTMixin):
+        raise TypeError(
+            f"{type(model).__name__} already drops tokens with SkipViT: ToMe does not compose with it, call "
+            "skipvit.remove_skipvit(model) first"
+        )
     for number, block in enumerate(model.blocks, start=1):
         attn = getattr(block, "attn", None)
         if not (isinstance(getattr(attn, "qkv", None), nn.Linear) and hasattr(attn, "num_heads")):
