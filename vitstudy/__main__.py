@@ -122,12 +122,17 @@ def results_main(argv: Sequence[str]) -> int:
     parser.add_argument("--figures", default=None, help="the tables' folder (default: figures/)")
     parser.add_argument("--output", default=None, help="the file (default: RESULTS.md at the project root)")
     args = parser.parse_args(argv)
-    from .report import results  # pandas only, never torch: answers in a second
+    from .report import results  # pandas and matplotlib, never torch: answers in seconds
 
-    if not args.check:
-        print(f"wrote {results.write_results(args.figures, args.output)}")
-        return 0
-    if results.is_current(args.figures, args.output):
+    try:
+        if not args.check:
+            print(f"wrote {results.write_results(args.figures, args.output)}")
+            return 0
+        current = results.is_current(args.figures, args.output)
+    except results.NoTables as err:  # a mistyped folder must not overwrite RESULTS.md with "not run yet"
+        print(f"results: {err}", file=sys.stderr)
+        return 2
+    if current:
         return 0
     path = args.output or results.results_path()
     print(f"{path} is not current: run python -m vitstudy results", file=sys.stderr)

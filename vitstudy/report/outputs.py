@@ -33,9 +33,14 @@ def check_name(name: str) -> str:
 def save_figure(fig: Any, name: str, out: str | os.PathLike[str] | None = None) -> list[Path]:
     """Write ``fig`` as PNG and SVG to the output folder (``figures/`` unless the report runner redirects it)."""
     folder = Path(out) if out is not None else output_dir()
+    return write_figure(fig, folder / check_name(name))
+
+
+def write_figure(fig: Any, stem: str | os.PathLike[str]) -> list[Path]:
+    """Write ``fig`` atomically as ``stem.png`` and ``stem.svg``; returns the paths."""
     paths = []
     for fmt in FIGURE_FORMATS:
-        path = folder / f"{check_name(name)}.{fmt}"
+        path = Path(f"{stem}.{fmt}")
         # No date and a fixed id salt: a re-generated SVG differs only where the figure does.
         with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "vitstudy"}):
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata=_figure_metadata(fmt))
