@@ -196,9 +196,9 @@ def test_operator_breakdown_names_the_heavier_operator():
 
 
 def test_process_isolation_times_each_arm_in_its_own_process():
-    """isolation="process": arms given as ArmSpec are rebuilt and timed in fresh processes, each under its own name
-    (an arm sleeping s seconds per call measures at least s in every block), every round is kept and the isolation
-    is recorded."""
+    """isolation="process": arms given as ArmSpec are rebuilt and timed in their own worker processes, each under
+    its own name (an arm sleeping s seconds per call measures at least s in every block), every round is kept and the
+    isolation is recorded."""
     settings = dataclasses.replace(TWO_ROUNDS, isolation="process")
     result = compare({"double": sleeping_arm(0.004), "single": sleeping_arm(0.002)}, "double", settings=settings)
     floors = seconds_per_call(result)

@@ -211,7 +211,8 @@ def protocol(comparison: Comparison) -> dict[str, Any]:
     return {
         "device": f"{env['device_type']}: {env['device_name']}",
         "threads": env["cpu_threads"],
-        "rounds": settings.rounds,
+        "rounds": comparison.rounds_used,  # fewer than the cap when every interval reached its band
+        "rounds_cap": settings.rounds,
         "min_run_time_s": settings.min_run_time,
         "order": settings.order,
         "isolation": settings.isolation,

@@ -55,13 +55,24 @@ def share(comparison: Comparison, key: str, arm_ids: Mapping[str, str]) -> None:
         {
             "baseline": comparison.baseline,
             "control": comparison.control,
-            "settings": dataclasses.asdict(comparison.settings),
+            "settings": _plain_settings(comparison.settings),
             "environment": comparison.environment,
             "note": comparison.note,
             "work": dataclasses.asdict(comparison.work) if comparison.work is not None else None,
             "arm_ids": dict(arm_ids),
+            "band_met": comparison.band_met,
+            "outside_band": comparison.outside_band,
         },
     )
+
+
+def _plain_settings(settings: CompareSettings) -> dict[str, Any]:
+    """``settings`` as JSON values. A callable band has none and is kept as None: it only decided when the
+    timing stopped, and that outcome is kept beside (``band_met``, ``outside_band``)."""
+    plain = dataclasses.asdict(settings)
+    if callable(plain["band"]):
+        plain["band"] = None
+    return plain
 
 
 def shared(key: str) -> tuple[Comparison, dict[str, str]] | None:
@@ -80,6 +91,8 @@ def shared(key: str) -> tuple[Comparison, dict[str, str]] | None:
         environment={**meta["environment"], "shared_from": key},
         note=meta["note"],
         work=BaselineWork(**work) if work is not None else None,
+        band_met=meta.get("band_met"),
+        outside_band=meta.get("outside_band", {}),
     )
     return comparison, meta["arm_ids"]
 

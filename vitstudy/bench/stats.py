@@ -85,3 +85,8 @@ def paired_difference_interval(
     difference pairs the two arms on it)."""
     difference = np.asarray(first, dtype=np.float64) - np.asarray(second, dtype=np.float64)
     return bootstrap_interval((difference,), np.mean, resamples, seed)
+
+
+def interval_inside(low: float, high: float, band: tuple[float, float]) -> bool:
+    """Whether the interval ``[low, high]`` lies inside ``band`` (ends included); never for a NaN end."""
+    return band[0] <= low and high <= band[1]
