@@ -1,11 +1,25 @@
 """The executed notebooks the report publishes: outputs kept, run-to-run noise removed, identical on a re-run. The
 cleaning is a pure function of the executed notebook (:func:`clean_notebook`), tested on notebooks shaped like
-papermill's; the end-to-end report test (tests/report/test_report.py) checks a copy published from a real kernel."""
+papermill's; the end-to-end report test (tests/report/test_report.py) checks a copy published from a real kernel.
+The committed copies under figures/ show their figures as images and ran their sources' code."""
 
+import json
+from pathlib import Path
+
+import jupytext
 import nbformat
+import pytest
 
 from vitstudy import progress
-from vitstudy.report.published import WIDGET_VIEW, clean_notebook, publish_notebook
+from vitstudy.report.published import (
+    INJECTED_PARAMETERS,
+    WIDGET_VIEW,
+    clean_notebook,
+    code_differences,
+    is_figure_repr,
+    publish_notebook,
+)
+from vitstudy.report.runner import MANIFEST
 
 
 def _executed(run):
@@ -73,3 +87,92 @@ def test_clean_notebook_drops_a_stream_left_empty():
     cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=progress.MARK + "epoch 1\n")]
     notebook.cells = [cell]
     assert clean_notebook(notebook).cells[0].outputs == []
+
+
+def _figure_output(with_png):
+    data = {"text/plain": "<Figure size 1600x340 with 5 Axes>"} | ({"image/png": "iVBORw0KGgo="} if with_png else {})
+    return nbformat.v4.new_output("execute_result", data, execution_count=1)
+
+
+def test_clean_notebook_drops_the_figure_repr_beside_its_png_only():
+    """A figure's PNG loses its ``<Figure size ...>`` stand-in; a figure shown as that text alone keeps it (and is
+    what :func:`is_figure_repr` finds)."""
+    notebook = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("fig", execution_count=1)
+    cell.outputs = [_figure_output(with_png=True), _figure_output(with_png=False)]
+    notebook.cells = [cell]
+    shown, unrendered = clean_notebook(notebook).cells[0].outputs
+    assert list(shown.data) == ["image/png"] and not is_figure_repr(shown)
+    assert is_figure_repr(unrendered)
+
+
+SOURCE = """\
+# %% tags=["parameters"]
+SCALE = "quick"
+
+# %% [markdown]
+# A table.
+
+# %%
+table = make_table(SCALE)
+table
+"""
+
+
+def _published(tmp_path, source):
+    """What the report publishes of ``source``: its cells, papermill's injected parameters cell after the first."""
+    path = tmp_path / "01_table.py"
+    path.write_text(source)
+    notebook = jupytext.read(path)
+    injected = nbformat.v4.new_code_cell('# Parameters\nSCALE = "smoke"\n', metadata={"tags": [INJECTED_PARAMETERS]})
+    notebook.cells.insert(1, injected)
+    return notebook, path
+
+
+def test_published_code_equals_its_source_despite_the_injected_parameters(tmp_path):
+    notebook, path = _published(tmp_path, SOURCE)
+    assert code_differences(notebook, path) == []
+
+
+def test_a_source_changed_after_publishing_is_named_by_cell_and_line(tmp_path):
+    """A changed line names its code cell and both lines; a cell added to the source names both counts."""
+    notebook, path = _published(tmp_path, SOURCE)
+    path.write_text(SOURCE.replace("make_table(SCALE)", "make_table(SCALE, rows=3)") + "\n# %%\nprint(table)\n")
+    assert code_differences(notebook, path) == [
+        "code cell 2: 'table = make_table(SCALE)' published, 'table = make_table(SCALE, rows=3)' in 01_table.py",
+        "2 code cells published, 3 in 01_table.py",
+    ]
+
+
+# The committed report: every published notebook under figures/ (the quick scale's and each other scale's folder).
+# These read the committed files, so a notebook source edited without re-running the report fails them.
+FIGURES = Path(__file__).resolve().parents[2] / "figures"
+PUBLISHED = sorted([*FIGURES.glob("notebooks/*.ipynb"), *FIGURES.glob("*/notebooks/*.ipynb")])
+
+
+def _code_outputs(notebook):
+    return [(index, o) for index, cell in enumerate(notebook.cells) if cell.cell_type == "code" for o in cell.outputs]
+
+
+@pytest.mark.parametrize("published", PUBLISHED, ids=[str(p.relative_to(FIGURES)) for p in PUBLISHED])
+def test_committed_notebook_shows_each_saved_figure_as_an_image(published):
+    """No output is a figure's text repr alone, and the notebook shows at least as many PNGs as it saved (the PNG
+    files its manifest entry lists): every figure a reader should see is there."""
+    notebook = nbformat.read(published, as_version=4)
+    outputs = _code_outputs(notebook)
+    unrendered = sorted({index for index, output in outputs if is_figure_repr(output)})
+    assert unrendered == [], (
+        f"{published.name}: cell indices {unrendered} show a figure as '<Figure size ...>' text only"
+    )
+    manifest = json.loads((published.parent.parent / MANIFEST).read_text())
+    saved = [f for f in manifest["notebooks"][published.stem]["files"] if Path(f).suffix == ".png"]
+    shown = sum("image/png" in output.get("data", {}) for _, output in outputs)
+    assert shown >= len(saved), f"{published.name} saves {len(saved)} PNG figures and shows {shown} images"
+
+
+@pytest.mark.parametrize("published", PUBLISHED, ids=[str(p.relative_to(FIGURES)) for p in PUBLISHED])
+def test_committed_notebook_ran_its_sources_code(published):
+    """The published copy's code cells are its source's (``notebooks/NN_name.py``): re-run the report after editing
+    a notebook."""
+    source = FIGURES.parent / "notebooks" / f"{published.stem}.py"
+    assert code_differences(nbformat.read(published, as_version=4), source) == []

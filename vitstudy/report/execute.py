@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,8 @@ from unittest import mock
 
 import jupytext
 import papermill
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_runtime_dir
 from nbclient.exceptions import CellExecutionComplete, CellTimeoutError
 from nbclient.util import ensure_async, run_sync
 from papermill.clientwrap import PapermillNotebookClient
@@ -35,13 +38,48 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 from papermill.log import logger as papermill_logger
 from traitlets import Any as AnyTrait
-from traitlets import Unicode
+from traitlets import Unicode, default
 
 from .. import progress
 from ..files import cache_dir
 from .cell_outputs import CellOutputs
+from .published import INJECTED_PARAMETERS
 
 ENGINE = "vitstudy-watchdog"
+# The kernel starts as under ``%matplotlib inline`` (JupyterLab's default): a figure a cell returns or displays is
+# kept in the executed notebook as a PNG, where Agg keeps only its text repr. Loading the backend at start-up, rather
+# than when the first figure is made, keeps a figure made under ``plt.ioff()`` (``plots.new_figure``) from being
+# shown twice. The backend leaves matplotlib's settings alone, so the figures saved under figures/ do not change.
+KERNEL_ARGUMENTS = ("--matplotlib=inline",)
+
+
+class IPCKernelManager(AsyncKernelManager):
+    """nbclient's kernel manager over local sockets, shutting kernels down without an interrupt: the console the
+    kernels share with the runner stays free of lines that read as faults.
+
+    Over TCP a kernel warns that its traffic is unencrypted; the runner's kernels live on this machine. And
+    jupyter_client interrupts a kernel before asking it to shut down, which ipykernel logs as an ``ERROR``
+    (``KeyboardInterrupt caught in kernel``) although papermill shuts a kernel down once its cells have ended.
+    """
+
+    @default("transport")
+    def _transport_default(self) -> str:
+        return "ipc"
+
+    @default("ip")
+    def _ip_default(self) -> str:
+        # The sockets' path prefix. jupyter_client's default is relative ("kernel-ipc"), i.e. in the kernel's
+        # working folder, notebooks/, where a killed run would leave them; the runtime folder is where jupyter
+        # keeps connection files. A socket path must stay short (about 100 bytes), hence no kernel id.
+        runtime = Path(jupyter_runtime_dir())
+        runtime.mkdir(parents=True, exist_ok=True)
+        return str(runtime / f"vitstudy-{os.getpid()}-{secrets.token_hex(4)}-ipc")
+
+    async def _async_interrupt_kernel(self) -> None:
+        # Skipped only while shutting down: the shutdown request (on the control channel, answered even during a
+        # cell) stops the kernel, and one still alive after jupyter_client's shutdown_wait_time is killed.
+        if not self.shutting_down:
+            await super()._async_interrupt_kernel()
 
 
 class NotebookFailed(RuntimeError):
@@ -56,6 +94,7 @@ class WatchdogClient(PapermillNotebookClient):
     """papermill's notebook client, with a watchdog on each cell's reply (see the module docstring)."""
 
     notebook_name = Unicode("notebook", help="named in the watchdog's lines").tag(config=True)
+
     watchdog_log = AnyTrait(None, allow_none=True, help="print-like sink for the watchdog's lines").tag(config=True)
     slice_s = 1.0  # a wait on a channel never blocks longer: a missed socket wake-up costs one slice
     reply_grace_s = 10.0  # the kernel sends the reply before the idle status: 10 s after it, the reply is lost
@@ -66,6 +105,14 @@ class WatchdogClient(PapermillNotebookClient):
     last_heard = 0.0  # monotonic time of the last message from the kernel, on any channel
     probes: set[str] = frozenset()  # msg_ids of this cell's kernel_info probes
     probe_answered_at: float | None = None  # when the kernel first answered one, on either channel
+
+    @default("kernel_manager_class")
+    def _kernel_manager_class_default(self) -> type[AsyncKernelManager]:
+        return IPCKernelManager
+
+    @default("extra_arguments")
+    def _extra_arguments_default(self) -> list[str]:
+        return list(KERNEL_ARGUMENTS)
 
     async def _receive(self, channel: Any) -> dict[str, Any] | None:
         """The next message on ``channel``, or None after one slice without one."""
@@ -229,8 +276,9 @@ papermill_engines.register(ENGINE, WatchdogEngine)
 
 
 def kernel_environment(staging: Path, scale: str) -> dict[str, str]:
-    """The variables a notebook's kernel runs under: its outputs go to ``staging``, its scale is ``scale``, figures
-    render without a display, and progress lines are printed for the runner to forward."""
+    """The variables a notebook's kernel runs under: its outputs go to ``staging``, its scale is ``scale``, processes
+    it starts draw without a display (the kernel itself draws inline: :data:`KERNEL_ARGUMENTS`), and progress lines
+    are printed for the runner to forward."""
     return dict(VITSTUDY_OUT=str(staging), VITSTUDY_SCALE=scale, MPLBACKEND="Agg", **{progress.ENV: "lines"})
 
 
@@ -315,7 +363,7 @@ class CellProgress:
     def cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
         now = time.perf_counter()
         # papermill injects its parameters cell after the notebook was read: it gets no number of its own
-        if "injected-parameters" in cell.metadata.get("tags", []):
+        if INJECTED_PARAMETERS in cell.metadata.get("tags", []):
             where = "parameters"
         else:
             self.done += 1
