@@ -92,7 +92,8 @@ def test_graph_report_names_the_exit_sync(vit):
     model = MultiExitViT(vit, (1, 2, 3), policy="sample")
     model.threshold = compile_speed.operating_threshold(model, batches(1)[0])
     sample = compile_speed.graph_report(model, batches(1)[0])
-    assert sample["graph_breaks"] > 0 and "item()" in sample["break_reasons"]
+    read = ("item()", "tolist()")  # the exit decision's one read to the host: a scalar at batch 1, a list above
+    assert sample["graph_breaks"] > 0 and any(sync in sample["break_reasons"] for sync in read)
     assert "inside a loop" in sample["break_reasons"]
 
 
