@@ -124,6 +124,7 @@ def test_real_data_exit_findings_give_the_report_batch_rule_and_per_sample():
                 "test_top1_loss_low": 0.1,
                 "test_top1_loss_high": 0.45,
                 "measured_over_ideal": 0.97,
+                "ideal_speedup": 2.7,
                 "test_ideal_speedup": 2.7,
                 "speed_target": "met",
                 **speed(2.6, 2.5, 2.7, "within target (0.9–1.03)"),
@@ -132,8 +133,12 @@ def test_real_data_exit_findings_give_the_report_batch_rule_and_per_sample():
         ]
     )
     text = real_data_exit.findings(table52, performance)
-    assert "0.98×–1.02×" in text and "1.01× (0.99–1.02)" in text
-    assert "2.60× (2.50–2.70)" in text and "0.30 points (0.10–0.45)" in text and "is met by" in text
+    assert "its speed-ups: 0.98×–1.02×" in text and "1.01× (0.99–1.02)" in text
+    assert "2.60× (2.50–2.70) of an ideal 2.70× = 0.96" in text and "top-1 loses 0.30 points (0.10–0.45)" in text
+    assert "is met by: separate, exits 3,6,9, threshold 0.9" in text and len(text.split(". ")) <= 6
+    failed = performance.assign(speedup_high=[2.7, 1.05])  # the control's interval reaches outside 1.00 ± 3%
+    text = real_data_exit.findings(table52, failed)
+    assert "met by" not in text and "not trustworthy (A/A 1.00× (0.99–1.05)" in text
 
 
 def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():
