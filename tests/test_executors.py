@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
@@ -83,9 +84,10 @@ def report_runs(monkeypatch):
     from vitstudy.report import runner
 
     seen = []
-    monkeypatch.delenv(executors.RAY_ENV, raising=False)
     monkeypatch.setattr(runner, "run_report", lambda *args: seen.append(os.environ.get(executors.RAY_ENV)))
-    return seen
+    with mock.patch.dict(os.environ):  # report_main sets VITSTUDY_RAY for the kernels: never for later tests
+        os.environ.pop(executors.RAY_ENV, None)
+        yield seen
 
 
 @pytest.mark.parametrize(
@@ -105,3 +107,9 @@ def test_report_with_ray_but_without_ray_installed_is_one_line(report_runs, monk
     assert main(["report", "--scale", "smoke", "--only", "08", "--ray"]) == 2
     assert capsys.readouterr().err == "report: --ray needs Ray: pip install '.[ray]'\n"
     assert report_runs == []
+
+
+def test_report_with_a_ray_setting_that_is_no_address_is_one_line(report_runs, capsys):
+    assert main(["report", "--scale", "smoke", "--only", "08", "--ray", "scratch"]) == 2
+    assert capsys.readouterr().err.startswith("report: --ray 'scratch' is not allowed: give no value")
+    assert report_runs == [] and executors.RAY_ENV not in os.environ
