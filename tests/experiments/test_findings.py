@@ -282,5 +282,9 @@ def test_memory_and_size_findings_read_no_cuda_peak_as_not_measured():
         ]
     )
     text = memory_and_size.findings(memory, sizes)
-    assert "30.0%" in text and "1.25×" in text and bench.NOT_MEASURED_NO_CUDA in text
-    assert "1.10× (1.00–1.20)" in text and "grows" in text
+    assert "30.0 % less activation memory" in text and bench.NOT_MEASURED_NO_CUDA in text
+    assert "ViT-S/16 1.10× (1.00–1.20)" in text and "grows" not in text
+    assert "ViT-L/16 takes another setting (b)" in text and "no trend in size follows" in text
+    same = pd.concat([sizes.iloc[:1], sizes.iloc[:1].assign(model="ViT-B/16", ideal_speedup=1.3)])
+    assert "a gain that grows with the model" in memory_and_size.findings(memory, same)
+    assert "the same gain within 0.01×" in memory_and_size.findings(memory, same.assign(ideal_speedup=1.25))

@@ -288,37 +288,45 @@ def model_size_plot(sizes: pd.DataFrame) -> Figure:
 
 
 def findings(memory: pd.DataFrame, sizes: pd.DataFrame) -> str:
-    """What notebook 09 shows, in sentences computed from :func:`memory_table` and :func:`model_size_rows`
-    (Markdown): the headline row's activation saving on ViT-S, and how the FLOP ideal, the saving and (where timed)
-    the measured speed-up grow with the model."""
-    sentences = [
-        "How much training memory does token dropping save, and does its gain hold on larger models? "
-        "The paper leaves both open: it gives no number."
-    ]
+    """What notebook 09 shows, in a few sentences computed from :func:`memory_table` and :func:`model_size_rows`
+    (Markdown): the headline row's activation saving on ViT-S, what the models that share a setting show side by
+    side, a model with another setting said apart (never read as a trend), and the measured speed-ups."""
+    sentences = ["How much training memory does token dropping save, and does its gain hold on larger models?"]
     vit_s = memory[(memory["model"] == MODELS["ViT-S/16"]) & (memory["row"] == HEADLINE)]
     if len(vit_s):
         row = vit_s.iloc[0]
         peak = row["cuda_peak_mib_per_image_on"]
         sentences.append(
-            f"On ViT-S/16 the headline row ({row['setting']}) keeps {number(row['memory_saving_pct'], digits=1)}% "
-            f"less activation memory for backward ({number(row['saved_mib_per_image_off'], digits=1)} → "
-            f"{number(row['saved_mib_per_image_on'], digits=1)} MiB per image) at a FLOP-ideal speed-up of "
-            f"{number(row['ideal_speedup'], unit='×')}; the CUDA peak per image with dropping: "
-            f"{row['note'] if is_missing(peak) and row['note'] else number(peak, digits=1, unit=' MiB')}."
+            f"On ViT-S/16 the headline row ({row['setting']}) keeps {number(row['memory_saving_pct'], 1, ' %')} "
+            f"less activation memory for backward ({number(row['saved_mib_per_image_off'], 1)} → "
+            f"{number(row['saved_mib_per_image_on'], 1)} MiB per image); the CUDA peak with dropping: "
+            f"{row['note'] if is_missing(peak) and row['note'] else number(peak, 1, ' MiB')}."
         )
-    scaled = [
-        f"{r['model']} ({r['setting']}): ideal {number(r['ideal_speedup'], unit='×')}, memory "
-        f"−{number(r['memory_saving_pct'], digits=1)}%, measured {measured(r)}"
-        + ("" if is_missing(r.get("speedup")) else f" ({r['verdict']})")
-        for r in sizes.to_dict("records")
-    ]
-    if scaled:
-        sentences.append("Scaled with depth: " + "; ".join(scaled) + ".")
-    ideal = sizes["ideal_speedup"].dropna() if "ideal_speedup" in sizes else pd.Series(dtype=float)
-    if len(ideal) > 1:
-        trend = "grows" if ideal.iloc[-1] > ideal.iloc[0] else "does not grow"
-        sentences.append(
-            f"So the FLOP-ideal gain {trend} with the model ({number(ideal.iloc[0], unit='×')} → "
-            f"{number(ideal.iloc[-1], unit='×')}); a measured speed-up is only as good as its interval."
-        )
+    rows = sizes.to_dict("records")
+    if rows:
+        first = rows[0]["setting"]
+        same = [r for r in rows if r["setting"] == first]
+        other = [r for r in rows if r["setting"] != first]
+        if len(same) > 1:
+            names = " and ".join(r["model"] for r in same)
+            ideals = " and ".join(number(r["ideal_speedup"], unit="×") for r in same)
+            savings = " and ".join(number(r["memory_saving_pct"], 1, " %") for r in same)
+            spread = same[-1]["ideal_speedup"] - same[0]["ideal_speedup"]
+            trend = (
+                "the same gain within 0.01×"
+                if abs(spread) < 0.01
+                else f"a gain that {'grows' if spread > 0 else 'shrinks'} with the model"
+            )
+            sentences.append(
+                f"With the same setting, {names} have FLOP ideals of {ideals} and save {savings}: {trend}."
+            )
+        for r in other:
+            depth = f" ({r['depth']} blocks)" if r.get("depth") else ""
+            sentences.append(
+                f"{r['model']}{depth} takes another setting ({r['setting']}): ideal "
+                f"{number(r['ideal_speedup'], unit='×')}, memory saved {number(r['memory_saving_pct'], 1, ' %')}, "
+                "so it is not the same row on a larger model and no trend in size follows from it."
+            )
+        timed = "; ".join(f"{r['model']} {measured(r)}" for r in rows)
+        sentences.append(f"Measured training speed-ups: {timed} (the paper gives no number for either question).")
     return paragraph(sentences)
