@@ -90,6 +90,10 @@ def test_machine_line_says_not_recorded_where_the_run_did_not_record(tmp_path):
     assert "CPU capability not recorded; bf16 kernels not recorded" in results.run_line(tmp_path, TABLE_5_1)
     env = {"device_name": "EPYC 9R14", "device_type": "cpu", "cpu_threads": 2, "cpu_capability": "AVX512"}
     assert results.machine(env | {"bf16_native": True}).endswith("CPU capability AVX512; bf16 kernels yes)")
+    # Two machines under one CPU name differ by the peaks they measured; bf16 arms in the table mean bf16 kernels.
+    peaks = [{"dtype": "fp32", "gflop_per_s": 236.4}, {"dtype": "bf16", "gflop_per_s": 972.5}]
+    line = results.machine({"device_name": "AMD EPYC", "machine_peak": peaks}, bf16_timed=True)
+    assert "bf16 kernels yes (its bf16 arms were timed); matmul peak fp32 236 / bf16 972 GFLOP/s" in line
 
 
 def test_results_without_tables_exits_nonzero_writes_nothing(tmp_path, capsys):

@@ -497,19 +497,33 @@ def manifest_entry(figures: Path, table: str) -> tuple[str, dict] | None:
     return None
 
 
-def machine(env: dict) -> str:
-    """The machine a run recorded: device, threads, CPU capability, bf16 kernels ("not recorded" where absent)."""
+def machine(env: dict, bf16_timed: bool = False) -> str:
+    """The machine a run recorded: device, threads, CPU capability, bf16 kernels, and the matmul peaks it measured
+    ("not recorded" where absent). Two machines with one CPU name differ here. ``bf16_timed``: the table holds bf16
+    arms' numbers, which are timed only where the device has bf16 kernels."""
     capability = env.get("cpu_capability") or NOT_RECORDED
     native = env.get("bf16_native")
-    bf16 = NOT_RECORDED if native is None else ("yes" if native else "no")
+    bf16 = ("yes (its bf16 arms were timed)" if bf16_timed else NOT_RECORDED) if native is None else "no"
+    bf16 = "yes" if native else bf16
+    peaks = {p.get("dtype"): p.get("gflop_per_s") for p in env.get("machine_peak", []) if isinstance(p, dict)}
+    peak = " / ".join(f"{dtype} {value:.0f}" for dtype, value in peaks.items() if isinstance(value, (int, float)))
     return (
         f"{env.get('device_name', NOT_RECORDED)} ({env.get('device_type', NOT_RECORDED)}, "
-        f"{env.get('cpu_threads', NOT_RECORDED)} threads; CPU capability {capability}; bf16 kernels {bf16})"
+        f"{env.get('cpu_threads', NOT_RECORDED)} threads; CPU capability {capability}; bf16 kernels {bf16}"
+        + (f"; matmul peak {peak} GFLOP/s" if peak else "")
+        + ")"
     )
 
 
-def run_line(figures: Path, table: str) -> str:
-    """Which notebook wrote ``table``, when, on what: from the manifest of the folder above ``tables/``."""
+def bf16_timed(frame: pd.DataFrame | None) -> bool:
+    """Whether ``frame`` holds a timed bf16 arm's number (a ``bf16_speedup…`` column with a value)."""
+    columns = [c for c in (frame.columns if frame is not None else []) if "bf16_speedup" in c]
+    return bool(columns) and bool(frame[columns].notna().any().any())
+
+
+def run_line(figures: Path, table: str, frame: pd.DataFrame | None = None) -> str:
+    """Which notebook wrote ``table``, when, on what: from the manifest of the folder above ``tables/`` (and from
+    ``frame``, the table, whether bf16 arms were timed)."""
     found = manifest_entry(figures, table)
     if found is None:
         return f"Run: no manifest entry names `{table}` (machine {NOT_RECORDED})."
@@ -517,7 +531,7 @@ def run_line(figures: Path, table: str) -> str:
     env = entry.get("environment", {})
     return (
         f"Run: notebook `{name}`, scale {entry.get('scale')}, {entry.get('date', '')[:10]}; machine "
-        f"{machine(env)}; torch {env.get('torch')}."
+        f"{machine(env, bf16_timed(frame))}; torch {env.get('torch')}."
     )
 
 
@@ -584,7 +598,7 @@ def render_section(figures: Path, section: Section) -> list[str]:
     frame = read_table(figures, section)
     if frame is None:
         return [*lines, f"Not run yet: no `figures/{section.table}`.", ""]
-    lines += [f"What ran: {section.setup}. " + run_line(figures, section.table), ""]
+    lines += [f"What ran: {section.setup}. " + run_line(figures, section.table, frame), ""]
     lines += section_table(frame, section)
     caveats = notes(frame)
     for speed in section.speeds:
