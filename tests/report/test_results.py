@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -215,8 +216,13 @@ def test_check_on_a_stale_file_exits_1_with_one_line(tmp_path, capsys):
 
 
 def test_results_command_loads_no_torch(tmp_path):
-    """`results` reads the tables with pandas only: torch is never imported."""
-    args = ["results", "--output", str(tmp_path / "RESULTS.md")]
+    """`results` reads the tables with pandas (and draws with matplotlib) only: torch is never imported. It runs on a
+    copy of the committed tables, so the figure it writes lands in the temporary folder."""
+    committed = results.project_root() / "figures"
+    figures = tmp_path / "figures"
+    shutil.copytree(committed / "tables", figures / "tables", ignore=shutil.ignore_patterns("raw", "profiles"))
+    shutil.copy(committed / "manifest.json", figures / "manifest.json")
+    args = ["results", "--figures", str(figures), "--output", str(tmp_path / "RESULTS.md")]
     code = f"import sys; from vitstudy.__main__ import main; main({args!r}); print('torch' in sys.modules)"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert completed.stdout.strip().splitlines()[-1] == "False", completed.stdout + completed.stderr
