@@ -54,7 +54,7 @@ def check_ray(setting: str) -> str:
 
 
 def ray_installed() -> bool:
-    """Whether Ray can be imported here, without importing it (seconds)."""
+    """Whether Ray can be imported here, without importing it (which takes seconds)."""
     return importlib.util.find_spec("ray") is not None
 
 
