@@ -141,28 +141,47 @@ def test_real_data_exit_findings_give_the_report_batch_rule_and_per_sample():
     assert "met by" not in text and "not trustworthy (A/A 1.00× (0.99–1.05)" in text
 
 
-def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():
-    """cpu_vs_gpu.findings: our best CPU row with its interval and verdict; no CUDA reads "not measured"."""
-    table = pd.DataFrame(
+def cpu_vs_gpu_table(control: tuple[float, float, float], note: str = "") -> pd.DataFrame:
+    """Table 5.3 as table_5_3 saves it: one exit setting and the A/A control, timed on the CPU only."""
+    cuda = {f"cuda_{k}": NAN for k in ("speedup", "speedup_low", "speedup_high")}
+    return pd.DataFrame(
         [
             {
                 "setting": "same/3/sample",
                 "variant": "same",
+                "ideal_speedup": 1.4,
                 "paper_cpu_speedup": 1.14,
-                "cpu_speedup": 1.3,
-                "cpu_speedup_low": 1.2,
-                "cpu_speedup_high": 1.4,
-                "cpu_verdict": "below target",
-                "cuda_speedup": NAN,
-                "cuda_speedup_low": NAN,
-                "cuda_speedup_high": NAN,
+                **{f"cpu_{k}": v for k, v in speed(1.3, 1.2, 1.4, "below target (0.9–1.03)").items()},
+                **cuda,
                 "cuda_verdict": "not measured",
+                "note": note,
+            },
+            {
+                "setting": common.CONTROL_LABEL,
+                "variant": None,
+                "ideal_speedup": 1.0,
+                **{f"cpu_{k}": v for k, v in speed(*control, bench.control_verdict(control[0])).items()},
+                **cuda,
+                "cuda_verdict": "not measured",
+                "note": note,
             },
         ]
     )
-    text = cpu_vs_gpu.findings(table)
-    assert "1.14×" in text and "1.30× (1.20–1.40)" in text and "below target" in text
-    assert bench.NOT_MEASURED_NO_CUDA in text
+
+
+def test_cpu_vs_gpu_findings_read_an_absent_cuda_as_not_measured():
+    """cpu_vs_gpu.findings: our best CPU row against its ideal and its verdict; no CUDA reads "not measured"; the
+    CPU column said to be its own timing unless the note says it was read from notebook 02."""
+    text = cpu_vs_gpu.findings(cpu_vs_gpu_table((1.0, 0.99, 1.01)))
+    assert "1.14×" in text and "1.30× (1.20–1.40) of an ideal 1.40× = 0.93: below target (0.9–1.03)" in text
+    assert bench.NOT_MEASURED_NO_CUDA in text and "a timing of its own" in text
+    shared = cpu_vs_gpu.findings(cpu_vs_gpu_table((1.0, 0.99, 1.01), "timed once earlier in this report run (02)"))
+    assert "notebook 02's Table 5.2 measurement read again" in shared
+
+
+def test_cpu_vs_gpu_findings_under_a_failed_control_meet_no_target():
+    text = cpu_vs_gpu.findings(cpu_vs_gpu_table((0.96, 0.79, 1.03)))
+    assert "not trustworthy (A/A 0.96× (0.79–1.03)" in text and "below target" not in text
 
 
 def test_layers_ratios_findings_set_the_headline_beside_the_paper():

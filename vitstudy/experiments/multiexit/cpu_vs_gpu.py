@@ -19,7 +19,7 @@ from ...bench import NOT_MEASURED_NO_CUDA
 from ...formatting import NOT_MEASURED
 from ...multiexit import POLICIES, ExitStudy
 from ...plots import grouped_bars, new_figure
-from ..sentences import machine_use, measured, number, paragraph
+from ..sentences import judged, number, paragraph
 from .common import table_5_2
 
 VARIANTS_5_3 = ("same", "finetune", "separate")  # the report's Table 5.3 variants, and our separate heads
@@ -139,32 +139,36 @@ def device_speedup_bars(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -
 
 
 def findings(table: pd.DataFrame, devices: Sequence[str] = DEVICES) -> str:
-    """What notebook 03 shows, in sentences computed from :func:`table_5_3` beside the report's CPU rows
-    (Markdown): the report's CPU speed-ups, then per device our best exit setting with its interval and verdict."""
+    """What notebook 03 shows, in a few sentences computed from :func:`table_5_3` beside the report's CPU rows
+    (Markdown): the report's CPU speed-ups, per device our best exit setting against its FLOP ideal (judged only
+    under that device's passing A/A control, :func:`vitstudy.bench.table_trust`), and whether the CPU column is
+    notebook 02's measurement read again or a timing of its own."""
     paper = table["paper_cpu_speedup"].dropna() if "paper_cpu_speedup" in table else pd.Series(dtype=float)
     sentences = ["Does an early exit speed up inference on a CPU but not on a GPU, as the report saw?"]
     if len(paper):
         sentences.append(
-            f"The report's CPU speed-ups span {number(paper.min(), unit='×')}–"
-            f"{number(paper.max(), unit='×')}, with unchanged accuracy."
+            f"The report's CPU speed-ups ({number(paper.min(), unit='×')}–{number(paper.max(), unit='×')}) came "
+            "with unchanged accuracy, so no image left early: timing variation, not exits."
         )
     exits = table[table["variant"].notna()] if "variant" in table else table
     for device in devices:
         speed = exits[f"{device}_speedup"] if f"{device}_speedup" in exits else pd.Series(dtype=float)
-        if speed.notna().any():
-            best = exits.loc[speed.idxmax()]
-            row = {k.removeprefix(f"{device}_"): v for k, v in best.items()}
-            sentences.append(
-                f"On {device.upper()} our best setting ({best['setting']}) reads {measured(row)}: {row['verdict']}."
-            )
-        else:
-            note = NOT_MEASURED_NO_CUDA if device == "cuda" else NOT_MEASURED
-            sentences.append(f"On {device.upper()}: {note}.")
-    sentences.append(
-        "Top-1 and exit shares are the same on every device, so any difference between the devices is "
-        "in how much the skipped blocks cost there."
+        if not speed.notna().any():
+            sentences.append(f"On {device.upper()}: {NOT_MEASURED_NO_CUDA if device == 'cuda' else NOT_MEASURED}.")
+            continue
+        best = exits.loc[speed.idxmax()]
+        row = {k.removeprefix(f"{device}_"): v for k, v in best.items()}
+        phrase = bench.speed_phrase(row["speedup"], row["speedup_low"], row["speedup_high"], row["ideal_speedup"])
+        verdict = judged(row.get("verdict"), bench.table_trust(table, f"{device}_"))
+        sentences.append(f"On {device.upper()} our best setting, {best['setting']}, reads {phrase}: {verdict}.")
+    notes = " ".join(str(n) for n in table.get("note", pd.Series(dtype=str)).dropna())
+    source = (
+        "The CPU column is notebook 02's Table 5.2 measurement read again (same rounds, same A/A control)."
+        if "timed once earlier" in notes
+        else "The CPU column is a timing of its own, not Table 5.2's: the two differ by run-to-run variation, so "
+        "compare them only through their intervals and A/A controls."
     )
-    for device in devices:
-        row = {k.removeprefix(f"{device}_"): v for k, v in exits.iloc[0].items()} if len(exits) else {}
-        sentences.append(f"On {device.upper()}, {machine_use(row)}.")
+    sentences.append(
+        f"Top-1 and exit shares are the same on every device; only the cost of the skipped blocks differs. {source}"
+    )
     return paragraph(sentences)
