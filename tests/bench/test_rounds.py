@@ -79,6 +79,12 @@ def test_noisy_times_run_to_the_cap_and_the_note_says_so():
     assert set(result.outside_band) <= {"fast", "copy"} and all(
         f"{arm}: interval" in note for arm in result.outside_band
     )
+    assert note in bench.table_note(result)  # the table's note carries it beside the control's
+
+
+def test_a_table_that_stopped_inside_its_bands_has_no_rounds_note():
+    """Steady times: the table's note says nothing about rounds."""
+    assert "hit the cap" not in bench.table_note(timed({"base": 1.0, "fast": 0.5, "copy": 1.0}))
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.02, 0.05, 0.1])

@@ -222,15 +222,16 @@ def protocol(comparison: Comparison) -> dict[str, Any]:
 
 
 def table_note(comparison: Comparison) -> str:
-    """The ``note`` of a timed table: why nothing was measured, or what the A/A control says (empty if fine), and
-    where a comparison shared within a report run (:mod:`.shared`) was timed."""
+    """The ``note`` of a timed table: why nothing was measured, or what the A/A control says (empty if fine), whether
+    the timing hit its cap of rounds with an interval still wider than its band, and where a comparison shared within
+    a report run (:mod:`.shared`) was timed."""
     if comparison.note:
         return comparison.note
     shared_from = comparison.environment.get("shared_from")
     reused = (
         f"timed once earlier in this report run ({shared_from}) and read here, not timed again" if shared_from else ""
     )
-    return "; ".join(note for note in (comparison.control_note(), reused) if note)
+    return "; ".join(note for note in (comparison.control_note(), comparison.rounds_note(), reused) if note)
 
 
 def raw_times(comparison: Comparison, **labels: Any) -> Any:
