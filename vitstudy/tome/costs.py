@@ -9,10 +9,12 @@ attention count, elementwise work (norms, softmax, the size-weighted averages, t
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from torch import nn
 
 from ..bench import flops_per_image
+from ..config import check
 from .merge import Schedule, parse_r, removed_per_layer, token_counts
 from .patch import merging
 
@@ -48,11 +50,27 @@ def schedule_flops(model: nn.Module, r: Schedule = 0) -> float:
     schedule = parse_r(len(model.blocks), r)
     counts = token_counts(patches + P, schedule, P)
     removed = removed_per_layer(patches + P, schedule, P)
+    total = token_flops(model, counts[:-1], counts[1:])
+    for block, before, merged in zip(model.blocks, counts, removed):
+        if merged:
+            total += 2 * math.ceil(before / 2) * (before // 2) * block.attn.head_dim
+    return float(total)
+
+
+def token_flops(model: nn.Module, attention_tokens: Sequence[int], mlp_tokens: Sequence[int]) -> float:
+    """Forward FLOPs per image of a timm ViT whose block i sees ``attention_tokens[i]`` tokens in its attention and
+    ``mlp_tokens[i]`` in its MLP (any rule that removes tokens: merging, dropping, fusing); the patch embedding and
+    the head as in the full model. :func:`schedule_flops` is this plus the matching's similarity matrices."""
+    check(
+        len(attention_tokens) == len(mlp_tokens) == len(model.blocks),
+        "attention_tokens",
+        (list(attention_tokens), list(mlp_tokens)),
+        f"two lists of {len(model.blocks)} token counts, one per block",
+    )
+    patches = model.patch_embed.num_patches
     total = 2 * patches * model.patch_embed.proj.weight.numel() + 2 * _linear_weights(model.head)
-    for block, before, after, merged in zip(model.blocks, counts, counts[1:], removed):
+    for block, before, after in zip(model.blocks, attention_tokens, mlp_tokens):
         attn = block.attn
         total += 2 * before * _linear_weights(attn) + 4 * before**2 * attn.num_heads * attn.head_dim
         total += 2 * after * _linear_weights(block.mlp)
-        if merged:
-            total += 2 * math.ceil(before / 2) * (before // 2) * attn.head_dim
     return float(total)
