@@ -9,7 +9,7 @@ import pandas as pd
 
 from vitstudy import bench
 from vitstudy.experiments import baseline, sentences
-from vitstudy.experiments.multiexit import common, cpu_vs_gpu, max_speed_exit, real_data_exit
+from vitstudy.experiments.multiexit import common, cpu_vs_gpu, edge_latency, max_speed_exit, real_data_exit
 from vitstudy.experiments.skipvit import from_scratch, layers_ratios, memory_and_size, warmup
 from vitstudy.skipvit import HEADLINE
 
@@ -307,3 +307,67 @@ def test_memory_and_size_findings_read_no_cuda_peak_as_not_measured():
     same = pd.concat([sizes.iloc[:1], sizes.iloc[:1].assign(model="ViT-B/16", ideal_speedup=1.3)])
     assert "a gain that grows with the model" in memory_and_size.findings(memory, same)
     assert "the same gain within 0.01×" in memory_and_size.findings(memory, same.assign(ideal_speedup=1.25))
+
+
+def edge_tables(control: tuple[float, float, float]) -> tuple[pd.DataFrame, ...]:
+    """Notebook 10's batch-1, sweep, ViT-B/16 and composition tables, one row each plus their A/A controls."""
+    aa = {"arm": common.CONTROL_LABEL, **speed(*control, bench.control_verdict(control[0]))}
+    latency = pd.DataFrame(
+        [
+            {
+                "arm": edge_latency.EXIT_ARM,
+                "setting": "finetune, exits 3,6,9, threshold 0.75",
+                "images": 200,
+                "exited_pct": 77.2,
+                "ideal_speedup": 2.0,
+                **speed(1.7, 1.6, 1.8, "below target (0.9–1.03)"),
+            },
+            {
+                "arm": edge_latency.IDLE_ARM,
+                "overhead_pct": 9.9,
+                "overhead_pct_low": 9.2,
+                "overhead_pct_high": 10.6,
+                **speed(0.91, 0.9, 0.92, "x"),
+            },
+            aa,
+        ]
+    )
+    sweep = pd.DataFrame(
+        [
+            {"arm": edge_latency.EXIT_ARM, "batch_size": 1, "ideal_speedup": 1.0, **speed(0.91, 0.9, 0.92, "x")},
+            {"arm": edge_latency.EXIT_ARM, "batch_size": 64, "ideal_speedup": 2.0, **speed(1.8, 1.7, 1.9, "x")},
+            {**aa, "batch_size": 1},
+            {**aa, "batch_size": 64},
+        ]
+    )
+    vit_b = pd.DataFrame(
+        [
+            {
+                "setting": "forced exit after block 3",
+                "exit_block": 3.0,
+                "latency_ms": 46.9,
+                "ideal_speedup": 3.92,
+                **speed(3.93, 3.86, 4.12, "within target (0.97–1.03)"),
+            },
+            {"setting": common.CONTROL_LABEL, **speed(*control, bench.control_verdict(control[0]))},
+        ]
+    )
+    both = {"arm": edge_latency.BOTH_ARM, "setting": "a + b", "product_of_ideals": 2.0, **speed(1.8, 1.7, 1.9, "x")}
+    composition = pd.DataFrame([{**both, "top1_loss": -0.39, "top1_loss_low": -2.73, "top1_loss_high": 1.95}, aa])
+    return latency, sweep, vit_b, composition
+
+
+def test_edge_latency_findings_put_signs_in_words():
+    """edge_latency.findings: costs and gains as words (never "-0.763 ms more"), ViT-B/16's block as an integer, a
+    verdict where the controls pass."""
+    text = edge_latency.findings(*edge_tables((1.0, 0.99, 1.01)), {"added_ms": -0.763})
+    assert "costs 9.9 % (9.2–10.6) per image" in text and "0.763 ms less per call" in text
+    assert "1.70× (1.60–1.80) of an ideal 2.00× = 0.85 on the mean: below target (0.9–1.03)" in text
+    assert "from 0.91× at batch 1 to 1.80× at batch 64" in text and "forced out after block 3:" in text
+    assert "within target (0.97–1.03)" in text and "top-1 on the timed images gains 0.39 points (-1.95–2.73)" in text
+
+
+def test_edge_latency_findings_under_failed_controls_meet_no_target():
+    text = edge_latency.findings(*edge_tables((1.04, 1.01, 1.06)), {})
+    assert "within target" not in text and "below target" not in text
+    assert text.count("not trustworthy") == 4 and "not trustworthy at batch 1, batch 64" in text

@@ -51,7 +51,7 @@ from ...multiexit import (
 )
 from ...reference import REFERENCE_DIR
 from ...skipvit import HEADLINE, SkipViTMixin, SkipViTSettings, preset
-from ..sentences import is_missing, measured, number, paragraph
+from ..sentences import is_missing, judged, number, paragraph, percent_cost, points
 from .common import CONTROL_LABEL, exit_row, table_5_1, timing_batch
 from .study import paired_loss_interval
 
@@ -569,6 +569,23 @@ def _saves_time(row: dict[str, Any]) -> str:
     return "saves time" if low > 1 else "costs time" if high < 1 else "cannot be told from 1.00 on this run"
 
 
+def _speed(row: dict[str, Any], ideal: str = "ideal_speedup") -> str:
+    values = (row.get(f"speedup{end}", math.nan) for end in ("", "_low", "_high"))
+    return bench.speed_phrase(*values, row.get(ideal, math.nan))
+
+
+def _sweep_trust(sweep: pd.DataFrame) -> str:
+    """The batch sweep stacks one comparison per batch size: each judged by its own A/A control."""
+    failed = [
+        f"batch {int(size)}"
+        for size, group in sweep.groupby("batch_size")
+        if bench.table_trust(group.drop(columns=["note"], errors="ignore"))
+    ]
+    return (
+        f"not trustworthy at {', '.join(failed)} (A/A outside 1.00 ± {bench.CONTROL_TOLERANCE:.0%})" if failed else ""
+    )
+
+
 def findings(
     latency: pd.DataFrame,
     sweep: pd.DataFrame,
@@ -576,65 +593,55 @@ def findings(
     composition: pd.DataFrame,
     overheads: dict[str, Any],
 ) -> str:
-    """What notebook 10 shows, in sentences computed from its tables (Markdown)."""
-    exit_row_, idle, plain = _arm(latency, EXIT_ARM), _arm(latency, IDLE_ARM), _arm(latency, "plain")
-    control = _arm(latency, CONTROL_LABEL)
+    """What notebook 10 shows, in a few sentences computed from its tables (Markdown): the per-sample exit at
+    batch 1 against its FLOP ideal, what its machinery costs when nothing exits, the batch sweep's ends, ViT-B/16
+    forced out at batch 1 and both methods at once; each speed judged only under its own passing A/A control."""
+    exit_row_, idle = _arm(latency, EXIT_ARM), _arm(latency, IDLE_ARM)
     sentences = ["Does an early exit save time where the report wanted it, one image at a time?"]
     if exit_row_:
         sentences.append(
-            f"Each of {exit_row_['images']} test images alone: the plain model takes {number(plain.get('mean_ms'))} ms "
-            f"on average (median {number(plain.get('median_ms'))}, p99 {number(plain.get('p99_ms'))} ms); the "
-            f"per-sample exit ({exit_row_['setting']}, {number(exit_row_.get('exited_pct'), 1, '%')} leaving early) "
-            f"reads a speed-up of {measured(exit_row_)} on the mean and "
-            f"{measured(exit_row_, name='speedup_of_medians')} on the median, against a FLOP ideal of "
-            f"{number(exit_row_['ideal_speedup'], unit='×')}: {exit_row_['verdict']}."
+            f"Each of {exit_row_['images']} test images alone, the per-sample exit ({exit_row_['setting']}, "
+            f"{number(exit_row_.get('exited_pct'), 1, ' %')} leaving early) runs {_speed(exit_row_)} on the mean: "
+            f"{judged(exit_row_.get('verdict'), bench.table_trust(latency))}; at batch 1 it "
+            f"{_saves_time(exit_row_)}."
         )
-        sentences.append(f"At batch 1 on this device the exit {_saves_time(exit_row_)}.")
     if idle:
-        sentences.append(
-            f"With a threshold no image reaches, the exits cost {measured(idle, name='overhead_pct', unit=' %')} per "
-            f"image: that is the share of the gain batch 1 gives away. The operator profile of one image puts "
-            f"{number(overheads.get('added_ms'), 3)} ms more per call on the exit path "
-            f"({number(overheads.get('exit_only_ms'), 3)} ms of it on operators the plain model never runs: "
-            f"{overheads.get('exit_only_operators') or 'none'}), besides its confidence heads' own matmuls and norms."
+        added = overheads.get("added_ms", math.nan)
+        extra = (
+            ""
+            if is_missing(added)
+            else f"; one image's operator profile puts {abs(float(added)):.3f} ms {'more' if added >= 0 else 'less'} "
+            "per call on the exit path"
         )
-    exits = sweep[sweep["arm"] == EXIT_ARM]
+        cost = percent_cost(*(idle.get(f"overhead_pct{end}", math.nan) for end in ("", "_low", "_high")))
+        sentences.append(f"Exit machinery that never fires {cost} per image{extra}.")
+    exits = sweep[sweep["arm"] == EXIT_ARM].sort_values("batch_size") if len(sweep) else sweep
     if len(exits):
-        by_batch = ", ".join(
-            f"batch {int(r['batch_size'])}: {measured(r)} (ideal {number(r['ideal_speedup'])})"
-            for r in exits.to_dict("records")
-        )
-        sentences.append(f"Across batch sizes the same operating point reads {by_batch}.")
-    forced = vit_b[vit_b["setting"].astype(str).str.startswith("forced exit")]
-    if len(forced):
-        forced = forced.sort_values("exit_block")
-        best = forced.iloc[0].to_dict()
+        first, last = exits.iloc[0].to_dict(), exits.iloc[-1].to_dict()
+        trust = _sweep_trust(sweep)
         sentences.append(
-            f"ViT-B/16 at 224, batch 1, forced out after block {best['exit_block']}: "
-            f"{number(best.get('latency_ms'), 1)} ms per image, {measured(best)} against a FLOP ideal "
-            f"of {number(best['ideal_speedup'], unit='×')} ({best['verdict']})."
+            f"With more images per call the same point goes from {number(first['speedup'], unit='×')} at batch "
+            f"{int(first['batch_size'])} to {number(last['speedup'], unit='×')} at batch {int(last['batch_size'])} "
+            f"(ideals {number(first['ideal_speedup'], unit='×')} and {number(last['ideal_speedup'], unit='×')})"
+            f"{': ' + trust if trust else ''}."
+        )
+    forced = vit_b[vit_b["setting"].astype(str).str.startswith("forced exit")] if len(vit_b) else vit_b
+    if len(forced):
+        best = forced.sort_values("exit_block").iloc[0].to_dict()
+        trust = bench.table_trust(vit_b)
+        sentences.append(
+            f"ViT-B/16 at batch 1, forced out after block {int(best['exit_block'])}: "
+            f"{number(best.get('latency_ms'), 1)} ms per image, {_speed(best)}: {judged(best.get('verdict'), trust)}."
         )
     both = _arm(composition, BOTH_ARM)
     if both:
+        loss = [both.get(f"top1_loss{end}", math.nan) for end in ("", "_low", "_high")]
+        trust = bench.table_trust(composition)
         sentences.append(
-            f"Both methods at once ({both['setting']}): {measured(both)} against the product of the two FLOP ideals "
-            f"{number(both.get('product_of_ideals'), unit='×')} "
-            f"({measured(both, name='measured_over_product', unit='')} of it; counted for the composed path, the "
-            f"ideal is {number(both['ideal_speedup'], unit='×')}), "
-            f"top-1 points lost on the timed images {measured(both, name='top1_loss', unit='')}."
+            f"Both methods at once ({both['setting']}) run {_speed(both, 'product_of_ideals')} (the product of the "
+            f"two FLOP ideals){': ' + trust if trust else ''}, and top-1 on the timed images "
+            f"{points(-loss[0], -loss[2], -loss[1])}."
         )
-    aa = {
-        "batch 1": control,
-        "ViT-B/16": _arm(vit_b.rename(columns={"setting": "arm"}), CONTROL_LABEL),
-        "composition": _arm(composition, CONTROL_LABEL),
-    }
-    reads = [f"{name} {measured(row)} ({row['verdict']})" for name, row in aa.items() if row]
-    sweep_aa = sweep[sweep["arm"] == CONTROL_LABEL]
-    if len(sweep_aa):
-        inside = sweep_aa["verdict"].astype(str).str.contains("within").sum()
-        reads.append(f"the batch sweep {inside} of {len(sweep_aa)} within 1.00 ± {bench.CONTROL_TOLERANCE:.0%}")
-    if reads:
-        sentences.append(f"The A/A controls read: {'; '.join(reads)}.")
-    else:
+    if len(sentences) == 1:
         sentences.append(f"Nothing was timed: {NOT_MEASURED}.")
     return paragraph(sentences)
