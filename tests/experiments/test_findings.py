@@ -226,7 +226,10 @@ def test_warmup_findings_compare_the_gain_with_the_papers():
         }
     )
     text = warmup.findings(table)
-    assert "2.55 points" in text and "1.50 points" in text and "the paper's direction" in text
+    assert "(15 of 100 epochs) gains 2.55 points" in text and "(1 of 7 epochs) gains 1.50 points" in text
+    assert "the paper's direction" in text and "1 seed per row" in text
+    worse = warmup.findings(table.assign(top1_dropping_on=[60.0, 59.0]))
+    assert "loses 1.00 points" in worse and "not the paper's direction" in worse
 
 
 def test_from_scratch_findings_give_each_claims_verdict():
@@ -256,13 +259,13 @@ def test_from_scratch_findings_give_each_claims_verdict():
         ]
     )
     text = from_scratch.findings(verdicts)
-    assert "2.55 points" in text and "1.00 points (0.20–1.80)" in text
-    assert "reproduces 1 and contradicts 0 of 2" in text and "Fashion-MNIST" in text
-    assert "cannot tell (fewer than 2 seeds)" in text and "Interim" not in text
+    assert "On Fashion-MNIST (items on black), with 3 seeds per row" in text
+    assert "reproduces 1 and contradicts 0 of 2" in text and "Reproduced: warm-up helps." in text
+    assert "Not resolved: ours: skip beats dropping (fewer than 2 seeds)." in text and "Interim" not in text
     two = pd.concat([verdicts, verdicts.assign(dataset="fashion_mnist_cluttered", seeds_to_resolve=[NAN, 9.0])])
     text = from_scratch.findings(two.assign(dataset=two["dataset"].fillna("fashion_mnist")), 10, 54)
     assert text.startswith("Interim: 10 of 54 runs") and "cluttered Fashion-MNIST" in text
-    assert "about 9 seeds would tell it" in text
+    assert "ours: skip beats dropping (about 9 seeds would tell it)" in text
 
 
 def test_memory_and_size_findings_read_no_cuda_peak_as_not_measured():

@@ -47,7 +47,7 @@ from ...files import atomic_path, atomic_write_json, cache_dir, project_root
 from ...plots import new_figure
 from ...skipvit import BASELINE, EXTRA, HEADLINE, TABLE1, TABLE3, SkipViTSettings, apply_skipvit, configure, flop_gain
 from ...train import default_model_factory
-from ..sentences import is_missing, measured, number, paragraph
+from ..sentences import is_missing, number, paragraph
 from .common import RowTraining, budget_for, run_dir, train_row
 
 ROW_FILE = "row.json"  # one finished run's results row, so aggregating needs no re-evaluation
@@ -601,9 +601,10 @@ DATASET_TITLES = {
 
 
 def findings(verdicts: pd.DataFrame, finished: int | None = None, planned: int | None = None) -> str:
-    """What notebook 08 shows (Markdown): per data set and claim the paper's difference, ours with its 95% paired
-    interval and the verdict (and the seeds that would tell it), then how many claims this run reproduces and
-    whether every claim resolves a difference of one point. ``finished`` of ``planned`` runs: an interim look."""
+    """What notebook 08 shows (Markdown): per data set the claims grouped by verdict (reproduced, contradicted, not
+    resolved with the seeds that would tell it), then how many claims this run reproduces and whether it resolves a
+    difference of one point; the numbers stay in the verdicts table. ``finished`` of ``planned`` runs: an interim
+    look."""
     interim = ""
     if finished is not None and planned is not None and finished < planned:
         interim = f"Interim: {finished} of {planned} runs have finished; every number below may still move."
@@ -617,31 +618,30 @@ def findings(verdicts: pd.DataFrame, finished: int | None = None, planned: int |
         )
     sentences = [interim, "Do SkipViT's accuracy claims hold when every row trains from scratch, over seeds?"]
     for dataset, part in with_dataset(verdicts).groupby("dataset", sort=False):
-        claims = []
+        groups: dict[str, list[str]] = {"reproduced": [], "contradicted": [], "not resolved": []}
         for row in part.to_dict("records"):
-            paper = (
-                "the paper gives no number"
-                if is_missing(row["paper_diff"])
-                else (f"paper {number(row['paper_diff'], unit=' points')}")
-            )
+            verdict = str(row["verdict"])
+            kind = next((k for k in ("reproduced", "contradicted") if verdict.startswith(k)), "not resolved")
             more = row.get("seeds_to_resolve")
-            tell = "" if is_missing(more) else f", about {int(more)} seeds would tell it at this spread"
-            claims.append(
-                f"{row['claim']}: {paper}, ours {measured(row, name='diff', unit=' points')} over "
-                f"{row['pairs']} seed(s): {row['verdict']}{tell}"
-            )
-        sentences.append(f"On {DATASET_TITLES.get(dataset, dataset)}: " + "; ".join(claims) + ".")
-        reproduced = int((part["verdict"] == "reproduced").sum())
-        contradicted = int(part["verdict"].str.startswith("contradicted").sum())
+            detail = f" (about {int(more)} seeds would tell it)" if not is_missing(more) else ""
+            if kind == "not resolved" and not detail and "(" in verdict:
+                detail = f" ({verdict.split('(', 1)[1].rstrip(')')})"
+            groups[kind].append(f"{row['claim']}{detail}")
+        # Claims hold commas of their own: a kind's claims are joined by semicolons, kinds are sentences.
+        listed = " ".join(f"{kind.capitalize()}: {'; '.join(claims)}." for kind, claims in groups.items() if claims)
+        seeds = int(part["pairs"].max())
+        reproduced, contradicted = len(groups["reproduced"]), len(groups["contradicted"])
         resolvable = part["resolvable"].dropna()
         widest = ""
         if len(resolvable):
             within = "within" if resolvable.max() <= RESOLVABLE_TARGET else "not within"
             widest = (
-                f"; it resolves differences of {number(resolvable.min(), unit=' points')} to "
-                f"{number(resolvable.max(), unit=' points')}, {within} the 1-point target"
+                f", resolving differences of {number(resolvable.min(), unit=' points')} to "
+                f"{number(resolvable.max(), unit=' points')} ({within} the 1-point target)"
             )
         sentences.append(
-            f"There this run reproduces {reproduced} and contradicts {contradicted} of {len(part)} claims{widest}."
+            f"On {DATASET_TITLES.get(dataset, dataset)}, with {seeds} seed{'s' if seeds != 1 else ''} per row, this "
+            f"run reproduces {reproduced} and contradicts {contradicted} of {len(part)} claims{widest}. {listed}"
         )
+    sentences.append("Each claim's numbers are in the verdicts table (08_verdicts).")
     return paragraph(sentences)

@@ -15,7 +15,7 @@ from ...config import PAPER_SMOKE, SCALES, Scale, paper_smoke
 from ...plots import new_figure
 from ...reference import load_reference
 from ...skipvit import TABLE3
-from ..sentences import is_missing, number, paragraph
+from ..sentences import is_missing, number, paragraph, points
 from .common import QUICK_DATA, SMOKE_DATA, RowTraining, budget_for, runs_frame, train_row
 
 
@@ -135,14 +135,12 @@ def findings(table: pd.DataFrame) -> str:
     return paragraph(
         [
             "Does training the first epochs without dropping help SkipViT trained from scratch?",
-            f"The paper's warm-up of {yes['paper_warmup_epochs']} of {yes['paper_epochs']} epochs gains "
-            f"{number(paper, unit=' points')} top-1 ({number(no['paper_top1'], unit='%')} → "
-            f"{number(yes['paper_top1'], unit='%')}).",
-            f"Ours, {yes['warmup_epochs']} of {yes['epochs']} epochs: {number(ours, unit=' points')} "
-            f"({number(no['top1_dropping_on'], unit='%')} → {number(yes['top1_dropping_on'], unit='%')}), "
-            f"{agrees}, over {seeds} seed(s) per row (std {number(no['top1_dropping_on_std'], unit=' points')} and "
-            f"{number(yes['top1_dropping_on_std'], unit=' points')}).",
-            "Verdict: a direction, not a resolved difference: this table has no paired interval; notebook 08 tests "
-            "the claim with seeds and a paired 95% interval.",
+            f"The paper's warm-up ({yes['paper_warmup_epochs']:g} of {yes['paper_epochs']:g} epochs) "
+            f"{points(paper)} of top-1.",
+            f"Ours ({yes['warmup_epochs']:g} of {yes['epochs']:g} epochs) {points(ours)} "
+            f"({number(no['top1_dropping_on'], unit=' %')} → {number(yes['top1_dropping_on'], unit=' %')}): "
+            f"{agrees}.",
+            f"Caveat: {seeds} seed{'s' if seeds != 1 else ''} per row and no paired interval, so this is a direction, "
+            "not a resolved difference; notebook 08 tests the claim over seeds with a paired 95 % interval.",
         ]
     )
