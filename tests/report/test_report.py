@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import jupytext
 import matplotlib.pyplot as plt
 import nbformat
 import pandas as pd
@@ -425,3 +426,21 @@ def test_study_notebook_runs_only_at_its_scales(tmp_path):
     assert [p.stem for p in runner.select_notebooks(None, tmp_path, "smoke")] == ["00_a", "08_study"]
     with pytest.raises(ValueError, match="notebook 08_study does not run at scale 'quick'"):
         runner.select_notebooks(["08"], tmp_path, "quick")
+
+
+def test_a_run_names_the_notebooks_it_did_not_run_whose_published_copy_is_outdated(tmp_path, fake_kernel):
+    """After the chosen notebooks, one line names each other notebook whose published copy no longer holds its
+    source's code (edited since) or cannot be read; one never published, or still current, is not named."""
+    notebooks, out, lines = tmp_path / "nb", tmp_path / "out", []
+    for name in ("00_first", "01_edited", "02_current", "03_damaged", "04_never_published"):
+        _write(notebooks, name)
+    (out / "notebooks").mkdir(parents=True)
+    for name in ("01_edited", "02_current"):
+        nbformat.write(jupytext.read(notebooks / f"{name}.py"), out / "notebooks" / f"{name}.ipynb")
+    (out / "notebooks" / "03_damaged.ipynb").write_text("{not json")
+    _write(notebooks, "01_edited", "x = 2\n")
+    fake_kernel()
+    runner.run_report("smoke", only=["00"], out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
+    assert lines[-1] == "published copies older than their notebook's code (re-run them): 01_edited, 03_damaged"
+    runner.run_report("smoke", out=out, notebooks=notebooks, log=lambda *a, **k: lines.append(a[0]))
+    assert "older than" not in lines[-1]  # every notebook ran: nothing left to name

@@ -16,7 +16,8 @@ other scale's figures beside the new ones with nothing saying which is which.
 
 Each executed notebook is published too, cleaned of run-to-run noise (:mod:`vitstudy.report.published`), as
 ``notebooks/NN_name.ipynb`` of the output folder: a reader sees every table, figure and closing sentence without
-running anything.
+running anything. A run ends by naming the notebooks it did not run whose published copy no longer holds their
+source's code (:func:`outdated_published`), so a run of a few notebooks says which others to re-run.
 
 Staging folders live in the cache (``data/cache/report/``, ignored by git), never under ``figures/``: a report
 killed with SIGKILL leaves nothing for git to pick up, and the next run removes what a dead run left.
@@ -41,13 +42,15 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
+import nbformat
+
 from ..bench import PEAK_RECORD_ENV, SHARED_TIMINGS_ENV, default_device, environment_info, read_peak_record
 from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
 from .cell_outputs import tables_within_target
 from .execute import NotebookFailed, execute_notebook
-from .published import publish_notebook
+from .published import code_differences, publish_notebook
 from .results import write_results
 
 __all__ = [
@@ -60,6 +63,7 @@ __all__ = [
     "list_notebooks",
     "notebook_scales",
     "open_manifest",
+    "outdated_published",
     "run_report",
     "runs_at",
     "select_notebooks",
@@ -196,10 +200,28 @@ def run_report(
             log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+    outdated = outdated_published(out, [p for p in select_notebooks(None, notebooks, scale) if p not in chosen])
+    if outdated:
+        log(f"published copies older than their notebook's code (re-run them): {', '.join(outdated)}", flush=True)
     # Only the committed report (figures/, no $VITSTUDY_OUT redirect) feeds RESULTS.md; other runs leave it alone.
     if chosen and not os.environ.get("VITSTUDY_OUT") and out.resolve() == default_out(DEFAULT_SCALE).resolve():
         log(f"wrote {write_results(out)}", flush=True)
     return manifest
+
+
+def outdated_published(out: Path, sources: Sequence[Path]) -> list[str]:
+    """The names of the notebooks ``sources`` whose published copy in ``out`` runs other code than they hold now
+    (:func:`.published.code_differences`) or cannot be read; a notebook never published there is not named."""
+    return [source.stem for source in sources if _copy_is_outdated(out / "notebooks" / f"{source.stem}.ipynb", source)]
+
+
+def _copy_is_outdated(copy: Path, source: Path) -> bool:
+    if not copy.is_file():
+        return False
+    try:
+        return bool(code_differences(nbformat.read(copy, as_version=4), source))
+    except (OSError, ValueError):  # a damaged copy (ValueError: not JSON, not a notebook): a re-run replaces it
+        return True
 
 
 def open_manifest(manifest: dict[str, Any], scale: str, out: Path) -> dict[str, Any]:
