@@ -47,7 +47,9 @@ def test_baseline_findings_give_top1_and_the_control():
         ]
     )
     text = baseline.findings(summary, table)
-    assert "87.25%" in text and "0.99× (0.98–1.01)" in text and "A/A control: within" in text
+    assert "87.25 %" in text and "reads 0.99× (0.98–1.01), inside 1.00 ± 3%" in text
+    wide = baseline.findings(summary, table.assign(speedup_low=[1.0, 0.90]))  # a point inside, an interval out
+    assert "is not trustworthy (A/A 0.99× (0.90–1.01)" in wide and "inside 1.00" not in wide
 
 
 def max_speed_table(speedup: float, control: tuple[float, float, float] = (1.0, 0.99, 1.01)) -> pd.DataFrame:

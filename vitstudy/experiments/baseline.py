@@ -18,7 +18,6 @@ from ..cluttered import item_tokens, load_cluttered_arrays
 from ..config import Scale, scale_budget
 from ..data import ArrayImageDataset
 from ..fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays
-from ..formatting import NOT_MEASURED
 from ..train import TrainResult
 from .sentences import measured, number, paragraph
 
@@ -100,21 +99,29 @@ def mistakes_page(predictions: np.ndarray, targets: np.ndarray, page_size: int) 
 
 
 def findings(summary: pd.DataFrame, speed: pd.DataFrame) -> str:
-    """What notebook 00 shows, in sentences computed from its summary and speed tables (Markdown)."""
+    """What notebook 00 shows, in a few sentences computed from its summary and speed tables (Markdown): top-1,
+    images/s and whether the A/A control (by its interval, :func:`vitstudy.bench.table_trust`) lets later speed-ups
+    on this machine be read."""
     top1 = summary["test_top1"].iloc[0] if len(summary) else float("nan")
     rows = speed.set_index("arm")
     plain = rows.loc[BASELINE].to_dict() if BASELINE in rows.index else {}
     control = rows.iloc[-1].to_dict() if len(rows) > 1 else {}
+    trust = bench.table_trust(speed)
+    control_sentence = (
+        f"Its A/A control (the model against an identical copy) is {trust}: this run's timings on this machine are "
+        "not to be read as speed-ups."
+        if trust
+        else f"Its A/A control (the model against an identical copy) reads {measured(control, unit='×')}, inside "
+        f"1.00 ± {bench.CONTROL_TOLERANCE:.0%}: a later speed-up is resolved when it differs from 1.00 by more than "
+        "that interval."
+    )
     return paragraph(
         [
-            "How accurate and how fast is the baseline every later notebook starts from? The papers give no number for "
-            "this model: it is ours.",
-            f"It reaches a test top-1 of {number(top1, unit='%')} and runs "
+            "How accurate and how fast is the baseline every later notebook starts from?",
+            f"It reaches a test top-1 of {number(top1, unit=' %')} and runs "
             f"{number(plain.get('images_per_s'), digits=0)} images/s at inference on "
             f"{plain.get('device', 'this device')}.",
-            f"Its A/A control (the model against an identical copy) reads {measured(control, unit='×')}: "
-            f"{control.get('verdict', NOT_MEASURED)}.",
-            "Later speed-ups on this machine are to be read against that control: a difference smaller than its "
-            "interval is not resolved.",
+            control_sentence,
+            "The papers give no number for this model: it is ours, trained once at the scale printed above.",
         ]
     )
