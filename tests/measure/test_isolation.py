@@ -7,13 +7,14 @@ from vitstudy.files import project_root
 from vitstudy.measure import isolation
 
 
-def test_compare_isolations_times_both_isolations_with_the_committed_columns():
-    """One repeat: one row in one process and one with a process per (round, arm), the committed table's columns."""
+def test_compare_isolations_times_every_isolation_with_the_committed_columns():
+    """One repeat: one row in one process, one with a worker per arm and one with a process per (round, arm), the
+    committed table's columns."""
     lines = []
     table, raw = isolation.compare_isolations(
         "vitstudy_tiny_patch4_28", (1, 28, 28), 10, 2, SMOKE_TIMING, repeats=1, log=lines.append
     )
     committed = pd.read_csv(project_root() / "figures" / "tables" / f"{isolation.TABLE}.csv")
     assert list(table.columns) == list(committed.columns)
-    assert list(table["isolation"]) == ["in_process", "process"] and table["aa_speedup"].notna().all()
-    assert set(raw["isolation"]) == {"in_process", "process"} and len(lines) == 2
+    assert list(table["isolation"]) == list(isolation.ISOLATIONS) and table["aa_speedup"].notna().all()
+    assert set(raw["isolation"]) == set(isolation.ISOLATIONS) and len(lines) == len(isolation.ISOLATIONS)
