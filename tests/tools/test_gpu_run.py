@@ -19,7 +19,8 @@ def test_gpu_command_runs_every_step_tiny_on_the_cpu(tmp_path):
     the device name and the versions; the CUDA tests are skipped, not failed."""
     out = tmp_path / "gpu"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    steps = [s for s in gpu_run.STEPS if s != "table_5_3"]  # 5.3 needs the smoke study: tests/experiments/multiexit covers it
+    # Table 5.3 needs the smoke study: tests/experiments/multiexit covers it.
+    steps = [s for s in gpu_run.STEPS if s != "table_5_3"]
     done = subprocess.run(
         [sys.executable, "-m", "vitstudy", "gpu", "--device", "cpu", "--tiny", "--out", str(out), "--only", *steps],
         env=env,
