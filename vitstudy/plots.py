@@ -105,27 +105,45 @@ def image_mosaic(
     return mosaic.permute(1, 2, 0).numpy(), centres
 
 
-def draw_image_mosaic(
-    ax: Axes,
-    images: torch.Tensor | np.ndarray,
-    labels: Sequence[str],
-    label_colors: Sequence[str] | None = None,
-    border_colors: Sequence[str] | None = None,
-    columns: int = 8,
-    fontsize: float = 6.5,
-    label_rows: int = 16,
-    gap: int = 6,
-) -> None:
-    """Images ``[N, C, H, W]`` as one mosaic on ``ax``, each framed in its border colour with its label under it.
+class ImageMosaic:
+    """Images ``[N, C, H, W]`` as one mosaic on an axes, each framed in its border colour with its label under it,
+    built once for ``count`` images of ``image_hw`` pixels and refilled in place by :meth:`update`: an explorer
+    redraws the same artists on every move instead of building a figure.
 
     Sizes are mosaic pixels, set for 28-px images at ~0.8 in a cell: ``label_rows`` fit two label lines at
     ``fontsize``, ``gap`` keeps neighbouring labels such as "exit 12 · 0.95" apart."""
-    mosaic, centres = image_mosaic(images, columns, border_colors, label_rows, gap)
-    ax.imshow(mosaic, interpolation="nearest")
-    ax.set_axis_off()
-    for index, ((x, y), label) in enumerate(zip(centres, labels)):
-        color = label_colors[index] if label_colors is not None else "black"
-        ax.text(x, y, label, ha="center", va="center", fontsize=fontsize, color=color, linespacing=1.0)
+
+    def __init__(
+        self,
+        ax: Axes,
+        count: int,
+        image_hw: tuple[int, int],
+        columns: int = 8,
+        fontsize: float = 6.5,
+        label_rows: int = 16,
+        gap: int = 6,
+    ) -> None:
+        self.columns, self.label_rows, self.gap = columns, label_rows, gap
+        blank, centres = image_mosaic(torch.zeros(count, 1, *image_hw), columns, None, label_rows, gap)
+        self.image = ax.imshow(blank, interpolation="nearest")
+        ax.set_axis_off()
+        self.labels = [
+            ax.text(x, y, "", ha="center", va="center", fontsize=fontsize, linespacing=1.0) for x, y in centres
+        ]
+
+    def update(
+        self,
+        images: torch.Tensor | np.ndarray,
+        labels: Sequence[str],
+        label_colors: Sequence[str] | None = None,
+        border_colors: Sequence[str] | None = None,
+    ) -> None:
+        """Show ``images`` (as many as the mosaic was built for) with their labels and colours."""
+        mosaic, _ = image_mosaic(images, self.columns, border_colors, self.label_rows, self.gap)
+        self.image.set_data(mosaic)
+        for index, (text, label) in enumerate(zip(self.labels, labels, strict=True)):
+            text.set_text(label)
+            text.set_color(label_colors[index] if label_colors is not None else "black")
 
 
 def grid_shape(count: int, columns: int) -> tuple[int, int]:

@@ -17,7 +17,8 @@ from typing import Any
 
 import ipywidgets
 import matplotlib.pyplot as plt
-from IPython.display import Image, display
+from IPython.display import Image, clear_output, display
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .plots import prediction_grid
@@ -33,7 +34,8 @@ class ExplorerView:
 
     Both methods' ``explore()`` return this: ``summary`` holds the numbers the view states (a flat dict),
     ``figure`` the drawing, ``details`` what they were computed from (multi-exit: the ``Simulation``;
-    SkipViT: the per-stage ``Stage`` traces).
+    SkipViT: the per-stage ``Stage`` traces). ``explore()`` draws each view on a figure of its own; an explorer
+    widget's views share its live figure (:func:`live_figure`), which shows the latest move.
     """
 
     summary: dict[str, Any]
@@ -47,6 +49,19 @@ class ExplorerView:
 
 
 WIDGET_DPI = 100  # the inline backend's resolution
+# zlib's fastest level: a widget's PNG is encoded on every move and sent a few centimetres, so encoding time counts
+# and a few more bytes do not
+PNG_ENCODING = {"compress_level": 1}
+
+
+def live_figure() -> Figure:
+    """A figure an explorer keeps for a layout and redraws in place on every move, at :data:`WIDGET_DPI` on its own
+    Agg canvas, outside pyplot: pyplot would hold it open, and under ``%matplotlib inline`` show it again under the
+    next cell that runs. Its drawing sets its size and places its axes by hand (no layout engine, whose measuring
+    draw would double every move's render)."""
+    fig = Figure(dpi=WIDGET_DPI)
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def show_and_close(fig: Figure, show: bool = True) -> None:
@@ -66,10 +81,11 @@ def figure_png(fig: Figure) -> bytes:
     No ``bbox_inches="tight"``: figures from ``plots.new_figure`` already fit their canvas (constrained layout, or
     axes placed by hand), and "tight" measures the whole figure in one more draw, which a slider move waits for."""
     png = io.BytesIO()
-    fig.savefig(png, format="png", dpi=WIDGET_DPI)
+    fig.savefig(png, format="png", dpi=WIDGET_DPI, pil_kwargs=PNG_ENCODING)
     return png.getvalue()
 
 
+FIGURE_CLASS = "vitstudy-figure"  # the image widget an explorer draws its figure into
 READOUT_CLASS = "vitstudy-readout"  # the sentences under an explorer's figure
 READOUT_DATA_CLASS = "vitstudy-readout-data"  # the hidden element holding the summary as JSON
 CONTROL_WIDTH = "34em"  # the longest label in full plus a slider track long enough to aim at a value
@@ -98,9 +114,15 @@ def explorer_interactive(
     it, and returns its :class:`ExplorerView` as ``widget.result`` (callback errors raised, as
     ``checked_interactive`` does).
 
-    ``widget.readout`` shows the sentences (class :data:`READOUT_CLASS`); ``widget.readout_data`` is hidden and
-    holds :func:`readout_data` of the summary (class :data:`READOUT_DATA_CLASS`), which the browser tests read.
-    Every control gets one label width that fits the longest label, so none is cut."""
+    The figure goes as PNG bytes into one image widget, ``widget.figure`` (class :data:`FIGURE_CLASS`), kept for
+    the widget's life: a move replaces its bytes in place rather than displaying a new output. ``view`` may draw
+    every move on one :func:`live_figure`; a figure it makes through pyplot is closed once rendered. After a
+    callback error the figure is hidden under the traceback, and the next good move shows it and clears the
+    traceback. ``widget.readout`` shows the sentences (class :data:`READOUT_CLASS`); ``widget.readout_data`` is
+    hidden and holds :func:`readout_data` of the summary (class :data:`READOUT_DATA_CLASS`), which the browser
+    tests read. Every control gets one label width that fits the longest label, so none is cut."""
+    figure = ipywidgets.Image(format="png")
+    figure.add_class(FIGURE_CLASS)
     sentences = ipywidgets.HTML()
     sentences.add_class(READOUT_CLASS)
     data = ipywidgets.HTML(layout=ipywidgets.Layout(display="none"))
@@ -111,8 +133,13 @@ def explorer_interactive(
             result = view(**values)
         except Exception:
             sentences.value = data.value = ""  # no stale readout beside a traceback
+            figure.layout.display = "none"  # nor a stale figure
             raise
-        show_and_close(result.figure, show)
+        figure.value = figure_png(result.figure)
+        plt.close(result.figure)  # a no-op for a live figure, which pyplot does not hold
+        if figure.layout.display == "none":  # the previous move failed: its traceback is still in the output area
+            clear_output()
+            figure.layout.display = None
         sentences.value = f"<p>{html.escape(readout(result.summary))}</p>"
         data.value = html.escape(readout_data(result.summary))
         return result
@@ -121,8 +148,8 @@ def explorer_interactive(
     for name, control in controls.items():
         control.description = control.description or name  # as interactive names them, but before measuring
     label_controls(list(controls.values()))
-    widget = checked_interactive(shown, show=show, after=(sentences, data), **controls)
-    widget.readout, widget.readout_data = sentences, data
+    widget = checked_interactive(shown, show=show, after=(figure, sentences, data), **controls)
+    widget.figure, widget.readout, widget.readout_data = figure, sentences, data
     return widget
 
 

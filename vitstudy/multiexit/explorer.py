@@ -1,8 +1,16 @@
-"""The exit explorer (notebook 07): everything the widget shows, computed offline from the recorded features."""
+"""The exit explorer (notebook 07): everything the widget shows, computed offline from the recorded features.
+
+:func:`explore` computes one setting and draws it on a new figure. The widget (:func:`explorer_widget`) runs an
+:class:`ExitExplorer`: each setting simulated once (an LRU cache keyed by the controls), each page of test images
+read once, and one :class:`ExitDrawing` per layout redrawn in place, so a move recomputes and redraws only what
+changed.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets
@@ -10,10 +18,66 @@ import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from ..plots import draw_image_mosaic, grid_shape, new_figure
-from ..widgets import ExplorerView, explorer_interactive
-from .exits import confidence, simulate
+from ..plots import ImageMosaic, grid_shape, new_figure
+from ..widgets import ExplorerView, explorer_interactive, live_figure
+from .exits import Simulation, confidence, simulate
 from .study import ExitStudy, exits_label, parse_exits
+
+
+@dataclass
+class ExitPage:
+    """What the explorer shows for one setting: the summary row with the page's numbers, the whole test set's
+    simulation, and the page's images with their labels, right or wrong, and the blocks of the histogram."""
+
+    summary: dict[str, Any]
+    simulation: Simulation
+    images: torch.Tensor  # [shown, C, H, W]
+    labels: list[str]
+    right: list[bool]
+    blocks: list[int]  # the exits, then the last block
+
+
+def simulated(
+    study: ExitStudy, variant: str, exits: tuple[int, ...], policy: str, threshold: float, batch_size: int
+) -> tuple[Simulation, dict[str, Any]]:
+    """The whole test set under one setting: its simulation and its summary row (simulated once)."""
+    sim = simulate(study.logits(variant, exits), exits, study.depth, threshold, policy, batch_size=batch_size)
+    return sim, study.evaluate(variant, exits, threshold, policy, batch_size, simulation=sim)
+
+
+def page_images(study: ExitStudy, start: int, count: int) -> torch.Tensor:
+    """Test images ``start`` … ``start + count - 1`` (fewer at the end of the set) as ``[shown, C, H, W]``."""
+    shown = range(start, min(start + count, len(study.features["test"].targets)))
+    return torch.stack([study.splits.test[i][0] for i in shown]) if len(shown) else torch.zeros(0, 1, 8, 8)
+
+
+def exit_page(
+    study: ExitStudy,
+    variant: str,
+    exits: tuple[int, ...],
+    simulation: tuple[Simulation, dict[str, Any]],
+    images: torch.Tensor,
+    start: int,
+) -> ExitPage:
+    """The page of ``images`` (test images from ``start``) under a setting's ``simulation`` (:func:`simulated`):
+    each labelled with its exit block, its confidence there and right or wrong."""
+    sim, row = simulation
+    targets = study.features["test"].targets
+    shown = torch.arange(start, start + len(images))
+    conf = confidence(study.logits(variant, exits)[shown, sim.exit_column[shown]])  # at the exit each image took
+    right = (sim.predictions[shown] == targets[shown]).tolist()
+    labels = [
+        f"exit {int(sim.exit_block[i])} · {c:.2f}\n{'right' if ok else 'wrong'}"
+        for i, c, ok in zip(shown, conf.tolist(), right)
+    ]
+    # what the grid labels, as numbers: which images, the block each left after, how many are right
+    summary = {
+        **row,
+        "first_image": start,
+        "shown_exit_blocks": sim.exit_block[shown].tolist(),
+        "shown_right": sum(right),
+    }
+    return ExitPage(summary, sim, images, labels, right, [*exits, study.depth])
 
 
 def explore(
@@ -32,27 +96,57 @@ def explore(
     ``details`` is the ``Simulation`` of the whole test set under this setting.
     """
     exits = tuple(exits)
-    logits = study.logits(variant, exits)
-    sim = simulate(logits, exits, study.depth, threshold, policy, batch_size=batch_size)
-    targets = study.features["test"].targets
-    summary = study.evaluate(variant, exits, threshold, policy, batch_size, simulation=sim)  # simulate once a move
-    shown = torch.arange(start, min(start + count, len(targets)))
-    conf = confidence(logits[shown, sim.exit_column[shown]])  # [shown] at the exit each image took
-    images = torch.stack([study.splits.test[int(i)][0] for i in shown]) if len(shown) else torch.zeros(0, 1, 8, 8)
-    right = (sim.predictions[shown] == targets[shown]).tolist()
-    labels = [
-        f"exit {int(sim.exit_block[i])} · {c:.2f}\n{'right' if ok else 'wrong'}"
-        for i, c, ok in zip(shown, conf.tolist(), right)
-    ]
-    fig = explorer_figure(images, labels, right, summary, [*exits, study.depth], columns)
-    # what the grid labels, as numbers: which images, the block each left after, how many are right
-    summary = {
-        **summary,
-        "first_image": start,
-        "shown_exit_blocks": sim.exit_block[shown].tolist(),
-        "shown_right": sum(right),
-    }
-    return ExplorerView(summary, fig, details=sim)
+    setting = simulated(study, variant, exits, policy, threshold, batch_size)  # simulate once a move
+    page = exit_page(study, variant, exits, setting, page_images(study, start, count), start)
+    fig = explorer_figure(page.images, page.labels, page.right, page.summary, page.blocks, columns)
+    return ExplorerView(page.summary, fig, details=page.simulation)
+
+
+class ExitDrawing:
+    """The explorer's figure for one layout (images per page, their size, the exit blocks), built once: image mosaic
+    (each framed green if right, red if wrong, labelled under it) beside a histogram of exit blocks, with top-1 and
+    speed-up in the title. :meth:`update` refills the mosaic, the bars' heights and the title in place."""
+
+    def __init__(
+        self, fig: Figure, count: int, image_hw: tuple[int, int], blocks: Sequence[int], columns: int = 8
+    ) -> None:
+        rows, columns = grid_shape(count, columns)
+        # ~0.8 in per image keeps the 28-px images and their 6.5-pt labels legible at the widget's 100 dpi while the
+        # PNG stays small. Axes are placed by hand (in inches) rather than by constrained layout, whose extra
+        # measuring draw cost as much as the render itself: rendering was most of a slider move's time.
+        grid_width, hist_width, title_height = 0.8 * columns, 1.45, 0.35
+        width, height = grid_width + 2.2, max(0.9 * rows + 0.6, 2.4)
+        fig.set_size_inches(width, height)
+
+        def axes_at(left: float, bottom: float, w: float, h: float) -> Axes:
+            return fig.add_axes((left / width, bottom / height, w / width, h / height))
+
+        grid_ax = axes_at(0.05, 0.05, grid_width, height - title_height - 0.05)
+        # room for the tick labels and the two-line "(end)" label left of and under the histogram
+        hist_ax = axes_at(width - hist_width - 0.1, 0.7, hist_width, height - title_height - 0.7)
+        self.figure, self.blocks = fig, list(blocks)
+        self.mosaic = ImageMosaic(grid_ax, count, image_hw, columns)
+        ticks = [str(b) if b != self.blocks[-1] else f"{b}\n(end)" for b in self.blocks]
+        self.bars = hist_ax.bar(ticks, [0.0] * len(self.blocks), color="tab:blue")
+        hist_ax.set(xlabel="exit block", ylabel="test images (%)", ylim=(0, 100))
+        hist_ax.grid(axis="y", alpha=0.3)
+        self.title = fig.suptitle("", fontsize=8, y=1 - 0.1 / height, va="top")
+
+    def update(
+        self, images: torch.Tensor, labels: Sequence[str], right: Sequence[bool], summary: dict[str, Any]
+    ) -> Figure:
+        """Show a page and a setting's summary (as many images as the drawing was built for); returns the figure."""
+        label_colors = ["black" if ok else "tab:red" for ok in right]
+        border_colors = ["tab:green" if ok else "tab:red" for ok in right]
+        self.mosaic.update(images, labels, label_colors, border_colors)
+        for bar, block in zip(self.bars, self.blocks, strict=True):
+            bar.set_height(summary[f"at_{block}_pct"])
+        self.title.set_text(
+            f"{summary['variant']} · exits {summary['exits']} · {summary['policy']} · threshold "
+            f"{summary['threshold']:g}: top-1 {summary['top1']:.2f}% (plain {summary['plain_top1']:.2f}%), exited "
+            f"{summary['exited_pct']:.1f}%, FLOP-ideal speed-up {summary['ideal_speedup']:.2f}x"
+        )
+        return self.figure
 
 
 def explorer_figure(
@@ -63,38 +157,9 @@ def explorer_figure(
     blocks: Sequence[int],
     columns: int = 8,
 ) -> Figure:
-    """Image mosaic (each framed green if right, red if wrong, labelled under it) beside a histogram of exit
-    blocks, with top-1 and speed-up in the title."""
-    rows, columns = grid_shape(len(images), columns)
-    # ~0.8 in per image keeps the 28-px images and their 6.5-pt labels legible at the widget's 100 dpi while the
-    # PNG stays small. Axes are placed by hand (in inches) rather than by constrained layout, whose extra measuring
-    # draw cost as much as the render itself: rendering was most of a slider move's time.
-    grid_width, hist_width, title_height = 0.8 * columns, 1.45, 0.35
-    width, height = grid_width + 2.2, max(0.9 * rows + 0.6, 2.4)
-    fig = new_figure((width, height), layout=None)
-
-    def axes_at(left: float, bottom: float, w: float, h: float) -> Axes:
-        return fig.add_axes((left / width, bottom / height, w / width, h / height))
-
-    grid_ax = axes_at(0.05, 0.05, grid_width, height - title_height - 0.05)
-    # room for the tick labels and the two-line "(end)" label left of and under the histogram
-    hist_ax = axes_at(width - hist_width - 0.1, 0.7, hist_width, height - title_height - 0.7)
-    label_colors = ["black" if ok else "tab:red" for ok in right]
-    border_colors = ["tab:green" if ok else "tab:red" for ok in right]
-    draw_image_mosaic(grid_ax, images, labels, label_colors, border_colors, columns)
-    shares = [summary[f"at_{b}_pct"] for b in blocks]
-    hist_ax.bar([str(b) if b != blocks[-1] else f"{b}\n(end)" for b in blocks], shares, color="tab:blue")
-    hist_ax.set(xlabel="exit block", ylabel="test images (%)", ylim=(0, 100))
-    hist_ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(
-        f"{summary['variant']} · exits {summary['exits']} · {summary['policy']} · threshold {summary['threshold']:g}: "
-        f"top-1 {summary['top1']:.2f}% (plain {summary['plain_top1']:.2f}%), exited {summary['exited_pct']:.1f}%, "
-        f"FLOP-ideal speed-up {summary['ideal_speedup']:.2f}x",
-        fontsize=8,
-        y=1 - 0.1 / height,
-        va="top",
-    )
-    return fig
+    """One :class:`ExitDrawing` of a page on a new figure."""
+    drawing = ExitDrawing(new_figure((1, 1), layout=None), len(images), tuple(images.shape[-2:]), blocks, columns)
+    return drawing.update(images, labels, right, summary)
 
 
 def readout(summary: dict[str, Any]) -> str:
@@ -112,23 +177,44 @@ def readout(summary: dict[str, Any]) -> str:
     )
 
 
+class ExitExplorer:
+    """The widget's side of the explorer: a setting's simulation and summary computed once (an LRU cache keyed by
+    the controls), a page of test images read once, and one :class:`ExitDrawing` per layout on a live figure,
+    redrawn in place. It reads ``study`` as it is when the widget is built (add variants before)."""
+
+    def __init__(self, study: ExitStudy, batch_size: int = 64, count: int = 24, columns: int = 8, cached: int = 64):
+        self.study, self.batch_size, self.count, self.columns = study, batch_size, count, columns
+        self.simulated = functools.lru_cache(maxsize=cached)(functools.partial(simulated, study))
+        self.page_images = functools.lru_cache(maxsize=cached)(functools.partial(page_images, study))
+        self.drawings: dict[tuple, ExitDrawing] = {}
+
+    def view(self, variant: str, exits: str, policy: str, threshold: float, start: int) -> ExplorerView:
+        """The view of the controls' values, as :func:`explore` computes it, drawn on the layout's live figure."""
+        blocks = parse_exits(exits)
+        setting = self.simulated(variant, blocks, policy, threshold, self.batch_size)
+        page = exit_page(self.study, variant, blocks, setting, self.page_images(start, self.count), start)
+        layout = (len(page.images), tuple(page.images.shape[-2:]), tuple(page.blocks))
+        if layout not in self.drawings:
+            self.drawings[layout] = ExitDrawing(live_figure(), *layout, self.columns)
+        figure = self.drawings[layout].update(page.images, page.labels, page.right, page.summary)
+        return ExplorerView(page.summary, figure, details=page.simulation)
+
+
 def explorer_widget(
     study: ExitStudy, show: bool = True, batch_size: int = 64, count: int = 24
 ) -> ipywidgets.interactive:
     """The explorer as a widget: threshold slider, variant / exits / policy selectors, first image shown. The
     variants are those the study holds (``joint`` once an experiment added it: ``ExitStudy.add_variant``).
 
-    Each move returns the new :class:`ExplorerView` as ``widget.result``; callback errors are raised.
+    Each move returns the new :class:`ExplorerView` as ``widget.result`` (its figure the widget's live one, redrawn
+    by :class:`ExitExplorer`, which is ``widget.explorer``); callback errors are raised.
     """
     variants = list(dict.fromkeys(v for v, _ in study.models))
     exit_sets = list(dict.fromkeys(exits_label(e) for _, e in study.models))
-
-    def view(variant: str, exits: str, policy: str, threshold: float, start: int) -> ExplorerView:
-        return explore(study, variant, parse_exits(exits), policy, threshold, batch_size, start, count)
-
+    explorer = ExitExplorer(study, batch_size, count)
     test_size = len(study.features["test"].targets)
-    return explorer_interactive(
-        view,
+    widget = explorer_interactive(
+        explorer.view,
         readout,
         show=show,
         variant=ipywidgets.Dropdown(options=variants, value="separate" if "separate" in variants else variants[0]),
@@ -137,3 +223,5 @@ def explorer_widget(
         threshold=ipywidgets.FloatSlider(value=0.9, min=0.0, max=1.0, step=0.005, readout_format=".3f"),
         start=ipywidgets.IntSlider(0, 0, max(0, test_size - count), count, description="first image"),
     )
+    widget.explorer = explorer
+    return widget

@@ -1,16 +1,19 @@
 """The dropped-patch explorer (notebook 06): which patches SkipViT keeps at each stage, over the image.
 
 :func:`trace_image` computes (per-stage traces, class probabilities with token dropping on and off, a summary),
-:func:`explorer_figure` draws that, :func:`explore` does both and returns a :class:`~vitstudy.widgets.ExplorerView`;
-:func:`explorer_widget` puts sliders over it (tests drive it with ``widgets.set_controls``). :func:`load_image` reads
-an image file as a model's input. The study's choice of model and images for notebook 06 is
-``vitstudy.experiments.skipvit.patch_drop_explorer``.
+:func:`explorer_figure` draws that (a :class:`DropDrawing`), :func:`explore` does both and returns a
+:class:`~vitstudy.widgets.ExplorerView`; :func:`explorer_widget` puts sliders over it (tests drive it with
+``widgets.set_controls``), through a :class:`PatchDropExplorer` that traces each (image, setting) once and redraws
+one live figure per layout in place. :func:`load_image` reads an image file as a model's input. The study's choice
+of model and images for notebook 06 is ``vitstudy.experiments.skipvit.patch_drop_explorer``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+import textwrap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,15 @@ import ipywidgets
 import numpy as np
 import timm.data
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from ..data import CorruptImageError
-from ..plots import display_image, draw_image_grid, new_figure
-from ..widgets import ExplorerView, explorer_interactive
+from ..plots import display_image, new_figure
+from ..widgets import ExplorerView, explorer_interactive, live_figure
 from .patch import Stage, apply_skipvit, configure, dropping, trace_forward
 from .settings import MODES, SkipViTSettings
 
@@ -82,27 +87,26 @@ def trace_image(
     settings: SkipViTSettings,
     classes: Sequence[str] | None = None,
     label: int | None = None,
+    probabilities_dropping_off: torch.Tensor | None = None,
 ) -> DropTrace:
     """Run one image [C, H, W] (already normalised) through the model with ``settings``, token dropping on and off.
 
     The model is patched if it is not yet, put in eval mode, and keeps its previous SkipViT settings afterwards.
+    ``probabilities_dropping_off``: the image's :func:`dropping_off_probabilities` when the caller has them (they do
+    not depend on ``settings``); then only the forward with dropping on runs.
     """
-    if not hasattr(model, "skipvit"):
-        apply_skipvit(model)
-    names = class_names(model, classes)
+    names = class_names(_ready(model), classes)
     previous = model.skipvit
     configure(model, settings)
-    model.eval()
     try:
-        x = image.unsqueeze(0).to(next(model.parameters()).device)
-        logits_on, stages = trace_forward(model, x)
-        with dropping(model, False), torch.no_grad():
-            logits_off = model(x)
+        logits_on, stages = trace_forward(model, image.unsqueeze(0).to(next(model.parameters()).device))
     finally:
         configure(model, previous)
+    if probabilities_dropping_off is None:
+        probabilities_dropping_off = dropping_off_probabilities(model, image)
     grid_size = tuple(model.patch_embed.grid_size)
     n_patches = int(np.prod(grid_size))
-    prob_on, prob_off = logits_on.softmax(-1)[0], logits_off.softmax(-1)[0]
+    prob_on, prob_off = logits_on.softmax(-1)[0], probabilities_dropping_off
     summary = {
         "setting": settings.label,
         "drop_layers": [s.layer for s in stages],  # one per stage that dropped (none at ratio 0)
@@ -122,6 +126,20 @@ def trace_image(
         "label": names[label] if label is not None else None,
     }
     return DropTrace(settings, stages, grid_size, prob_on, prob_off, summary)
+
+
+def dropping_off_probabilities(model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [classes] of one image [C, H, W] with token dropping off: the stock timm forward, the
+    same under every setting."""
+    with dropping(_ready(model), False), torch.no_grad():
+        return model(image.unsqueeze(0).to(next(model.parameters()).device)).softmax(-1)[0]
+
+
+def _ready(model: nn.Module) -> nn.Module:
+    """The model patched for SkipViT (if it is not yet) and in eval mode."""
+    if not hasattr(model, "skipvit"):
+        apply_skipvit(model)
+    return model.eval()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -150,40 +168,89 @@ def _route(settings: SkipViTSettings) -> str:
     return f"dropped tokens skip blocks {' / '.join(spans)} and rejoin as the input of block {settings.skip_layer}"
 
 
+PANEL_INCHES = (2.6, 3.1)  # one image panel with its title above it
+TITLE_INCHES = 0.75  # the figure's title and a panel's three title lines
+TITLE_CHARACTERS = 34  # what a 7-pt title line holds in a panel's width: longer class names are shortened
+
+
+class DropDrawing:
+    """The explorer's figure for one layout (number of stages, image shape), built once: the image titled with the
+    predictions, then per stage its [CLS]-attention heat map and its kept patches (dropped ones greyed).
+    :meth:`update` sets the pixels and texts in place. Axes are placed by hand: constrained layout measures the
+    figure in a second draw on every render."""
+
+    def __init__(self, fig: Figure, stages: int, image_shape: tuple[int, ...]) -> None:
+        panels = 1 + 2 * max(stages, 1)
+        fig.set_size_inches(PANEL_INCHES[0] * panels, PANEL_INCHES[1])
+        self.figure, self.axes = fig, [_panel(fig, number, panels) for number in range(panels)]
+        blank = display_image(torch.zeros(image_shape))
+        cmap = "gray" if blank.ndim == 2 else None
+        self.image = self.axes[0].imshow(blank, cmap=cmap)
+        heat_axes, kept_axes = self.axes[1 : 1 + 2 * stages : 2], self.axes[2 : 2 + 2 * stages : 2]
+        self.heat_bases = [ax.imshow(blank, cmap=cmap) for ax in heat_axes]
+        self.heats = [ax.imshow(np.zeros(blank.shape[:2]), cmap="inferno", alpha=0.6) for ax in heat_axes]
+        self.kept_bases = [ax.imshow(blank, cmap=cmap) for ax in kept_axes]
+        self.overlays = [ax.imshow(np.zeros((*blank.shape[:2], 4))) for ax in kept_axes]
+        if not stages:
+            self.axes[1].text(0.5, 0.5, "no dropping\n(ratio 0 or no drop layer)", ha="center", va="center", fontsize=8)
+        self.title = fig.suptitle("", fontsize=8, y=1 - 0.04 / PANEL_INCHES[1], va="top")
+
+    def update(self, image: np.ndarray, trace: DropTrace) -> Figure:
+        """Show ``image`` (as :func:`~vitstudy.plots.display_image` gives it) under ``trace``; returns the figure."""
+        summary, n_patches = trace.summary, trace.summary["patches"]
+        for shown in (self.image, *self.heat_bases, *self.kept_bases):
+            _set_pixels(shown, image)
+        truth = f"true: {_short(summary['label'])}\n" if summary["label"] is not None else ""
+        self.axes[0].set_title(
+            f"{truth}dropping on: {_short(summary['prediction_dropping_on'])} ({summary['confidence_dropping_on']:.0%})"
+            f"\ndropping off: {_short(summary['prediction_dropping_off'])} ({summary['confidence_dropping_off']:.0%})"
+        )
+        for number, stage in enumerate(trace.stages):
+            scores = np.full(n_patches, np.nan)
+            scores[stage.present[0].cpu().numpy()] = stage.scores[0].float().cpu().numpy()
+            _set_pixels(self.heats[number], _upsample(scores, trace.grid_size, image.shape[:2]))
+            self.axes[1 + 2 * number].set_title(f"[CLS] attention, block {stage.layer}")
+            dropped = np.zeros(n_patches, dtype=bool)
+            dropped[summary["greyed_patches_per_stage"][number]] = True
+            overlay = np.zeros((*image.shape[:2], 4))
+            overlay[_upsample(dropped, trace.grid_size, image.shape[:2]).astype(bool)] = GREY
+            self.overlays[number].set_data(overlay)
+            self.axes[2 + 2 * number].set_title(
+                f"after block {stage.layer}: {stage.kept.shape[1]}/{n_patches} kept (grey: dropped)"
+            )
+        self.title.set_text(f"{trace.settings.label}: {_route(trace.settings)}")
+        return self.figure
+
+
+def _panel(fig: Figure, number: int, panels: int) -> Axes:
+    """Panel ``number``'s square axes under its title, centred in its column. The title's position is fixed, as
+    matplotlib would otherwise measure the axes on every draw to place it."""
+    (panel_width, height), margin = PANEL_INCHES, 0.05
+    side, width = height - TITLE_INCHES - margin, panel_width * panels
+    left = number * panel_width + (panel_width - side) / 2
+    ax = fig.add_axes((left / width, margin / height, side / width, side / height))
+    ax.axis("off")
+    ax.set_title("", fontsize=7, y=1.0)
+    return ax
+
+
+def _set_pixels(shown: AxesImage, values: np.ndarray) -> None:
+    """New pixels for an ``imshow`` image, its colour scale fitted to them as ``imshow`` fits a new image's."""
+    shown.set_data(values)
+    if values.ndim == 2:
+        shown.autoscale()
+
+
+def _short(name: str) -> str:
+    """A class name that fits a panel's title line (ImageNet's run to several synonyms)."""
+    return textwrap.shorten(name, TITLE_CHARACTERS, placeholder="…")
+
+
 def explorer_figure(image: torch.Tensor, trace: DropTrace) -> Figure:
-    """The image titled with the predictions, then per stage its [CLS]-attention heat map and its kept patches
-    (dropped ones greyed). ``image`` [C, H, W] is the one ``trace`` was computed from."""
-    summary, stages, n_patches = trace.summary, trace.stages, trace.summary["patches"]
-    fig = new_figure((2.6 * (1 + 2 * max(len(stages), 1)), 3.1))
-    axes = fig.subplots(1, 1 + 2 * max(len(stages), 1), squeeze=False)[0]
-    truth = f"true: {summary['label']}\n" if summary["label"] is not None else ""
-    title = (
-        f"{truth}dropping on: {summary['prediction_dropping_on']} ({summary['confidence_dropping_on']:.0%})\n"
-        f"dropping off: {summary['prediction_dropping_off']} ({summary['confidence_dropping_off']:.0%})"
-    )
-    draw_image_grid(axes[:1], image.unsqueeze(0), [title])
-    shown = display_image(image)
-    cmap = "gray" if shown.ndim == 2 else None
-    for number, stage in enumerate(stages):
-        scores = np.full(n_patches, np.nan)
-        scores[stage.present[0].cpu().numpy()] = stage.scores[0].float().cpu().numpy()
-        heat, over = axes[1 + 2 * number], axes[2 + 2 * number]
-        heat.imshow(shown, cmap=cmap)
-        heat.imshow(_upsample(scores, trace.grid_size, shown.shape[:2]), cmap="inferno", alpha=0.6)
-        heat.set_title(f"[CLS] attention, block {stage.layer}", fontsize=7)
-        dropped = np.zeros(n_patches, dtype=bool)
-        dropped[summary["greyed_patches_per_stage"][number]] = True
-        overlay = np.zeros((*shown.shape[:2], 4))
-        overlay[_upsample(dropped, trace.grid_size, shown.shape[:2]).astype(bool)] = GREY
-        over.imshow(shown, cmap=cmap)
-        over.imshow(overlay)
-        over.set_title(f"after block {stage.layer}: {stage.kept.shape[1]}/{n_patches} kept (grey: dropped)", fontsize=7)
-    if not stages:
-        axes[1].text(0.5, 0.5, "no dropping\n(ratio 0 or no drop layer)", ha="center", va="center", fontsize=8)
-    for ax in axes:
-        ax.axis("off")
-    fig.suptitle(f"{trace.settings.label}: {_route(trace.settings)}", fontsize=8)
-    return fig
+    """One :class:`DropDrawing` of ``trace`` on a new figure. ``image`` [C, H, W] is the one ``trace`` was computed
+    from."""
+    drawing = DropDrawing(new_figure((1, 1), layout=None), len(trace.stages), tuple(image.shape))
+    return drawing.update(display_image(image), trace)
 
 
 def explore(
@@ -238,10 +305,71 @@ def explorer_settings(first_layer: int, second_layer: int, ratio: float, skip_la
 
 
 def _invalid_view(err: ValueError) -> ExplorerView:
-    """What the explorer shows for a bad slider combination: a message naming what is allowed."""
-    fig = new_figure((6, 1.2))
-    fig.text(0.02, 0.5, f"not a valid setting: {err}", fontsize=7, va="center", wrap=True)
-    return ExplorerView({"error": str(err)}, fig, [])
+    """:class:`MessageDrawing` of ``err`` on a new figure."""
+    return MessageDrawing(new_figure((6, 1.2))).update(err)
+
+
+class MessageDrawing:
+    """What the explorer shows for a bad slider combination: one line naming what is allowed, updated in place."""
+
+    def __init__(self, fig: Figure) -> None:
+        fig.set_size_inches(6, 1.2)
+        self.figure = fig
+        self.text = fig.text(0.02, 0.5, "", fontsize=7, va="center", wrap=True)
+
+    def update(self, err: ValueError) -> ExplorerView:
+        self.text.set_text(f"not a valid setting: {err}")
+        return ExplorerView({"error": str(err)}, self.figure, [])
+
+
+class PatchDropExplorer:
+    """The widget's side of the explorer: each (image, setting) traced once (an LRU cache keyed by the controls),
+    each image's prediction with dropping off and its display pixels computed once, and one drawing per layout on a
+    live figure, redrawn in place. It reads the model as it is (weights unchanged while the widget is shown)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: Sequence[int] | None = None,
+        classes: Sequence[str] | None = None,
+        cached: int = 64,
+    ) -> None:
+        self.model, self.images, self.labels, self.classes = model, images, labels, classes
+        self.traced = functools.lru_cache(maxsize=cached)(self._trace)
+        self.dropping_off = functools.lru_cache(maxsize=cached)(self._dropping_off)
+        self.pixels = functools.lru_cache(maxsize=cached)(self._pixels)
+        self.drawings: dict[Any, DropDrawing | MessageDrawing] = {}
+
+    def _trace(self, index: int, settings: SkipViTSettings) -> DropTrace:
+        label = int(self.labels[index]) if self.labels is not None else None
+        off = self.dropping_off(index)
+        return trace_image(self.model, self.images[index], settings, self.classes, label, off)
+
+    def _dropping_off(self, index: int) -> torch.Tensor:
+        return dropping_off_probabilities(self.model, self.images[index])
+
+    def _pixels(self, index: int) -> np.ndarray:
+        return display_image(self.images[index])
+
+    def view(
+        self, index: int, first_layer: int, second_layer: int, ratio: float, skip_layer: int, mode: str
+    ) -> ExplorerView:
+        """Slider values in, the :class:`ExplorerView` :func:`explore` computes out, drawn on the layout's live
+        figure; a bad layer combination gives a view that says what is allowed instead of raising (a user moving
+        sliders is not an error)."""
+        try:
+            settings = explorer_settings(first_layer, second_layer, ratio, skip_layer, mode)
+            settings.check_depth(len(self.model.blocks))
+        except ValueError as err:
+            if "invalid" not in self.drawings:
+                self.drawings["invalid"] = MessageDrawing(live_figure())
+            return self.drawings["invalid"].update(err)
+        trace = self.traced(index, settings)
+        layout = (len(trace.stages), tuple(self.images[index].shape))
+        if layout not in self.drawings:
+            self.drawings[layout] = DropDrawing(live_figure(), *layout)
+        return ExplorerView(trace.summary, self.drawings[layout].update(self.pixels(index), trace), trace.stages)
 
 
 def explore_controls(
@@ -249,20 +377,9 @@ def explore_controls(
     images: torch.Tensor,
     labels: Sequence[int] | None = None,
     classes: Sequence[str] | None = None,
-):
-    """The explorer's callback: slider values in, :class:`ExplorerView` out; a bad layer combination gives a
-    view that says what is allowed instead of raising (a user moving sliders is not an error)."""
-
-    def view(index: int, first_layer: int, second_layer: int, ratio: float, skip_layer: int, mode: str):
-        try:
-            settings = explorer_settings(first_layer, second_layer, ratio, skip_layer, mode)
-            settings.check_depth(len(model.blocks))
-        except ValueError as err:
-            return _invalid_view(err)
-        label = int(labels[index]) if labels is not None else None
-        return explore(model, images[index], settings, classes, label)
-
-    return view
+) -> Callable[..., ExplorerView]:
+    """The explorer's callback: slider values in, :class:`ExplorerView` out (:meth:`PatchDropExplorer.view`)."""
+    return PatchDropExplorer(model, images, labels, classes).view
 
 
 def explorer_widget(
@@ -272,10 +389,12 @@ def explorer_widget(
     classes: Sequence[str] | None = None,
     show: bool = True,
 ) -> ipywidgets.interactive:
-    """Sliders for the image, drop layer(s), ratio, skip layer and mode over :func:`explore`."""
+    """Sliders for the image, drop layer(s), ratio, skip layer and mode over :func:`explore`, through a
+    :class:`PatchDropExplorer` (``widget.explorer``)."""
     depth = len(model.blocks)
-    return explorer_interactive(
-        explore_controls(model, images, labels, classes),
+    explorer = PatchDropExplorer(model, images, labels, classes)
+    widget = explorer_interactive(
+        explorer.view,
         readout,
         show=show,
         index=ipywidgets.IntSlider(0, 0, max(len(images) - 1, 0), description="image"),
@@ -285,3 +404,5 @@ def explorer_widget(
         skip_layer=ipywidgets.IntSlider(min(11, depth), 2, depth, description="back at block"),
         mode=ipywidgets.Dropdown(options=list(MODES), value="skip", description="mode"),
     )
+    widget.explorer = explorer
+    return widget
