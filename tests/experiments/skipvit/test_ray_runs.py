@@ -86,3 +86,15 @@ def test_runs_on_ray_equal_the_local_workers_runs(tiny_budget, local_ray, tmp_pa
             assert on_ray[name] == entry, name  # results (top-1 with dropping on and off, validation) exactly
     # read back by the notebook's next step: nothing left to train
     assert scratch.missing_runs(tiny_budget, ROWS) == []
+
+
+def test_runs_trained_on_nodes_that_share_no_cache_with_this_machine_are_one_clear_error(tiny_budget, monkeypatch):
+    """A cluster whose nodes write elsewhere: said at once, instead of every run trained again here, one by one."""
+    monkeypatch.setenv(executors.RAY_ENV, "10.0.0.5:6379")
+
+    def trained_elsewhere(fn, calls, workers, ray, preload):
+        return iter([(training.train.dataset, name, seed, 0.1) for training, name, seed, *_ in calls])
+
+    monkeypatch.setattr(executors, "run_tasks", trained_elsewhere)
+    with pytest.raises(FileNotFoundError, match=r"^2 runs trained on Ray \(10\.0\.0\.5:6379\) are not in this"):
+        scratch.train_missing(tiny_budget, 2, ROWS)

@@ -346,6 +346,12 @@ def train_missing(
             f"{dataset} {name} seed {seed} trained in {minutes:.1f} min ({done}/{len(order)} runs, "
             f"{(time.monotonic() - start) / 60:.1f} min elapsed, {where})"
         )
+    lost = missing_runs(budget, rows) if ray is not None else []
+    if lost:  # else they would be trained again, one by one, on this machine
+        raise FileNotFoundError(
+            f"{len(lost)} runs trained on Ray ({ray}) are not in this machine's cache {cache_dir()}: the Ray nodes "
+            "must write to the same folder (set VITSTUDY_CACHE to a disk they all share)"
+        )
 
 
 def scratch_runs(
