@@ -51,7 +51,9 @@ print(f"plain model test top-1 {study.plain_top1:.2f}%")
 # with an A/A control row; its raw per-call times are saved beside the table. Inside one report run
 # (`make report`) notebook 02 has just timed these very arms on the same batch for Table 5.2, so the CPU column
 # reads that measurement (`vitstudy.bench.shared`: only arms with the same weights, knobs and images) instead of
-# timing them again, and the `note` says so. Run by hand, this notebook times its own arms.
+# timing them again, and the `note` says so. Run by hand, or when any arm differs, this notebook times its own arms:
+# then its numbers are a second timing that can differ from Table 5.2's by run-to-run variation, and the closing
+# says which of the two happened.
 
 # %%
 table53, raw = cpu_vs_gpu.table_5_3(
