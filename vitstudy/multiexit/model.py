@@ -27,6 +27,7 @@ threshold) and ``sample`` (each image leaves on its own; the rest go on as a sma
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -209,8 +210,11 @@ class MultiExitViT(nn.Module):
     def start(self, images: torch.Tensor) -> Tokens:
         """The first block's input for images ``[B, C, H, W]``: tokens ``[B, N, D]``, or their ``TokenState``
         when the backbone drops tokens (what :meth:`run_blocks` carries from exit to exit)."""
+        return self._start(images, self.dropping())
+
+    def _start(self, images: torch.Tensor, settings: SkipViTSettings | None) -> Tokens:
         tokens = forward_start(self.vit, images)
-        return tokens if self.dropping() is None else TokenState.start(tokens)
+        return tokens if settings is None else TokenState.start(tokens)
 
     def run_blocks(self, x: Tokens, start: int, stop: int) -> Tokens:
         """Blocks ``start+1 ... stop`` (1-indexed; i.e. ``blocks[start:stop]``) on tokens ``[B, N, D]``.
@@ -219,11 +223,15 @@ class MultiExitViT(nn.Module):
         (the dropped tokens travel with it); a plain tensor is accepted only before the first drop layer, where
         nothing is held yet.
         """
-        settings = self.dropping()
-        checkpointed = checkpointing(self.vit)
+        return self._run_blocks(x, start, stop, self.dropping(), checkpointing(self.vit))
+
+    def _run_blocks(
+        self, x: Tokens, start: int, stop: int, settings: SkipViTSettings | None, checkpointed: bool
+    ) -> Tokens:
+        # The forward looks up the settings and the checkpointing switch once for all its block runs.
         if settings is None:
             x = x.x if isinstance(x, TokenState) else x
-            for block in self.vit.blocks[start:stop]:
+            for block in itertools.islice(self.vit.blocks, start, stop):  # slicing would build a new Sequential
                 x = run_piece(block, x, checkpointed=checkpointed)
             return x
         if not isinstance(x, TokenState):
@@ -265,10 +273,11 @@ class MultiExitViT(nn.Module):
         if forced_exit is not None:
             check(forced_exit in self.exits, "forced_exit", forced_exit, f"one of the exits {self.exits}")
         batch = x.shape[0]
-        tokens = self.start(x)
+        settings, checkpointed = self.dropping(), checkpointing(self.vit)
+        tokens = self._start(x, settings)
         if forced is not None:
             index = self.exits.index(forced)
-            tokens = self.run_blocks(tokens, 0, forced)
+            tokens = self._run_blocks(tokens, 0, forced, settings, checkpointed)
             logits = self.exit_heads[index](self.exit_features(tokens))
             exit_block = torch.full((batch,), forced, dtype=torch.long, device=x.device)
             return ExitOutput(
@@ -282,14 +291,14 @@ class MultiExitViT(nn.Module):
         exit_block = [self.depth] * batch
         seen: list[tuple[int, list[int], torch.Tensor]] = []
         finished: list[tuple[torch.Tensor, list[int]]] = []  # logits of the rows that left, with their positions
-        done = 0
-        for index, block in enumerate(self.exits):
-            tokens = self.run_blocks(tokens, done, block)
+        done, threshold, policy, kind = 0, self.threshold, self.policy, self.confidence
+        for index, (block, head) in enumerate(zip(self.exits, self.exit_heads)):
+            tokens = self._run_blocks(tokens, done, block, settings, checkpointed)
             done = block
-            logits = self.exit_heads[index](self.exit_features(tokens))
+            logits = head(self.exit_features(tokens))
             seen.append((index, origin, logits))
             decided = logits.detach() if logits.requires_grad else logits  # the decision builds no graph
-            leaving = leaving_rows(decided, self.threshold, self.policy, self.confidence)
+            leaving = leaving_rows(decided, threshold, policy, kind)
             if self.keep_every_row:
                 leaving = []  # decided, then overruled: the compaction below keeps every row
             elif not leaving:
@@ -305,7 +314,8 @@ class MultiExitViT(nn.Module):
             staying = sorted(set(range(len(origin))) - set(leaving))
             tokens = _compact(tokens, torch.tensor(staying, device=x.device))
             origin = [origin[row] for row in staying]
-        finished.append((self.final_logits(self.run_blocks(tokens, done, self.depth)), origin))
+        tokens = self._run_blocks(tokens, done, self.depth, settings, checkpointed)
+        finished.append((self.final_logits(tokens), origin))
         return self._output(finished, exit_block, seen, x.device)
 
     def _output(
