@@ -58,6 +58,23 @@ def isolated_outputs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
 
 
 @pytest.fixture
+def figures_made(monkeypatch: pytest.MonkeyPatch) -> list:
+    """Every matplotlib Figure built while the test runs, pyplot's or not (Figure.__init__ records it): the
+    explorers' tests count them to check that a move redraws a kept figure."""
+    from matplotlib.figure import Figure
+
+    made: list = []
+    build = Figure.__init__
+
+    def recorded(self, *args, **kwargs) -> None:
+        made.append(self)
+        build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "__init__", recorded)
+    return made
+
+
+@pytest.fixture
 def no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make CUDA look absent, so the no-device path is tested on GPU machines too."""
     import torch

@@ -170,3 +170,63 @@ def test_explorer_view_shows_as_its_figure():
         assert ExplorerView({}, fig)._repr_png_().startswith(b"\x89PNG")
     finally:
         plt.close(fig)
+
+
+def _new_square_view(x: int):
+    """A view on a new pyplot figure each call, as ``explore()`` makes them, showing ``x``."""
+    view = _square_view(x)
+    view.figure.text(0.5, 0.5, str(x))
+    return view
+
+
+def test_explorer_puts_each_moves_figure_into_one_image_widget():
+    """A move replaces the PNG bytes of the one image widget, between the controls and the readout."""
+    from vitstudy.widgets import FIGURE_CLASS, explorer_interactive
+
+    widget = explorer_interactive(_new_square_view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+    figure, first = widget.figure, bytes(widget.figure.value)
+    set_controls(widget, {"x": 4})
+    assert widget.figure is figure and bytes(figure.value) != first
+    assert first.startswith(b"\x89PNG") and bytes(figure.value).startswith(b"\x89PNG")
+    assert FIGURE_CLASS in figure._dom_classes and widget.children.index(figure) < widget.children.index(widget.readout)
+
+
+def test_explorer_closes_the_pyplot_figures_it_rendered():
+    """A view drawn on a new pyplot figure is closed once rendered: a slider session piles none up."""
+    import matplotlib.pyplot as plt
+
+    from vitstudy.widgets import explorer_interactive
+
+    open_before = len(plt.get_fignums())
+    widget = explorer_interactive(_new_square_view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+    for x in (3, 4, 5):
+        set_controls(widget, {"x": x})
+    assert len(plt.get_fignums()) == open_before
+
+
+def test_explorer_hides_the_figure_under_an_error_and_shows_it_again():
+    """A failing move hides the stale figure and empties the readout; the next good move shows both again."""
+    from vitstudy.widgets import explorer_interactive
+
+    def view(x: int):
+        return _square_view(_square(x))
+
+    widget = explorer_interactive(view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+    with pytest.raises(WidgetCallbackError):
+        set_controls(widget, {"x": 3})
+    assert widget.figure.layout.display == "none" and widget.readout.value == ""
+    set_controls(widget, {"x": 4})
+    assert widget.figure.layout.display is None and "16 squared" in widget.readout.value
+
+
+def test_live_figure_is_outside_pyplot_at_the_widget_resolution():
+    """A live figure is not pyplot's (no inline backend shows it again, none to close) and renders at WIDGET_DPI."""
+    import matplotlib.pyplot as plt
+
+    from vitstudy.widgets import WIDGET_DPI, figure_png, live_figure
+
+    open_before = plt.get_fignums()
+    fig = live_figure()
+    fig.set_size_inches(2, 1)
+    assert plt.get_fignums() == open_before and fig.dpi == WIDGET_DPI
+    assert figure_png(fig)[16:24] == (200).to_bytes(4, "big") + (100).to_bytes(4, "big")  # PNG width, height

@@ -1,10 +1,14 @@
 """multiexit.explorer: the explorer's view and widget, driven without a browser."""
 
 import html
+import io
 import json
 
+import numpy as np
+from PIL import Image
+
 from vitstudy import multiexit
-from vitstudy.widgets import ExplorerView, set_controls
+from vitstudy.widgets import ExplorerView, figure_png, set_controls
 
 
 def test_explore_returns_the_shared_view_with_its_simulation(digits_study):
@@ -72,3 +76,31 @@ def test_explorer_widget_shows_the_readout_and_keeps_the_summary(digits_study):
     view = set_controls(widget, {"exits": "1", "threshold": 0.0})
     assert widget.readout.value == f"<p>{html.escape(multiexit.explorer.readout(view.summary))}</p>"
     assert json.loads(html.unescape(widget.readout_data.value))["exited_pct"] == 100
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(bytes(png))))
+
+
+def test_a_move_redraws_the_widgets_figure_in_place(digits_study, figures_made):
+    """Within a layout a move builds no Figure: the live one is redrawn and its PNG replaces the image widget's
+    bytes; numbers and pixels are those explore() computes and draws for the same controls."""
+    widget = multiexit.explorer_widget(digits_study, show=False, count=8)
+    built, before = len(figures_made), bytes(widget.figure.value)
+    view = set_controls(widget, {"threshold": 0.7, "policy": "batch", "start": 8})
+    assert len(figures_made) == built and bytes(widget.figure.value) != before
+    expected = multiexit.explore(digits_study, "separate", (1, 2), "batch", 0.7, start=8, count=8)
+    assert view.summary == expected.summary and view.figure is widget.result.figure
+    assert (_pixels(widget.figure.value) == _pixels(figure_png(expected.figure))).all()
+
+
+def test_moving_a_control_back_reuses_the_simulated_setting(digits_study, monkeypatch):
+    """A setting is simulated once: moving back to it, or paging through images under it, simulates nothing."""
+    simulated = []
+    simulate = multiexit.explorer.simulate
+    monkeypatch.setattr(multiexit.explorer, "simulate", lambda *a, **k: simulated.append(a[3:]) or simulate(*a, **k))
+    widget = multiexit.explorer_widget(digits_study, show=False, count=8)
+    set_controls(widget, {"threshold": 0.3})
+    set_controls(widget, {"threshold": 0.9})
+    set_controls(widget, {"start": 8})
+    assert simulated == [(0.9, "sample"), (0.3, "sample")]

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import html
+import io
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from vitstudy import skipvit as sv
 from vitstudy.data import CorruptImageError
-from vitstudy.widgets import ExplorerView, set_controls
+from vitstudy.widgets import ExplorerView, figure_png, set_controls
 
 
 @pytest.fixture
@@ -52,6 +54,54 @@ def test_explorer_widget_shows_the_readout_and_keeps_the_summary(explorer):
     view = set_controls(explorer, {"first_layer": 4, "second_layer": 0, "ratio": 0.3, "skip_layer": 10})
     assert explorer.readout.value == f"<p>{html.escape(sv.explorer.readout(view.summary))}</p>"
     assert json.loads(html.unescape(explorer.readout_data.value))["kept_per_stage"] == [35]
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(bytes(png))))
+
+
+def test_a_move_redraws_the_widgets_figure_in_place(explorer, figures_made):
+    """Within a layout (one stage here) a move builds no Figure: the live one is redrawn and its PNG replaces the
+    image widget's bytes; numbers and pixels are those explore() computes and draws for the same controls."""
+    built, before = len(figures_made), bytes(explorer.figure.value)
+    view = set_controls(explorer, {"ratio": 0.45, "index": 1})
+    assert len(figures_made) == built and bytes(explorer.figure.value) != before
+    model, images = explorer.explorer.model, explorer.explorer.images
+    classes = [str(k) for k in range(10)]
+    expected = sv.explore(model, images[1], sv.explorer_settings(6, 0, 0.45, 11, "skip"), classes, 5)
+    assert view.summary == expected.summary and view.figure is explorer.result.figure
+    assert (_pixels(explorer.figure.value) == _pixels(figure_png(expected.figure))).all()
+
+
+def test_each_layout_gets_one_figure_kept_for_the_widgets_life(explorer, figures_made):
+    """Two stages, an invalid setting and back: one new Figure per layout first seen, none when one comes back."""
+    built = len(figures_made)  # the widget drew its first layout when it was built
+    set_controls(explorer, {"second_layer": 8, "skip_layer": 10})  # two stages: a new layout
+    set_controls(explorer, {"skip_layer": 4})  # invalid: the message's layout
+    set_controls(explorer, {"second_layer": 0, "skip_layer": 11})  # one stage again
+    set_controls(explorer, {"second_layer": 8, "skip_layer": 10})
+    assert len(figures_made) - built == 2
+
+
+def test_moving_back_reuses_the_trace_and_each_image_runs_without_dropping_once(explorer):
+    """A forward per new (image, setting), none for one seen before; the forward without dropping once per image."""
+    forwards = []
+    explorer.explorer.model.patch_embed.register_forward_hook(lambda *_: forwards.append(1))
+    set_controls(explorer, {"ratio": 0.3})  # image 0 at a new ratio: dropping on only
+    set_controls(explorer, {"ratio": 0.55})  # back to the first setting: cached
+    set_controls(explorer, {"index": 1})  # a new image: dropping on and off
+    set_controls(explorer, {"index": 0})
+    assert len(forwards) == 3
+
+
+def test_trace_image_given_the_prediction_without_dropping_runs_one_forward(tiny_vit, images):
+    """The probabilities without dropping, when given, replace that forward and give the same trace."""
+    model, image = sv.apply_skipvit(tiny_vit()), images(batch=1)[0]
+    off = sv.explorer.dropping_off_probabilities(model, image)
+    forwards = []
+    model.patch_embed.register_forward_hook(lambda *_: forwards.append(1))
+    given = sv.trace_image(model, image, sv.TABLE1["skip_6_55_s11"], probabilities_dropping_off=off)
+    assert given.summary == sv.trace_image(model, image, sv.TABLE1["skip_6_55_s11"]).summary and len(forwards) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------

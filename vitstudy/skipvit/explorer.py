@@ -169,7 +169,7 @@ def _route(settings: SkipViTSettings) -> str:
 
 
 PANEL_INCHES = (2.6, 3.1)  # one image panel with its title above it
-TITLE_INCHES = 0.75  # the figure's title and a panel's three title lines
+TITLE_INCHES = 0.65  # the figure's title and a panel's three title lines
 TITLE_CHARACTERS = 34  # what a 7-pt title line holds in a panel's width: longer class names are shortened
 
 
@@ -201,7 +201,7 @@ class DropDrawing:
         for shown in (self.image, *self.heat_bases, *self.kept_bases):
             _set_pixels(shown, image)
         truth = f"true: {_short(summary['label'])}\n" if summary["label"] is not None else ""
-        self.axes[0].set_title(
+        self.axes[0].title.set_text(
             f"{truth}dropping on: {_short(summary['prediction_dropping_on'])} ({summary['confidence_dropping_on']:.0%})"
             f"\ndropping off: {_short(summary['prediction_dropping_off'])} ({summary['confidence_dropping_off']:.0%})"
         )
@@ -209,13 +209,13 @@ class DropDrawing:
             scores = np.full(n_patches, np.nan)
             scores[stage.present[0].cpu().numpy()] = stage.scores[0].float().cpu().numpy()
             _set_pixels(self.heats[number], _upsample(scores, trace.grid_size, image.shape[:2]))
-            self.axes[1 + 2 * number].set_title(f"[CLS] attention, block {stage.layer}")
+            self.axes[1 + 2 * number].title.set_text(f"[CLS] attention, block {stage.layer}")
             dropped = np.zeros(n_patches, dtype=bool)
             dropped[summary["greyed_patches_per_stage"][number]] = True
             overlay = np.zeros((*image.shape[:2], 4))
             overlay[_upsample(dropped, trace.grid_size, image.shape[:2]).astype(bool)] = GREY
             self.overlays[number].set_data(overlay)
-            self.axes[2 + 2 * number].set_title(
+            self.axes[2 + 2 * number].title.set_text(
                 f"after block {stage.layer}: {stage.kept.shape[1]}/{n_patches} kept (grey: dropped)"
             )
         self.title.set_text(f"{trace.settings.label}: {_route(trace.settings)}")

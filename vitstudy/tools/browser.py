@@ -212,7 +212,7 @@ def choose(page, label: str, option: str) -> None:
         widget.get_by_role("button", name=option, exact=True).click()
 
 
-FIGURE_IMAGES = ".widget-interact .jp-OutputArea-output img"  # an explorer's figure, shown as an image
+FIGURE_IMAGES = ".widget-interact img.vitstudy-figure"  # an explorer's figure: its image widget (widgets.FIGURE_CLASS)
 # where an explorer keeps its summary as JSON (``widgets.readout_data``), hidden from view, and its sentences
 READOUT_DATA = ".widget-interact .vitstudy-readout-data .widget-html-content"
 READOUT = ".widget-interact .vitstudy-readout .widget-html-content"
