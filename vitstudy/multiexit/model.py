@@ -117,7 +117,12 @@ class MultiExitViT(nn.Module):
     ``threshold``, ``policy``, ``confidence`` and ``forced_exit`` are checked when set. ``forced_exit=k``
     sends every image out after block k and computes only k blocks (the report's Table 5.1).
     ``keep_every_row=True`` is a timing control: every exit still decides and compacts the batch, but no image
-    leaves, so the per-sample path's bookkeeping is paid without its savings (the output is the plain model's).
+    leaves, so the per-sample path's bookkeeping is paid without its savings (the output is the plain model's). It
+    compacts at batch 1 too, where the per-sample path itself never does (one image leaves whole or goes on).
+
+    The exit decision is read to the host once per exit (twice when a row's confidence sits within float32 rounding
+    of the threshold, ``exits.confident_rows``); the input positions of the rows still running are kept on the
+    host, so an exit that nobody leaves runs no operator beyond its head and the decision.
     """
 
     def __init__(
