@@ -76,15 +76,17 @@ def log_max_softmax(logits: torch.Tensor) -> torch.Tensor:
 def log_rule_band(classes: int) -> float:
     """How far :func:`log_max_softmax` may sit from the log of :func:`max_softmax`, both as float32 computes them.
 
-    Each sums ``classes`` exponentials in its own order (relative error below ``classes + 2`` float32 ulps each, the
-    logarithm and the division adding one more); ``4 * (classes + 8)`` ulps bounds the gap with room to spare.
+    Each sums ``classes`` exponentials in its own order (a relative error below ``classes + 2`` float32 epsilons
+    each, the logarithm and the division adding one more); ``4 * (classes + 8)`` epsilons bound the gap with room to
+    spare (on random logits of 2 to 1000 classes at any scale the gap stays under 5 % of it; a test pins that).
     Within the band the log rule cannot tell on which side of the threshold ``max_softmax`` falls.
     """
     return 4 * (classes + 8) * torch.finfo(torch.float32).eps
 
 
 def _to_host(values: torch.Tensor) -> list[float]:
-    # item() is one operator where tolist() is three (it resolves conj and neg bits first); at batch 1 it counts.
+    # item() is one operator where tolist() dispatches two (it resolves the conj and neg bits first): at batch 1,
+    # where the decision is three operators in all, that is worth the branch.
     return [values.item()] if values.numel() == 1 else values.tolist()
 
 
