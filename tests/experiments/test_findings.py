@@ -11,6 +11,7 @@ from vitstudy import bench
 from vitstudy.experiments import baseline, sentences
 from vitstudy.experiments.multiexit import common, cpu_vs_gpu, edge_latency, max_speed_exit, real_data_exit
 from vitstudy.experiments.skipvit import from_scratch, layers_ratios, memory_and_size, warmup
+from vitstudy.experiments.skipvit.common import CONTROL
 from vitstudy.skipvit import HEADLINE
 
 NAN = math.nan
@@ -207,9 +208,13 @@ def test_layers_ratios_findings_set_the_headline_beside_the_paper():
         ]
     )
     text = layers_ratios.findings(table)
-    assert "13.2 % gain (1.13×)" in text and "the paper's loses 0.01 points" in text
+    assert "13.2 % gain (1.13×)" in text and "(the paper's row loses 0.01 points)" in text
     assert "1.10× (1.05–1.15) of an ideal 1.25× = 0.88 (below target (0.9–1.03))" in text
     assert "loses 0.40 points against our baseline" in text and "not measured" in text
+    control = {"row": CONTROL, "setting": "baseline (A/A control)", "vit_small_verdict": "A/A control: outside"}
+    failed = pd.concat([table, pd.DataFrame([{**control, "vit_small_speedup": 1.05, "vit_small_speedup_low": 1.02}])])
+    text = layers_ratios.findings(failed.assign(vit_small_speedup_high=[1.15, 1.08]))
+    assert "(not trustworthy (A/A 1.05× (1.02–1.08)" in text and "below target" not in text
 
 
 def test_warmup_findings_compare_the_gain_with_the_papers():

@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from ... import bench
 from ...bench import SMOKE_TIMING
 from ...config import PAPER_SMOKE, SCALES, Scale, TrainConfig, check, paper_smoke
+from ...formatting import NOT_MEASURED
 from ...models import SMALL_MODELS, create_model
 from ...plots import grouped_bars, new_figure
 from ...reference import load_reference
@@ -498,7 +499,9 @@ def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
     def speed(prefix: str) -> str:
         values = (head.get(f"{prefix}{name}", math.nan) for name in ("speedup", "speedup_low", "speedup_high"))
         phrase = bench.speed_phrase(*values, head.get(f"{prefix}ideal_speedup", math.nan))
-        return f"{phrase} ({judged(head.get(f'{prefix}verdict'), bench.table_trust(table, prefix))})"
+        timed = {f"{prefix}speedup{end}" for end in ("", "_low", "_high")} <= set(table.columns)
+        trust = bench.table_trust(table, prefix) if timed else NOT_MEASURED
+        return f"{phrase} ({judged(head.get(f'{prefix}verdict'), trust)})"
 
     paper_gain = head.get("paper_gain_pct", math.nan)
     return paragraph(
@@ -508,9 +511,9 @@ def findings(table: pd.DataFrame, row: str = HEADLINE) -> str:
             f"{number(paper_gain, digits=1, unit=' %')} gain ({number(1 + paper_gain / 100, unit='×')}) on an "
             "Ascend 910A.",
             f"On the small model (49 patch tokens) it runs {speed('small_')}.",
-            f"Its top-1 on the small model {points(head.get('top1_dropping_on_diff'))} against our baseline, where "
-            f"the paper's {points(head.get('paper_top1_diff'))}; the seeds and scale printed at the top say how "
-            "much of that is noise.",
+            f"Its top-1 on the small model {points(head.get('top1_dropping_on_diff'))} against our baseline (the "
+            f"paper's row {points(head.get('paper_top1_diff'))}); the seeds and scale printed at the top say how much "
+            "of that is noise.",
             f"The ViT-S/16 baseline step runs at {share_of_peak(head, 'vit_small_')} (3 × forward FLOPs); bf16 is a "
             "separate hand-run table (`python -m vitstudy measure bf16`, 19_bf16).",
         ]
