@@ -349,11 +349,13 @@ SECTIONS: tuple[Section, ...] = (
     ),
     Section(
         "bf16 on the CPU",
-        "Each SkipViT row's ViT-S/16 training step in bf16 autocast: speed-up over the same row in fp32, and measured "
-        "÷ FLOP ideal in bf16 (fp32 stays the headline). The rows timed in bf16 at this scale.",
-        "tables/04_speed_vit_small.csv",
-        setup="training steps on random data; `vit_small_patch16_224` (224×224 px); batch 16",
-        label=("row",),
+        "Table 5.1's forced exits (ViT-B/16 inference) and Table 1's SkipViT rows (ViT-S/16 training steps) in bf16 "
+        "autocast: speed-up over the same arm in fp32 (timed in the same rounds), and measured ÷ FLOP ideal in bf16 "
+        "(fp32 stays the report's headline). A hand-run table (`python -m vitstudy measure bf16`), kept with the "
+        "machine it ran on, which may differ from the report's.",
+        "tables/19_bf16.csv",
+        setup="random data; `vit_base_patch16_224` (inference), `vit_small_patch16_224` (training); 224×224 px",
+        label=("table", "setting"),
         ours=(
             Measure(
                 "bf16 over fp32",
