@@ -369,7 +369,8 @@ class PatchDropExplorer:
         layout = (len(trace.stages), tuple(self.images[index].shape))
         if layout not in self.drawings:
             self.drawings[layout] = DropDrawing(live_figure(), *layout)
-        return ExplorerView(trace.summary, self.drawings[layout].update(self.pixels(index), trace), trace.stages)
+        summary = dict(trace.summary)  # a copy: the cached trace keeps its own
+        return ExplorerView(summary, self.drawings[layout].update(self.pixels(index), trace), trace.stages)
 
 
 def explore_controls(
