@@ -201,3 +201,16 @@ def test_scratch_head_does_not_depend_on_the_global_generator(tiny_vit):
     assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)
     assert torch.equal(torch.get_rng_state(), state)
     assert not torch.equal(first.weight, tiny_vit.head.weight)
+
+
+def test_exit_features_are_timms_pre_logits_on_the_cls_row(tiny_vit):
+    """The exit's short path (the norm on the [CLS] row) gives exactly timm's forward_head(norm(x), pre_logits=True);
+    in training with head dropout it takes timm's path, so the dropout still runs."""
+    tokens = torch.randn(5, 50, tiny_vit.embed_dim, generator=torch.Generator().manual_seed(6))
+    model = MultiExitViT(tiny_vit).eval()
+    with torch.inference_mode():
+        assert torch.equal(model.exit_features(tokens), tiny_vit.forward_head(tiny_vit.norm(tokens), pre_logits=True))
+    dropping = MultiExitViT(create_model("vitstudy_tiny_patch4_28", drop_rate=0.5)).train()
+    with torch.no_grad():
+        features = dropping.exit_features(tokens)
+    assert (features == 0).float().mean() > 0.3  # half the features dropped (and the rest scaled)

@@ -17,6 +17,7 @@ from vitstudy.multiexit import MultiExitViT, exits
 # What the old decision ran at every exit and a batch of one needs none of.
 BOOKKEEPING = {"index_copy_", "index_select", "index_fill_", "amax", "ge", "sum", "any", "all", "argsort", "softmax"}
 DECISION_OPERATORS = 3  # log_softmax, max, the read to the host
+HEAD_OPERATORS = 3  # the [CLS] row, the final norm on it, the classifier
 FIXED_OPERATORS = 1  # the exit-block tensor
 
 
@@ -39,10 +40,11 @@ def operators(fn, *args) -> collections.Counter[str]:
 
 
 def machinery(model: MultiExitViT, x: torch.Tensor) -> collections.Counter[str]:
-    """Operators of the exit model's forward beyond the plain backbone's and its exit heads' own."""
+    """Operators of the exit model's forward beyond the plain backbone's and its exit heads' own (at most three)."""
     with torch.inference_mode():
         tokens = model.start(x)
     head = operators(lambda t: model.exit_heads[0](model.exit_features(t)), tokens)
+    assert sum(head.values()) <= HEAD_OPERATORS, head
     plain, exiting = operators(model.vit, x), operators(model, x)
     assert not plain - exiting, "the exit model skipped an operator the plain model runs"
     extra = exiting - plain

@@ -159,6 +159,12 @@ class MultiExitViT(nn.Module):
         self.final_head = final_head
         # Exits only need the [CLS] token when the model pools it: the norm then runs on 1 token, not all.
         self._token_pool = vit.global_pool == "token" and getattr(vit, "attn_pool", None) is None
+        # ... and with nothing between timm's token pooling and the classifier but an fc_norm that is Identity and a
+        # Dropout, the features are the normalised [CLS] row itself (what forward_head returns, in two operators
+        # fewer per exit: the slice kept for the norm and the dropout call).
+        self._cls_row = (
+            self._token_pool and isinstance(vit.fc_norm, nn.Identity) and isinstance(vit.head_drop, nn.Dropout)
+        )
         self.threshold = threshold
         self.policy = policy
         self.confidence = confidence
@@ -255,6 +261,8 @@ class MultiExitViT(nn.Module):
     def exit_features(self, x: Tokens) -> torch.Tensor:
         """Pre-logits features at an exit: final norm + timm's pooling, ``[B, N, D] -> [B, D]``."""
         x = _sequence(x)
+        if self._cls_row and not (self.training and self.vit.head_drop.p > 0):  # the dropout is the identity
+            return self.vit.norm(x[:, 0])
         if self._token_pool:
             x = x[:, :1]  # LayerNorm is per token: normalising only [CLS] gives the same pooled vector
         return self.vit.forward_head(self.vit.norm(x), pre_logits=True)
