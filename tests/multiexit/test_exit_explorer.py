@@ -104,3 +104,13 @@ def test_moving_a_control_back_reuses_the_simulated_setting(digits_study, monkey
     set_controls(widget, {"threshold": 0.9})
     set_controls(widget, {"start": 8})
     assert simulated == [(0.9, "sample"), (0.3, "sample")]
+
+
+def test_another_exit_set_replaces_only_the_bars(digits_study, figures_made):
+    """Changing the exit set redraws the same figure with one bar per block, as explore() draws it afresh."""
+    widget = multiexit.explorer_widget(digits_study, show=False, count=8)
+    built = len(figures_made)
+    view = set_controls(widget, {"exits": "1", "threshold": 0.6})
+    assert len(figures_made) == built and len(view.figure.axes[1].patches) == 2
+    expected = multiexit.explore(digits_study, "separate", (1,), "sample", 0.6, count=8)
+    assert (_pixels(widget.figure.value) == _pixels(figure_png(expected.figure))).all()

@@ -103,9 +103,10 @@ def explore(
 
 
 class ExitDrawing:
-    """The explorer's figure for one layout (images per page, their size, the exit blocks), built once: image mosaic
+    """The explorer's figure for one layout (images per page, their size), built once: image mosaic
     (each framed green if right, red if wrong, labelled under it) beside a histogram of exit blocks, with top-1 and
-    speed-up in the title. :meth:`update` refills the mosaic, the bars' heights and the title in place."""
+    speed-up in the title. :meth:`update` refills the mosaic, the bars' heights and the title in place (new bars
+    for another exit set)."""
 
     def __init__(
         self, fig: Figure, count: int, image_hw: tuple[int, int], blocks: Sequence[int], columns: int = 8
@@ -124,18 +125,36 @@ class ExitDrawing:
         grid_ax = axes_at(0.05, 0.05, grid_width, height - title_height - 0.05)
         # room for the tick labels and the two-line "(end)" label left of and under the histogram
         hist_ax = axes_at(width - hist_width - 0.1, 0.7, hist_width, height - title_height - 0.7)
-        self.figure, self.blocks = fig, list(blocks)
+        self.figure, self.hist_ax = fig, hist_ax
         self.mosaic = ImageMosaic(grid_ax, count, image_hw, columns)
-        ticks = [str(b) if b != self.blocks[-1] else f"{b}\n(end)" for b in self.blocks]
-        self.bars = hist_ax.bar(ticks, [0.0] * len(self.blocks), color="tab:blue")
+        self.blocks, self.bars = [], hist_ax.bar([], [])
+        self._set_blocks(blocks)
         hist_ax.set(xlabel="exit block", ylabel="test images (%)", ylim=(0, 100))
         hist_ax.grid(axis="y", alpha=0.3)
         self.title = fig.suptitle("", fontsize=8, y=1 - 0.1 / height, va="top")
 
+    def _set_blocks(self, blocks: Sequence[int]) -> None:
+        """One bar per exit block and the last, ticked with its number: another exit set replaces the bars only."""
+        self.bars.remove()
+        self.blocks = list(blocks)
+        positions = range(len(self.blocks))
+        self.bars = self.hist_ax.bar(positions, [0.0] * len(self.blocks), color="tab:blue")
+        self.hist_ax.set_xticks(positions, [str(b) for b in self.blocks[:-1]] + [f"{self.blocks[-1]}\n(end)"])
+        self.hist_ax.relim()  # the x range of these bars only
+        self.hist_ax.autoscale_view()
+
     def update(
-        self, images: torch.Tensor, labels: Sequence[str], right: Sequence[bool], summary: dict[str, Any]
+        self,
+        images: torch.Tensor,
+        labels: Sequence[str],
+        right: Sequence[bool],
+        summary: dict[str, Any],
+        blocks: Sequence[int],
     ) -> Figure:
-        """Show a page and a setting's summary (as many images as the drawing was built for); returns the figure."""
+        """Show a page and a setting's summary (as many images as the drawing was built for) over the exit
+        ``blocks`` (the exits, then the last block); returns the figure."""
+        if list(blocks) != self.blocks:
+            self._set_blocks(blocks)
         label_colors = ["black" if ok else "tab:red" for ok in right]
         border_colors = ["tab:green" if ok else "tab:red" for ok in right]
         self.mosaic.update(images, labels, label_colors, border_colors)
@@ -159,7 +178,7 @@ def explorer_figure(
 ) -> Figure:
     """One :class:`ExitDrawing` of a page on a new figure."""
     drawing = ExitDrawing(new_figure((1, 1), layout=None), len(images), tuple(images.shape[-2:]), blocks, columns)
-    return drawing.update(images, labels, right, summary)
+    return drawing.update(images, labels, right, summary, blocks)
 
 
 def readout(summary: dict[str, Any]) -> str:
@@ -193,10 +212,10 @@ class ExitExplorer:
         blocks = parse_exits(exits)
         setting = self.simulated(variant, blocks, policy, threshold, self.batch_size)
         page = exit_page(self.study, variant, blocks, setting, self.page_images(start, self.count), start)
-        layout = (len(page.images), tuple(page.images.shape[-2:]), tuple(page.blocks))
+        layout = (len(page.images), tuple(page.images.shape[-2:]))
         if layout not in self.drawings:
-            self.drawings[layout] = ExitDrawing(live_figure(), *layout, self.columns)
-        figure = self.drawings[layout].update(page.images, page.labels, page.right, page.summary)
+            self.drawings[layout] = ExitDrawing(live_figure(), *layout, page.blocks, self.columns)
+        figure = self.drawings[layout].update(page.images, page.labels, page.right, page.summary, page.blocks)
         return ExplorerView(page.summary, figure, details=page.simulation)
 
 
