@@ -27,20 +27,10 @@ def test_exit_decision_batch_rule_uses_the_least_confident_image():
     assert multiexit.exit_decision(conf, 0.6, "sample").tolist() == [True, False, True]
 
 
-def test_split_exiting_keeps_input_order():
-    """Staying and leaving rows each come back in their input order."""
-    leave = torch.tensor([True, False, True, False, False, True])
-    stay, gone = multiexit.split_exiting(leave, int(leave.sum()))
-    assert stay.tolist() == [1, 3, 4] and gone.tolist() == [0, 2, 5]
-
-
-def test_compact_and_scatter_rows_round_trip():
-    """Compacted rows scattered back to their origins rebuild the original rows."""
+def test_compact_keeps_the_rows_asked_for_in_their_order():
+    """compact: the continuing rows, in the order given."""
     x = torch.arange(24.0).reshape(6, 2, 2)
-    rows = torch.tensor([4, 1])
-    out = torch.zeros_like(x)
-    multiexit.scatter_rows(out, rows, multiexit.compact(x, rows))
-    assert torch.equal(out[rows], x[rows]) and out[[0, 2, 3, 5]].eq(0).all()
+    assert torch.equal(multiexit.compact(x, torch.tensor([4, 1])), x[[4, 1]])
 
 
 def test_simulate_batch_rule_decides_per_group_of_batch_size():

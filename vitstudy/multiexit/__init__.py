@@ -31,9 +31,7 @@ from .exits import (
     exit_decision,
     margin_confidence,
     max_softmax,
-    scatter_rows,
     simulate,
-    split_exiting,
 )
 from .explorer import explore, explorer_figure, explorer_widget, readout
 from .heads import (
@@ -105,9 +103,7 @@ __all__ = [
     "record_features",
     "record_loader",
     "recorded_features",
-    "scatter_rows",
     "simulate",
-    "split_exiting",
     "summarize",
     "training_loss",
 ]

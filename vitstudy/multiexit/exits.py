@@ -122,24 +122,9 @@ def leaving_rows(logits: torch.Tensor, threshold: float, policy: str, kind: str 
     return [row for row, leaves in enumerate(confident) if leaves]
 
 
-def split_exiting(leave: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row indices ``(stay, leave)`` of a ``[B]`` mask with ``count`` True entries, each in input order.
-
-    One stable sort instead of two ``nonzero`` calls: the only host sync is the caller's ``count``.
-    """
-    order = torch.argsort(leave.to(torch.uint8), stable=True)  # staying rows first, both groups in order
-    stay_count = leave.shape[0] - count
-    return order[:stay_count], order[stay_count:]
-
-
 def compact(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """The batch rows that continue, ``[B, N, C] -> [b, N, C]`` (one ``index_select``)."""
     return x.index_select(0, rows)
-
-
-def scatter_rows(out: torch.Tensor, origin: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """Write ``rows`` ``[b, ...]`` into ``out`` ``[B, ...]`` at input positions ``origin`` ``[b]``; returns ``out``."""
-    return out.index_copy_(0, origin, rows.to(out.dtype))
 
 
 # ----------------------------------------------------------------------------------------------------------
