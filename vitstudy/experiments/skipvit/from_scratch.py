@@ -89,7 +89,7 @@ BUDGETS: dict[str, ScratchBudget] = {
         RowTraining(
             "smoke",
             dataclasses.replace(
-                SCALES["smoke"].train, train_size=128, val_size=64, test_size=128, epochs=2, batch_size=32
+                SCALES["smoke"].train, train_size=64, val_size=32, test_size=64, epochs=2, batch_size=32
             ),
             seeds=(0, 1),
             warmup_fraction=0.5,

@@ -137,9 +137,10 @@ BUDGETS: dict[str, Table1Budget] = {
     # baseline (10k images x 6 epochs, trained by notebook 00) instead, at a fine-tuning learning rate.
     # Timing: a ViT-S/16 step takes seconds on a CPU, so each arm's round is blocked_autorange's sizing call plus
     # one timed block; 4 rounds is the fewest that give the bootstrap interval more than the two extreme rounds.
-    # One process per (round, arm): whether that brings the ViT-S/16 A/A control inside its band is the committed
-    # measurement figures/tables/04_aa_isolation_vit_small.md (vitstudy.measure.isolation); it costs time, as each
-    # child builds its model and warms up again.
+    # Each arm in its own worker process (built and warmed once, a round per message): whether process isolation
+    # brings the ViT-S/16 A/A control inside its band is the measurement figures/tables/04_aa_isolation_vit_small.md
+    # (vitstudy.measure.isolation, which also compares a fresh process per round and arm). 4 rounds is the cap: the
+    # timing stops after 3 when every interval is already inside its band.
     "quick": Table1Budget(
         RowTraining("quick", dataclasses.replace(QUICK_DATA, epochs=1, lr=5e-4, warmup_epochs=0.1), start="baseline"),
         # warmup_calls=0: in a fresh process blocked_autorange's untimed sizing call is already one whole step
