@@ -25,6 +25,7 @@ from vitstudy.tools.browser import (
     jupyter_lab,
     open_and_run,
     press_slider,
+    screenshot_explorer,
     shown_data,
     shown_sentences,
     skipvit_expected,
@@ -35,7 +36,8 @@ from vitstudy.tools.browser import (
 pytestmark = pytest.mark.browser
 
 # Screenshots of the explorers after the test's moves. Tests never write into the project's figures on their own:
-# VITSTUDY_SCREENS=figures/screens refreshes the README's screenshots; otherwise they go to a temporary folder.
+# VITSTUDY_SCREENS=<folder> keeps them there; otherwise a temporary folder. The README's screenshots (quick model)
+# come from `python -m vitstudy measure widget_latency`.
 SCREENS = (
     project_root() / os.environ["VITSTUDY_SCREENS"]
     if os.environ.get("VITSTUDY_SCREENS")
@@ -128,7 +130,7 @@ def test_patch_drop_explorer_shows_what_skipvit_computes(page, lab):
         assert [len(g) for g in greyed] == [shown["patches"] - k for k in kept], shown
     assert_no_error_output(page)
     SCREENS.mkdir(parents=True, exist_ok=True)
-    page.locator(".widget-interact").first.screenshot(path=SCREENS / "06_patch_drop_explorer.png")
+    screenshot_explorer(page, SCREENS / "06_patch_drop_explorer.png")
 
 
 def test_exit_explorer_shows_what_the_simulation_computes(page, lab):
@@ -160,4 +162,4 @@ def test_exit_explorer_shows_what_the_simulation_computes(page, lab):
         assert len(shown["shown_exit_blocks"]) == 24 and shown["first_image"] == state["start"]
     assert_no_error_output(page)
     SCREENS.mkdir(parents=True, exist_ok=True)
-    page.locator(".widget-interact").first.screenshot(path=SCREENS / "07_exit_explorer.png")
+    screenshot_explorer(page, SCREENS / "07_exit_explorer.png")

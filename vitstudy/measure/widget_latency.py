@@ -104,25 +104,32 @@ def time_moves(page, explorer: str, state: dict, moves: list, expected: Callable
     return rows
 
 
-def time_explorers(page, base: str, token: str, chosen: WidgetLatencyBudget) -> list[dict]:
-    """Every move of notebooks 06 and 07, from the setting each notebook's own last cell leaves."""
+def time_explorers(page, base: str, token: str, chosen: WidgetLatencyBudget, screens: Path | None = None) -> list[dict]:
+    """Every move of notebooks 06 and 07, from the setting each notebook's own last cell leaves; with ``screens``, a
+    screenshot of each explorer after its moves (``<notebook>.png``: the README's pictures, on this scale's model)."""
     browser.open_and_run(page, base, token, "06_patch_drop_explorer.py", timeout_ms=chosen.notebook_timeout_ms)
     state = dict(PATCH_DROP_START)
     browser.type_slider(page, "back at block", 11)  # the notebook leaves an invalid setting on purpose
     browser.wait_for_data(page, browser.skipvit_expected(page, state))
     rows = time_moves(page, "06_patch_drop_explorer", state, PATCH_DROP_MOVES, browser.skipvit_expected, chosen)
+    if screens is not None:
+        browser.screenshot_explorer(page, screens / "06_patch_drop_explorer.png")
     browser.open_and_run(page, base, token, "07_exit_explorer.py", timeout_ms=chosen.notebook_timeout_ms)
     state = dict(EXIT_START)
-    return rows + time_moves(page, "07_exit_explorer", state, EXIT_MOVES, browser.exit_expected, chosen)
+    rows += time_moves(page, "07_exit_explorer", state, EXIT_MOVES, browser.exit_expected, chosen)
+    if screens is not None:
+        browser.screenshot_explorer(page, screens / "07_exit_explorer.png")
+    return rows
 
 
 def measure(scale: str = "quick") -> None:
-    """Time every explorer move at ``scale`` in JupyterLab and write ``11_widget_latency``."""
+    """Time every explorer move at ``scale`` in JupyterLab and write ``11_widget_latency``; the explorers'
+    screenshots after the moves replace ``figures/screens/`` (the README's pictures, on this scale's model)."""
     chosen = budget(scale)
     folder = Path(tempfile.mkdtemp(prefix="widget-latency-"))
     env = dict(os.environ, VITSTUDY_OUT=str(folder / "figures"))  # the notebooks' own figures stay out of figures/
     with browser.jupyter_lab(folder, scale, env) as (base, token), browser.chromium_page(folder) as page:
-        rows = time_explorers(page, base, token, chosen)
+        rows = time_explorers(page, base, token, chosen, screens=project_root() / "figures" / "screens")
     info = environment_info("cpu")
     # other processes on a shared 2-core VM move every timing: the 1-minute load average says how busy it was
     frame = pd.DataFrame(rows).assign(

@@ -276,3 +276,9 @@ def exit_expected(page, state: dict) -> str:
         f"multiexit.explore(study, {state['variant']!r}, {exits}, {state['policy']!r}, "
         f"{state['threshold']}, 64, {state['start']}, 24)",
     )
+
+
+def screenshot_explorer(page, path: Path) -> None:
+    """A PNG of the page's first explorer (its controls, figure and readout) at ``path``: the README's screenshots."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page.locator(".widget-interact").first.screenshot(path=path)
