@@ -43,8 +43,8 @@ class ExplorerView:
     details: Any = None
 
     def _repr_png_(self) -> bytes:
-        """A view as the last expression of a cell shows its figure, in any frontend and in the executed notebooks
-        the report publishes (the report runs with the Agg backend, where a bare Figure shows only its repr)."""
+        """A view as the last expression of a cell shows its figure as a PNG in any frontend, whatever matplotlib
+        backend the kernel runs (under Agg a bare Figure shows only its repr)."""
         return figure_png(self.figure)
 
 
