@@ -78,6 +78,13 @@ def test_patch_dropout_is_active_at_inference_and_repeatable(small_vit, batch):
     assert not torch.equal(first, small_vit(batch))
 
 
+def test_level_count_is_checked():
+    """Two levels at least (the lowest and the highest), asked for in one line."""
+    assert token_rules.level_targets(1.5, 2) == (1.1, 1.5)
+    with pytest.raises(ValueError, match=r"count=1 is not allowed: expected an integer >= 2"):
+        token_rules.level_targets(1.5, 1)
+
+
 def test_unknown_rule_is_one_clear_line(small_vit):
     with pytest.raises(ValueError, match=r"rule='evit' is not allowed: expected one of \('skip', 'fused'"):
         token_rules.build_arm(small_vit, "evit", 3)
@@ -95,14 +102,14 @@ def test_paper_scale_is_refused_in_one_line():
 
 
 def test_table_has_every_rule_level_and_the_control(smoke_cache, share_cache):
-    """The smoke table: the baseline, five levels of every rule, the A/A control last; each row's columns."""
+    """The smoke table: the baseline, the levels of every rule, the A/A control last; each row's columns."""
     share_cache(smoke_cache, ("baselines",))
     chosen = dataclasses.replace(token_rules.budget("smoke"), timing=FAST)
     table, raw = token_rules.rules_table("fashion_mnist", chosen, device="cpu")
     assert set(token_rules.COLUMNS) <= set(table.columns)
     assert list(table["rule"]) == (
         ["baseline"]
-        + [rule for rule in token_rules.RULES for _ in range(token_rules.LEVEL_COUNT)]
+        + [rule for rule in token_rules.RULES for _ in range(chosen.levels)]
         + [bench.control_arm("baseline")]
     )
     assert table["verdict"].iloc[-1].startswith("A/A control")

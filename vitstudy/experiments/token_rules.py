@@ -75,9 +75,9 @@ class TokenRulesBudget:
     timing_batch: int  # the test images one timed forward sees
     cluttered: TrainConfig  # the cluttered baseline's recipe (trained once into the cache)
     note: str = ""
-    # The test images every arm is evaluated on: None, the scale's whole test set; smoke evaluates fewer so that
-    # its 26 evaluations per data set take seconds.
+    # The test images every arm is evaluated on: None, the scale's whole test set; smoke evaluates fewer.
     evaluated_images: int | None = None
+    levels: int = LEVEL_COUNT  # levels per rule; smoke runs two, so that its arms take seconds
 
 
 BUDGETS: dict[str, TokenRulesBudget] = {
@@ -92,6 +92,7 @@ BUDGETS: dict[str, TokenRulesBudget] = {
         ),
         note="smoke: tiny data sets, numbers meaningless",
         evaluated_images=128,
+        levels=2,
     ),
     # 27 arms per data set (5 rules x 5 levels, the baseline, its A/A copy), each evaluated on the 10,000 test images
     # and timed on a batch of 128: four rounds at most, fewer when every interval is inside its band.
@@ -234,25 +235,28 @@ def candidates(model: nn.Module, rule: str) -> list[tuple[int | tuple[int, ...],
     return found
 
 
-def level_targets(reach: float) -> tuple[float, ...]:
-    """:data:`LEVEL_COUNT` levels evenly spaced from :data:`LOWEST_LEVEL` to :data:`HIGHEST_LEVEL` or to
-    ``reach`` (the most a rule's FLOP ideal can be), whichever is lower, to two decimals."""
+def level_targets(reach: float, count: int = LEVEL_COUNT) -> tuple[float, ...]:
+    """``count`` levels evenly spaced from :data:`LOWEST_LEVEL` to :data:`HIGHEST_LEVEL` or to ``reach`` (the
+    most a rule's FLOP ideal can be), whichever is lower, to two decimals."""
+    check(isinstance(count, int) and count >= 2, "count", count, "an integer >= 2 (the lowest and highest level)")
     top = min(HIGHEST_LEVEL, math.floor(100 * reach) / 100)
     if top <= LOWEST_LEVEL:
         raise ValueError(
             f"a rule reaching a FLOP ideal of {reach:.2f}x is not allowed: expected one that reaches more than "
             f"{LOWEST_LEVEL}x"
         )
-    return tuple(round(float(t), 2) for t in np.linspace(LOWEST_LEVEL, top, LEVEL_COUNT))
+    return tuple(round(float(t), 2) for t in np.linspace(LOWEST_LEVEL, top, count))
 
 
-def solve_levels(model: nn.Module, rule: str, targets: Sequence[float] | None = None) -> list[Level]:
-    """``rule``'s parameter at each target FLOP-ideal speed-up (default :func:`level_targets` of its reach): the
-    one whose FLOP ideal is nearest, within :data:`LEVEL_TOLERANCE`."""
+def solve_levels(
+    model: nn.Module, rule: str, targets: Sequence[float] | None = None, count: int = LEVEL_COUNT
+) -> list[Level]:
+    """``rule``'s parameter at each target FLOP-ideal speed-up (default: :func:`level_targets` of its reach, ``count``
+    of them): the one whose FLOP ideal is nearest, within :data:`LEVEL_TOLERANCE`."""
     found = candidates(model, rule)
     ideals = np.array([ideal for _, _, ideal in found])
     levels = []
-    for target in targets if targets is not None else level_targets(float(ideals.max())):
+    for target in targets if targets is not None else level_targets(float(ideals.max()), count):
         best = int(np.argmin(np.abs(ideals / target - 1)))
         parameter, label, ideal = found[best]
         if abs(ideal / target - 1) > LEVEL_TOLERANCE:
@@ -264,9 +268,9 @@ def solve_levels(model: nn.Module, rule: str, targets: Sequence[float] | None = 
     return levels
 
 
-def all_levels(model: nn.Module) -> list[Level]:
-    """Every rule's levels on ``model``, rules in :data:`RULES` order."""
-    return [level for rule in RULES for level in solve_levels(model, rule)]
+def all_levels(model: nn.Module, count: int = LEVEL_COUNT) -> list[Level]:
+    """Every rule's ``count`` levels on ``model``, rules in :data:`RULES` order."""
+    return [level for rule in RULES for level in solve_levels(model, rule, count=count)]
 
 
 def build_arm(model: nn.Module, rule: str, parameter: int | Sequence[int]) -> nn.Module:
@@ -316,7 +320,7 @@ def rules_table(
     device = torch.device(device or bench.default_device())
     result = trained_baseline(dataset, chosen, progress)
     model = result.model.cpu().eval()
-    levels = all_levels(model)
+    levels = all_levels(model, chosen.levels)
     arms = {BASELINE: model, **{level.arm: build_arm(model, level.rule, level.parameter) for level in levels}}
     test = result.splits.test
     if chosen.evaluated_images is not None:
