@@ -93,12 +93,17 @@ def flop_bound_verdict(
     return f"{WITHIN_TARGET} ({low:g}–{high:g})"
 
 
-def control_verdict(control_speedup: float) -> str:
-    """The A/A control's verdict as a timed row states it, on its point: it must read 1.00 within ±3%."""
+def control_verdict(control_speedup: float, low: float | None = None, high: float | None = None) -> str:
+    """The A/A control's verdict as a timed row states it: within 1.00 ± 3% only when its point and, given its 95%
+    interval ``(low, high)``, the whole interval lie inside :data:`CONTROL_BAND` (:func:`control_passes`)."""
     if math.isnan(control_speedup):
         return NOT_MEASURED
-    inside = abs(control_speedup - 1) <= CONTROL_TOLERANCE
-    return f"A/A control: {'within' if inside else 'outside'} 1.00 ± {CONTROL_TOLERANCE:.0%}"
+    band = f"1.00 ± {CONTROL_TOLERANCE:.0%}"
+    if abs(control_speedup - 1) > CONTROL_TOLERANCE:
+        return f"A/A control: outside {band}"
+    if low is not None and high is not None and not control_passes(low, high):
+        return f"A/A control: point within {band}, interval {low:.2f}–{high:.2f} outside it"
+    return f"A/A control: within {band}"
 
 
 def control_passes(low: float, high: float) -> bool:

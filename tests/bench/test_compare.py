@@ -92,8 +92,9 @@ def test_known_ratio_is_inside_its_interval():
 
 
 def test_aa_control_reads_one():
-    """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty."""
-    clock = FakeClock(seed=3)
+    """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty (the
+    per-call noise is small enough for that interval to lie inside 1.00 ± 3%, as the note requires)."""
+    clock = FakeClock(seed=3, noise=0.02)
     base = clock.arm(1.0)
     result = compare(
         {"base": base, "copy": clock.arm(1.0)},
@@ -145,8 +146,10 @@ def test_absent_device_gives_nan_and_a_note():
 
 def test_control_outside_tolerance_is_noted():
     """An A/A reading outside 1.00 ± 3% produces a note; inside it, none."""
-    assert control_note(1.02) == ""
+    assert control_note(1.02) == "" and control_note(1.02, 0.98, 1.03) == ""
     assert "outside" in control_note(1.05) and "outside" in control_note(0.96)
+    # a point inside the band whose interval reaches out of it has not shown the protocol unbiased
+    assert "(0.950–1.100)" in control_note(1.01, 0.95, 1.10)
 
 
 @pytest.mark.parametrize(

@@ -135,3 +135,11 @@ def test_accuracy_verdict_every_branch(
     ours: float, low: float, high: float, paper: float, seeds: int | None, verdict: str
 ) -> None:
     assert accuracy_verdict(ours, low, high, paper, seeds) == verdict
+
+
+def test_control_verdict_is_within_only_when_its_interval_is():
+    """control_verdict: the point alone decides without an interval; with one, the whole interval must be inside."""
+    within = "A/A control: within 1.00 ± 3%"
+    assert control_verdict(1.01) == within and control_verdict(1.01, 0.98, 1.02) == within
+    assert control_verdict(1.01, 0.92, 1.18) == "A/A control: point within 1.00 ± 3%, interval 0.92–1.18 outside it"
+    assert control_verdict(0.90, 0.85, 0.95) == "A/A control: outside 1.00 ± 3%"

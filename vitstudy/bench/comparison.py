@@ -277,19 +277,26 @@ class Comparison:
         return self.speedup(self.control)["speedup"] if self.control else math.nan
 
     def control_note(self) -> str:
-        """Empty when the A/A control reads 1.00 ± 3%; else a sentence for the table's ``note``."""
-        return control_note(self.control_speedup) if self.control else "no A/A control in this comparison"
+        """Empty when the A/A control's interval lies inside 1.00 ± 3%; else a sentence for the table's ``note``."""
+        if not self.control:
+            return "no A/A control in this comparison"
+        speed = self.speedup(self.control)
+        return control_note(speed["speedup"], speed["speedup_low"], speed["speedup_high"])
 
 
-def control_note(control_speedup: float) -> str:
-    """The table note for an A/A control reading: empty inside 1.00 ± 3%, else why the table is suspect."""
+def control_note(control_speedup: float, low: float | None = None, high: float | None = None) -> str:
+    """The table note for an A/A control reading: empty when it (and, given, its 95% interval) lies inside
+    1.00 ± 3%, else why the table is suspect."""
     if math.isnan(control_speedup):
         return "A/A control not measured"
-    if abs(control_speedup - 1) <= CONTROL_TOLERANCE:
+    inside = abs(control_speedup - 1) <= CONTROL_TOLERANCE
+    interval_inside = low is None or high is None or (1 - CONTROL_TOLERANCE <= low and high <= 1 + CONTROL_TOLERANCE)
+    if inside and interval_inside:
         return ""
+    reading = f"{control_speedup:.3f}" + ("" if low is None or high is None else f" ({low:.3f}–{high:.3f})")
     return (
-        f"A/A control read {control_speedup:.3f} (outside 1.00 ± {CONTROL_TOLERANCE:.0%}): the protocol is biased "
-        "or the machine was disturbed on this run; speed-ups in this table are not trustworthy"
+        f"A/A control read {reading} (outside 1.00 ± {CONTROL_TOLERANCE:.0%}): the protocol is biased or the "
+        "machine was disturbed on this run; speed-ups in this table are not trustworthy"
     )
 
 

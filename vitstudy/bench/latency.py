@@ -183,14 +183,14 @@ def latency_rows(
         elif arm == run.baseline:
             row["verdict"] = BASELINE_VERDICT
         elif arm == run.control:
-            row["verdict"] = control_verdict(row["speedup"])
+            row["verdict"] = control_verdict(row["speedup"], row["speedup_low"], row["speedup_high"])
         else:
             interval = (over["measured_over_ideal_low"], over["measured_over_ideal_high"])
             row["verdict"] = flop_bound_verdict(
                 over["measured_over_ideal"], targets.get(arm, CONTROL_BAND), interval=interval
             )
         rows.append(row | use)
-    return pd.DataFrame(rows).assign(**run.protocol(), note=run.note or control_note(_control(rows, run)))
+    return pd.DataFrame(rows).assign(**run.protocol(), note=run.note or control_note(*_control(rows, run)))
 
 
 def _spread(times: np.ndarray) -> dict[str, float]:
@@ -203,8 +203,10 @@ def _spread(times: np.ndarray) -> dict[str, float]:
     }
 
 
-def _control(rows: list[dict[str, Any]], run: LatencyRun) -> float:
-    return next(row["speedup"] for row in rows if row["arm"] == run.control)
+def _control(rows: list[dict[str, Any]], run: LatencyRun) -> tuple[float, float, float]:
+    """The A/A control's speed-up and its interval."""
+    row = next(row for row in rows if row["arm"] == run.control)
+    return row["speedup"], row["speedup_low"], row["speedup_high"]
 
 
 def raw_latencies(run: LatencyRun, **labels: Any) -> pd.DataFrame:

@@ -106,7 +106,7 @@ def speed_row(
     if arm == comparison.baseline:
         verdict = BASELINE_VERDICT if not math.isnan(speed["seconds"]) else NOT_MEASURED
     elif arm == comparison.control:
-        verdict = control_verdict(speed["speedup"])
+        verdict = control_verdict(speed["speedup"], speed["speedup_low"], speed["speedup_high"])
     else:
         verdict = flop_bound_verdict(over, target, explained, (low, high), interval_within)
     return {
