@@ -36,7 +36,6 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
-from scipy import stats
 
 from ... import bench, executors
 from ...checkpoint import read_run_json
@@ -47,6 +46,7 @@ from ...files import atomic_path, atomic_write_json, cache_dir, project_root
 from ...plots import new_figure
 from ...skipvit import BASELINE, EXTRA, HEADLINE, TABLE1, TABLE3, SkipViTSettings, apply_skipvit, configure, flop_gain
 from ...train import default_model_factory
+from ..seeds import paired_difference, seeds_to_resolve
 from ..sentences import is_missing, number, paragraph
 from .common import RowTraining, budget_for, run_dir, train_row
 
@@ -392,24 +392,6 @@ def with_dataset(runs: pd.DataFrame) -> pd.DataFrame:
     return runs if "dataset" in runs else runs.assign(dataset=FIRST_STUDY_DATASET)
 
 
-def paired_difference(values: pd.Series, reference: pd.Series) -> dict[str, float]:
-    """Mean of (values − reference) over the seeds (index) both have, with its 95 % paired t interval
-    (``scipy.stats.ttest_rel``) and half-width; fewer than 2 pairs: no interval."""
-    pairs = pd.concat([values, reference], axis=1).dropna()
-    n = len(pairs)
-    mean = float((pairs.iloc[:, 0] - pairs.iloc[:, 1]).mean()) if n else math.nan
-    if n < 2:
-        return {"diff": mean, "diff_low": math.nan, "diff_high": math.nan, "resolvable": math.nan, "pairs": n}
-    low, high = stats.ttest_rel(pairs.iloc[:, 0], pairs.iloc[:, 1]).confidence_interval()
-    return {
-        "diff": mean,
-        "diff_low": float(low),
-        "diff_high": float(high),
-        "resolvable": float(high) - mean,
-        "pairs": n,
-    }
-
-
 def scratch_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per data set and row: seeds, mean ± std of top-1 with dropping on and off at test time, and the paired
     difference to that data set's baseline (dropping on; and off) with its 95 % interval."""
@@ -528,23 +510,6 @@ def claim_verdicts(runs: pd.DataFrame) -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(out)
-
-
-def seeds_to_resolve(paired: dict[str, float], direction: str, most: int = 100) -> float:
-    """How many seeds would turn "cannot tell" into a verdict if the spread of the paired differences and their
-    mean stayed as measured: the smallest n with t(n−1)·s/√n below |mean| (below 1 point + mean for "keeps
-    top-1"). NaN with fewer than 2 pairs or a mean of zero; ``most``+ is reported as ``most``."""
-    n, half = paired["pairs"], paired["resolvable"]
-    if n < 2 or math.isnan(half):
-        return math.nan
-    spread = half * math.sqrt(n) / stats.t.ppf(0.975, n - 1)
-    goal = NO_LOSS_MARGIN + paired["diff"] if direction == "none" else abs(paired["diff"])
-    if goal <= 0:
-        return math.nan
-    for seeds in range(2, most + 1):
-        if stats.t.ppf(0.975, seeds - 1) * spread / math.sqrt(seeds) < goal:
-            return float(seeds)
-    return float(most)
 
 
 def scratch_plot(runs: pd.DataFrame, summary: pd.DataFrame, dataset: str = FIRST_STUDY_DATASET) -> Figure:
