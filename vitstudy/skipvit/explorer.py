@@ -4,15 +4,16 @@
 :func:`explorer_figure` draws that (a :class:`DropDrawing`), :func:`explore` does both and returns a
 :class:`~vitstudy.widgets.ExplorerView`; :func:`explorer_widget` puts sliders over it (tests drive it with
 ``widgets.set_controls``), through a :class:`PatchDropExplorer` that traces each (image, setting) once and redraws
-one live figure per layout in place. :func:`load_image` reads an image file as a model's input. The study's choice
-of model and images for notebook 06 is ``vitstudy.experiments.skipvit.patch_drop_explorer``.
+one live figure per layout in place. :func:`load_image` reads an image file as a model's input. The panels, class
+names and the bad-setting message are shared with ToMe's explorer (:mod:`vitstudy.explorer_panels`). Notebook 06's
+widget, with ToMe as a further rule beside SkipViT's modes, and its choice of model and images are
+``vitstudy.experiments.skipvit.patch_drop_explorer``.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,19 @@ import ipywidgets
 import numpy as np
 import timm.data
 import torch
-from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.image import AxesImage
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from ..data import CorruptImageError
+from ..explorer_panels import (
+    MessageDrawing,
+    class_names,
+    panel_figure,
+    predictions_title,
+    set_pixels,
+    upsample_patches,
+)
 from ..plots import display_image, new_figure
 from ..widgets import ExplorerView, explorer_interactive, live_figure
 from .patch import Stage, apply_skipvit, configure, dropping, trace_forward
@@ -53,15 +60,6 @@ def load_image(path: str | os.PathLike[str], model: nn.Module) -> torch.Tensor:
     except (UnidentifiedImageError, OSError) as err:
         raise CorruptImageError(f"cannot decode image {str(path)!r}: {err}") from err
     return timm.data.create_transform(**config, is_training=False)(image)
-
-
-def class_names(model: nn.Module, classes: Sequence[str] | None = None) -> list[str]:
-    """Given names, ImageNet's for a 1000-class head, else class indices as text."""
-    if classes is not None:
-        return list(classes)
-    if model.num_classes == 1000:
-        return [timm.data.ImageNetInfo().index_to_description(i) for i in range(1000)]
-    return [str(i) for i in range(model.num_classes)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -146,13 +144,6 @@ def _ready(model: nn.Module) -> nn.Module:
 # Drawing
 
 
-def _upsample(values: np.ndarray, grid_size: tuple[int, int], image_hw: tuple[int, int]) -> np.ndarray:
-    """One value per patch [n_patches] → one per pixel [H, W]."""
-    grid = values.reshape(grid_size)
-    ph, pw = image_hw[0] // grid.shape[0], image_hw[1] // grid.shape[1]
-    return np.kron(grid, np.ones((ph, pw)))
-
-
 def _route(settings: SkipViTSettings) -> str:
     """Which blocks the dropped tokens skip, in words."""
     if not settings.drop_layers:
@@ -168,11 +159,6 @@ def _route(settings: SkipViTSettings) -> str:
     return f"dropped tokens skip blocks {' / '.join(spans)} and rejoin as the input of block {settings.skip_layer}"
 
 
-PANEL_INCHES = (2.6, 3.1)  # one image panel with its title above it
-TITLE_INCHES = 0.65  # the figure's title and a panel's three title lines
-TITLE_CHARACTERS = 34  # what a 7-pt title line holds in a panel's width: longer class names are shortened
-
-
 class DropDrawing:
     """The explorer's figure for one layout (number of stages, image shape), built once: the image titled with the
     predictions, then per stage its [CLS]-attention heat map and its kept patches (dropped ones greyed).
@@ -180,9 +166,8 @@ class DropDrawing:
     figure in a second draw on every render."""
 
     def __init__(self, fig: Figure, stages: int, image_shape: tuple[int, ...]) -> None:
-        panels = 1 + 2 * max(stages, 1)
-        fig.set_size_inches(PANEL_INCHES[0] * panels, PANEL_INCHES[1])
-        self.figure, self.axes = fig, [_panel(fig, number, panels) for number in range(panels)]
+        self.figure = fig
+        self.axes, self.title = panel_figure(fig, 1 + 2 * max(stages, 1))
         blank = display_image(torch.zeros(image_shape))
         cmap = "gray" if blank.ndim == 2 else None
         self.image = self.axes[0].imshow(blank, cmap=cmap)
@@ -193,57 +178,32 @@ class DropDrawing:
         self.overlays = [ax.imshow(np.zeros((*blank.shape[:2], 4))) for ax in kept_axes]
         if not stages:
             self.axes[1].text(0.5, 0.5, "no dropping\n(ratio 0 or no drop layer)", ha="center", va="center", fontsize=8)
-        self.title = fig.suptitle("", fontsize=8, y=1 - 0.04 / PANEL_INCHES[1], va="top")
 
     def update(self, image: np.ndarray, trace: DropTrace) -> Figure:
         """Show ``image`` (as :func:`~vitstudy.plots.display_image` gives it) under ``trace``; returns the figure."""
         summary, n_patches = trace.summary, trace.summary["patches"]
         for shown in (self.image, *self.heat_bases, *self.kept_bases):
-            _set_pixels(shown, image)
-        truth = f"true: {_short(summary['label'])}\n" if summary["label"] is not None else ""
-        self.axes[0].title.set_text(
-            f"{truth}dropping on: {_short(summary['prediction_dropping_on'])} ({summary['confidence_dropping_on']:.0%})"
-            f"\ndropping off: {_short(summary['prediction_dropping_off'])} ({summary['confidence_dropping_off']:.0%})"
-        )
+            set_pixels(shown, image)
+        predictions = [
+            ("dropping on", summary["prediction_dropping_on"], summary["confidence_dropping_on"]),
+            ("dropping off", summary["prediction_dropping_off"], summary["confidence_dropping_off"]),
+        ]
+        self.axes[0].title.set_text(predictions_title(summary["label"], predictions))
         for number, stage in enumerate(trace.stages):
             scores = np.full(n_patches, np.nan)
             scores[stage.present[0].cpu().numpy()] = stage.scores[0].float().cpu().numpy()
-            _set_pixels(self.heats[number], _upsample(scores, trace.grid_size, image.shape[:2]))
+            set_pixels(self.heats[number], upsample_patches(scores, trace.grid_size, image.shape[:2]))
             self.axes[1 + 2 * number].title.set_text(f"[CLS] attention, block {stage.layer}")
             dropped = np.zeros(n_patches, dtype=bool)
             dropped[summary["greyed_patches_per_stage"][number]] = True
             overlay = np.zeros((*image.shape[:2], 4))
-            overlay[_upsample(dropped, trace.grid_size, image.shape[:2]).astype(bool)] = GREY
+            overlay[upsample_patches(dropped, trace.grid_size, image.shape[:2]).astype(bool)] = GREY
             self.overlays[number].set_data(overlay)
             self.axes[2 + 2 * number].title.set_text(
                 f"after block {stage.layer}: {stage.kept.shape[1]}/{n_patches} kept (grey: dropped)"
             )
         self.title.set_text(f"{trace.settings.label}: {_route(trace.settings)}")
         return self.figure
-
-
-def _panel(fig: Figure, number: int, panels: int) -> Axes:
-    """Panel ``number``'s square axes under its title, centred in its column. The title's position is fixed, as
-    matplotlib would otherwise measure the axes on every draw to place it."""
-    (panel_width, height), margin = PANEL_INCHES, 0.05
-    side, width = height - TITLE_INCHES - margin, panel_width * panels
-    left = number * panel_width + (panel_width - side) / 2
-    ax = fig.add_axes((left / width, margin / height, side / width, side / height))
-    ax.axis("off")
-    ax.set_title("", fontsize=7, y=1.0)
-    return ax
-
-
-def _set_pixels(shown: AxesImage, values: np.ndarray) -> None:
-    """New pixels for an ``imshow`` image, its colour scale fitted to them as ``imshow`` fits a new image's."""
-    shown.set_data(values)
-    if values.ndim == 2:
-        shown.autoscale()
-
-
-def _short(name: str) -> str:
-    """A class name that fits a panel's title line (ImageNet's run to several synonyms)."""
-    return textwrap.shorten(name, TITLE_CHARACTERS, placeholder="…")
 
 
 def explorer_figure(image: torch.Tensor, trace: DropTrace) -> Figure:
@@ -302,24 +262,6 @@ def explorer_settings(first_layer: int, second_layer: int, ratio: float, skip_la
     """Slider values → settings; ``second_layer = 0`` means one stage. Raises ValueError on a bad combination."""
     layers = (first_layer,) if second_layer == 0 else (first_layer, second_layer)
     return SkipViTSettings(layers, (ratio,) * len(layers), skip_layer if mode == "skip" else None, mode=mode)
-
-
-def _invalid_view(err: ValueError) -> ExplorerView:
-    """:class:`MessageDrawing` of ``err`` on a new figure."""
-    return MessageDrawing(new_figure((6, 1.2))).update(err)
-
-
-class MessageDrawing:
-    """What the explorer shows for a bad slider combination: one line naming what is allowed, updated in place."""
-
-    def __init__(self, fig: Figure) -> None:
-        fig.set_size_inches(6, 1.2)
-        self.figure = fig
-        self.text = fig.text(0.02, 0.5, "", fontsize=7, va="center", wrap=True)
-
-    def update(self, err: ValueError) -> ExplorerView:
-        self.text.set_text(f"not a valid setting: {err}")
-        return ExplorerView({"error": str(err)}, self.figure, [])
 
 
 class PatchDropExplorer:

@@ -5,7 +5,7 @@ The method core, lowest first (each module imports only those above it, and none
 - ``merge``: the token maths as pure tensor functions (bipartite soft matching, size-weighted merging, source
   tracking, ``merge_groups``) and the r schedule (``parse_r``, ``token_counts``).
 - ``patch``: the forward over the blocks and the class swap onto a timm ViT (``apply_tome``, ``merging``,
-  ``trace_forward``).
+  ``trace_forward``, ``trace_blocks``: the sources after every block).
 - ``costs``: what merging saves in forward FLOPs, counted (``flop_gain``) or from the schedule (``schedule_flops``).
 
 Conventions (ToMe's, facebookresearch/ToMe tome/patch/timm.py):
@@ -42,6 +42,7 @@ from .patch import (
     remove_tome,
     tome_blocks,
     tome_step,
+    trace_blocks,
     trace_forward,
 )
 
@@ -66,5 +67,6 @@ __all__ = [
     "token_counts",
     "tome_blocks",
     "tome_step",
+    "trace_blocks",
     "trace_forward",
 ]

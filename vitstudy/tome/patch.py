@@ -255,13 +255,18 @@ def merging(model: nn.Module, r: Schedule) -> Iterator[nn.Module]:
 def trace_forward(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, MergeState]:
     """Logits [B, classes] of a patched model and the state after its last block: the tokens entering each block
     (``counts``), each final token's size and source (no grad, eval as it is)."""
+    logits, states = trace_blocks(model, images)
+    return logits, states[-1]
+
+
+def trace_blocks(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, list[MergeState]]:
+    """Logits [B, classes] of a patched model and the state after each of its blocks, sources traced (ToMe's
+    ``trace_source``): which patches every token stands for after block 1, 2, …, as an explorer draws them. The
+    source stays None until a block merges (each token still one patch). No grad, eval as it is."""
     with torch.no_grad():
-        state = tome_blocks(
-            model.blocks,
-            forward_start(model, images),
-            model.tome_schedule,
-            model.num_prefix_tokens,
-            model.prop_attn,
-            trace_source=True,
-        )
-        return model.forward_head(model.norm(state.x)), state
+        state = MergeState(forward_start(model, images))
+        states = []
+        for block, r in zip(model.blocks, model.tome_schedule, strict=True):
+            state = tome_step(block, state, r, model.num_prefix_tokens, model.prop_attn, trace_source=True)
+            states.append(state)
+        return model.forward_head(model.norm(state.x)), states
