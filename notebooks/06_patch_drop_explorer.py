@@ -12,11 +12,13 @@
 # ---
 
 # %% [markdown]
-# # 06 · Which patches does SkipViT drop?
+# # 06 · Which patches does SkipViT drop, and which does ToMe merge?
 #
 # Pick an image and a SkipViT setting: the explorer shows, for each drop stage, the [CLS] attention over the
 # patches (the score SkipViT ranks by) and the patches it keeps (dropped ones greyed out), and the prediction
-# with token dropping on and off (`prediction_dropping_on` / `prediction_dropping_off`). By default the model is
+# with token dropping on and off (`prediction_dropping_on` / `prediction_dropping_off`). ToMe is a further rule
+# in the same explorer: it drops nothing but merges `r` tokens in every block, and the explorer colours the patches
+# by the token they ended in (ToMe's own way to show its merges). By default the model is
 # the cached baseline of notebook 00 (trained without dropping; dropping is applied at inference only) on
 # Fashion-MNIST test images. Any image file works too: set `IMAGE_PATH` (and optionally `MODEL_NAME`, a timm ViT
 # such as `vit_small_patch16_224`, with `WEIGHTS` a `.safetensors` file or `PRETRAINED = True` when the hub cache
@@ -63,17 +65,30 @@ report.save_figure(view.figure, "06_two_stages")
 view
 
 # %% [markdown]
-# ## Explore
-# `drop after`: the first drop layer; `2nd drop`: a second one (0 = none); the ratio applies at each stage;
-# `back at block`: the skip layer (mode `skip` only). An invalid combination shows what is allowed.
+# ## ToMe as the rule: the largest r every block can merge; colour: patches merged into one token, after block 6
+# and after the last (a patch still alone stays clear)
 
 # %%
-explorer = skipvit.explorer_widget(model, images, labels, classes)
+r = patch_drop_explorer.largest_fitting_r(patch_drop_explorer.merge_model(model))
+merges = patch_drop_explorer.explore_merges(model, images[0], r, 6, classes, label)
+report.save_figure(merges.figure, "06_tome_merges")
+merges
+
+# %% [markdown]
+# ## Explore
+# `drop after`: the first drop layer; `2nd drop`: a second one (0 = none); the ratio applies at each stage;
+# `back at block`: the skip layer (mode `skip` only). Mode `tome` swaps those sliders for ToMe's: `r`, the tokens
+# merged in every block, and the block whose merges to show. An invalid combination shows what is allowed.
+
+# %%
+explorer = patch_drop_explorer.explorer_widget(model, images, labels, classes)
 
 # %%
 # Move the controls as a user would: a callback error here fails the notebook (and the report).
 set_controls(explorer, {"index": min(3, len(images) - 1), "ratio": 0.3, "second_layer": 8, "skip_layer": 10})
 set_controls(explorer, {"mode": "fused", "second_layer": 0})
+set_controls(explorer, {"mode": "tome", "r": 1, "after_block": 3})
+set_controls(explorer, {"r": explorer.explorer.merges.model.patch_embed.num_patches // 2})  # too large: a message
 set_controls(explorer, {"mode": "skip", "skip_layer": 4})  # invalid on purpose: a message, not an error
 
 # %% [markdown]
@@ -81,3 +96,4 @@ set_controls(explorer, {"mode": "skip", "skip_layer": 4})  # invalid on purpose:
 
 # %%
 print(skipvit.readout(headline.summary))
+print(patch_drop_explorer.readout(merges.summary))

@@ -1,6 +1,8 @@
 """What the token explorers of notebook 06 draw with, whichever rule they show (SkipViT's dropped patches,
 ToMe's merged ones): square image panels placed by hand and redrawn in place, one value per patch as pixels,
-class names that fit a panel's title, and the message a bad setting shows instead of a figure.
+class names that fit a panel's title, the message a bad setting shows instead of a figure, and
+:class:`MergeDrawing`, which patches share a token (ToMe's visualisation idea: one colour per merged token, drawn
+here on our own trace).
 
 A live explorer keeps one figure per layout and only replaces pixels and texts on a move, so every piece here
 builds its artists once and updates them.
@@ -13,12 +15,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import timm.data
+import torch
 from matplotlib.axes import Axes
+from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.text import Text
 from torch import nn
 
+from .plots import display_image
 from .widgets import ExplorerView
 
 PANEL_INCHES = (2.6, 3.1)  # one image panel with its title above it
@@ -93,3 +98,84 @@ class MessageDrawing:
     def update(self, err: ValueError) -> ExplorerView:
         self.text.set_text(f"not a valid setting: {err}")
         return ExplorerView({"error": str(err)}, self.figure, [])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Which patches share a token (ToMe's merges), drawn over the image
+
+PIXELS_PER_PATCH = 16  # the merge overlay's resolution: a one-pixel outline is a thin line inside a patch
+FILL_ALPHA = 0.55  # a merged group's colour over the image
+OUTLINE = np.array([0.05, 0.05, 0.05, 0.95])  # RGBA of the border between two tokens, one of them merged
+GOLDEN_RATIO = (5**0.5 - 1) / 2  # hue step between colours: consecutive groups get far-apart hues
+
+
+def group_colours(count: int) -> np.ndarray:
+    """``count`` distinct RGB colours [count, 3], consecutive ones far apart in hue and alternating in brightness."""
+    hues = (np.arange(count) * GOLDEN_RATIO) % 1.0
+    values = np.where(np.arange(count) % 2 == 0, 0.95, 0.7)
+    return hsv_to_rgb(np.stack([hues, np.full(count, 0.85), values], axis=-1))
+
+
+def merge_overlay(token_of_patch: np.ndarray, grid_size: tuple[int, int]) -> np.ndarray:
+    """RGBA [rows·s, columns·s, 4] (s = :data:`PIXELS_PER_PATCH`) over an image: the patches of every token that
+    stands for two or more of them share one colour (groups numbered by their first patch, row-major) and each such
+    token is outlined; a patch still alone stays clear, so that the merges stand out. ``token_of_patch``
+    [n_patches] (row-major) names each patch's token (any integer ids)."""
+    _, owner = np.unique(token_of_patch, return_inverse=True)  # ids 0..tokens-1
+    merged = np.bincount(owner)[owner] > 1  # per patch: its token holds other patches too
+    _, first_patches = np.unique(owner, return_index=True)
+    group_of_token = np.full(first_patches.size, -1)
+    merged_tokens = owner[np.sort(first_patches[np.bincount(owner) > 1])]  # merged tokens by their first patch
+    group_of_token[merged_tokens] = np.arange(merged_tokens.size)
+    rgba = np.zeros((owner.size, 4))
+    rgba[merged, :3] = group_colours(merged_tokens.size)[group_of_token[owner[merged]]]
+    rgba[merged, 3] = FILL_ALPHA
+    pixels = PIXELS_PER_PATCH
+    overlay = _per_pixel(rgba.reshape(*grid_size, 4), pixels)
+    owner, inside = _per_pixel(owner.reshape(grid_size), pixels), _per_pixel(merged.reshape(grid_size), pixels)
+    # one pixel on the left of / above each border between two tokens of which one is merged: a thin line
+    across = (owner[:, :-1] != owner[:, 1:]) & (inside[:, :-1] | inside[:, 1:])
+    down = (owner[:-1] != owner[1:]) & (inside[:-1] | inside[1:])
+    overlay[:, :-1][across] = OUTLINE
+    overlay[:-1][down] = OUTLINE
+    return overlay
+
+
+def _per_pixel(grid: np.ndarray, pixels: int) -> np.ndarray:
+    """One value per patch [rows, columns, ...] → ``pixels`` × ``pixels`` of it per patch."""
+    return grid.repeat(pixels, axis=0).repeat(pixels, axis=1)
+
+
+class MergeDrawing:
+    """The figure of which patches share a token, for one image shape, built once: the image titled with the
+    predictions, then ``panels`` maps of the merged groups over it (:func:`merge_overlay`), e.g. after a chosen block
+    and after the last. :meth:`update` sets the pixels and texts in place."""
+
+    def __init__(self, fig: Figure, image_shape: tuple[int, ...], panels: int = 2) -> None:
+        self.figure = fig
+        self.axes, self.title = panel_figure(fig, 1 + panels)
+        blank = display_image(torch.zeros(image_shape))
+        cmap = "gray" if blank.ndim == 2 else None
+        height, width = blank.shape[:2]
+        extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # imshow's own for the image: the overlay lies on it
+        self.bases = [ax.imshow(blank, cmap=cmap) for ax in self.axes]
+        self.overlays = [ax.imshow(np.zeros((1, 1, 4)), extent=extent, interpolation="nearest") for ax in self.axes[1:]]
+
+    def update(
+        self,
+        image: np.ndarray,
+        image_title: str,
+        maps: Sequence[tuple[np.ndarray, str]],
+        grid_size: tuple[int, int],
+        title: str,
+    ) -> Figure:
+        """Show ``image`` (as :func:`~vitstudy.plots.display_image` gives it) titled ``image_title``, and per panel
+        one (token of each patch [n_patches], panel title) of ``maps``; returns the figure."""
+        for shown in self.bases:
+            set_pixels(shown, image)
+        self.axes[0].title.set_text(image_title)
+        for overlay, ax, (token_of_patch, panel_title) in zip(self.overlays, self.axes[1:], maps, strict=True):
+            overlay.set_data(merge_overlay(np.asarray(token_of_patch), grid_size))
+            ax.title.set_text(panel_title)
+        self.title.set_text(title)
+        return self.figure

@@ -325,21 +325,11 @@ def explore_controls(
     return PatchDropExplorer(model, images, labels, classes).view
 
 
-def explorer_widget(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: Sequence[int] | None = None,
-    classes: Sequence[str] | None = None,
-    show: bool = True,
-) -> ipywidgets.interactive:
-    """Sliders for the image, drop layer(s), ratio, skip layer and mode over :func:`explore`, through a
-    :class:`PatchDropExplorer` (``widget.explorer``)."""
+def explorer_controls(model: nn.Module, images: torch.Tensor) -> dict[str, ipywidgets.Widget]:
+    """The widget's controls, named as :meth:`PatchDropExplorer.view`'s arguments: the image, drop layer(s), ratio,
+    skip layer and mode (notebook 06's widget adds its own rule to these)."""
     depth = len(model.blocks)
-    explorer = PatchDropExplorer(model, images, labels, classes)
-    widget = explorer_interactive(
-        explorer.view,
-        readout,
-        show=show,
+    return dict(
         index=ipywidgets.IntSlider(0, 0, max(len(images) - 1, 0), description="image"),
         first_layer=ipywidgets.IntSlider(min(6, depth - 1), 1, depth - 1, description="drop after"),
         second_layer=ipywidgets.IntSlider(0, 0, depth - 1, description="2nd drop (0=none)"),
@@ -347,5 +337,18 @@ def explorer_widget(
         skip_layer=ipywidgets.IntSlider(min(11, depth), 2, depth, description="back at block"),
         mode=ipywidgets.Dropdown(options=list(MODES), value="skip", description="mode"),
     )
+
+
+def explorer_widget(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: Sequence[int] | None = None,
+    classes: Sequence[str] | None = None,
+    show: bool = True,
+) -> ipywidgets.interactive:
+    """Sliders for the image, drop layer(s), ratio, skip layer and mode (:func:`explorer_controls`) over
+    :func:`explore`, through a :class:`PatchDropExplorer` (``widget.explorer``)."""
+    explorer = PatchDropExplorer(model, images, labels, classes)
+    widget = explorer_interactive(explorer.view, readout, show=show, **explorer_controls(model, images))
     widget.explorer = explorer
     return widget
