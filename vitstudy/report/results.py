@@ -347,6 +347,29 @@ SECTIONS: tuple[Section, ...] = (
         ),
         ours_first=True,
     ),
+    *(
+        Section(
+            f"Token rules at equal cost, off the shelf: {name}",
+            "Every token rule (SkipViT's skip, EViT's fused token, plain dropping, ToMe, PatchDropout) removing "
+            "tokens from the same trained baseline at five FLOP-ideal levels, none of them trained with its tokens "
+            "gone: top-1 and the measured inference speed-up, all arms timed in one comparison with the A/A control "
+            "(notebook 11).",
+            f"tables/11_token_rules_{dataset}.csv",
+            setup=f"{name} test split; {baseline}; one seed",
+            label=("rule", "parameter"),
+            ours=(Measure(TOP1, "top1"), Measure("top-1 change (points)", "top1_change")),
+            speeds=(Speed("inference speed-up"),),
+            ours_first=True,
+        )
+        for dataset, name, baseline in (
+            ("fashion_mnist", "Fashion-MNIST", f"notebook 00's baseline, {SMALL_MODEL}"),
+            (
+                "fashion_mnist_cluttered",
+                "cluttered Fashion-MNIST",
+                "a baseline trained once on the cluttered canvases (depth-12 ViT, patch 8, 56×56 px)",
+            ),
+        )
+    ),
     Section(
         "bf16 on the CPU",
         "Table 5.1's forced exits (ViT-B/16 inference) and Table 1's SkipViT rows (ViT-S/16 training steps) in bf16 "
