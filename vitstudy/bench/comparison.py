@@ -389,9 +389,8 @@ def _blocked_times(
     fn: Callable[[], Any], min_run_time: float, threads: int, timer: Callable[[], float] | None
 ) -> tuple[list[float], int]:
     """Seconds per call of each timed block, and calls per block (``Timer.blocked_autorange``)."""
-    # Imported here: torch.utils.benchmark loads torch's C++-extension helper, which logs a CUDA-toolkit warning on
-    # machines without a GPU; at module level that line would precede the command line's one-line errors.
-    from torch.utils.benchmark import Timer
+    # Imported here, not at module level: a command that fails on bad input never pays for torch.utils.benchmark.
+    from .timer import Timer
 
     extra = {} if timer is None else {"timer": timer}
     result = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, **extra).blocked_autorange(
@@ -427,13 +426,12 @@ def _in_process(
 
 def _forkserver(arms: Mapping[str, ArmSpec]) -> Any:
     """The ``forkserver`` context, its server preloading torch and the arms' modules: a process forked from it
-    starts in a fraction of a second instead of re-importing torch. torch.utils.benchmark too: its import logs a
-    CUDA-toolkit warning, once there rather than once per process."""
+    starts in a fraction of a second instead of re-importing torch, and the timer (:mod:`.timer`) ready."""
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
     arm_modules = sorted({arm.factory.__module__ for arm in arms.values()})
-    context.set_forkserver_preload(["torch", "torch.utils.benchmark", "timm", *arm_modules])
+    context.set_forkserver_preload(["torch", "vitstudy.bench.timer", "timm", *arm_modules])
     return context
 
 

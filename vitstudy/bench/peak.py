@@ -54,8 +54,7 @@ def matmul_gflop_per_s(
     seconds per call of ``blocked_autorange`` (``timer`` replaces its clock in tests). NaN on an absent device."""
     if not device_available(device):
         return math.nan
-    # Imported here, as in .comparison: its import logs a CUDA-toolkit warning on machines without a GPU.
-    from torch.utils.benchmark import Timer
+    from .timer import Timer
 
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, size, generator=generator).to(device=device, dtype=dtype) for _ in range(2))
