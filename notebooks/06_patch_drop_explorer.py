@@ -65,12 +65,12 @@ report.save_figure(view.figure, "06_two_stages")
 view
 
 # %% [markdown]
-# ## ToMe as the rule: the largest r every block can merge; colour: patches merged into one token, after block 6
-# and after the last (a patch still alone stays clear)
+# ## ToMe as the rule: the largest r every block can merge; colour: patches merged into one token, after the
+# middle block and after the last (a patch still alone stays clear)
 
 # %%
-r = patch_drop_explorer.largest_fitting_r(patch_drop_explorer.merge_model(model))
-merges = patch_drop_explorer.explore_merges(model, images[0], r, 6, classes, label)
+r = patch_drop_explorer.largest_fitting_r(model)
+merges = patch_drop_explorer.explore_merges(model, images[0], r, len(model.blocks) // 2, classes, label)
 report.save_figure(merges.figure, "06_tome_merges")
 merges
 
@@ -88,7 +88,7 @@ explorer = patch_drop_explorer.explorer_widget(model, images, labels, classes)
 set_controls(explorer, {"index": min(3, len(images) - 1), "ratio": 0.3, "second_layer": 8, "skip_layer": 10})
 set_controls(explorer, {"mode": "fused", "second_layer": 0})
 set_controls(explorer, {"mode": "tome", "r": 1, "after_block": 3})
-set_controls(explorer, {"r": explorer.explorer.merges.model.patch_embed.num_patches // 2})  # too large: a message
+set_controls(explorer, {"r": model.patch_embed.num_patches // 2})  # too large for the later blocks: a message
 set_controls(explorer, {"mode": "skip", "skip_layer": 4})  # invalid on purpose: a message, not an error
 
 # %% [markdown]

@@ -106,8 +106,8 @@ def merge_model(model: nn.Module) -> nn.Module:
 
 
 def largest_fitting_r(model: nn.Module) -> int:
-    """The largest r that every block of ``model`` can merge: a block merges at most half of the patch tokens
-    entering it, and each earlier block leaves it r fewer."""
+    """The largest r that every block of ``model`` (a timm ViT, patched or not) can merge: a block merges at most
+    half of the patch tokens entering it, and each earlier block leaves it r fewer."""
     patches, prefix, depth = model.patch_embed.num_patches, model.num_prefix_tokens, len(model.blocks)
     r = patches // 2
     while r > 0 and tome.removed_per_layer(patches + prefix, [r] * depth, prefix)[-1] < r:
@@ -395,9 +395,7 @@ def explorer_widget(
     controls = explorer_controls(model, images)
     controls["mode"].options = [*MODES, TOME_RULE]
     patches = model.patch_embed.num_patches
-    controls["r"] = ipywidgets.IntSlider(
-        largest_fitting_r(explorer.merges.model), 0, patches // 2, description="r (merged/block)"
-    )
+    controls["r"] = ipywidgets.IntSlider(largest_fitting_r(model), 0, patches // 2, description="r (merged/block)")
     controls["after_block"] = ipywidgets.IntSlider(max(depth // 2, 1), 1, depth, description="show after block")
 
     def show_rule_controls(mode: str) -> None:
