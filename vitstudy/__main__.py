@@ -1,4 +1,4 @@
-"""Command line: ``python -m vitstudy {report,results,train,data,measure} ...``.
+"""Command line: ``python -m vitstudy {report,results,train,data,measure,trained_rules,gpu} ...``.
 
 A mistake a user can fix (a bad setting, scale, model name, path; missing or damaged data) is printed as one
 line naming the value and the fix, with exit status 2; a failed notebook exits 1. ``VITSTUDY_DEBUG=1`` shows
@@ -31,6 +31,8 @@ commands:
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
   measure  run one hand-run measurement: isolation, loader_speed, widget_latency, compile, sharing or report_time
+  trained_rules  train notebook 11's trained token-rules runs that are missing (resumable; no timing: the report
+           at --scale scratch --only 11 times, aggregates and publishes them)
   gpu      the one prepared GPU command: the CUDA tests and every GPU column, under figures/gpu/
 
 A mistake in the options or the data is one line on stderr and exit status 2 (VITSTUDY_DEBUG=1: a traceback).
@@ -188,6 +190,33 @@ def measure_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def trained_rules_main(argv: Sequence[str]) -> int:
+    from . import executors  # light: no torch
+
+    parser = argparse.ArgumentParser(
+        prog="python -m vitstudy trained_rules",
+        description="train the missing runs of notebook 11's trained curve side by side (resumable, no timing)",
+    )
+    parser.add_argument("--scale", default="scratch", help="scratch (the protocol, default) or smoke")
+    parser.add_argument("--workers", type=int, default=None, help="single-thread processes (default: one per core)")
+    parser.add_argument(
+        "--ray", nargs="?", const=executors.LOCAL_RAY, default=None, metavar="ADDRESS", help="train as Ray tasks"
+    )
+    args = parser.parse_args(argv)
+    check_choice("scale", args.scale, ("scratch", "smoke"))
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers {args.workers} is not allowed: expected an integer >= 1")
+    if args.ray is not None:
+        os.environ[executors.RAY_ENV] = executors.check_ray(args.ray)
+    from .experiments import token_rules_trained  # torch and timm: after the arguments parsed
+
+    chosen = token_rules_trained.budget(args.scale)
+    workers = args.workers or token_rules_trained.default_workers()
+    trained = token_rules_trained.train_missing(chosen, workers, log=lambda line: print(line, flush=True))
+    print(f"trained {trained} runs; every run of the {args.scale} protocol has finished", flush=True)
+    return 0
+
+
 def gpu_main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m vitstudy gpu", description="the one prepared GPU command")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --tiny: the CPU test)")
@@ -218,6 +247,7 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "train": train_main,
     "data": data_main,
     "measure": measure_main,
+    "trained_rules": trained_rules_main,
     "gpu": gpu_main,
 }
 

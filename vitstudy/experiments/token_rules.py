@@ -130,8 +130,9 @@ class SeededPatchDropout(PatchDropout):
     """timm's ``PatchDropout`` kept active at inference, drawing the same patches for the same batch every call.
 
     timm's layer removes patches only in training (a regulariser); here removing them is the speed-up, so it acts
-    in eval too. Each forward draws from its own generator seeded with ``seed``, so an evaluation is repeatable
-    and the caller's random stream is left as it was.
+    in eval too. In training it is timm's layer: a fresh random draw of the same number of patches every step. Each
+    eval forward draws from its own generator seeded with ``seed``, so an evaluation is repeatable and the caller's
+    random stream is left as it was.
     """
 
     def __init__(self, prob: float, num_prefix_tokens: int = 1, seed: int = PATCH_DROPOUT_SEED) -> None:
@@ -141,6 +142,8 @@ class SeededPatchDropout(PatchDropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.prob == 0:
             return x
+        if self.training:  # fine-tuning with the rule (notebook 11's trained curve): a fresh draw every step
+            return super().forward(x)
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
