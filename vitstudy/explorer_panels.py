@@ -121,11 +121,12 @@ def merge_overlay(token_of_patch: np.ndarray, grid_size: tuple[int, int]) -> np.
     stands for two or more of them share one colour (groups numbered by their first patch, row-major) and each such
     token is outlined; a patch still alone stays clear, so that the merges stand out. ``token_of_patch``
     [n_patches] (row-major) names each patch's token (any integer ids)."""
-    _, owner = np.unique(token_of_patch, return_inverse=True)  # ids 0..tokens-1
-    merged = np.bincount(owner)[owner] > 1  # per patch: its token holds other patches too
-    _, first_patches = np.unique(owner, return_index=True)
-    group_of_token = np.full(first_patches.size, -1)
-    merged_tokens = owner[np.sort(first_patches[np.bincount(owner) > 1])]  # merged tokens by their first patch
+    _, first_patch, owner = np.unique(token_of_patch, return_index=True, return_inverse=True)  # ids 0..tokens-1
+    sizes = np.bincount(owner)
+    merged = sizes[owner] > 1  # per patch: its token holds other patches too
+    merged_tokens = np.flatnonzero(sizes > 1)
+    merged_tokens = merged_tokens[np.argsort(first_patch[merged_tokens])]  # in the order of their first patch
+    group_of_token = np.full(sizes.size, -1)
     group_of_token[merged_tokens] = np.arange(merged_tokens.size)
     rgba = np.zeros((owner.size, 4))
     rgba[merged, :3] = group_colours(merged_tokens.size)[group_of_token[owner[merged]]]
