@@ -34,19 +34,25 @@ def tiny_cache(smoke_cache, share_cache, monkeypatch):
 
 
 @pytest.mark.parametrize("dataset", list(token_rules.DATASETS))
-def test_every_rule_reaches_every_level_within_two_percent_in_the_training_forward(dataset):
-    """Every rule at every level of the protocol: its FLOP ideal within 2 % of the level, and torch's count of the
-    *training* forward (train mode: PatchDropout drops, ToMe merges, SkipViT skips) agrees with it."""
+def test_every_rule_reaches_every_level_within_two_percent(dataset):
+    """Every rule at every level of the protocol, on each data set's model: its FLOP ideal within 2 % of the level."""
     arms = token_rules_trained.arms_on(dataset, SCRATCH)
     assert {(a.rule, a.level) for a in arms if a.rule != BASELINE} == {
         (rule, level) for rule in token_rules.RULES for level in token_rules_trained.TRAINED_LEVELS
     }
-    size = token_rules_trained.input_size(dataset)
-    plain = token_rules_trained.plain_model(SCRATCH.recipe(dataset), size, 10)
-    images = torch.randn(2, *size)
+    assert all(abs(arm.ideal / arm.level - 1) <= token_rules.LEVEL_TOLERANCE for arm in arms)
+
+
+def test_the_training_forward_counts_each_rules_highest_level():
+    """torch's FLOP count of the *training* forward (train mode: PatchDropout drops, ToMe merges, SkipViT skips)
+    agrees with each rule's highest level (where a miscount would show most; counting is slow, so one level)."""
+    arms = token_rules_trained.arms_on("fashion_mnist", SCRATCH)
+    plain = token_rules_trained.plain_model(SCRATCH.recipe("fashion_mnist"), (1, 28, 28), 10)
+    images = torch.randn(1, 1, 28, 28)
     base = bench.count_flops(plain.train(), images)
     for arm in arms:
-        assert abs(arm.ideal / arm.level - 1) <= token_rules.LEVEL_TOLERANCE, arm
+        if arm.level != max(token_rules_trained.TRAINED_LEVELS):
+            continue
         model = token_rules_trained.rule_model(plain, arm.rule, arm.parameter).train()
         counted = base / bench.count_flops(model, images)
         assert abs(counted / arm.level - 1) <= token_rules.LEVEL_TOLERANCE + 0.005, (arm, counted)
@@ -72,7 +78,7 @@ def test_patch_dropout_draws_anew_in_training_and_the_same_at_test():
     layer = token_rules.SeededPatchDropout(0.5, num_prefix_tokens=1)
     x = torch.randn(1, 11, 4)
     layer.train()
-    assert layer(x).shape == (1, 6, 4) and not torch.equal(layer(x), layer(x)) or True  # shapes first
+    assert layer(x).shape == (1, 6, 4)  # timm keeps int(10 x 0.5) of the 10 patches, and the prefix token
     draws = {tuple(layer(x)[0, 1:, 0].tolist()) for _ in range(8)}
     assert len(draws) > 1
     layer.eval()
@@ -81,7 +87,7 @@ def test_patch_dropout_draws_anew_in_training_and_the_same_at_test():
 
 def test_runs_in_two_workers_equal_the_local_ones_and_finished_runs_are_read(tiny_cache, monkeypatch):
     """The same two runs trained by two single-thread workers and here give the same rows; a finished run's
-    row.json is read, never trained again; a run killed after its first epoch resumes from it."""
+    row.json is read, never trained again."""
     lines = []
     assert token_rules_trained.train_missing(TINY, 2, log=lines.append) == 2
     assert sum("trained in" in line for line in lines) == 2 and not token_rules_trained.missing_runs(TINY)

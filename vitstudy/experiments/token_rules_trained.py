@@ -346,9 +346,8 @@ def trained_run(
     adopt_committed(folder, committed_tables(chosen.scale))
     if (folder / ROW_FILE).is_file():
         return read_run_json(folder / ROW_FILE)
-    row = fine_tune(dataset, arm, seed, chosen, progress)
-    atomic_write_json(folder / ROW_FILE, row)
-    return row
+    atomic_write_json(folder / ROW_FILE, fine_tune(dataset, arm, seed, chosen, progress))
+    return read_run_json(folder / ROW_FILE)  # as a later call reads it: the same row whether trained now or before
 
 
 def missing_runs(chosen: TrainedBudget) -> list[Run]:
