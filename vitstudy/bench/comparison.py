@@ -58,6 +58,7 @@ from .environment import NOT_MEASURED_NO_CUDA, device_available, environment_inf
 from .flops import BaselineWork
 from .peak import PEAK_DTYPES, machine_peak, peak_size
 from .stats import interval_inside, median_interval
+from .timer import Timer
 
 ORDERS = ("abba", "random")
 ISOLATIONS = ("in_process", "process", "process_per_round")
@@ -389,9 +390,6 @@ def _blocked_times(
     fn: Callable[[], Any], min_run_time: float, threads: int, timer: Callable[[], float] | None
 ) -> tuple[list[float], int]:
     """Seconds per call of each timed block, and calls per block (``Timer.blocked_autorange``)."""
-    # Imported here, not at module level: a command that fails on bad input never pays for torch.utils.benchmark.
-    from .timer import Timer
-
     extra = {} if timer is None else {"timer": timer}
     result = Timer(stmt="fn()", globals={"fn": fn}, num_threads=threads, **extra).blocked_autorange(
         min_run_time=min_run_time

@@ -26,6 +26,7 @@ import torch
 
 from ..files import atomic_write_json
 from .environment import bf16_native, device_available
+from .timer import Timer
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Big enough to be compute-bound on a CPU core (its time is dominated by arithmetic, not by memory or dispatch); a
@@ -54,8 +55,6 @@ def matmul_gflop_per_s(
     seconds per call of ``blocked_autorange`` (``timer`` replaces its clock in tests). NaN on an absent device."""
     if not device_available(device):
         return math.nan
-    from .timer import Timer
-
     generator = torch.Generator().manual_seed(0)
     a, b = (torch.randn(size, size, generator=generator).to(device=device, dtype=dtype) for _ in range(2))
     out = torch.empty(size, size, device=device, dtype=dtype)
