@@ -29,12 +29,24 @@ def test_headline_scales_with_depth():
     assert (mas.scaled_headline(24).drop_layers, mas.scaled_headline(24).skip_layer) == ((12,), 22)
 
 
-def test_unknown_scale_and_model_are_one_clear_line():
-    """budget() names the scales; a budget naming a model outside MODELS names the models."""
+def test_unknown_scale_model_and_memory_row_are_one_clear_line():
+    """budget() names the scales; a budget naming a model outside MODELS names the models, a memory row outside
+    the presets (or the baseline, which saves nothing) names the rows."""
     with pytest.raises(ValueError, match="scale='scratch' is not allowed"):
         mas.budget("scratch")
     with pytest.raises(ValueError, match="model='ViT-H/14' is not allowed"):
         mas.MemoryAndSizeBudget(models=("ViT-H/14",))
+    for row in ("skip_9_99", "baseline"):
+        with pytest.raises(ValueError, match=f"memory_rows='{row}' is not allowed: expected one of .*drop_6_55"):
+            mas.MemoryAndSizeBudget(memory_rows=(row,))
+
+
+def test_memory_table_counts_the_budgets_rows_on_both_models():
+    """The memory table has the budget's rows, in the presets' order, on the paper's model and the small model."""
+    budget = dataclasses.replace(mas.budget("smoke"), memory_rows=("drop_6_55", "fused_6_45"))
+    table = mas.memory_table(budget)
+    assert list(table["model"]) == [mas.MODELS["ViT-S/16"]] * 2 + [mas.SMALL_MODEL] * 2
+    assert list(table["row"]) == ["fused_6_45", "drop_6_55"] * 2 and (table["memory_saving_pct"] > 0).all()
 
 
 def test_model_size_rows_time_each_arm_in_its_own_process():

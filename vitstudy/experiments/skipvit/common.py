@@ -53,7 +53,8 @@ from ...train import baseline, baseline_run_dir, config_fingerprint, default_mod
 
 STARTS = ("scratch", "baseline")
 # The data notebooks 04 and 05 train on at smoke and quick: a subset of the scale's, so their rows train in minutes.
-SMOKE_DATA = dataclasses.replace(SCALES["smoke"].train, train_size=256, val_size=128, test_size=256)
+# Smoke: two training steps per epoch and one evaluation batch, the fewest that run every line of a row.
+SMOKE_DATA = dataclasses.replace(SCALES["smoke"].train, train_size=128, val_size=64, test_size=128)
 QUICK_DATA = dataclasses.replace(SCALES["quick"].train, train_size=2000, val_size=500, test_size=2000)
 
 

@@ -89,7 +89,13 @@ BUDGETS: dict[str, ScratchBudget] = {
         RowTraining(
             "smoke",
             dataclasses.replace(
-                SCALES["smoke"].train, train_size=64, val_size=32, test_size=64, epochs=2, batch_size=32
+                # one step per epoch, one evaluation batch: the fewest that run every line of a run
+                SCALES["smoke"].train,
+                train_size=32,
+                val_size=16,
+                test_size=32,
+                epochs=2,
+                batch_size=32,
             ),
             seeds=(0, 1),
             warmup_fraction=0.5,

@@ -123,6 +123,9 @@ class Table1Budget:
 _SMOKE = Table1Budget(
     RowTraining("smoke", dataclasses.replace(SMOKE_DATA, epochs=1), start="baseline"),
     SMOKE_TIMING,
+    # The fewest rows that run every path: the baseline, EViT's fused token (its own mode and placement), a skip
+    # 10 / 11 pair (the skip-layer comparison) and the headline row (the placement table, the findings).
+    rows=("baseline", "fused_6_45", "skip_4_7_30_s10", "skip_4_7_30_s11", HEADLINE),
     vit_small_img_size=64,
     vit_small_batch=2,
     small_batch=16,

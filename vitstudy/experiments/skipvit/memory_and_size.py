@@ -67,11 +67,15 @@ class MemoryAndSizeBudget:
     timing: bench.CompareSettings = bench.CompareSettings(
         rounds=3, min_run_time=0.5, warmup_calls=1, isolation="process"
     )
+    # The memory table's rows (keys of PRESETS, the baseline left out); None: every Table 1 row and plain dropping.
+    memory_rows: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         check(self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         for name in (*self.models, *self.timed):
             check_choice("model", name, tuple(MODELS))
+        for name in self.memory_rows or ():
+            check_choice("memory_rows", name, tuple(n for n in PRESETS if n != "baseline"))
 
     @property
     def vit_input(self) -> tuple[int, int, int]:
@@ -79,7 +83,14 @@ class MemoryAndSizeBudget:
 
 
 BUDGETS: dict[str, MemoryAndSizeBudget] = {
-    "smoke": MemoryAndSizeBudget(img_size=64, models=("ViT-S/16",), timed=("ViT-S/16",), timing=SMOKE_TIMING),
+    "smoke": MemoryAndSizeBudget(
+        img_size=64,
+        models=("ViT-S/16",),
+        timed=("ViT-S/16",),
+        timing=SMOKE_TIMING,
+        # one row of each mode: skip (one stage and two), EViT's fused token, plain dropping
+        memory_rows=(HEADLINE, "skip_4_7_30_s10", "fused_6_45", "drop_6_55"),
+    ),
     "quick": MemoryAndSizeBudget(),
     "full": MemoryAndSizeBudget(),
     "paper": MemoryAndSizeBudget(),
@@ -159,8 +170,9 @@ def memory_rows(
 
 
 def memory_table(budget: MemoryAndSizeBudget, device: str | None = None) -> pd.DataFrame:
-    """Every Table 1 row (and plain dropping) on the paper's model at its resolution and on the small model."""
-    rows = {n: s for n, s in PRESETS.items() if n != "baseline"}
+    """The budget's memory rows (every Table 1 row and plain dropping by default) on the paper's model at its
+    resolution and on the small model."""
+    rows = {n: s for n, s in PRESETS.items() if n != "baseline" and n in (budget.memory_rows or PRESETS)}
     return pd.concat(
         [
             memory_rows(
