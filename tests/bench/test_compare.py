@@ -8,15 +8,17 @@ import gc
 import math
 import time
 
-import numpy as np
 import pytest
 
 from vitstudy.bench import ArmSpec, calibration_arm, flop_bound_verdict
 from vitstudy.bench import comparison as engine
-from vitstudy.bench.comparison import CompareSettings, compare, control_note, round_orders
+from vitstudy.bench.comparison import SMOKE_TIMING, CompareSettings, compare, control_note, round_orders
 
 FAST = CompareSettings(rounds=9, min_run_time=0.02, warmup_calls=1, bootstrap=500)
-TWO_ROUNDS = CompareSettings(rounds=2, min_run_time=0.02, warmup_calls=1, bootstrap=100)
+# On the real clock: the smoke timing's small peak matmul (the peak is not what these tests check).
+TWO_ROUNDS = CompareSettings(
+    rounds=2, min_run_time=0.02, warmup_calls=1, bootstrap=100, peak_size=SMOKE_TIMING.peak_size
+)
 
 
 def sleeping_arm(seconds: float) -> ArmSpec:
@@ -30,29 +32,10 @@ def seconds_per_call(result: engine.Comparison) -> dict[str, float]:
     return result.raw.groupby("arm")["seconds_per_call"].min().to_dict()
 
 
-class FakeClock:
-    """A clock that only moves when an arm runs: each call costs ``cost × exp(noise · z)`` fake seconds
-    (log-normal, so the median cost is exactly ``cost``)."""
-
-    def __init__(self, seed: int = 0, noise: float = 0.1) -> None:
-        self.now = 0.0
-        self.rng = np.random.default_rng(seed)
-        self.noise = noise
-
-    def __call__(self) -> float:
-        return self.now
-
-    def arm(self, cost: float):
-        def run() -> None:
-            self.now += cost * math.exp(self.noise * self.rng.standard_normal())
-
-        return run
-
-
-def test_garbage_an_arm_leaves_is_collected_before_the_next_arm_and_nothing_stays_frozen():
+def test_garbage_an_arm_leaves_is_collected_before_the_next_arm_and_nothing_stays_frozen(fake_clock):
     """Between blocks the engine collects what the previous arm left in a reference cycle (objects alive before the
     comparison are frozen meanwhile, so each collection is cheap), and it unfreezes them when it ends."""
-    clock, collected = FakeClock(), []
+    clock, collected = fake_clock(), []
 
     class Cycle:
         def __init__(self) -> None:
@@ -74,10 +57,10 @@ def test_garbage_an_arm_leaves_is_collected_before_the_next_arm_and_nothing_stay
     assert collected and gc.get_freeze_count() == 0
 
 
-def test_known_ratio_is_inside_its_interval():
+def test_known_ratio_is_inside_its_interval(fake_clock):
     """Arms of cost 1 and 2 (noisy, fake clock): the speed-up of the cheaper arm is 2.00 inside its interval, and
     each arm's median time is its cost per call."""
-    clock = FakeClock()
+    clock = fake_clock()
     result = compare(
         {"slow": clock.arm(2.0), "fast": clock.arm(1.0)},
         "slow",
@@ -91,10 +74,10 @@ def test_known_ratio_is_inside_its_interval():
     assert result.speedup("slow")["seconds"] == pytest.approx(2.0, rel=0.05)
 
 
-def test_aa_control_reads_one():
+def test_aa_control_reads_one(fake_clock):
     """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty (the
     per-call noise is small enough for that interval to lie inside 1.00 ± 3%, as the note requires)."""
-    clock = FakeClock(seed=3, noise=0.02)
+    clock = fake_clock(seed=3, noise=0.02)
     base = clock.arm(1.0)
     result = compare(
         {"base": base, "copy": clock.arm(1.0)},
@@ -125,9 +108,9 @@ def test_arms_alternate_in_abba_order():
     assert all(sorted(r) == ["a", "b", "c"] for r in shuffled)
 
 
-def test_raw_times_are_kept_per_block():
+def test_raw_times_are_kept_per_block(fake_clock):
     """The raw table has one row per timed block with the arm, round and position in the round."""
-    clock = FakeClock()
+    clock = fake_clock()
     result = compare({"a": clock.arm(1.0), "b": clock.arm(1.0)}, "a", settings=FAST, timer=clock)
     assert set(result.raw.columns) >= {"arm", "round", "position", "seconds_per_call", "calls"}
     assert sorted(result.raw["round"].unique()) == list(range(FAST.rounds))

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from vitstudy.bench.comparison import ArmSpec, CompareSettings, compare, probe_arm
+from vitstudy.bench.comparison import SMOKE_TIMING, ArmSpec, compare, probe_arm
 
-WORKERS = CompareSettings(rounds=4, min_run_time=0.01, warmup_calls=1, bootstrap=100, band=None, isolation="process")
+# The smoke timing (its small peak matmul too), four whole rounds, one worker per arm.
+WORKERS = dataclasses.replace(SMOKE_TIMING, rounds=4, bootstrap=100, band=None, isolation="process")
 
 
 def probes(folder: Path, **fail_on_call: int) -> dict[str, ArmSpec]:
@@ -44,15 +45,23 @@ def gone(pid: int) -> bool:
     return False
 
 
-def test_each_worker_builds_its_arm_once_for_every_round(tmp_path):
-    """Four rounds of three arms: three builds, one per arm, each in its own process (not this one); all stopped."""
-    result = compare(probes(tmp_path), "base", "copy", WORKERS)
-    pids = builds(tmp_path)
+def test_each_worker_builds_its_arm_once_for_every_round_and_gives_the_shape_one_process_gives(tmp_path):
+    """Four rounds of three arms: three builds, one per arm, each in its own process (not this one); all stopped.
+    The same specs timed in one process give the same raw columns, arms, rounds and positions, and row columns."""
+    for name in ("apart", "here"):
+        (tmp_path / name).mkdir()
+    apart = compare(probes(tmp_path / "apart"), "base", "copy", WORKERS)
+    pids = builds(tmp_path / "apart")
     assert {arm: len(built) for arm, built in pids.items()} == {"base": 1, "copy": 1, "fast": 1}
     workers = {built[0] for built in pids.values()}
     assert len(workers) == 3 and os.getpid() not in workers
-    assert result.rounds_used == 4 and all(gone(pid) for pid in workers)
+    assert apart.rounds_used == 4 and all(gone(pid) for pid in workers)
     assert not multiprocessing.active_children()
+    here = compare(probes(tmp_path / "here"), "base", "copy", dataclasses.replace(WORKERS, isolation="in_process"))
+    assert list(here.raw.columns) == list(apart.raw.columns)
+    assert slots(here) == slots(apart)
+    assert list(here.rows().columns) == list(apart.rows().columns)
+    assert list(here.rows()["arm"]) == list(apart.rows()["arm"])
 
 
 def test_the_per_round_processes_are_still_there(tmp_path):
@@ -60,19 +69,6 @@ def test_the_per_round_processes_are_still_there(tmp_path):
     compare(probes(tmp_path), "base", "copy", dataclasses.replace(WORKERS, rounds=2, isolation="process_per_round"))
     pids = builds(tmp_path)
     assert {arm: len(set(built)) for arm, built in pids.items()} == {"base": 2, "copy": 2, "fast": 2}
-
-
-def test_workers_give_the_shape_one_process_gives(tmp_path):
-    """The same specs timed in one process and by workers: the same raw columns, arms, rounds and positions, and
-    the same row columns."""
-    for name in ("here", "apart"):
-        (tmp_path / name).mkdir()
-    here = compare(probes(tmp_path / "here"), "base", "copy", dataclasses.replace(WORKERS, isolation="in_process"))
-    apart = compare(probes(tmp_path / "apart"), "base", "copy", WORKERS)
-    assert list(here.raw.columns) == list(apart.raw.columns)
-    assert slots(here) == slots(apart)
-    assert list(here.rows().columns) == list(apart.rows().columns)
-    assert list(here.rows()["arm"]) == list(apart.rows()["arm"])
 
 
 @pytest.fixture

@@ -472,6 +472,10 @@ def _arm_worker(connection: Any, spec: ArmSpec, warmup_calls: int, min_run_time:
         fn = spec.build()
         for _ in range(warmup_calls):
             fn()
+        # As in one process: what is alive now lives through every round, so frozen it is left out of the collection
+        # before each round (a full scan of a process that imported torch costs more than a smoke round's timing).
+        gc.collect()
+        gc.freeze()
         connection.send((READY, None))
         while connection.recv() == TIME_ROUND:
             gc.collect()  # this arm's own garbage from its previous round is not paid inside this round's time
