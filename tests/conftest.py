@@ -272,10 +272,11 @@ def depth12_study():
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_ray() -> Iterator[object]:
-    """A Ray on this machine with 2 CPUs, started once per test module that asks (starting one takes seconds);
-    vitstudy.executors uses a Ray already started as it is. Skipped where Ray is not installed or cannot start."""
+    """A Ray on this machine with 2 CPUs, started once per pytest process, by the first test that asks (starting one
+    takes tens of seconds on a busy machine; every test module that runs Ray tasks shares it); vitstudy.executors
+    uses a Ray already started as it is. Skipped where Ray is not installed or cannot start."""
     ray = pytest.importorskip("ray")
     start = dict(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="warning")
     for attempt in range(2):
