@@ -104,7 +104,7 @@ BUDGETS: dict[str, TrainedBudget] = {
         "smoke",
         "smoke",
         dataclasses.replace(
-            SCALES["smoke"].train, train_size=64, val_size=32, test_size=64, epochs=1, batch_size=32, lr=5e-4
+            SCALES["smoke"].train, train_size=32, val_size=16, test_size=32, epochs=1, batch_size=32, lr=5e-4
         ),
         seeds=(0, 1),
         timing=bench.SMOKE_TIMING,
