@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from vitstudy.experiments import baseline
 from vitstudy.files import project_root
 from vitstudy.tools.browser import (
     CHROMIUM,
@@ -83,11 +84,12 @@ def test_quickstart_opens_with_one_click_runs_and_slider_moves(page, lab):
     open_and_run(page, base, token, "00_quickstart.py")
     readout = page.locator(".widget-slider .widget-readout").first
     before = int(readout.inner_text())
+    page_size = baseline.budget("smoke").page_size  # the slider's step: one page of the prediction browser
     slider = page.locator(".widget-slider .noUi-handle").first
     slider.focus()
     slider.press("ArrowRight")
     page.wait_for_function(
-        f"document.querySelector('.widget-slider .widget-readout').textContent.trim() === '{before + 24}'",
+        f"document.querySelector('.widget-slider .widget-readout').textContent.trim() === '{before + page_size}'",
         timeout=30_000,
     )
     assert page.locator(".jp-OutputArea-output", has_text="Traceback").count() == 0

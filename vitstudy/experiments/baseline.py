@@ -7,6 +7,7 @@ A/A copy, by :func:`vitstudy.bench.compare_models`) and the summary row.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +35,9 @@ class BaselineBudget:
 
 
 BUDGETS: dict[str, BaselineBudget] = {
-    "smoke": BaselineBudget("smoke", bench.CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200)),
+    # The smoke timing of every experiment, without the warm-up calls (other smoke timings run that loop).
+    # and a page of one row: every page is drawn as a figure.
+    "smoke": BaselineBudget("smoke", dataclasses.replace(bench.SMOKE_TIMING, warmup_calls=0), page_size=8),
     # A batch of 256 takes ~0.4 s on a 2-core CPU: two or three calls per arm and round, ~15 s in all.
     "quick": BaselineBudget("quick", bench.CompareSettings(rounds=6, min_run_time=0.3, warmup_calls=1)),
     "full": BaselineBudget("full", bench.CompareSettings(rounds=12, min_run_time=0.6)),
