@@ -206,7 +206,8 @@ def test_explain_verdicts_rewrites_only_an_explained_row_above_the_bound():
 
 
 def test_timing_runs_in_separate_processes():
-    """The same table timed with every (round, row) in its own process: the arms are rebuilt there from specs."""
+    """The same table timed with every arm in its own worker process: the arms (their model arguments too) are
+    rebuilt there from specs."""
     timing = dataclasses.replace(bench.SMOKE_TIMING, isolation="process")
     table, raw = _timing(timing=timing)
     assert list(table["row"]) == ["baseline", "one_stage", common.CONTROL]

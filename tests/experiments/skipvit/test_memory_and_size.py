@@ -49,13 +49,14 @@ def test_memory_table_counts_the_budgets_rows_on_both_models():
     assert list(table["row"]) == ["fused_6_45", "drop_6_55"] * 2 and (table["memory_saving_pct"] > 0).all()
 
 
-def test_model_size_rows_time_each_arm_in_its_own_process():
-    """The default model-size timing is one process per (round, arm): its arms must rebuild in a child; the row
-    is bench's speed row of the scaled headline with the A/A control's speed-up."""
+def test_model_size_rows_time_the_scaled_headline_beside_an_aa_control():
+    """The row is bench's speed row of the scaled headline with the A/A control's speed-up, at the budget's
+    isolation. (The default, a process per arm, rebuilds timing_runs' arms with their model arguments in a child:
+    tests/experiments/skipvit/test_common.py times those arms in their own processes.)"""
     smoke = mas.budget("smoke")
-    budget = dataclasses.replace(smoke, timing=dataclasses.replace(smoke.timing, isolation="process"))
+    budget = dataclasses.replace(smoke, timing=dataclasses.replace(smoke.timing, isolation="in_process"))
     table, raw = mas.model_size_rows(budget)
-    assert (table["isolation"] == "process").all()
+    assert (table["isolation"] == "in_process").all()
     assert table["speedup"].notna().all() and table["control_speedup"].notna().all()
     assert {"seconds_per_call", "measured_over_ideal_low", "verdict", "threads"} <= set(table.columns)
     assert set(raw["arm"]) == {"baseline", "headline", CONTROL}
