@@ -22,7 +22,8 @@ TIMINGS = {"train_minutes", "loop_im_s", "seconds", "train_images_per_s"}
 
 @pytest.fixture
 def tiny_budget(monkeypatch, tmp_path):
-    """Seconds per run: a width-16 depth-12 ViT, one epoch on 64 digits images; no committed table to adopt from."""
+    """Seconds per run: a width-16 depth-12 ViT, one epoch on 64 digits images; no committed table to adopt from;
+    a fixed PatchDropout rate."""
     cfg = TrainConfig(
         model="vitstudy_tiny_patch4_28",
         model_kwargs=dict(patch_size=2, embed_dim=16, num_heads=2),
@@ -36,6 +37,9 @@ def tiny_budget(monkeypatch, tmp_path):
         num_workers=0,
     )
     monkeypatch.setattr(scratch, "committed_tables", lambda scale: tmp_path / "no_committed_tables")
+    # PatchDropout is not among ROWS: its rate, matched by counting FLOPs (seconds, at every look at the cache), is
+    # never used here; notebook 08's own tests match it.
+    monkeypatch.setattr(scratch, "matched_patch_drop_rate", lambda budget, dataset=None: {"patch_drop_rate": 0.5})
     return scratch.ScratchBudget(RowTraining("smoke", cfg, seeds=(0,)))
 
 
@@ -91,8 +95,6 @@ def test_runs_on_ray_equal_the_local_workers_runs(tiny_budget, local_ray, tmp_pa
 def test_runs_trained_on_nodes_that_share_no_cache_with_this_machine_are_one_clear_error(tiny_budget, monkeypatch):
     """A cluster whose nodes write elsewhere: said at once, instead of every run trained again here, one by one."""
     monkeypatch.setenv(executors.RAY_ENV, "10.0.0.5:6379")
-    # PatchDropout is not among ROWS: its rate, matched by counting FLOPs (seconds), is never used here
-    monkeypatch.setattr(scratch, "matched_patch_drop_rate", lambda budget, dataset=None: {"patch_drop_rate": 0.5})
 
     def trained_elsewhere(fn, calls, workers, ray, preload):
         return iter([(training.train.dataset, name, seed, 0.1) for training, name, seed, *_ in calls])
