@@ -36,12 +36,17 @@ def digits_budget():
     return scratch.ScratchBudget(RowTraining("smoke", cfg, seeds=(0, 1), warmup_fraction=0.5))
 
 
-def test_patch_dropout_rate_keeps_the_matched_count(digits_budget):
-    """timm's int(L * (1 - rate)) keeps exactly the count whose FLOPs are closest to the headline row's."""
+def test_patch_dropout_rate_keeps_the_matched_count(digits_budget, monkeypatch):
+    """timm's int(L * (1 - rate)) keeps exactly the count whose FLOPs are closest to the headline row's; asked again
+    for the same recipe and row, the process answers from what it found (no model built), a copy each time."""
     match = scratch.matched_patch_drop_rate(digits_budget)
     assert int(match["patches"] * (1 - match["patch_drop_rate"])) == match["patches_kept"]
     assert 0 < match["patch_drop_rate"] < 1
     assert abs(match["gflops"] - match["target_gflops"]) / match["target_gflops"] < 0.05
+    built = []
+    monkeypatch.setattr(scratch, "default_model_factory", lambda *args: built.append(args))
+    match["patch_drop_rate"] = -1.0
+    assert scratch.matched_patch_drop_rate(digits_budget)["patch_drop_rate"] > 0 and not built
 
 
 def test_patch_dropout_rate_is_matched_on_each_data_sets_own_model():

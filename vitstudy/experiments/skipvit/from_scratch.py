@@ -40,9 +40,9 @@ from matplotlib.figure import Figure
 from ... import bench, executors
 from ...checkpoint import read_run_json
 from ...cluttered import on_cluttered
-from ...config import SCALES, Scale
+from ...config import SCALES, Scale, TrainConfig
 from ...data import build_splits
-from ...files import atomic_path, atomic_write_json, cache_dir, project_root
+from ...files import atomic_path, atomic_write_json, cache_dir, fingerprint, project_root
 from ...plots import new_figure
 from ...skipvit import BASELINE, EXTRA, HEADLINE, TABLE1, TABLE3, SkipViTSettings, apply_skipvit, configure, flop_gain
 from ...train import default_model_factory
@@ -158,6 +158,11 @@ def rows_on(dataset: str, rows: tuple[str, ...] | None = None) -> tuple[str, ...
     return tuple(name for name in chosen if rows is None or name in rows)
 
 
+# Matched rates found in this process, by recipe and row: the bisection builds a model per step, and a study asks
+# for each data set's rate several times (the notebook, the missing runs, the runs).
+_MATCHED_RATES: dict[str, dict[str, Any]] = {}
+
+
 def matched_patch_drop_rate(budget: ScratchBudget, row: str = HEADLINE, dataset: str | None = None) -> dict[str, float]:
     """timm ``patch_drop_rate`` whose training-forward FLOPs per image come closest to ``row``'s, on ``dataset``'s
     model (default: the recipe's own data set).
@@ -166,6 +171,13 @@ def matched_patch_drop_rate(budget: ScratchBudget, row: str = HEADLINE, dataset:
     patch above it, so that the float product cannot round down to one fewer).
     """
     cfg = budget.training_on(dataset or budget.training.train.dataset).train
+    key = fingerprint([dataclasses.asdict(cfg), row])
+    if key not in _MATCHED_RATES:
+        _MATCHED_RATES[key] = _match_patch_drop_rate(cfg, row)
+    return dict(_MATCHED_RATES[key])
+
+
+def _match_patch_drop_rate(cfg: TrainConfig, row: str) -> dict[str, Any]:
     splits = build_splits(cfg)
     input_size = splits.input_size
     model = apply_skipvit(default_model_factory(cfg, splits))
