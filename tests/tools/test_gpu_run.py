@@ -4,12 +4,17 @@ The hand-run measurements' tables (compile, core sharing) from fake timings."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import socket
 import subprocess
 import sys
 
 import pandas as pd
+import torch
 
+from vitstudy.__main__ import main
+from vitstudy.files import project_root
 from vitstudy.measure import core_sharing
 from vitstudy.tools import gpu_run
 
@@ -19,8 +24,9 @@ def test_gpu_command_runs_every_step_tiny_on_the_cpu(tmp_path):
     the device name and the versions; the CUDA tests are skipped, not failed."""
     out = tmp_path / "gpu"
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
-    # Table 5.3 needs the smoke study: tests/experiments/multiexit covers it.
-    steps = [s for s in gpu_run.STEPS if s != "table_5_3"]
+    # Table 5.3 needs the smoke study: tests/experiments/multiexit covers it. The torchrun step is checked in this
+    # process below (its command and its child's line); tests/test_resume_and_torchrun.py runs torchrun for real.
+    steps = [s for s in gpu_run.STEPS if s not in ("table_5_3", "torchrun_nccl")]
     done = subprocess.run(
         [sys.executable, "-m", "vitstudy", "gpu", "--device", "cpu", "--tiny", "--out", str(out), "--only", *steps],
         env=env,
@@ -34,14 +40,57 @@ def test_gpu_command_runs_every_step_tiny_on_the_cpu(tmp_path):
     for step in steps:
         table = pd.read_csv(out / "tables" / f"19_gpu_{step}.csv")
         assert len(table) and table["env_device_name"].notna().all() and table["env_torch"].notna().all(), step
-    assert pd.read_csv(out / "tables" / "19_gpu_torchrun_nccl.csv")["correct"].all()
 
 
-def test_gpu_command_refuses_cuda_without_a_device():
+def test_torchrun_step_launches_the_nccl_check_on_one_cpu_process_and_reads_its_line(monkeypatch):
+    """On a CPU: one process under ``torchrun --standalone`` running ``python -m vitstudy gpu --nccl-check`` with
+    no GPU visible and the project importable; its JSON line read back and checked (1 + ... + processes)."""
+    launched = []
+
+    def run(command, env, **kwargs):
+        launched.append((command, env))
+        line = json.dumps({"backend": "gloo", "world_size": 1, "all_reduce_sum": 1.0})
+        return subprocess.CompletedProcess(command, 0, stdout=f"some log line\n{line}\n", stderr="")
+
+    monkeypatch.setattr(gpu_run.subprocess, "run", run)
+    table = gpu_run.torchrun_nccl(gpu_run.BUDGETS["tiny"], "cpu")
+    (command, env), row = launched[0], table.iloc[0]
+    assert command[1:] == [
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "1",
+        "-m",
+        "vitstudy",
+        "gpu",
+        "--nccl-check",
+    ]
+    assert env["CUDA_VISIBLE_DEVICES"] == "" and str(project_root()) in env["PYTHONPATH"].split(os.pathsep)
+    assert row["correct"] and row["processes"] == 1 and row["backend"] == "gloo" and row["exit_status"] == 0
+
+
+def test_nccl_check_all_reduces_in_a_process_group_of_one(monkeypatch, capsys):
+    """``gpu --nccl-check`` (torchrun's child) joins the group torchrun's variables describe (gloo on a CPU),
+    all-reduces its rank + 1 and prints one JSON line; the group is left behind it."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    group = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    for name, value in group.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["gpu", "--nccl-check"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"backend": "gloo", "world_size": 1, "all_reduce_sum": 1.0}
+    assert not torch.distributed.is_initialized()
+
+
+def test_gpu_command_refuses_cuda_without_a_device(monkeypatch, capsys):
     """Without CUDA, ``--device cuda`` is one line naming the fix, exit status 2."""
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    done = subprocess.run([sys.executable, "-m", "vitstudy", "gpu"], env=env, capture_output=True, text=True)
-    assert done.returncode == 2 and "--device cpu --tiny" in done.stderr and "Traceback" not in done.stderr
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["gpu"]) == 2
+    err = capsys.readouterr().err
+    assert "--device cpu --tiny" in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_sharing_table_compares_two_processes_with_one_alone(monkeypatch):
