@@ -8,12 +8,25 @@ from vitstudy import bench
 from vitstudy.experiments.multiexit import common, real_data_exit
 
 NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, bootstrap=100, peak_size=64)
+ONE_POINT = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
 
 
-def test_performance_table_reports_points_lost_with_its_interval(depth12_study):
+# Timed once per module, read by every test that checks a different part of the same table.
+@pytest.fixture(scope="module")
+def one_point_performance(depth12_study) -> pd.DataFrame:
+    """The speed-target table of the study at :data:`ONE_POINT`."""
+    return real_data_exit.performance_table(depth12_study, [ONE_POINT], 16, NO_TIMING)[0]
+
+
+@pytest.fixture(scope="module")
+def controls(depth12_study) -> tuple[pd.DataFrame, bench.Comparison]:
+    """The per-sample controls at a batch of 16, and their comparison."""
+    return real_data_exit.per_sample_controls(depth12_study, 16, NO_TIMING)
+
+
+def test_performance_table_reports_points_lost_with_its_interval(depth12_study, one_point_performance):
     """The speed-target table states the per-sample test top-1 loss in points, with a paired interval around it."""
-    point = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
-    table, _ = real_data_exit.performance_table(depth12_study, [point], 16, NO_TIMING)
+    table = one_point_performance
     test = depth12_study.evaluate("separate", (3, 6, 9), 0.5, "sample")
     row = table[table["test_top1_loss"].notna()].iloc[0]
     assert row["test_top1_loss"] == pytest.approx(test["top1_loss"])
@@ -22,19 +35,18 @@ def test_performance_table_reports_points_lost_with_its_interval(depth12_study):
     assert (table["images_per_s"] > 0).all() and table["verdict"].notna().all()
 
 
-def test_performance_table_judges_each_forced_exit_against_its_flop_ratio(depth12_study):
+def test_performance_table_judges_each_forced_exit_against_its_flop_ratio(depth12_study, one_point_performance):
     """A forced exit's ideal is the plain model's FLOPs over the exit path's; the idle row reports its overhead."""
-    point = {"variant": "separate", "exits": (3, 6, 9), "threshold": 0.5}
-    table, _ = real_data_exit.performance_table(depth12_study, [point], 16, NO_TIMING)
+    table = one_point_performance
     ideal = [depth12_study.costs.plain() / depth12_study.costs.forced(b) for b in (3, 6, 9)]
     assert table["ideal_speedup"].iloc[:3].tolist() == pytest.approx(ideal)
     idle = table.iloc[4]
     assert idle["overhead_pct"] == pytest.approx(100 * (1 / idle["speedup"] - 1)) and idle["batch_exited_pct"] == 0
 
 
-def test_per_sample_controls_time_smaller_batches_and_a_keep_all_compaction(depth12_study):
+def test_per_sample_controls_time_smaller_batches_and_a_keep_all_compaction(controls):
     """The controls table: plain per-image speed-up at b, b-3, 0.86 b, b/2, the keep-all compaction, the A/A row."""
-    table, comparison = real_data_exit.per_sample_controls(depth12_study, 16, NO_TIMING)
+    table, comparison = controls
     assert table["batch_size"].tolist()[:4] == [16, 13, 14, 8]
     assert real_data_exit.control_batch_sizes(256) == (256, 253, 220, 128)
     assert {"compaction keeping every row", common.CONTROL_LABEL} <= set(table["arm"])
@@ -151,9 +163,9 @@ def test_findings_say_how_far_the_best_accuracy_preserving_ideal_is_from_the_tar
     assert real_data_exit.target_findings(nothing)[-1] == "Against the 2.5× target: not measured."
 
 
-def test_per_sample_controls_say_how_close_the_plain_model_runs_to_the_peak(depth12_study):
+def test_per_sample_controls_say_how_close_the_plain_model_runs_to_the_peak(controls):
     """Every row carries the plain model's achieved GFLOP/s at the full batch, the fp32 peak and their quotient."""
-    table, comparison = real_data_exit.per_sample_controls(depth12_study, 16, NO_TIMING)
+    table, comparison = controls
     assert set(bench.MACHINE_USE_COLUMNS) <= set(table.columns)
     plain = comparison.work.flops_per_image * 16 / comparison.speedup("plain")["seconds"] / 1e9
     assert table["baseline_gflop_per_s"].tolist() == pytest.approx([plain] * len(table))

@@ -16,6 +16,21 @@ NO_TIMING = bench.CompareSettings(rounds=2, min_run_time=0.001, warmup_calls=0, 
 SPEED = ["images_per_s", "speedup", "speedup_low", "speedup_high", "measured_over_ideal"]
 
 
+# Timed once per module, read by every test that checks a different part of the same table.
+@pytest.fixture(scope="module")
+def fp32_table(tiny_vit) -> tuple[pd.DataFrame, bench.Comparison]:
+    """Table 5.1 of the tiny ViT at batch 2 on the CPU, and its comparison."""
+    return common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def bf16_table(tiny_vit) -> tuple[pd.DataFrame, bench.Comparison]:
+    """The same with bf16 twins, timed whatever the CPU (conftest's ``bf16_kernels``, for the whole module)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VITSTUDY_BF16", "1")
+        return common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
+
+
 def test_every_report_scale_has_a_budget_and_study_scales_are_refused():
     """Every scale the report runs notebook 01 at has a budget; the from-scratch study's scale has none."""
     assert set(max_speed_exit.BUDGETS) - {PAPER_SMOKE} == set(SCALES) - set(STUDY_SCALES)
@@ -43,9 +58,9 @@ def test_a_bad_budget_is_refused_at_construction():
         dataclasses.replace(max_speed_exit.budget("smoke"), exits=(12,))
 
 
-def test_table_5_1_has_intervals_a_verdict_and_the_a_a_row(tiny_vit):
+def test_table_5_1_has_intervals_a_verdict_and_the_a_a_row(fp32_table):
     """Table 5.1 on a tiny ViT: interval columns, a verdict per exit, the A/A control row, the protocol, a note."""
-    table, comparison = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    table, comparison = fp32_table
     assert table["setting"].iloc[-1] == common.CONTROL_LABEL and pd.isna(table["exit_block"].iloc[-1])
     assert (table["speedup_low"] <= table["speedup"]).all() and (table["speedup"] <= table["speedup_high"]).all()
     assert table["verdict"].iloc[0] == bench.BASELINE_VERDICT
@@ -56,9 +71,9 @@ def test_table_5_1_has_intervals_a_verdict_and_the_a_a_row(tiny_vit):
     assert {"device", "threads", "note"} <= set(table.columns) and not comparison.raw.empty
 
 
-def test_forced_exit_verdicts_need_the_interval_inside_0_95_to_1_05(tiny_vit):
+def test_forced_exit_verdicts_need_the_interval_inside_0_95_to_1_05(fp32_table):
     """A forced exit's verdict is bench's FLOP-bound verdict against 0.97-1.03 with its interval inside 0.95-1.05."""
-    table, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    table, _ = fp32_table
     for row in table.iloc[1:4].itertuples():
         interval = (row.measured_over_ideal_low, row.measured_over_ideal_high)
         assert row.verdict == bench.flop_bound_verdict(
@@ -75,9 +90,9 @@ def test_table_5_1_without_cuda_keeps_flop_ratios_and_notes_the_timing(tiny_vit,
     assert (table["note"] == bench.NOT_MEASURED_NO_CUDA).all()
 
 
-def test_paper_5_1_numbers_sit_beside_each_exit_block(tiny_vit):
+def test_paper_5_1_numbers_sit_beside_each_exit_block(fp32_table):
     """The report's Table 5.1 speed-up and images/s join our rows by exit block, in the saved column order."""
-    ours, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, device="cpu")
+    ours, _ = fp32_table
     table = max_speed_exit.beside_paper_5_1(ours, load_reference("multiexit_5.1"))
     assert list(table.columns) == list(max_speed_exit.TABLE_5_1_COLUMNS)
     at = table.iloc[:4].set_index("exit_block")
@@ -95,11 +110,10 @@ def test_speed_bars_put_the_report_beside_ours():
     assert 3.83 in [round(p.get_height(), 2) for p in ax.patches]
 
 
-@pytest.mark.usefixtures("bf16_kernels")
-def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
+def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(bf16_table):
     """bf16=True: the plain model and every exit get a bf16 twin in the same rounds; the plain row's bf16 speed-up
     is over its fp32 self, each exit's bf16 measured ÷ ideal is over the bf16 plain model; the A/A row has none."""
-    table, comparison = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING, bf16=True)
+    table, comparison = bf16_table
     assert {"plain (bf16)", "3 (bf16)", "6 (bf16)", "9 (bf16)"} <= set(comparison.raw["arm"])
     assert table["bf16_verdict"].iloc[0] == bench.BASELINE_VERDICT and pd.isna(table["bf16_verdict"].iloc[-1])
     assert (table["bf16_speedup_over_fp32"].iloc[:4] > 0).all()
@@ -108,10 +122,10 @@ def test_table_5_1_in_bf16_sets_each_row_beside_its_fp32_twin(tiny_vit):
     assert exit_3["bf16_measured_over_ideal"] == pytest.approx(bf16_speedup / exit_3["ideal_speedup"])
 
 
-@pytest.mark.usefixtures("bf16_kernels")
-def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_vit):
-    """Every row: the plain model's forward GFLOP/s (its FLOPs per image x images/s) against the fp32 peak."""
-    table, comparison = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(bf16_table):
+    """Every row: the plain model's forward GFLOP/s (its FLOPs per image x images/s) against the fp32 peak (the bf16
+    twins beside them change neither)."""
+    table, comparison = bf16_table
     plain = table.iloc[0]
     expected = plain["gflops_per_image"] * plain["images_per_s"]
     assert table["baseline_gflop_per_s"].to_numpy() == pytest.approx([expected] * len(table))
@@ -119,9 +133,9 @@ def test_table_5_1_rows_say_how_close_the_plain_model_runs_to_the_machine(tiny_v
     assert (table["flops_counted"] == bench.FORWARD).all()
 
 
-def test_findings_give_the_share_of_the_peak_and_point_to_the_bf16_measurement(tiny_vit):
+def test_findings_give_the_share_of_the_peak_and_point_to_the_bf16_measurement(fp32_table):
     """The closing names the plain model's share of the fp32 peak and sends bf16 to its hand-run table."""
-    ours, _ = common.table_5_1(tiny_vit, (1, 28, 28), 2, settings=NO_TIMING)
+    ours, _ = fp32_table
     text = max_speed_exit.findings(max_speed_exit.beside_paper_5_1(ours, load_reference("multiexit_5.1")))
     assert "of this machine's fp32 matmul peak" in text and "measure bf16" in text
 
