@@ -15,7 +15,7 @@ from vitstudy import bench, multiexit, skipvit
 from vitstudy.config import Scale, TrainConfig
 from vitstudy.data import build_splits
 from vitstudy.experiments.multiexit import edge_latency
-from vitstudy.experiments.multiexit.common import CONTROL_LABEL
+from vitstudy.experiments.multiexit.common import CONTROL_LABEL, SMOKE_ONE_CALL_TIMING
 from vitstudy.experiments.multiexit.study import build_study
 from vitstudy.models import create_model
 from vitstudy.multiexit import SkipExitViT
@@ -83,7 +83,7 @@ def test_batch1_latency_table(study):
 
 def test_batch_sweep_has_an_aa_control_per_batch(study):
     """Every batch size gets plain, the exit and its own A/A control, the exit judged against its batch's ideal."""
-    sweep, raw = edge_latency.batch_sweep(study, mixed_point(study), (1, 4), bench.SMOKE_TIMING)
+    sweep, raw = edge_latency.batch_sweep(study, mixed_point(study), (1, 4), SMOKE_ONE_CALL_TIMING)
     assert sweep.groupby("batch_size")["arm"].apply(list).to_dict() == {
         b: ["plain", edge_latency.EXIT_ARM, CONTROL_LABEL] for b in (1, 4)
     }
@@ -92,7 +92,7 @@ def test_batch_sweep_has_an_aa_control_per_batch(study):
 
 def test_vit_b_batch1_is_table_5_1_at_batch_one(tiny_vit):
     """Full model, a forced exit and the A/A control at batch 1, with the latency in ms."""
-    table, _ = edge_latency.vit_b_batch1(tiny_vit, (1, 28, 28), (3,), bench.SMOKE_TIMING)
+    table, _ = edge_latency.vit_b_batch1(tiny_vit, (1, 28, 28), (3,), SMOKE_ONE_CALL_TIMING)
     assert table["batch_size"].eq(1).all()
     assert table["latency_ms"].to_numpy() == pytest.approx(1e3 * table["seconds_per_call"].to_numpy())
     assert CONTROL_LABEL in set(table["setting"])
@@ -163,7 +163,7 @@ def test_composed_ideal_counts_each_image(study):
 def test_composition_row_sets_measured_beside_the_product_of_ideals(study):
     """Exit, SkipViT, both and the A/A control; `product_of_ideals` is the exit's ideal times SkipViT's."""
     point = {**mixed_point(study), "exits": (3, 6, 9)}
-    table, _ = edge_latency.composition_table(study, point, skipvit.HEADLINE, 16, bench.SMOKE_TIMING)
+    table, _ = edge_latency.composition_table(study, point, skipvit.HEADLINE, 16, SMOKE_ONE_CALL_TIMING)
     rows = table.set_index("arm")
     exit_arm, skip_arm, both_arm = (
         edge_latency.EXIT_ARM,
