@@ -371,6 +371,39 @@ SECTIONS: tuple[Section, ...] = (
         )
     ),
     Section(
+        "Token rules at equal cost, fine-tuned: top-1",
+        "Every token rule at three FLOP-ideal levels (the same for every rule, within 2 %), fine-tuned from the "
+        "trained baseline with its tokens gone, six seeds per arm: top-1 with the rule on (as trained) and off, and "
+        "the change against the baseline fine-tuned the same way with its 95 % paired interval over seeds "
+        '(notebook 11 at scale scratch). The verdict per level is in "What the study found"; the speed-ups below.',
+        "scratch/tables/11_trained_summary.csv",
+        setup="Fashion-MNIST and its cluttered version (the `dataset` column); the runs' recipe in notebook 11",
+        label=("dataset", "arm", "parameter"),
+        ours=(
+            Measure("seeds", "seeds", digits=0),
+            Measure("top-1, rule on (%)", "top1_rule_on"),
+            Measure("top-1, rule off (%)", "top1_rule_off"),
+            Measure("top-1 change, rule on (points)", "diff", "diff_low", "diff_high"),
+        ),
+        ours_first=True,
+    ),
+    *(
+        Section(
+            f"Token rules at equal cost, fine-tuned: training-step speed on {name}",
+            "The training step of every arm of the fine-tuned curve (the baseline, each rule at each level) timed in "
+            "one comparison with the A/A control, beside its FLOP ideal (notebook 11 at scale scratch).",
+            f"scratch/tables/11_trained_speed_{dataset}.csv",
+            setup=f"{name}; the fine-tuning recipe and test images in the table's note",
+            label=("arm", "parameter"),
+            speeds=(Speed("training-step speed-up"),),
+            ours_first=True,
+        )
+        for dataset, name in (
+            ("fashion_mnist", "Fashion-MNIST"),
+            ("fashion_mnist_cluttered", "cluttered Fashion-MNIST"),
+        )
+    ),
+    Section(
         "bf16 on the CPU",
         "Table 5.1's forced exits (ViT-B/16 inference) and Table 1's SkipViT rows (ViT-S/16 training steps) in bf16 "
         "autocast: speed-up over the same arm in fp32 (timed in the same rounds), and measured ÷ FLOP ideal in bf16 "
@@ -745,6 +778,54 @@ def findings(figures: Path) -> list[Finding]:
                     trust,
                 )
             )
+    found += _token_rule_findings(figures)
+    return found
+
+
+TOKEN_RULES = {
+    "skip": "SkipViT's skip",
+    "fused": "EViT's fused token",
+    "drop": "plain dropping",
+    "tome": "ToMe",
+    "patch_dropout": "PatchDropout",
+}
+
+
+def _token_rule_findings(figures: Path) -> list[Finding]:
+    """Notebook 11's trained curve: per data set and FLOP-ideal level, the rule that keeps the most top-1 after
+    fine-tuning, judged on its paired lead over the runner-up (seeds as pairs); its measured training-step
+    speed-up and the runner-up's from the data set's timed table."""
+    verdicts = _load(
+        figures, "scratch/tables/11_trained_verdicts.csv", "dataset", "level", "best", "runner_up", "lead", "pairs"
+    )
+    if verdicts is None:
+        return []
+    found = []
+    for _, row in verdicts.iterrows():
+        dataset = str(row["dataset"])
+        speed = _load(figures, f"scratch/tables/11_trained_speed_{dataset}.csv", "arm", "speedup", "ideal_speedup")
+        arms = speed.set_index("arm") if speed is not None else pd.DataFrame()
+        trust = table_trust(speed) if speed is not None else ""
+        level = float(row["level"])
+        names = (f"{row['best']} {level:.2f}×", f"{row['runner_up']} {level:.2f}×")
+        ideal, measured = _arm_speeds(arms, Speed("training step"), names, trust)
+        seeds = _number(row, "seeds_to_resolve")
+        lead = (_number(row, "lead"), _number(row, "lead_low"), _number(row, "lead_high"))
+        told = accuracy_verdict(*lead, math.nan, None if math.isnan(seeds) else int(seeds))
+        best, second = TOKEN_RULES.get(row["best"], row["best"]), TOKEN_RULES.get(row["runner_up"], row["runner_up"])
+        found.append(
+            Finding(
+                "our question",
+                f"at {level:.2f}× FLOP ideal, fine-tuned: {best} keeps more top-1 than {second}, the runner-up "
+                f"({DATASET_NAMES.get(dataset, dataset)}, {int(row['pairs'])} seeds, top-1 lead)",
+                NOT_IN_PAPER,
+                format_interval(*lead),
+                "resolved" if told == "higher" else told,
+                ideal,
+                measured,
+                trust,
+            )
+        )
     return found
 
 
