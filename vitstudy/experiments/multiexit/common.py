@@ -164,6 +164,8 @@ class JointBudget:
     lr: float
     warmup_epochs: float = 0.25  # from 1e-6, a quarter epoch: the new loss's first gradients do not hit full rate
     exits: tuple[int, ...] = DEFAULT_EXITS  # the report's exits; any subset of them is a setting of the study
+    # The first images of the study's training split the run trains on; None: all of them (every scale but smoke).
+    train_size: int | None = None
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -171,11 +173,15 @@ class JointBudget:
         check(self.lr > 0, "lr", self.lr, "a positive number")
         check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs", self.warmup_epochs, "0 ... epochs")
         check(len(self.exits) >= 1, "exits", self.exits, "at least one block")
+        check(self.train_size is None or self.train_size >= 1, "train_size", self.train_size, "None or an integer >= 1")
 
 
 JOINT_BUDGETS: dict[str, JointBudget] = {
-    # Smoke: one epoch of the smoke baseline's 512 images, at half its rate: CI, the numbers mean nothing.
-    "smoke": JointBudget("smoke", epochs=1, lr=5e-4, warmup_epochs=0.5, note="CI: seconds, numbers meaningless"),
+    # Smoke: one epoch of two steps (128 of the smoke baseline's 512 images, the warm-up one of them) at half its
+    # rate: CI, the numbers mean nothing.
+    "smoke": JointBudget(
+        "smoke", epochs=1, lr=5e-4, warmup_epochs=0.5, train_size=128, note="CI: seconds, numbers meaningless"
+    ),
     # Quick: 3 epochs, half the baseline's 6 (its 10k images at batch 64), at half its peak rate (1e-3 of 2e-3): the
     # early blocks get as many updates again as the second half of their own training, and notebook 02 stays within
     # minutes on a 2-core CPU. The frozen heads' budget is one pass to record features plus 30 epochs of linear
@@ -196,10 +202,13 @@ def joint_budget(scale: Scale | str | None = None) -> JointBudget:
 
 
 def joint_config(scale: Scale, budget: JointBudget) -> TrainConfig:
-    """The study's own training settings (same data, splits and seed) with the budget's epochs and rate; plain
-    cross-entropy at every head (no mixup, no label smoothing), as the frozen heads are fitted."""
+    """The study's own training settings (same data, splits and seed; the first ``budget.train_size`` training
+    images when set) with the budget's epochs and rate; plain cross-entropy at every head (no mixup, no label
+    smoothing), as the frozen heads are fitted."""
+    study = study_config(scale)
     return dataclasses.replace(
-        study_config(scale),
+        study,
+        train_size=study.train_size if budget.train_size is None else budget.train_size,
         epochs=budget.epochs,
         lr=budget.lr,
         warmup_epochs=budget.warmup_epochs,

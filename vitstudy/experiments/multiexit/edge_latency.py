@@ -113,7 +113,7 @@ _SMOKE = EdgeLatencyBudget(
     SMOKE_ONE_CALL_TIMING,
     sweep_batches=(1, 8),
     vit_b_exits=(3,),
-    composition_batch=32,
+    composition_batch=16,
     profile_calls=2,
     bootstrap=200,
     note="CI: seconds, numbers meaningless",
