@@ -3,11 +3,15 @@ machine's (a shared CPU's times are no pass/fail)."""
 
 from __future__ import annotations
 
+import gc
 import math
+import types
 from collections.abc import Callable
 
 import numpy as np
 import pytest
+
+from vitstudy.bench import comparison as engine
 
 
 class FakeClock:
@@ -33,3 +37,10 @@ class FakeClock:
 def fake_clock() -> type[FakeClock]:
     """``fake_clock(seed=0, noise=0.1)``: a new :class:`FakeClock`."""
     return FakeClock
+
+
+@pytest.fixture
+def no_collections(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine without its garbage collections, for tests on a fake clock: there each collection only costs a
+    real scan of this whole process per comparison (tests/bench/test_compare.py checks the collections)."""
+    monkeypatch.setattr(engine, "gc", types.SimpleNamespace(collect=lambda: 0, freeze=gc.freeze, unfreeze=gc.unfreeze))

@@ -57,6 +57,7 @@ def test_garbage_an_arm_leaves_is_collected_before_the_next_arm_and_nothing_stay
     assert collected and gc.get_freeze_count() == 0
 
 
+@pytest.mark.usefixtures("no_collections")
 def test_known_ratio_is_inside_its_interval(fake_clock):
     """Arms of cost 1 and 2 (noisy, fake clock): the speed-up of the cheaper arm is 2.00 inside its interval, and
     each arm's median time is its cost per call."""
@@ -74,6 +75,7 @@ def test_known_ratio_is_inside_its_interval(fake_clock):
     assert result.speedup("slow")["seconds"] == pytest.approx(2.0, rel=0.05)
 
 
+@pytest.mark.usefixtures("no_collections")
 def test_aa_control_reads_one(fake_clock):
     """The baseline against an identical copy reads 1.00 inside its interval, and the control note is empty (the
     per-call noise is small enough for that interval to lie inside 1.00 ± 3%, as the note requires)."""
@@ -108,6 +110,7 @@ def test_arms_alternate_in_abba_order():
     assert all(sorted(r) == ["a", "b", "c"] for r in shuffled)
 
 
+@pytest.mark.usefixtures("no_collections")
 def test_raw_times_are_kept_per_block(fake_clock):
     """The raw table has one row per timed block with the arm, round and position in the round."""
     clock = fake_clock()

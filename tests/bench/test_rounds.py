@@ -20,6 +20,9 @@ from vitstudy.bench.comparison import (
 )
 from vitstudy.bench.stats import interval_inside
 
+# The stopping rule on fake seconds: the engine's garbage collections are checked in test_compare.py.
+pytestmark = pytest.mark.usefixtures("no_collections")
+
 CAP = CompareSettings(rounds=9, min_run_time=1, warmup_calls=0, bootstrap=200)
 
 
