@@ -288,7 +288,7 @@ def build_arm(model: nn.Module, rule: str, parameter: int | Sequence[int]) -> nn
         patches, prefix = _patches(model)
         # timm keeps int(patches x (1 - prob)) patches: half a patch of margin keeps that count exact.
         prob = 0.0 if parameter == 0 else 1 - (patches - parameter + 0.5) / patches
-        arm.patch_drop = SeededPatchDropout(prob, num_prefix_tokens=prefix)
+        arm.patch_drop = SeededPatchDropout(prob, num_prefix_tokens=prefix).train(arm.training)  # the model's mode
         return arm
     return apply_skipvit(arm, drop_settings(model, rule, parameter))
 
