@@ -151,10 +151,16 @@ def test_skip_layer_comparison_leaves_out_a_pair_not_run(table_1_of):
 # The placement question
 
 
-def test_dropping_after_the_attention_saves_the_dropped_tokens_mlp():
+@pytest.fixture(scope="module")
+def tiny_ideals() -> pd.DataFrame:
+    """Both placements' FLOP ideals of every Table 1 row on the small model, counted once for this module."""
+    return layers_ratios.placement_ideals("vitstudy_tiny_patch4_28", (1, 28, 28), num_classes=10)
+
+
+def test_dropping_after_the_attention_saves_the_dropped_tokens_mlp(tiny_ideals):
     """Every dropping row: the after-attention reading counts fewer FLOPs (the dropped tokens skip block L's MLP)
     and so has the larger ideal; the fused row's default is EViT's placement, SkipViT's rows' the block."""
-    ideals = layers_ratios.placement_ideals("vitstudy_tiny_patch4_28", (1, 28, 28), num_classes=10)
+    ideals = tiny_ideals
     assert set(ideals["row"]) == set(TABLE1) - {"baseline"}
     assert (ideals["gflops_attention"] < ideals["gflops_block"]).all()
     assert (ideals["ideal_speedup_attention"] > ideals["ideal_speedup_block"]).all()
@@ -162,7 +168,7 @@ def test_dropping_after_the_attention_saves_the_dropped_tokens_mlp():
     assert defaults["fused_6_45"] == "attention" and defaults[HEADLINE] == "block"
 
 
-def test_headline_is_timed_in_both_placements_and_table1_keeps_its_rows():
+def test_headline_is_timed_in_both_placements_and_table1_keeps_its_rows(tiny_ideals):
     """The ViT-S/16 comparison gets one more arm (the headline after the attention); Table 1 leaves it out and
     the placement table shows both readings beside the A/A control."""
     budget = layers_ratios.budget("smoke")
@@ -182,7 +188,7 @@ def test_headline_is_timed_in_both_placements_and_table1_keeps_its_rows():
             "note": "",
         }
     )
-    ideals = layers_ratios.placement_ideals("vitstudy_tiny_patch4_28", (1, 28, 28), num_classes=10)
+    ideals = tiny_ideals
     table = layers_ratios.placement_table(speed, ideals)
     assert list(table["placement"]) == ["block", "attention", "A/A control"]
     assert table.loc[1, "flop_ideal_from_counts"] == pytest.approx(
