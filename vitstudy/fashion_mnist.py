@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import shutil
@@ -135,8 +136,22 @@ def load_fashion_mnist_arrays(split: str, root: str | os.PathLike[str] | None = 
         raise ValueError(f"split={split!r} is not allowed: expected one of {tuple(FASHION_MNIST_FILES)}")
     folder = require_fashion_mnist(root)
     images_name, labels_name = FASHION_MNIST_FILES[split]
-    images = read_idx(_idx_file(folder, images_name), read_image_file)
-    labels = read_idx(_idx_file(folder, labels_name), read_label_file)
+    paths = (_idx_file(folder, images_name), _idx_file(folder, labels_name))
+    images, labels = _read_split(*paths, tuple(_file_stamp(path) for path in paths))
     if len(images) != len(labels):
         raise CorruptImageError(f"Fashion-MNIST {split} files in {folder} disagree: {images.shape} vs {labels.shape}")
-    return images, labels
+    # copies: the cached arrays stay as read whatever a caller does to its own
+    return images.copy(), labels.copy()
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_size
+
+
+@functools.lru_cache(maxsize=4)
+def _read_split(images: Path, labels: Path, stamps: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Both idx files of one split, read once per process while they are unchanged (``stamps``: their modification
+    times and sizes, so a replaced or damaged file is read again): unpacking the 60k training images takes about
+    as long as a short smoke run trains, and a run builds its splits more than once."""
+    return read_idx(images, read_image_file), read_idx(labels, read_label_file)
