@@ -92,7 +92,7 @@ if SCALE in token_rules_trained.BUDGETS:
     print(trained.note)
     planned = len(token_rules_trained.study_runs(trained))
     trained_tables, trained_raws = token_rules_trained.run_protocol(
-        trained, token_rules_trained.default_workers(), log=print, train_missing_runs=TRAIN
+        trained, trained.train_workers, log=print, train_missing_runs=TRAIN
     )
     for name, frame in trained_tables.items():
         report.save_table(frame, name)

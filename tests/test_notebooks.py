@@ -10,7 +10,7 @@ NOTEBOOKS = [p.stem for p in runner.list_notebooks()]
 SHARED = ("baselines", "multiexit")  # the smoke_cache folders that tests running at once may share
 # Seconds the longest smoke runs take on a 2-core machine: conftest starts the longest tests first (others: its
 # default), so the workers finish together. A scheduling hint only: no test reads it.
-SECONDS = {"08": 92, "04": 84, "02": 74}
+SECONDS = {"08": 60, "04": 45, "02": 45, "11": 60}
 
 
 @pytest.mark.parametrize(

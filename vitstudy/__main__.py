@@ -211,7 +211,7 @@ def trained_rules_main(argv: Sequence[str]) -> int:
     from .experiments import token_rules_trained  # torch and timm: after the arguments parsed
 
     chosen = token_rules_trained.budget(args.scale)
-    workers = args.workers or token_rules_trained.default_workers()
+    workers = args.workers or chosen.train_workers
     trained = token_rules_trained.train_missing(chosen, workers, log=lambda line: print(line, flush=True))
     print(f"trained {trained} runs; every run of the {args.scale} protocol has finished", flush=True)
     return 0

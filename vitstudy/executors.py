@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import multiprocessing
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -33,6 +34,15 @@ RAY_RETRIES = 3  # reruns of a task whose worker died
 MISSING_RAY = "--ray needs Ray: pip install '.[ray]'"
 # "local", "auto" (the cluster this machine belongs to) or a head node's HOST:PORT, optionally as a Ray client URL
 RAY_SETTING = re.compile(r"local|auto|(ray://)?[\w.\-\[\]:]+:\d+")
+
+
+def default_workers() -> int:
+    """Processes that run the calls side by side: one single-thread process per core on a CPU (a 2-thread training
+    process collapses whenever anything else runs on a shared 2-core machine, one single-thread process per core
+    does not), one on a GPU."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
 
 
 class RayNotInstalled(ValueError):

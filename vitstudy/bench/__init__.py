@@ -55,6 +55,7 @@ from ..verdicts import (
     table_trust,
 )
 from .comparison import (
+    SMOKE_ONE_CALL_TIMING,
     SMOKE_TIMING,
     ArmSpec,
     CompareSettings,
@@ -108,6 +109,7 @@ __all__ = [
     "shared_subset",
     "timing_key",
     "format_interval",
+    "SMOKE_ONE_CALL_TIMING",
     "SMOKE_TIMING",
     "NOT_MEASURED_NO_BF16",
     "bf16_native",

@@ -123,6 +123,9 @@ class CompareSettings:
 
 # The timing of every experiment's smoke budget (CI): seconds, numbers meaningless.
 SMOKE_TIMING = CompareSettings(rounds=2, min_run_time=0.01, warmup_calls=1, bootstrap=200, peak_size=256)
+# Smoke runs whose arms are slow enough that SMOKE_TIMING's 0.01 s makes blocked_autorange time blocks of several
+# calls (a model's forward on a batch, a training step): blocks of one call and no warm-up call.
+SMOKE_ONE_CALL_TIMING = dataclasses.replace(SMOKE_TIMING, min_run_time=0.001, warmup_calls=0)
 PEAK_MIN_RUN_TIME = 0.5  # seconds the peak's matmul is timed per dtype at most (less when the arms are timed less)
 
 

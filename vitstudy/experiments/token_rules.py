@@ -83,7 +83,7 @@ class TokenRulesBudget:
 BUDGETS: dict[str, TokenRulesBudget] = {
     "smoke": TokenRulesBudget(
         "smoke",
-        bench.SMOKE_TIMING,
+        bench.SMOKE_ONE_CALL_TIMING,
         timing_batch=16,
         cluttered=on_cluttered(
             dataclasses.replace(

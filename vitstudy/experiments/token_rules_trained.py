@@ -92,6 +92,13 @@ class TrainedBudget:
     rules: tuple[str, ...] = tuple(RULES)
     datasets: tuple[str, ...] = tuple(DATASETS)
     note: str = ""
+    # Processes that train the runs side by side; None: one per core (executors.default_workers). Smoke trains in
+    # the notebook's own process: starting workers costs more than its tiny runs (the pool has its own test).
+    workers: int | None = None
+
+    @property
+    def train_workers(self) -> int:
+        return self.workers or executors.default_workers()
 
     def recipe(self, dataset: str) -> TrainConfig:
         """The fine-tuning recipe on ``dataset``: the cluttered canvases take the patch-8 model of its baseline."""
@@ -107,11 +114,13 @@ BUDGETS: dict[str, TrainedBudget] = {
             SCALES["smoke"].train, train_size=32, val_size=16, test_size=32, epochs=1, batch_size=32, lr=5e-4
         ),
         seeds=(0, 1),
-        timing=bench.SMOKE_TIMING,
+        timing=bench.SMOKE_ONE_CALL_TIMING,
         timing_batch=8,
         levels=(1.3,),
         rules=("skip", "tome"),
-        note="smoke: two rules at one level, two seeds, tiny data; numbers meaningless",
+        datasets=("fashion_mnist",),
+        note="smoke: two rules at one level, two seeds, Fashion-MNIST only, tiny data; numbers meaningless",
+        workers=1,
     ),
     # 2 data sets x (5 rules x 3 levels + the baseline) x 6 seeds = 192 runs, sized to finish within 45 minutes on
     # two single-thread workers of a 2-core CPU (about 25 s a run): each run fine-tunes the quick baseline on 2,000
@@ -361,10 +370,7 @@ def missing_runs(chosen: TrainedBudget) -> list[Run]:
     return missing
 
 
-def default_workers() -> int:
-    """One single-thread process per core on a CPU (a 2-thread process collapses on a shared 2-core machine while
-    one per core does not), one on a GPU."""
-    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+default_workers = executors.default_workers  # the notebook calls it from here
 
 
 def _train_in_worker(

@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from ... import bench
-from ...bench import SMOKE_TIMING
+from ...bench import SMOKE_ONE_CALL_TIMING
 from ...config import PAPER_SMOKE, Scale, TrainConfig, check, scale_budget
 from ...files import cache_dir, fingerprint
 from ...multiexit import (
@@ -114,9 +114,6 @@ _REAL_DATA_LONGER = dict(  # full / paper: more rounds and longer blocks, for ti
 # backbone, at one exit and both policies, runs every line of Table 5.2 (10 arms, not 32); ``scratch`` is fitted as
 # ``finetune`` is, and the other exits are the same code at another block.
 _SMOKE_GRID = dict(table_variants=("same", "finetune", "separate", "joint"), table_exit_sets=((3,),))
-# The multi-exit notebooks' smoke timing: blocks of one call (SMOKE_TIMING's 0.01 s makes blocked_autorange size a
-# block of ten calls of the small model's forward on a few images) and no warm-up call (other smoke timings run it).
-SMOKE_ONE_CALL_TIMING = dataclasses.replace(SMOKE_TIMING, min_run_time=0.001, warmup_calls=0)
 _REAL_DATA_SMOKE = RealDataBudget(
     "smoke",
     16,  # the per-sample controls' four batch sizes (16, 13, 14, 8) stay distinct

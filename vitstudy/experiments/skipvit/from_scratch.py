@@ -320,13 +320,7 @@ def missing_runs(budget: ScratchBudget, rows: tuple[str, ...] | None = None) -> 
     return missing
 
 
-def default_workers() -> int:
-    """Processes that train the study side by side: one single-thread process per core on a CPU, one on a GPU.
-
-    On a shared 2-core VM a 2-thread training process collapses whenever anything else runs (it fell to a small
-    fraction of one thread's images/s), while one single-thread process per core does not.
-    """
-    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+default_workers = executors.default_workers  # the notebook calls it from here
 
 
 def _train_in_worker(
