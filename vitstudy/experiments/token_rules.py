@@ -84,14 +84,14 @@ BUDGETS: dict[str, TokenRulesBudget] = {
     "smoke": TokenRulesBudget(
         "smoke",
         bench.SMOKE_ONE_CALL_TIMING,
-        timing_batch=16,
+        timing_batch=8,
         cluttered=on_cluttered(
             dataclasses.replace(
                 SCALES["smoke"].train, train_size=128, val_size=64, test_size=128, epochs=1, batch_size=32
             )
         ),
         note="smoke: tiny data sets, numbers meaningless",
-        evaluated_images=128,
+        evaluated_images=64,
         levels=2,
     ),
     # 27 arms per data set (5 rules x 5 levels, the baseline, its A/A copy). The quick report gives this notebook
