@@ -35,7 +35,9 @@
 import os
 
 SCALE = os.environ.get("VITSTUDY_SCALE", "quick")
-TRAIN = os.environ.get("VITSTUDY_TRAIN", "1") != "0"  # False (VITSTUDY_TRAIN=0): the trained curve's finished runs only
+# False (VITSTUDY_TRAIN=0): the trained curve's finished runs only ("not in", not "!=": papermill's parameter reader
+# takes a second "=" for an unreadable line and says so on the console)
+TRAIN = os.environ.get("VITSTUDY_TRAIN", "1") not in ("0",)
 # read by vitstudy.report: the paper scale trains ViT-S/16 on ImageNet, which has no cluttered twin; scratch runs the
 # trained curve only
 RUNS_AT = ("smoke", "quick", "full", "scratch")

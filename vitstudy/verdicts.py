@@ -55,6 +55,7 @@ NOT_TRUSTWORTHY = "not trustworthy"  # how every verdict under a failed A/A cont
 NO_CHANGE_POINTS = 0.1
 # A claim of no change is read as "no loss larger than one point": the difference the protocol is sized to resolve.
 NO_LOSS_POINTS = 1.0
+MOST_SEEDS = 100  # the most seeds an estimate of "seeds that would resolve it" looks for
 
 
 def flop_bound_verdict(
@@ -195,12 +196,18 @@ def accuracy_verdict(ours: float, low: float, high: float, paper: float, seeds_n
        point nearer 0 than ``paper``) or ``"direction reproduced, larger"``.
     8. ``paper`` outside, the interval excludes 0 on the other side: ``"contradicted"``.
 
-    Every "cannot tell" and "no difference resolved" adds ``"(N seeds would resolve it)"`` when the caller knows
+    Every "cannot tell" and "no difference resolved" adds ``"(N seeds would resolve it)"`` (``"(100 or more …)"`` at
+    :data:`MOST_SEEDS`, where the estimate stops) when the caller knows
     ``seeds_needed``.
     """
     if any(math.isnan(value) for value in (ours, low, high)):
         return NOT_MEASURED
-    unresolved = f" ({seeds_needed} seeds would resolve it)" if seeds_needed else ""
+    if not seeds_needed:
+        unresolved = ""
+    elif seeds_needed >= MOST_SEEDS:  # the search stops there: the true number may be any larger one
+        unresolved = f" ({MOST_SEEDS} or more seeds would resolve it)"
+    else:
+        unresolved = f" ({seeds_needed} seeds would resolve it)"
     has_zero = low <= 0 <= high
     if math.isnan(paper):
         return "no difference resolved" + unresolved if has_zero else ("higher" if low > 0 else "lower")

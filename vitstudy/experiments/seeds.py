@@ -10,7 +10,7 @@ import math
 import pandas as pd
 from scipy import stats
 
-from ..verdicts import NO_LOSS_POINTS
+from ..verdicts import MOST_SEEDS, NO_LOSS_POINTS
 
 
 def paired_difference(values: pd.Series, reference: pd.Series) -> dict[str, float]:
@@ -31,7 +31,7 @@ def paired_difference(values: pd.Series, reference: pd.Series) -> dict[str, floa
     }
 
 
-def seeds_to_resolve(paired: dict[str, float], direction: str, most: int = 100) -> float:
+def seeds_to_resolve(paired: dict[str, float], direction: str, most: int = MOST_SEEDS) -> float:
     """How many seeds would turn "cannot tell" into a verdict if the spread of the paired differences and their
     mean stayed as measured: the smallest n with t(n−1)·s/√n below |mean| (below 1 point + mean for "keeps
     top-1", ``direction="none"``). NaN with fewer than 2 pairs or a mean of zero; ``most``+ is reported as

@@ -64,7 +64,7 @@ from ..files import atomic_write_json, cache_dir, fingerprint, project_root
 from ..models import create_model
 from ..plots import new_figure
 from ..steps import evaluate, random_batch_step
-from ..verdicts import accuracy_verdict
+from ..verdicts import MOST_SEEDS, accuracy_verdict
 from . import token_rules
 from .seeds import paired_difference, seeds_to_resolve
 from .sentences import is_missing, number, paragraph, points
@@ -652,7 +652,12 @@ def findings(tables: Mapping[str, pd.DataFrame], planned: int | None = None) -> 
                 told = "resolved"
             else:
                 more = row["seeds_to_resolve"]
-                told = "not resolved" + (f"; about {int(more)} seeds would tell" if not is_missing(more) else "")
+                if is_missing(more):
+                    told = "not resolved"
+                elif more >= MOST_SEEDS:
+                    told = f"not resolved; {MOST_SEEDS} or more seeds would tell"
+                else:
+                    told = f"not resolved; about {int(more)} seeds would tell"
             said.append(
                 f"at {row['level']:.2f}× FLOP ideal{timed}, {RULES[row['best']]}: it {points(change)} against the "
                 f"baseline fine-tuned alike and {lead} against {RULES[row['runner_up']]}, the runner-up ({told})"
