@@ -57,6 +57,16 @@ def isolated_outputs(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     return root
 
 
+@pytest.fixture(autouse=True)
+def close_figures() -> Iterator[None]:
+    """Close every pyplot figure a test left open: a pytest worker runs hundreds of tests in one process, and the
+    figures the package's plots build through pyplot would otherwise pile up past matplotlib's warning."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
 @pytest.fixture
 def figures_made(monkeypatch: pytest.MonkeyPatch) -> list:
     """Every matplotlib Figure built while the test runs, pyplot's or not (Figure.__init__ records it): the
