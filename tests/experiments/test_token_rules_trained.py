@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from vitstudy import bench
+from vitstudy import bench, executors
 from vitstudy.experiments import token_rules, token_rules_trained
 from vitstudy.experiments.token_rules_trained import BASELINE, TrainedBudget
 
@@ -111,6 +111,26 @@ def test_runs_in_two_workers_equal_the_local_ones_and_finished_runs_are_read(tin
     again = token_rules_trained.trained_runs(TINY)
     pd.testing.assert_frame_equal(again, here)
     assert json.loads((folders[0] / token_rules_trained.ROW_FILE).read_text())["run"] == folders[0].name
+
+
+@pytest.mark.slow(seconds=20)
+def test_runs_on_ray_equal_the_local_ones(tiny_cache, local_ray, monkeypatch):
+    """`--ray`: the runs as one-CPU tasks on a local Ray give the rows the local path gives, in the same cache
+    folders (the one fan-out, vitstudy.executors.run_tasks, that notebook 08's study uses too)."""
+    monkeypatch.setenv(executors.RAY_ENV, executors.LOCAL_RAY)
+    lines = []
+    assert token_rules_trained.train_missing(TINY, 2, log=lines.append) == 2
+    assert [line for line in lines if "trained in" in line] and all("Ray: local" in line for line in lines)
+    on_ray = token_rules_trained.trained_runs(TINY)
+    monkeypatch.delenv(executors.RAY_ENV)
+    for run in token_rules_trained.study_runs(TINY):
+        folder = token_rules_trained.run_dir(run[0], token_rules_trained._arm(*run[:3], TINY), run[3], TINY)
+        for path in folder.iterdir():  # the local path trains the same runs again from nothing
+            path.unlink()
+    here = token_rules_trained.trained_runs(TINY)
+    varying = ["train_minutes", "trained_on"]
+    # Ray's workers and this process may run torch's kernels on different thread pools: last float32 digits only
+    pd.testing.assert_frame_equal(on_ray.drop(columns=varying), here.drop(columns=varying), rtol=1e-5)
 
 
 def test_committed_row_of_the_same_folder_is_adopted(tmp_path):
