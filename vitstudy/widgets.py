@@ -64,6 +64,20 @@ def live_figure() -> Figure:
     return fig
 
 
+class LiveDrawings:
+    """An explorer's drawings, one per key (a layout, or the bad-setting message), each made on its own
+    :func:`live_figure` the first time its key is asked for and redrawn in place after."""
+
+    def __init__(self) -> None:
+        self._drawings: dict[Any, Any] = {}
+
+    def get(self, key: Any, make: Callable[[Figure], Any]) -> Any:
+        """The drawing for ``key``, made by ``make(live_figure())`` on first use."""
+        if key not in self._drawings:
+            self._drawings[key] = make(live_figure())
+        return self._drawings[key]
+
+
 def show_and_close(fig: Figure, show: bool = True) -> None:
     """Display a widget callback's figure as a PNG, then close it: pyplot keeps every open figure, and a slider
     session would pile them up (and show each twice under ``%matplotlib inline``).

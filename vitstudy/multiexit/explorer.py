@@ -19,7 +19,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..plots import ImageMosaic, grid_shape, new_figure
-from ..widgets import ExplorerView, explorer_interactive, live_figure
+from ..widgets import ExplorerView, LiveDrawings, explorer_interactive
 from .exits import Simulation, confidence, simulate
 from .study import ExitStudy, exits_label, parse_exits
 
@@ -205,7 +205,7 @@ class ExitExplorer:
         self.study, self.batch_size, self.count, self.columns = study, batch_size, count, columns
         self.simulated = functools.lru_cache(maxsize=cached)(functools.partial(simulated, study))
         self.page_images = functools.lru_cache(maxsize=cached)(functools.partial(page_images, study))
-        self.drawings: dict[tuple, ExitDrawing] = {}
+        self.drawings = LiveDrawings()
 
     def view(self, variant: str, exits: str, policy: str, threshold: float, start: int) -> ExplorerView:
         """The view of the controls' values, as :func:`explore` computes it, drawn on the layout's live figure."""
@@ -213,9 +213,8 @@ class ExitExplorer:
         setting = self.simulated(variant, blocks, policy, threshold, self.batch_size)
         page = exit_page(self.study, variant, blocks, setting, self.page_images(start, self.count), start)
         layout = (len(page.images), tuple(page.images.shape[-2:]))
-        if layout not in self.drawings:
-            self.drawings[layout] = ExitDrawing(live_figure(), *layout, page.blocks, self.columns)
-        figure = self.drawings[layout].update(page.images, page.labels, page.right, page.summary, page.blocks)
+        drawing = self.drawings.get(layout, lambda fig: ExitDrawing(fig, *layout, page.blocks, self.columns))
+        figure = drawing.update(page.images, page.labels, page.right, page.summary, page.blocks)
         return ExplorerView(page.summary, figure, details=page.simulation)
 
 

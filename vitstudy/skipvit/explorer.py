@@ -37,7 +37,7 @@ from ..explorer_panels import (
     upsample_patches,
 )
 from ..plots import display_image, new_figure
-from ..widgets import ExplorerView, explorer_interactive, live_figure
+from ..widgets import ExplorerView, LiveDrawings, explorer_interactive
 from .patch import Stage, apply_skipvit, configure, dropping, trace_forward
 from .settings import MODES, SkipViTSettings
 
@@ -281,7 +281,7 @@ class PatchDropExplorer:
         self.traced = functools.lru_cache(maxsize=cached)(self._trace)
         self.dropping_off = functools.lru_cache(maxsize=cached)(self._dropping_off)
         self.pixels = functools.lru_cache(maxsize=cached)(self._pixels)
-        self.drawings: dict[Any, DropDrawing | MessageDrawing] = {}
+        self.drawings = LiveDrawings()
 
     def _trace(self, index: int, settings: SkipViTSettings) -> DropTrace:
         label = int(self.labels[index]) if self.labels is not None else None
@@ -304,15 +304,12 @@ class PatchDropExplorer:
             settings = explorer_settings(first_layer, second_layer, ratio, skip_layer, mode)
             settings.check_depth(len(self.model.blocks))
         except ValueError as err:
-            if "invalid" not in self.drawings:
-                self.drawings["invalid"] = MessageDrawing(live_figure())
-            return self.drawings["invalid"].update(err)
+            return self.drawings.get("invalid", MessageDrawing).update(err)
         trace = self.traced(index, settings)
         layout = (len(trace.stages), tuple(self.images[index].shape))
-        if layout not in self.drawings:
-            self.drawings[layout] = DropDrawing(live_figure(), *layout)
+        drawing = self.drawings.get(layout, lambda fig: DropDrawing(fig, *layout))
         summary = dict(trace.summary)  # a copy: the cached trace keeps its own
-        return ExplorerView(summary, self.drawings[layout].update(self.pixels(index), trace), trace.stages)
+        return ExplorerView(summary, drawing.update(self.pixels(index), trace), trace.stages)
 
 
 def explore_controls(

@@ -38,7 +38,7 @@ from ...skipvit import readout as drop_readout
 from ...skipvit.explorer import PatchDropExplorer, explorer_controls
 from ...skipvit.settings import MODES
 from ...train import baseline
-from ...widgets import ExplorerView, explorer_interactive, live_figure
+from ...widgets import ExplorerView, LiveDrawings, explorer_interactive
 
 EXPLORER_DATASETS = ("fashion_mnist", "fashion_mnist_cluttered")
 
@@ -315,7 +315,7 @@ class MergeExplorer:
         self.probabilities_off = probabilities_off or functools.lru_cache(maxsize=cached)(self._probabilities_off)
         self.traced = functools.lru_cache(maxsize=cached)(self._trace)
         self.pixels = functools.lru_cache(maxsize=cached)(self._pixels)
-        self.drawings: dict[Any, MergeDrawing | MessageDrawing] = {}
+        self.drawings = LiveDrawings()
 
     def _trace(self, index: int, r: int) -> MergeTrace:
         label = int(self.labels[index]) if self.labels is not None else None
@@ -335,13 +335,10 @@ class MergeExplorer:
             check_block(self.model, after_block)
             trace = self.traced(index, r)
         except ValueError as err:
-            if "invalid" not in self.drawings:
-                self.drawings["invalid"] = MessageDrawing(live_figure())
-            return self.drawings["invalid"].update(err)
+            return self.drawings.get("invalid", MessageDrawing).update(err)
         layout = tuple(self.images[index].shape)
-        if layout not in self.drawings:
-            self.drawings[layout] = MergeDrawing(live_figure(), layout)
-        return merge_view(self.drawings[layout], self.pixels(index), trace, after_block)
+        drawing = self.drawings.get(layout, lambda fig: MergeDrawing(fig, layout))
+        return merge_view(drawing, self.pixels(index), trace, after_block)
 
 
 class TokenRuleExplorer:
