@@ -30,7 +30,9 @@
 import os
 
 SCALE = os.environ.get("VITSTUDY_SCALE", "scratch")
-TRAIN = os.environ.get("VITSTUDY_TRAIN", "1") != "0"  # False (VITSTUDY_TRAIN=0): the finished runs only
+# False (VITSTUDY_TRAIN=0): the finished runs only ("not in", not "!=": papermill's parameter reader takes a second
+# "=" for an unreadable line and says so on the console)
+TRAIN = os.environ.get("VITSTUDY_TRAIN", "1") not in ("0",)
 RUNS_AT = ("smoke", "scratch")  # read by vitstudy.report: this study runs at no other scale
 
 # %%
