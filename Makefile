@@ -10,20 +10,22 @@ PYTEST_ARGS ?=
 
 .PHONY: install data browser report test lab gpu clean-venv
 
-# Re-install only when the project's requirements change.
+# Re-install only when the project's requirements change. pip's -qq prints errors only (a failed install still
+# prints pip's error and stops make): a warning about the user's own pip configuration is not this project's.
 $(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	mkdir -p $(VENV)/share/jupyter/lab/settings
-	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
-	touch $@
+	@echo "setting up $(VENV): pip install -e '.[dev]' (minutes the first time)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install --upgrade -qq pip
+	@$(PY) -m pip install -qq -e '.[dev]'
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	@cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	@touch $@
 
 install: $(VENV)/.installed
 
 # Fashion-MNIST: found, or installed from Debian's package (root + apt), or downloaded; else says how.
 data: install
-	$(PY) -m vitstudy data
+	@$(PY) -m vitstudy data
 
 # Debian's Chromium for the JupyterLab browser test (Playwright drives it; it never downloads a browser).
 browser:
@@ -33,7 +35,7 @@ browser:
 	  else echo "chromium missing: the browser test will be skipped (sudo apt-get install -y chromium)"; fi; }
 
 report: install data
-	$(PY) -m vitstudy report --scale $(SCALE)
+	@$(PY) -m vitstudy report --scale $(SCALE)
 
 test: install data browser
 	$(PY) -m pytest -n auto --dist worksteal --durations=15 $(PYTEST_ARGS)

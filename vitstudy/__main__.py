@@ -87,6 +87,7 @@ def _typed(key: str, value: Any, raw: str, hint: Any) -> Any:
 def report_main(argv: Sequence[str]) -> int:
     from . import executors  # light: Ray itself is imported only where runs are trained
     from .report import runner  # papermill, jupytext and torch: only for this command
+    from .report.console import ReportConsole, shown
 
     parser = argparse.ArgumentParser(prog="python -m vitstudy report", description=runner.__doc__.splitlines()[0])
     parser.add_argument(
@@ -107,14 +108,25 @@ def report_main(argv: Sequence[str]) -> int:
         help="train notebook 08's runs as Ray tasks: on a Ray started here (no ADDRESS) or on the cluster at "
         f"ADDRESS (auto, HOST:PORT, ray://HOST:PORT; default: ${executors.RAY_ENV}, else local processes)",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print each cell's seconds and the notebooks' progress lines too (the run's log file always has them)",
+    )
     args = parser.parse_args(argv)
     if args.ray is not None:  # checked before hours of notebooks; the kernels inherit this process's environment
         os.environ[executors.RAY_ENV] = executors.check_ray(args.ray)
-    try:
-        runner.run_report(args.scale, args.only, args.out)
-    except runner.NotebookFailed as err:
-        print(f"report failed: {err}", file=sys.stderr)
-        return 1
+    with ReportConsole(runner.log_path(args.scale), verbose=args.verbose) as console:
+        try:
+            runner.run_report(
+                args.scale, args.only, args.out, log=console.say, detail=console.detail, status=console.status
+            )
+        except runner.NotebookFailed as err:
+            console.detail(f"report failed: {err}")
+            console.close()  # the live line erased: the failure starts a line of its own
+            print(f"report failed: {err} — log: {shown(console.log_path)}", file=sys.stderr)
+            return 1
+        console.say(f"log (each cell's seconds, the training progress): {shown(console.log_path)}")
     return 0
 
 

@@ -1,10 +1,10 @@
-"""Progress lines that reach the report's terminal from inside a notebook.
+"""Progress lines that reach the report from inside a notebook.
 
 A notebook run by the report prints into its kernel, whose output lands in the executed notebook, not on the
 terminal; tqdm in a kernel even draws a widget. The report therefore sets ``VITSTUDY_PROGRESS=lines``: code that
 runs long (training) then prints plain lines starting with :data:`MARK`, and the report forwards exactly those
-lines to the terminal (:class:`Forwarder`). Without the variable nothing is printed: notebooks opened in
-JupyterLab keep their tqdm bars only.
+lines to its log (:class:`Forwarder`), and to its live line on a terminal. Without the variable nothing is printed:
+notebooks opened in JupyterLab keep their tqdm bars only.
 """
 
 from __future__ import annotations
@@ -55,16 +55,19 @@ class EpochProgress:
 
 class Forwarder:
     """A file-like sink for the kernel's stdout (papermill's ``stdout_file``): forwards the lines marked by
-    :func:`emit` to ``log`` with ``prefix``, drops the rest (they stay in the executed notebook)."""
+    :func:`emit` to ``log`` with ``prefix`` (and, without it, to ``status``: the report's live line), drops the rest
+    (they stay in the executed notebook)."""
 
-    def __init__(self, prefix: str, log: Callable[..., Any]) -> None:
-        self.prefix, self.log, self.pending = prefix, log, ""
+    def __init__(self, prefix: str, log: Callable[..., Any], status: Callable[[str], Any] | None = None) -> None:
+        self.prefix, self.log, self.status, self.pending = prefix, log, status, ""
 
     def write(self, text: str) -> None:
         *complete, self.pending = (self.pending + text).split("\n")
         for line in complete:
             if line.startswith(MARK):
                 self.log(f"{self.prefix}{line.removeprefix(MARK)}", flush=True)
+                if self.status is not None:
+                    self.status(line.removeprefix(MARK))
 
     def flush(self) -> None:
         pass  # lines are forwarded as soon as they are complete

@@ -17,10 +17,12 @@ cell, with ipykernel 7). :class:`WatchdogClient` waits in one-second slices inst
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Empty
 from time import monotonic
@@ -43,6 +45,7 @@ from traitlets import Unicode, default
 from .. import progress
 from ..files import cache_dir
 from .cell_outputs import CellOutputs
+from .console import clock
 from .published import INJECTED_PARAMETERS
 
 ENGINE = "vitstudy-watchdog"
@@ -215,8 +218,7 @@ class WatchdogClient(PapermillNotebookClient):
 
     def _where(self, cell: Any) -> str:
         index = next(i for i, other in enumerate(self.nb.cells) if other is cell)
-        first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
-        return f"{self.notebook_name} cell index {index} ({first if len(first) <= 50 else first[:47] + '...'})"
+        return f"{self.notebook_name} cell index {index} ({_first_line(cell, 50)})"
 
     def _say(self, line: str) -> None:
         if self.watchdog_log is not None:
@@ -289,21 +291,24 @@ def execute_notebook(
     executed_path: Path | None = None,
     log: Callable[..., Any] | None = None,
     cell_seconds: list[dict[str, Any]] | None = None,
+    status: Callable[[str], Any] | None = None,
 ) -> Any:
     """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception.
 
     The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``. With ``log``, each
-    code cell's time, the kernel's progress lines (``vitstudy.progress``) and the watchdog's lines are logged.
+    code cell's time, the kernel's progress lines (``vitstudy.progress``), the watchdog's lines and papermill's
+    warnings are logged. ``status`` (a live line's sink) is told each cell as it starts and each progress line.
     ``cell_seconds`` (a list) receives one ``{"cell", "seconds", "first_line"}`` entry per executed code cell, with
     what the cell wrote (:meth:`.cell_outputs.CellOutputs.since_start`).
     """
     notebook = jupytext.read(path)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     executed_path = executed_path or staging / f"{path.stem}.ipynb"
-    timed = log is not None or cell_seconds is not None
+    timed = log is not None or cell_seconds is not None or status is not None
     outputs = CellOutputs(staging, cache_dir()) if cell_seconds is not None else None
-    hooks = CellProgress(path.stem, notebook, log, cell_seconds, outputs).hooks() if timed else {}
-    with mock.patch.dict(os.environ, kernel_environment(staging, scale)):
+    hooks = CellProgress(path.stem, notebook, log, cell_seconds, outputs, status).hooks() if timed else {}
+    warnings_to_log = _papermill_warnings_to(log, f"    {path.stem} | ")
+    with mock.patch.dict(os.environ, kernel_environment(staging, scale)), warnings_to_log:
         try:
             return papermill.execute_notebook(
                 notebook,
@@ -330,9 +335,37 @@ def execute_notebook(
             ) from None
 
 
+@contextlib.contextmanager
+def _papermill_warnings_to(log: Callable[..., Any] | None, prefix: str) -> Iterator[None]:
+    """papermill's (and nbclient's, through it) warnings go to ``log`` while the block runs, not to stderr: the
+    report's console is for its own lines, and a warning there reads as a fault to a newcomer. Errors still raise.
+    Without ``log`` they go where logging sends them."""
+    if log is None:
+        yield
+        return
+    handler = _LogHandler(log, prefix)
+    papermill_logger.addHandler(handler)
+    propagated, papermill_logger.propagate = papermill_logger.propagate, False
+    try:
+        yield
+    finally:
+        papermill_logger.removeHandler(handler)
+        papermill_logger.propagate = propagated
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, log: Callable[..., Any], prefix: str) -> None:
+        super().__init__(logging.WARNING)
+        self.sink, self.prefix = log, prefix
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink(f"{self.prefix}papermill {record.levelname.lower()}: {record.getMessage()}", flush=True)
+
+
 class CellProgress:
-    """One terminal line per code cell as a notebook runs: its number, its seconds, the notebook's elapsed time
-    and the cell's first line, so a user sees what is running and how long each step took."""
+    """One log line per code cell as a notebook runs: its number, its seconds, the notebook's elapsed time and the
+    cell's first line, so a user sees how long each step took; and each cell as it starts to ``status``, the report's
+    live line, so a user sees what is running."""
 
     def __init__(
         self,
@@ -341,8 +374,9 @@ class CellProgress:
         log: Callable[..., Any] | None,
         cell_seconds: list[dict[str, Any]] | None = None,
         outputs: CellOutputs | None = None,
+        status: Callable[[str], Any] | None = None,
     ) -> None:
-        self.name, self.log, self.outputs = name, log, outputs
+        self.name, self.log, self.outputs, self.status = name, log, outputs, status
         self.cell_seconds = cell_seconds if cell_seconds is not None else []
         self.total = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
         self.done = 0
@@ -351,25 +385,28 @@ class CellProgress:
     def hooks(self) -> dict[str, Any]:
         """nbclient's cell hooks and papermill's stdout sink, as ``papermill.execute_notebook`` keywords."""
         hooks: dict[str, Any] = dict(on_cell_start=self.cell_start, on_cell_executed=self.cell_executed)
-        if self.log is not None:
-            hooks["stdout_file"] = progress.Forwarder(f"    {self.name} | ", self.log)
+        if self.log is not None or self.status is not None:
+            log = self.log if self.log is not None else _ignore
+            hooks["stdout_file"] = progress.Forwarder(f"    {self.name} | ", log, self.status)
         return hooks
 
     def cell_start(self, cell: Any, cell_index: int) -> None:
         if self.outputs is not None:
             self.outputs.start()
         self.cell_started = time.perf_counter()
+        if self.status is not None:
+            self.status(f"{self._where(cell, self.done + 1)}: {_first_line(cell)}")
+
+    def _where(self, cell: Any, number: int) -> str:
+        # papermill injects its parameters cell after the notebook was read: it gets no number of its own
+        injected = INJECTED_PARAMETERS in cell.metadata.get("tags", [])
+        return PARAMETERS if injected else f"cell {number}/{self.total}"
 
     def cell_executed(self, cell: Any, cell_index: int, execute_reply: Any) -> None:
         now = time.perf_counter()
-        # papermill injects its parameters cell after the notebook was read: it gets no number of its own
-        if INJECTED_PARAMETERS in cell.metadata.get("tags", []):
-            where = "parameters"
-        else:
-            self.done += 1
-            where = f"cell {self.done}/{self.total}"
-        first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
-        first = first if len(first) <= 60 else first[:57] + "..."
+        where = self._where(cell, self.done + 1)
+        self.done += where != PARAMETERS
+        first = _first_line(cell)
         seconds = now - self.cell_started
         # Kept for the manifest, so a reader sees where a report's time went without re-running it.
         wrote = self.outputs.since_start() if self.outputs is not None else {}
@@ -377,10 +414,17 @@ class CellProgress:
         if self.log is None:
             return
         self.log(
-            f"    {self.name} | {where} {seconds:6.1f} s  (elapsed {_clock(now - self.started)})  {first}", flush=True
+            f"    {self.name} | {where} {seconds:6.1f} s  (elapsed {clock(now - self.started)})  {first}", flush=True
         )
 
 
-def _clock(seconds: float) -> str:
-    minutes, seconds = divmod(int(seconds), 60)
-    return f"{minutes}:{seconds:02d}"
+PARAMETERS = "parameters"  # papermill's injected parameters cell, as the log and the manifest name it
+
+
+def _first_line(cell: Any, width: int = 60) -> str:
+    first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
+def _ignore(*args: Any, **kwargs: Any) -> None:
+    pass

@@ -25,6 +25,10 @@ killed with SIGKILL leaves nothing for git to pick up, and the next run removes 
 No cell has a time limit (training runs for hours), yet a run cannot wait for ever: each notebook runs under a
 watchdog (:mod:`vitstudy.report.execute`) that recovers a cell whose reply the kernel lost, or fails with one line
 naming the notebook and the cell when an idle kernel answers nothing.
+
+What a run says: one line per notebook as it ends and the result (``log``); each cell's seconds, the kernel's
+progress lines and the watchdog's lines go to ``detail`` (the command line's log file, :mod:`.console`), and what runs
+now to ``status`` (its live line on a terminal).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
 from .cell_outputs import tables_within_target
+from .console import clock, notebook_line, shown
 from .execute import NotebookFailed, execute_notebook
 from .published import code_differences, publish_notebook
 from .results import write_results
@@ -60,6 +65,7 @@ __all__ = [
     "NotebookFailed",
     "default_out",
     "is_published",
+    "log_path",
     "list_notebooks",
     "notebook_scales",
     "open_manifest",
@@ -137,18 +143,30 @@ def staging_root() -> Path:
     return cache_dir() / "report"
 
 
+def log_path(scale: str, now: dt.datetime | None = None) -> Path:
+    """Where a run at ``scale`` starting ``now`` keeps its log: in the cache, one file per run."""
+    now = now or dt.datetime.now(dt.UTC)
+    return staging_root() / "logs" / f"{now:%Y-%m-%dT%H%M%S}-{scale}.log"
+
+
 def run_report(
     scale: str = DEFAULT_SCALE,
     only: Sequence[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     notebooks: str | os.PathLike[str] | None = None,
     log=print,
+    detail=None,
+    status=None,
 ) -> dict[str, Any]:
     """Execute the chosen notebooks in order; write their files and ``manifest.json`` into ``out``.
 
     ``out`` defaults to ``default_out(scale)``. Everything a user can get wrong (scale, notebook names, missing
-    data, an output folder of another scale) raises before the first notebook runs.
+    data, an output folder of another scale) raises before the first notebook runs. ``log`` (print-like) gets one
+    line per notebook and the result; ``detail`` (print-like, default ``log``) each notebook's start, cells,
+    progress and watchdog lines; ``status`` (a one-argument callable) what runs now, for a live line.
     """
+    detail = detail or log
+    run_started = time.perf_counter()
     check_data(get_scale(scale).train)
     out = Path(out) if out is not None else default_out(scale)
     chosen = select_notebooks(only, notebooks, scale)
@@ -162,8 +180,11 @@ def run_report(
     shared = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-shared-timings-", dir=root))
     try:
         for number, path in enumerate(chosen, start=1):
-            log(f"[{number}/{len(chosen)}] {path.stem} (scale {scale}) ...", flush=True)
+            where = f"[{number}/{len(chosen)}] {path.stem}"
+            detail(f"{where} (scale {scale}) ...", flush=True)
             started = time.perf_counter()
+            live = _live_line(status, where, started)
+            live("starting")
             out.mkdir(parents=True, exist_ok=True)
             # The pid in the name tells a later run whether the run that made this folder is still alive.
             staging = Path(tempfile.mkdtemp(prefix=f"staging-{os.getpid()}-{path.stem}-", dir=root))
@@ -174,7 +195,10 @@ def run_report(
                 # The kernel writes the machine peaks it measured while timing (vitstudy.bench.peak) for the manifest.
                 environ = {PEAK_RECORD_ENV: str(peak_record), SHARED_TIMINGS_ENV: str(shared)}
                 with mock.patch.dict(os.environ, environ):
-                    execute_notebook(path, scale, staging, executed_path=executed, log=log, cell_seconds=cell_seconds)
+                    execute_notebook(
+                        path, scale, staging, executed_path=executed, log=detail, cell_seconds=cell_seconds, status=live
+                    )
+                live("publishing")
                 peaks = read_peak_record(peak_record)
                 within_target = tables_within_target(staging)
                 publish_notebook(executed, staging / "notebooks" / executed.name)
@@ -197,16 +221,32 @@ def run_report(
                 "environment": {**environment_info(device), "machine_peak": peaks},
             }
             atomic_write_json(manifest_path, manifest)
-            log(f"[{number}/{len(chosen)}] {path.stem} ok: {seconds:.1f} s, {len(files)} files", flush=True)
+            log(notebook_line(where, seconds, files, out / "tables"), flush=True)
     finally:
         shutil.rmtree(shared, ignore_errors=True)
     outdated = outdated_published(out, [p for p in select_notebooks(None, notebooks, scale) if p not in chosen])
     if outdated:
         log(f"published copies older than their notebook's code (re-run them): {', '.join(outdated)}", flush=True)
     # Only the committed report (figures/, no $VITSTUDY_OUT redirect) feeds RESULTS.md; other runs leave it alone.
-    if chosen and not os.environ.get("VITSTUDY_OUT") and out.resolve() == default_out(DEFAULT_SCALE).resolve():
-        log(f"wrote {write_results(out)}", flush=True)
+    committed = default_out(DEFAULT_SCALE)
+    if chosen and not os.environ.get("VITSTUDY_OUT") and out.resolve() == committed.resolve():
+        results = f"{shown(write_results(out))} regenerated"
+    else:
+        results = f"RESULTS.md left as it is (it reads {shown(committed)}/, the {DEFAULT_SCALE} report)"
+    count = f"{len(chosen)} notebook{'' if len(chosen) == 1 else 's'}"
+    took = clock(time.perf_counter() - run_started)
+    log(f"report done: {count}, scale {scale}, {took}; outputs and {MANIFEST} in {shown(out)}/; {results}", flush=True)
     return manifest
+
+
+def _live_line(status, where: str, started: float):
+    """``status`` for one notebook: its place and elapsed time before what runs now; a no-op without ``status``."""
+
+    def say(text: str) -> None:
+        if status is not None:
+            status(f"{where} {clock(time.perf_counter() - started)} · {text}")
+
+    return say
 
 
 def outdated_published(out: Path, sources: Sequence[Path]) -> list[str]:
