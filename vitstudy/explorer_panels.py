@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import timm.data
 import torch
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.colors import hsv_to_rgb
 from matplotlib.figure import Figure
@@ -95,6 +96,10 @@ class MessageDrawing:
         self.figure = fig
         self.text = fig.text(0.02, 0.5, "", fontsize=7, va="center", wrap=True)
 
+    def moving_artists(self) -> list[Artist]:
+        """What a move redraws on a live figure (:class:`~vitstudy.widgets.LiveFigure`): the message."""
+        return [self.text]
+
     def update(self, err: ValueError) -> ExplorerView:
         self.text.set_text(f"not a valid setting: {err}")
         return ExplorerView({"error": str(err)}, self.figure, [])
@@ -161,6 +166,12 @@ class MergeDrawing:
         extent = (-0.5, width - 0.5, height - 0.5, -0.5)  # imshow's own for the image: the overlay lies on it
         self.bases = [ax.imshow(blank, cmap=cmap) for ax in self.axes]
         self.overlays = [ax.imshow(np.zeros((1, 1, 4)), extent=extent, interpolation="nearest") for ax in self.axes[1:]]
+
+    def moving_artists(self) -> list[Artist]:
+        """What a move redraws on a live figure, in drawing order (:class:`~vitstudy.widgets.LiveFigure`): the
+        image, each map's image and overlay, every panel's title, the figure's title."""
+        maps = [artist for pair in zip(self.bases[1:], self.overlays) for artist in pair]
+        return [self.bases[0], *maps, *(ax.title for ax in self.axes), self.title]
 
     def update(
         self,

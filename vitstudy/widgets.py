@@ -11,15 +11,22 @@ import functools
 import html
 import io
 import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets
 import matplotlib.pyplot as plt
-from IPython.display import Image, clear_output, display
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+import numpy as np
+import PIL.Image
+from IPython import get_ipython
+from IPython.display import Image, display
+from matplotlib.artist import Artist
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from .plots import prediction_grid
 
@@ -54,19 +61,150 @@ WIDGET_DPI = 100  # the inline backend's resolution
 PNG_ENCODING = {"compress_level": 1}
 
 
-def live_figure() -> Figure:
+class TextStamps:
+    """Texts rasterised once per look and pasted as small images after: laying out and rasterising glyphs is most
+    of what drawing a figure full of short labels costs, and an explorer shows the same labels again and again.
+
+    A stamp is the text drawn alone, where the figure has it, on a transparent scratch canvas, cut to its extent;
+    it is kept by the text's looks and by where its anchor falls inside a pixel (which decides how each line's
+    position rounds), so pasting it where the same text sits again, whole pixels away, gives the pixels drawing it
+    there would give. The most recently used ``size`` stamps are kept. A text that wraps (its lines depend on where
+    it stands), or has a box or path effects, is drawn as usual."""
+
+    def __init__(self, size: int = 2048) -> None:
+        self.size = size
+        self._stamps: OrderedDict[tuple, tuple[np.ndarray, int, int, float, float]] = OrderedDict()
+        self._scratch: RendererAgg | None = None
+
+    def draw(self, text: Text, renderer: RendererAgg) -> None:
+        """Draw ``text`` on ``renderer`` (the figure's own) from its stamp, made on first use."""
+        if not text.get_visible() or not text.get_text():
+            return
+        if text.get_wrap() or text.get_bbox_patch() is not None or text.get_path_effects():
+            text.draw(renderer)
+            return
+        anchor = text.get_transform().transform(text.get_unitless_position())
+        key = (
+            text.get_text(),
+            text.get_fontproperties(),
+            to_rgba(text.get_color(), text.get_alpha()),
+            text.get_horizontalalignment(),
+            text.get_verticalalignment(),
+            text.get_rotation(),
+            text.get_linespacing(),
+            text.get_antialiased(),
+            renderer.dpi,
+            *np.round(anchor % 1, 3),  # where the anchor falls inside a pixel decides how each line's pixels round
+        )
+        if key in self._stamps:
+            self._stamps.move_to_end(key)
+        else:
+            self._stamps[key] = self._stamp(text, renderer, anchor)
+            if len(self._stamps) > self.size:
+                self._stamps.popitem(last=False)
+        pixels, left, bottom, anchor_x, anchor_y = self._stamps[key]
+        gc = renderer.new_gc()
+        if text.get_clip_on() and text.clipbox is not None:
+            gc.set_clip_rectangle(text.clipbox)
+        shift_x, shift_y = round(anchor[0] - anchor_x), round(anchor[1] - anchor_y)  # whole pixels
+        renderer.draw_image(gc, left + shift_x, bottom + shift_y, pixels)
+        gc.restore()
+
+    def _stamp(
+        self, text: Text, renderer: RendererAgg, anchor: np.ndarray
+    ) -> tuple[np.ndarray, int, int, float, float]:
+        """``text`` drawn alone where it stands: its pixels (RGBA, rows bottom up), their lower left corner on the
+        canvas and the anchor they were drawn at."""
+        width, height = int(renderer.width), int(renderer.height)
+        if self._scratch is None or (self._scratch.width, self._scratch.height, self._scratch.dpi) != (
+            width,
+            height,
+            renderer.dpi,
+        ):
+            self._scratch = RendererAgg(width, height, renderer.dpi)
+        scratch = self._scratch
+        scratch.clear()
+        text.draw(scratch)
+        extent = text.get_window_extent(scratch)
+        left, bottom = max(int(np.floor(extent.x0)) - 2, 0), max(int(np.floor(extent.y0)) - 2, 0)
+        right, top = min(int(np.ceil(extent.x1)) + 2, width), min(int(np.ceil(extent.y1)) + 2, height)
+        # rows bottom up, as Agg's draw_image takes them
+        pixels = np.asarray(scratch.buffer_rgba())[height - top : height - bottom, left:right][::-1].copy()
+        text._renderer = renderer  # Text.draw kept the scratch renderer for later measuring: give it its own back
+        return pixels, left, bottom, float(anchor[0]), float(anchor[1])
+
+
+class LiveFigure(Figure):
+    """A figure an explorer keeps for a layout and redraws in place on every move (:func:`live_figure`).
+
+    :meth:`png` renders a move by blitting: everything but the drawing's moving artists (:attr:`moving`, set by
+    :class:`LiveDrawings` from the drawing's ``moving_artists``) is drawn once and kept as a background picture;
+    a move restores it, draws only the moving artists over it in their order (texts from :class:`TextStamps`) and
+    encodes the canvas. A drawing that changes what does not move (e.g. new histogram bars and ticks) calls
+    :func:`redraw_background`. Saving the figure (``savefig``, :func:`figure_png`) still draws everything."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.moving: Callable[[], Sequence[Artist]] | None = None
+        self.background: Any = None
+        self.stamps = TextStamps()
+
+    def png(self) -> bytes:
+        """The figure as PNG bytes at :data:`WIDGET_DPI`, as :func:`figure_png` gives it (up to text placement
+        rounded to whole pixels), redrawing only the moving artists over the kept background."""
+        if self.moving is None:
+            return figure_png(self)
+        canvas, moving = self.canvas, list(self.moving())
+        if self.background is None:
+            shown = [artist for artist in moving if artist.get_visible()]
+            for artist in shown:
+                artist.set_visible(False)
+            try:
+                canvas.draw()
+            finally:
+                for artist in shown:
+                    artist.set_visible(True)
+            self.background = canvas.copy_from_bbox(self.bbox)
+        else:
+            canvas.restore_region(self.background)
+        renderer = canvas.get_renderer()
+        for artist in moving:
+            if isinstance(artist, Text):
+                self.stamps.draw(artist, renderer)
+            else:
+                artist.draw(renderer)
+        return rgba_png(np.asarray(canvas.buffer_rgba()))
+
+
+def redraw_background(fig: Figure) -> None:
+    """Tell a :class:`LiveFigure` that what does not move has changed, so that its next :meth:`~LiveFigure.png`
+    draws a new background (no-op for any other figure)."""
+    if isinstance(fig, LiveFigure):
+        fig.background = None
+
+
+def rgba_png(pixels: np.ndarray) -> bytes:
+    """RGBA pixels [H, W, 4] as PNG bytes, encoded as :func:`figure_png` encodes a figure."""
+    png = io.BytesIO()
+    PIL.Image.fromarray(pixels, "RGBA").save(png, format="png", **PNG_ENCODING)
+    return png.getvalue()
+
+
+def live_figure() -> LiveFigure:
     """A figure an explorer keeps for a layout and redraws in place on every move, at :data:`WIDGET_DPI` on its own
     Agg canvas, outside pyplot: pyplot would hold it open, and under ``%matplotlib inline`` show it again under the
     next cell that runs. Its drawing sets its size and places its axes by hand (no layout engine, whose measuring
     draw would double every move's render)."""
-    fig = Figure(dpi=WIDGET_DPI)
+    fig = LiveFigure(dpi=WIDGET_DPI)
     FigureCanvasAgg(fig)
     return fig
 
 
 class LiveDrawings:
     """An explorer's drawings, one per key (a layout, or the bad-setting message), each made on its own
-    :func:`live_figure` the first time its key is asked for and redrawn in place after."""
+    :func:`live_figure` the first time its key is asked for and redrawn in place after. A drawing with a
+    ``moving_artists()`` method (what a move changes, in drawing order) is rendered by blitting
+    (:meth:`LiveFigure.png`)."""
 
     def __init__(self) -> None:
         self._drawings: dict[Any, Any] = {}
@@ -74,7 +212,9 @@ class LiveDrawings:
     def get(self, key: Any, make: Callable[[Figure], Any]) -> Any:
         """The drawing for ``key``, made by ``make(live_figure())`` on first use."""
         if key not in self._drawings:
-            self._drawings[key] = make(live_figure())
+            fig = live_figure()
+            drawing = self._drawings[key] = make(fig)
+            fig.moving = getattr(drawing, "moving_artists", None)
         return self._drawings[key]
 
 
@@ -149,11 +289,9 @@ def explorer_interactive(
             sentences.value = data.value = ""  # no stale readout beside a traceback
             figure.layout.display = "none"  # nor a stale figure
             raise
-        figure.value = figure_png(result.figure)
+        figure.value = result.figure.png() if isinstance(result.figure, LiveFigure) else figure_png(result.figure)
         plt.close(result.figure)  # a no-op for a live figure, which pyplot does not hold
-        if figure.layout.display == "none":  # the previous move failed: its traceback is still in the output area
-            clear_output()
-            figure.layout.display = None
+        figure.layout.display = None  # shown again after a failed move (the widget clears its traceback)
         sentences.value = f"<p>{html.escape(readout(result.summary))}</p>"
         data.value = html.escape(readout_data(result.summary))
         return result
@@ -162,7 +300,9 @@ def explorer_interactive(
     for name, control in controls.items():
         control.description = control.description or name  # as interactive names them, but before measuring
     label_controls(list(controls.values()))
-    widget = checked_interactive(shown, show=show, after=(figure, sentences, data), **controls)
+    widget = checked_interactive(
+        shown, show=show, after=(figure, sentences, data), interactive=QuietInteractive, **controls
+    )
     widget.figure, widget.readout, widget.readout_data = figure, sentences, data
     return widget
 
@@ -176,11 +316,43 @@ def label_controls(controls: Sequence[ipywidgets.Widget]) -> None:
         control.layout.width = CONTROL_WIDTH
 
 
+class QuietInteractive(ipywidgets.interactive):
+    """``ipywidgets.interactive`` whose moves touch its output area only to show a callback's traceback, and to clear
+    it at the next good move, for a callback that shows its results in widgets of its own (the explorers).
+
+    ``interactive`` enters its output area on every move (two updates of its ``msg_id`` and four flushes of the
+    kernel's streams) and clears it (one more message and two more flushes), each a message the browser handles
+    before the view is current; a good move of an explorer sends none of them."""
+
+    def update(self, *args: Any) -> None:
+        """Call the function with the controls' values (``args``: the change, ignored, as ``interactive``'s)."""
+        self.kwargs = {widget._kwarg: widget.get_interact_value() for widget in self.kwargs_widgets}
+        try:
+            self.result = self.f(**self.kwargs)
+        except Exception as err:
+            with self.out:
+                self.out.clear_output(wait=True)
+                shell = get_ipython()
+                if shell is None:
+                    self.log.warning("Exception in interact callback: %s", err, exc_info=True)
+                else:
+                    shell.showtraceback()
+            self.failed = True
+        else:
+            if getattr(self, "failed", False):
+                self.out.clear_output()
+                self.failed = False
+
+
 def checked_interactive(
-    fn: Callable[..., Any], show: bool = True, after: Sequence[ipywidgets.Widget] = (), **widgets: Any
+    fn: Callable[..., Any],
+    show: bool = True,
+    after: Sequence[ipywidgets.Widget] = (),
+    interactive: type[ipywidgets.interactive] = ipywidgets.interactive,
+    **widgets: Any,
 ) -> ipywidgets.interactive:
-    """``ipywidgets.interactive(fn, **widgets)`` that re-raises its callback's first exception in this cell;
-    ``after``: widgets shown under its output area."""
+    """``interactive(fn, **widgets)`` (``ipywidgets.interactive`` or a subclass such as :class:`QuietInteractive`)
+    that re-raises its callback's first exception in this cell; ``after``: widgets shown under its output area."""
     errors: list[BaseException] = []
 
     @functools.wraps(fn)
@@ -191,7 +363,7 @@ def checked_interactive(
             errors.append(err)
             raise  # interactive still shows the traceback in its output area
 
-    widget = ipywidgets.interactive(recorded, **widgets)  # calls `recorded` once with the initial values
+    widget = interactive(recorded, **widgets)  # calls `recorded` once with the initial values
     widget.callback_errors = errors
     widget.children = (*widget.children, *after)
     if show:

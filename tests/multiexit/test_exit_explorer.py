@@ -78,8 +78,11 @@ def test_explorer_widget_shows_the_readout_and_keeps_the_summary(digits_study):
     assert json.loads(html.unescape(widget.readout_data.value))["exited_pct"] == 100
 
 
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(bytes(png))))
+def _same_picture(shown: bytes, drawn: bytes) -> bool:
+    """The widget's PNG shows what savefig draws of the same view: blitting and pasted text stamps may round a pixel's
+    blending by a few levels, never more (a missing, moved or different artist or text differs by far more)."""
+    shown_pixels, drawn_pixels = (np.asarray(Image.open(io.BytesIO(bytes(png)))).astype(int) for png in (shown, drawn))
+    return shown_pixels.shape == drawn_pixels.shape and np.abs(shown_pixels - drawn_pixels).max() <= 8
 
 
 def test_a_move_redraws_the_widgets_figure_in_place(digits_study, figures_made):
@@ -91,7 +94,7 @@ def test_a_move_redraws_the_widgets_figure_in_place(digits_study, figures_made):
     assert len(figures_made) == built and bytes(widget.figure.value) != before
     expected = multiexit.explore(digits_study, "separate", (1, 2), "batch", 0.7, start=8, count=8)
     assert view.summary == expected.summary and view.figure is widget.result.figure
-    assert (_pixels(widget.figure.value) == _pixels(figure_png(expected.figure))).all()
+    assert _same_picture(widget.figure.value, figure_png(expected.figure))
 
 
 def test_moving_a_control_back_reuses_the_simulated_setting(digits_study, monkeypatch):
@@ -113,4 +116,4 @@ def test_another_exit_set_replaces_only_the_bars(digits_study, figures_made):
     view = set_controls(widget, {"exits": "1", "threshold": 0.6})
     assert len(figures_made) == built and len(view.figure.axes[1].patches) == 2
     expected = multiexit.explore(digits_study, "separate", (1,), "sample", 0.6, count=8)
-    assert (_pixels(widget.figure.value) == _pixels(figure_png(expected.figure))).all()
+    assert _same_picture(widget.figure.value, figure_png(expected.figure))

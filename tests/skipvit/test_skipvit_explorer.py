@@ -56,8 +56,11 @@ def test_explorer_widget_shows_the_readout_and_keeps_the_summary(explorer):
     assert json.loads(html.unescape(explorer.readout_data.value))["kept_per_stage"] == [35]
 
 
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(bytes(png))))
+def _same_picture(shown: bytes, drawn: bytes) -> bool:
+    """The widget's PNG shows what savefig draws of the same view: blitting and pasted text stamps may round a pixel's
+    blending by a few levels, never more (a missing, moved or different artist or text differs by far more)."""
+    shown_pixels, drawn_pixels = (np.asarray(Image.open(io.BytesIO(bytes(png)))).astype(int) for png in (shown, drawn))
+    return shown_pixels.shape == drawn_pixels.shape and np.abs(shown_pixels - drawn_pixels).max() <= 8
 
 
 def test_a_move_redraws_the_widgets_figure_in_place(explorer, figures_made):
@@ -70,7 +73,7 @@ def test_a_move_redraws_the_widgets_figure_in_place(explorer, figures_made):
     classes = [str(k) for k in range(10)]
     expected = sv.explore(model, images[1], sv.explorer_settings(6, 0, 0.45, 11, "skip"), classes, 5)
     assert view.summary == expected.summary and view.figure is explorer.result.figure
-    assert (_pixels(explorer.figure.value) == _pixels(figure_png(expected.figure))).all()
+    assert _same_picture(explorer.figure.value, figure_png(expected.figure))
 
 
 def test_each_layout_gets_one_figure_kept_for_the_widgets_life(explorer, figures_made):

@@ -5,8 +5,13 @@ A hand-run measurement (a timing is no pass/fail on a shared CPU), after ``make 
     python -m vitstudy measure widget_latency
 
 For each move it waits until the explorer holds the package's numbers for the new setting (the summary JSON in its
-hidden readout element) AND a new figure image, and records the seconds from the key press or click.
-:func:`measure` writes ``figures/tables/11_widget_latency.{csv,md}`` (every move) with the machine named in each row.
+hidden readout element) AND a new figure image, decoded. ``seconds`` is what the page itself measured, from the input
+event (key press, click, dropdown choice) to that view (:func:`vitstudy.tools.browser.arm_move_timer`): what a user
+waits for. ``driver_seconds`` is the same move timed from the driver's side, from before Playwright makes the move
+until its polling sees the view, which adds the driver's own round trips.
+:func:`measure` writes ``figures/tables/11_widget_latency.{csv,md}`` (every move) with the machine named in each row,
+and the explorers' screenshots to ``figures/screens/``; ``$VITSTUDY_LATENCY_OUT`` names another folder for both
+(a run for direction only, e.g. beside other work on a shared machine, leaves the committed ones alone).
 """
 
 from __future__ import annotations
@@ -80,14 +85,17 @@ def _image_source(page) -> str:
     return images.first.get_attribute("src") if images.count() else ""
 
 
-def timed_move(page, move: Callable, label: str, argument: Any, expected: str, timeout_s: float) -> float:
-    """Seconds from the move until the hidden summary equals ``expected`` and a new figure image is shown."""
+def timed_move(page, move: Callable, label: str, argument: Any, expected: str, timeout_s: float) -> tuple[float, float]:
+    """Seconds from the move until the hidden summary equals ``expected`` and a new figure image is shown: as the page
+    measured them (from the input event), and as the driver saw them (from before it made the move)."""
     before = _image_source(page)
+    browser.arm_move_timer(page, expected)
     started = time.perf_counter()
     move(page, label, argument)
     while time.perf_counter() - started < timeout_s:
         if browser.shown_data(page) == expected.strip() and _image_source(page) not in ("", before):
-            return time.perf_counter() - started
+            driver_seconds = time.perf_counter() - started
+            return browser.move_seconds(page, timeout_s), driver_seconds
         time.sleep(0.01)
     raise TimeoutError(f"{label}: the view did not update within {timeout_s} s")
 
@@ -99,8 +107,17 @@ def time_moves(page, explorer: str, state: dict, moves: list, expected: Callable
     for repeat in range(chosen.repeats):
         for label, move, argument, key, value in moves:
             state[key] = value
-            seconds = timed_move(page, move, label, argument, expected(page, state), chosen.move_timeout_s)
-            rows.append(dict(explorer=explorer, control=label, move=str(argument), repeat=repeat, seconds=seconds))
+            seconds, driver = timed_move(page, move, label, argument, expected(page, state), chosen.move_timeout_s)
+            rows.append(
+                dict(
+                    explorer=explorer,
+                    control=label,
+                    move=str(argument),
+                    repeat=repeat,
+                    seconds=seconds,
+                    driver_seconds=driver,
+                )
+            )
     return rows
 
 
@@ -122,14 +139,22 @@ def time_explorers(page, base: str, token: str, chosen: WidgetLatencyBudget, scr
     return rows
 
 
+def output_folder() -> Path:
+    """Where :func:`measure` writes its table (under ``tables/``) and screenshots (under ``screens/``): ``figures/``,
+    or the folder ``$VITSTUDY_LATENCY_OUT`` names."""
+    chosen = os.environ.get("VITSTUDY_LATENCY_OUT")
+    return Path(chosen).resolve() if chosen else project_root() / "figures"
+
+
 def measure(scale: str = "quick") -> None:
     """Time every explorer move at ``scale`` in JupyterLab and write ``11_widget_latency``; the explorers'
-    screenshots after the moves replace ``figures/screens/`` (the README's pictures, on this scale's model)."""
-    chosen = budget(scale)
+    screenshots after the moves replace ``screens/`` (the README's pictures, on this scale's model), both in
+    :func:`output_folder`."""
+    chosen, out = budget(scale), output_folder()
     folder = Path(tempfile.mkdtemp(prefix="widget-latency-"))
     env = dict(os.environ, VITSTUDY_OUT=str(folder / "figures"))  # the notebooks' own figures stay out of figures/
     with browser.jupyter_lab(folder, scale, env) as (base, token), browser.chromium_page(folder) as page:
-        rows = time_explorers(page, base, token, chosen, screens=project_root() / "figures" / "screens")
+        rows = time_explorers(page, base, token, chosen, screens=out / "screens")
     info = environment_info("cpu")
     # other processes on a shared 2-core VM move every timing: the 1-minute load average says how busy it was
     frame = pd.DataFrame(rows).assign(
@@ -138,7 +163,10 @@ def measure(scale: str = "quick") -> None:
         torch=info["torch"],
         load_average=round(os.getloadavg()[0], 2),
     )
-    report.save_table(frame, "11_widget_latency", out=project_root() / "figures", floatfmt=".3f")
+    report.save_table(frame, "11_widget_latency", out=out, floatfmt=".3f")
     for explorer, group in frame.groupby("explorer"):
-        seconds = group["seconds"]
-        print(f"{explorer}: median {statistics.median(seconds):.3f} s, max {seconds.max():.3f} s over {len(seconds)}")
+        seconds, driver = group["seconds"], group["driver_seconds"]
+        print(
+            f"{explorer}: median {statistics.median(seconds):.3f} s, max {seconds.max():.3f} s over {len(seconds)} "
+            f"(as the driver saw them: median {statistics.median(driver):.3f} s, max {driver.max():.3f} s)"
+        )

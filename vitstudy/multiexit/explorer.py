@@ -15,11 +15,12 @@ from typing import Any
 
 import ipywidgets
 import torch
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..plots import ImageMosaic, grid_shape, new_figure
-from ..widgets import ExplorerView, LiveDrawings, explorer_interactive
+from ..widgets import ExplorerView, LiveDrawings, explorer_interactive, redraw_background
 from .exits import Simulation, confidence, simulate
 from .study import ExitStudy, exits_label, parse_exits
 
@@ -142,6 +143,13 @@ class ExitDrawing:
         self.hist_ax.set_xticks(positions, [str(b) for b in self.blocks[:-1]] + [f"{self.blocks[-1]}\n(end)"])
         self.hist_ax.relim()  # the x range of these bars only
         self.hist_ax.autoscale_view()
+        redraw_background(self.figure)  # new ticks: a live figure's kept background is out of date
+
+    def moving_artists(self) -> list[Artist]:
+        """What a move redraws on a live figure, in drawing order (:class:`~vitstudy.widgets.LiveFigure`): the
+        mosaic and its labels, the bars with the grid lines and the frame drawn over them, the title."""
+        frame = [*self.hist_ax.yaxis.get_gridlines(), *self.hist_ax.spines.values()]
+        return [self.mosaic.image, *self.mosaic.labels, *self.bars, *frame, self.title]
 
     def update(
         self,

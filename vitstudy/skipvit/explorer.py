@@ -23,6 +23,7 @@ import ipywidgets
 import numpy as np
 import timm.data
 import torch
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from PIL import Image, UnidentifiedImageError
 from torch import nn
@@ -178,6 +179,13 @@ class DropDrawing:
         self.overlays = [ax.imshow(np.zeros((*blank.shape[:2], 4))) for ax in kept_axes]
         if not stages:
             self.axes[1].text(0.5, 0.5, "no dropping\n(ratio 0 or no drop layer)", ha="center", va="center", fontsize=8)
+
+    def moving_artists(self) -> list[Artist]:
+        """What a move redraws on a live figure, in drawing order (:class:`~vitstudy.widgets.LiveFigure`): every
+        panel's images and title, the figure's title."""
+        images = [self.image, *(a for pair in zip(self.heat_bases, self.heats) for a in pair)]
+        images += [a for pair in zip(self.kept_bases, self.overlays) for a in pair]
+        return [*images, *(ax.title for ax in self.axes), self.title]
 
     def update(self, image: np.ndarray, trace: DropTrace) -> Figure:
         """Show ``image`` (as :func:`~vitstudy.plots.display_image` gives it) under ``trace``; returns the figure."""

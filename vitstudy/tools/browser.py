@@ -278,6 +278,49 @@ def exit_expected(page, state: dict) -> str:
     )
 
 
+# In-page timing of one move, so that the driver's own round trips (Playwright finding a control, polling the page)
+# are not counted: armed before the move, the page notes the time stamp of the first input event (a key, a click, a
+# dropdown choice) and the first moment after it when the explorer's hidden summary reads `expected` and its figure
+# image has a new source, decoded and ready to paint. Both are `performance.now()` times of the page.
+ARM_MOVE_TIMER = """(expected) => {
+  const root = document.querySelector('.widget-interact');
+  const image = () => root.querySelector('img.vitstudy-figure');
+  const data = () => root.querySelector('.vitstudy-readout-data .widget-html-content');
+  const timer = {started: null, shown: null, source: image()?.src ?? ''};
+  const onInput = (event) => { if (timer.started === null) timer.started = event.timeStamp; };
+  const events = ['keydown', 'mousedown', 'input', 'change'];
+  for (const name of events) document.addEventListener(name, onInput, true);
+  const check = async () => {
+    const shown = image();
+    if (timer.started === null || timer.shown !== null || !shown || shown.src === timer.source) return;
+    if ((data()?.textContent ?? '').trim() !== expected) return;
+    const source = shown.src;
+    try { await shown.decode(); } catch (err) { return; }  // a source replaced while decoding: a later check
+    if (shown.src !== source || timer.shown !== null) return;
+    timer.shown = performance.now();
+    observer.disconnect();
+    for (const name of events) document.removeEventListener(name, onInput, true);
+  };
+  const observer = new MutationObserver(check);
+  observer.observe(root, {subtree: true, childList: true, characterData: true, attributes: true});
+  window.vitstudyMoveTimer = timer;
+}"""
+MOVE_SHOWN = "window.vitstudyMoveTimer && window.vitstudyMoveTimer.shown !== null"
+
+
+def arm_move_timer(page, expected: str) -> None:
+    """Start timing the next move in the page (:data:`ARM_MOVE_TIMER`): it ends when the first explorer shows
+    ``expected`` (its summary JSON) and a new figure image."""
+    page.evaluate(ARM_MOVE_TIMER, expected.strip())
+
+
+def move_seconds(page, timeout_s: float) -> float:
+    """Seconds from the armed move's input event to its view shown, as the page measured them."""
+    page.wait_for_function(MOVE_SHOWN, timeout=timeout_s * 1000, polling=10)
+    timer = page.evaluate("window.vitstudyMoveTimer")
+    return (timer["shown"] - timer["started"]) / 1000
+
+
 def screenshot_explorer(page, path: Path) -> None:
     """A PNG of the page's first explorer (its controls, figure and readout) at ``path``: the README's screenshots."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -196,11 +196,14 @@ def test_a_tome_move_redraws_in_place_and_showing_another_block_runs_no_forward(
     assert len(figures_made) == built and len(forwards) == 1
     expected = pde.explore_merges(skipvit_vit(), IMAGES[0], 1, 9, CLASSES, 3)
     assert view.summary == expected.summary
-    assert (_pixels(rule_widget.figure.value) == _pixels(figure_png(expected.figure))).all()
+    assert _same_picture(rule_widget.figure.value, figure_png(expected.figure))
 
 
-def _pixels(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(bytes(png))))
+def _same_picture(shown: bytes, drawn: bytes) -> bool:
+    """The widget's PNG shows what savefig draws of the same view: blitting and pasted text stamps may round a pixel's
+    blending by a few levels, never more (a missing, moved or different artist or text differs by far more)."""
+    shown_pixels, drawn_pixels = (np.asarray(Image.open(io.BytesIO(bytes(png)))).astype(int) for png in (shown, drawn))
+    return shown_pixels.shape == drawn_pixels.shape and np.abs(shown_pixels - drawn_pixels).max() <= 8
 
 
 def test_tome_readout_names_the_rule_r_tokens_and_flop_ideal():
