@@ -230,3 +230,107 @@ def test_live_figure_is_outside_pyplot_at_the_widget_resolution():
     fig.set_size_inches(2, 1)
     assert plt.get_fignums() == open_before and fig.dpi == WIDGET_DPI
     assert figure_png(fig)[16:24] == (200).to_bytes(4, "big") + (100).to_bytes(4, "big")  # PNG width, height
+
+
+def _blitted_figure():
+    """A live figure with a static label and a moving image and text, as an explorer's drawing declares them."""
+    import numpy as np
+
+    from vitstudy.widgets import live_figure
+
+    fig = live_figure()
+    fig.set_size_inches(3, 2)
+    ax = fig.add_axes((0.2, 0.2, 0.6, 0.6))
+    ax.set_axis_off()  # no frame drawn over the image: the moving artists are the topmost where they lie
+    ax.set_title("a static label", fontsize=8, y=-0.2)
+    image = ax.imshow(np.zeros((4, 4)), vmin=0, vmax=1, cmap="gray")
+    text = fig.text(0.5, 0.92, "", ha="center", fontsize=8)
+    fig.moving = lambda: [image, text]
+    return fig, ax, image, text
+
+
+def _close_pictures(shown: bytes, drawn: bytes) -> bool:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    shown_pixels, drawn_pixels = (np.asarray(Image.open(io.BytesIO(png))).astype(int) for png in (shown, drawn))
+    return shown_pixels.shape == drawn_pixels.shape and np.abs(shown_pixels - drawn_pixels).max() <= 8
+
+
+def test_live_figure_redraws_only_its_moving_artists_over_the_kept_background(monkeypatch):
+    """A live figure draws what does not move once; each move draws only the moving artists over it, and the PNG
+    shows what savefig draws; after redraw_background the next move draws the background again."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    from vitstudy.widgets import figure_png, redraw_background
+
+    drawn: list[str] = []
+    draw_text = RendererAgg.draw_text
+    monkeypatch.setattr(
+        RendererAgg,
+        "draw_text",
+        lambda self, gc, x, y, s, *a, **k: drawn.append(s) or draw_text(self, gc, x, y, s, *a, **k),
+    )
+    fig, ax, image, text = _blitted_figure()
+    for value, title in ((0.2, "first"), (0.9, "second")):
+        image.set_data(np.full((4, 4), value))
+        text.set_text(title)
+        png = fig.png()
+        assert _close_pictures(png, figure_png(fig))
+    assert drawn.count("a static label") == 1 + 2  # once for the background; twice more by the savefigs above
+    ax.set_title("another static label", fontsize=8, y=-0.2)
+    redraw_background(fig)
+    assert _close_pictures(fig.png(), figure_png(fig)) and drawn.count("another static label") == 2
+
+
+def test_a_text_is_rasterised_once_per_look_and_pasted_after(monkeypatch):
+    """A moving text shown again as it was is pasted from its stamp, not laid out and rasterised again."""
+    from matplotlib.backends.backend_agg import RendererAgg
+
+    drawn: list[str] = []
+    draw_text = RendererAgg.draw_text
+    monkeypatch.setattr(
+        RendererAgg,
+        "draw_text",
+        lambda self, gc, x, y, s, *a, **k: drawn.append(s) or draw_text(self, gc, x, y, s, *a, **k),
+    )
+    fig, _, _, text = _blitted_figure()
+    pictures = {}
+    for title in ("one", "two", "one", "two", "one"):
+        text.set_text(title)
+        pictures.setdefault(title, set()).add(fig.png())
+    assert drawn.count("one") == drawn.count("two") == 1
+    assert all(len(shown) == 1 for shown in pictures.values())  # a pasted text gives the pixels its first drawing gave
+    text.set_color("tab:red")
+    fig.png()
+    assert drawn.count("one") == 2  # another look: drawn anew
+
+
+def test_explorer_moves_leave_the_output_area_alone_until_a_move_fails(monkeypatch):
+    """A good move enters no output area (the figure and readout are widgets of their own); a failing move shows
+    its traceback there, and the next good move clears it."""
+    from vitstudy.widgets import explorer_interactive
+
+    entered, cleared = [], []
+    enter, clear = ipywidgets.Output.__enter__, ipywidgets.Output.clear_output
+    monkeypatch.setattr(ipywidgets.Output, "__enter__", lambda self: entered.append(1) or enter(self))
+    monkeypatch.setattr(
+        ipywidgets.Output, "clear_output", lambda self, *a, **k: cleared.append(k) or clear(self, *a, **k)
+    )
+
+    def view(x: int):
+        return _square_view(_square(x))
+
+    widget = explorer_interactive(view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+    set_controls(widget, {"x": 4})
+    assert entered == [] and cleared == []
+    with pytest.raises(WidgetCallbackError):
+        set_controls(widget, {"x": 3})
+    assert len(entered) >= 1 and cleared == [{"wait": True}]
+    set_controls(widget, {"x": 5})
+    assert cleared == [{"wait": True}, {}] and widget.result.summary["x"] == 25
+    set_controls(widget, {"x": 4})
+    assert len(cleared) == 2
