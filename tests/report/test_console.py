@@ -10,13 +10,17 @@ import textwrap
 from pathlib import Path
 
 import jupytext
+import nbformat
 import pandas as pd
 import pytest
 from papermill.translators import PythonTranslator
 
 from vitstudy.__main__ import main
+from vitstudy.progress import MARK
 from vitstudy.report import runner
 from vitstudy.report.console import ReportConsole, clock, notebook_line
+from vitstudy.report.execute import CellProgress
+from vitstudy.report.published import INJECTED_PARAMETERS
 from vitstudy.verdicts import NOT_TRUSTWORTHY
 
 # A parameter line papermill cannot read (a second "="): papermill warns about it, and the warning must reach the
@@ -122,19 +126,59 @@ class Terminal(io.StringIO):
 
 def test_live_line_only_on_a_terminal(tmp_path):
     """On a terminal, status() rewrites one line in place with a carriage return (spaces over a longer previous
-    one), erased before the next printed line; elsewhere, or with --verbose, it writes nothing."""
+    one), its clock moved on at each tick, erased before the next printed line; elsewhere, or with --verbose, it
+    writes nothing."""
     stream, log = Terminal(), tmp_path / "run.log"
-    console = ReportConsole(log, stream)
-    longer, shorter = "[1/2] 00_first 0:03 · cell 2/3: import os", "[1/2] 00_first 0:05 · cell 3/3"
-    console.status(longer)
-    console.status(shorter)
+    console = ReportConsole(log, stream, tick_seconds=None)
+    console.now = lambda: 103.0  # a fake clock: the notebook started at 100.0
+    console.status("[1/2] 00_first", "cell 2/3: import os", 100.0)
+    console.status("[1/2] 00_first", "cell 3/3", 100.0)
+    longer, shorter = "[1/2] 00_first 0:03 · cell 2/3: import os", "[1/2] 00_first 0:03 · cell 3/3"
     assert stream.getvalue() == f"\r{longer}\r{shorter}" + " " * (len(longer) - len(shorter))
     stream.seek(0), stream.truncate()
-    console.say("[1/2] 00_first: 5.0 s, 0 figures, 1 table")
-    assert stream.getvalue() == "\r" + " " * len(shorter) + "\r[1/2] 00_first: 5.0 s, 0 figures, 1 table\n"
+    console.now = lambda: 165.0
+    console.tick()
+    assert stream.getvalue() == "\r[1/2] 00_first 1:05 · cell 3/3"
+    stream.seek(0), stream.truncate()
+    console.say("[1/2] 00_first: 65.0 s, 0 figures, 1 table")
+    console.tick()  # nothing to redraw once a printed line erased it
+    assert stream.getvalue() == "\r" + " " * len(shorter) + "\r[1/2] 00_first: 65.0 s, 0 figures, 1 table\n"
+    console.close()
     for quiet in (ReportConsole(log, io.StringIO()), ReportConsole(log, Terminal(), verbose=True)):
-        quiet.status("cell 1/3")
-        assert quiet.stream.getvalue() == ""
+        quiet.status("[1/1] 00_first", "cell 1/3", 0.0)
+        assert quiet.stream.getvalue() == "" and quiet.ticker is None
+
+
+def test_live_line_names_code_cells_only():
+    """nbclient calls the start hook for every cell; the live line names the code cells it executes, numbered as
+    the log numbers them, papermill's injected parameters by that name, and keeps the cell's name beside the
+    progress lines the cell prints."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Title"),
+        nbformat.v4.new_code_cell("import os\nx = 1"),
+        nbformat.v4.new_code_cell(""),
+        nbformat.v4.new_code_cell("y = 2"),
+    ]
+    said, cell_seconds = [], []
+    progress = CellProgress("00_first", notebook, None, cell_seconds, status=said.append)
+    # papermill injects its parameters cell after the notebook was read (and counted)
+    notebook.cells.insert(2, nbformat.v4.new_code_cell("# Parameters", metadata={"tags": [INJECTED_PARAMETERS]}))
+    kernel_stdout = progress.hooks()["stdout_file"]
+    for index, cell in enumerate(notebook.cells):
+        progress.cell_start(cell, index)
+        if cell.cell_type == "code" and cell.source:
+            kernel_stdout.write(f"printed\n{MARK}epoch 1/1: 64/100 images\n")
+            progress.cell_executed(cell, index, None)
+    assert said == [
+        "cell 1/2: import os",
+        "cell 1/2: epoch 1/1: 64/100 images",
+        "parameters: # Parameters",
+        "parameters: epoch 1/1: 64/100 images",
+        "cell 2/2: y = 2",
+        "cell 2/2: epoch 1/1: 64/100 images",
+    ]
+    assert [entry["cell"] for entry in cell_seconds] == ["cell 1/2", "parameters", "cell 2/2"]
 
 
 def test_log_is_opened_on_the_first_line(tmp_path):

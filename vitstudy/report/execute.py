@@ -380,6 +380,7 @@ class CellProgress:
         self.cell_seconds = cell_seconds if cell_seconds is not None else []
         self.total = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
         self.done = 0
+        self.running = "starting"  # the running cell, as the log names it
         self.started = self.cell_started = time.perf_counter()
 
     def hooks(self) -> dict[str, Any]:
@@ -387,15 +388,22 @@ class CellProgress:
         hooks: dict[str, Any] = dict(on_cell_start=self.cell_start, on_cell_executed=self.cell_executed)
         if self.log is not None or self.status is not None:
             log = self.log if self.log is not None else _ignore
-            hooks["stdout_file"] = progress.Forwarder(f"    {self.name} | ", log, self.status)
+            status = self._progress_status if self.status is not None else None
+            hooks["stdout_file"] = progress.Forwarder(f"    {self.name} | ", log, status)
         return hooks
 
+    def _progress_status(self, line: str) -> None:
+        self.status(f"{self.running}: {line}")  # the cell stays named while its progress lines come
+
     def cell_start(self, cell: Any, cell_index: int) -> None:
+        if cell.cell_type != "code" or not cell.source.strip():
+            return  # nbclient calls this hook for every cell, and executes only these
         if self.outputs is not None:
             self.outputs.start()
         self.cell_started = time.perf_counter()
+        self.running = self._where(cell, self.done + 1)
         if self.status is not None:
-            self.status(f"{self._where(cell, self.done + 1)}: {_first_line(cell)}")
+            self.status(f"{self.running}: {_first_line(cell)}")
 
     def _where(self, cell: Any, number: int) -> str:
         # papermill injects its parameters cell after the notebook was read: it gets no number of its own

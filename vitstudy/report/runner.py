@@ -163,7 +163,8 @@ def run_report(
     ``out`` defaults to ``default_out(scale)``. Everything a user can get wrong (scale, notebook names, missing
     data, an output folder of another scale) raises before the first notebook runs. ``log`` (print-like) gets one
     line per notebook and the result; ``detail`` (print-like, default ``log``) each notebook's start, cells,
-    progress and watchdog lines; ``status`` (a one-argument callable) what runs now, for a live line.
+    progress and watchdog lines; ``status(where, what, since)`` what runs now, for a live line
+    (:meth:`.console.ReportConsole.status`).
     """
     detail = detail or log
     run_started = time.perf_counter()
@@ -240,11 +241,11 @@ def run_report(
 
 
 def _live_line(status, where: str, started: float):
-    """``status`` for one notebook: its place and elapsed time before what runs now; a no-op without ``status``."""
+    """``status`` for one notebook, told what runs now: called with the notebook's place, that and its start."""
 
-    def say(text: str) -> None:
+    def say(what: str) -> None:
         if status is not None:
-            status(f"{where} {clock(time.perf_counter() - started)} · {text}")
+            status(where, what, started)
 
     return say
 
