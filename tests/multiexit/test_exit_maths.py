@@ -57,17 +57,26 @@ def boundary_thresholds(conf: torch.Tensor) -> list[float]:
     return [t for t in [*values, *up.tolist(), *down.tolist(), *doubles] if 0.0 <= t <= 1.0]
 
 
+# The most logits decided on the host, per path: none (every decision on the device), or all of them.
+DECISION_PATHS = {"device": 0, "host": 10**9}
+
+
+@pytest.mark.parametrize("path", DECISION_PATHS)
 @pytest.mark.parametrize("classes", [2, 10, 1000])
 @pytest.mark.parametrize("scale", [0.1, 3.0, 30.0, 1000.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_log_rule_decides_exactly_like_max_softmax(classes, scale, dtype):
+def test_log_rule_decides_exactly_like_max_softmax(classes, scale, dtype, path, monkeypatch):
     """max logit - logsumexp >= log(threshold) gives max_softmax >= threshold's answer on every row, at random
-    thresholds, 0 and 1, and on the boundary of every row's own confidence (ties and one rounding either side)."""
+    thresholds, 0 and 1, and on the boundary of every row's own confidence (ties and one rounding either side);
+    computed on the device or on the host from the logits read there."""
+    monkeypatch.setattr(exits, "HOST_DECISION_VALUES", DECISION_PATHS[path])
     generator = torch.Generator().manual_seed(classes)
     logits = (torch.randn(32, classes, generator=generator) * scale).to(dtype)
     conf = multiexit.max_softmax(logits)
-    gap = (exits.log_max_softmax(logits).double() - conf.double().log()).abs().max().item()
-    assert gap < 0.05 * exits.log_rule_band(classes)  # the band is wide enough, with room to spare
+    host = torch.tensor([exits.host_log_max_softmax(row) for row in logits.tolist()], dtype=torch.float64)
+    for log_conf in (exits.log_max_softmax(logits).double(), host):
+        gap = (log_conf - conf.double().log()).abs().max().item()
+        assert gap < 0.05 * exits.log_rule_band(classes)  # the band is wide enough, with room to spare
     thresholds = [0.0, 1.0, *torch.rand(16, generator=generator).tolist(), *boundary_thresholds(conf[:8])]
     for threshold in thresholds:
         expected = (conf >= threshold).tolist()
@@ -78,8 +87,10 @@ def test_log_rule_decides_exactly_like_max_softmax(classes, scale, dtype):
             assert leaving == decision.nonzero().flatten().tolist(), (threshold, policy)
 
 
-def test_the_log_rule_decides_without_a_softmax_away_from_the_threshold(monkeypatch):
+@pytest.mark.parametrize("path", DECISION_PATHS)
+def test_the_log_rule_decides_without_a_softmax_away_from_the_threshold(path, monkeypatch):
     """Rows clear of the threshold are decided in log space alone (max_softmax never runs); a tie asks max_softmax."""
+    monkeypatch.setattr(exits, "HOST_DECISION_VALUES", DECISION_PATHS[path])
     logits = torch.randn(16, 10, generator=torch.Generator().manual_seed(3)) * 3
     conf = multiexit.max_softmax(logits)
     log_conf = sorted(conf.log().tolist())
@@ -99,3 +110,23 @@ def test_other_confidences_decide_like_their_comparison(kind):
     conf = multiexit.confidence(logits, kind)
     for threshold in [0.0, 1.0, 0.3, *boundary_thresholds(conf[:8])]:
         assert exits.confident_rows(logits, threshold, kind) == (conf >= threshold).tolist()
+
+
+@pytest.mark.parametrize("path", DECISION_PATHS)
+def test_rows_with_a_nan_or_an_infinity_are_decided_by_max_softmax(path, monkeypatch):
+    """A row the log rule cannot read (nan, or an infinite logit) is decided as max_softmax decides it."""
+    monkeypatch.setattr(exits, "HOST_DECISION_VALUES", DECISION_PATHS[path])
+    logits = torch.tensor([[math.nan, 0.0, 1.0], [math.inf, 0.0, 1.0], [-math.inf, 0.0, 30.0], [0.0, 0.0, 0.0]])
+    conf = multiexit.max_softmax(logits)
+    for threshold in (0.0, 0.3, 0.9, 1.0):
+        assert exits.confident_rows(logits, threshold) == (conf >= threshold).tolist(), threshold
+
+
+def test_a_batch_of_one_is_decided_on_the_host_with_no_arithmetic_on_the_device(monkeypatch):
+    """Ten logits at batch 1 are read once and decided in Python: neither log_softmax nor max runs on the device."""
+    calls = []
+    monkeypatch.setattr(exits, "log_max_softmax", lambda x: calls.append(x) or torch.zeros(len(x)))
+    logits = torch.tensor([[4.0, 0.0, 1.0, 2.0, -1.0, 0.5, 0.0, 0.0, 0.0, 3.0]])
+    conf = multiexit.max_softmax(logits)[0].item()
+    assert exits.confident_rows(logits, conf * 0.99) == [True] and exits.confident_rows(logits, conf * 1.01) == [False]
+    assert not calls

@@ -1,6 +1,6 @@
 """The exit maths as pure tensor functions: confidence, exit decision, batch compaction, scatter-back.
 
-``MultiExitViT`` (``model``) strings these together in its forward (:func:`leaving_rows`, the decision with the
+``MultiExitViT`` (``model``) strings these together in its forward (:class:`ExitRule`, the decision with the
 fewest operators); :func:`simulate` replays the same decision on recorded logits, so any threshold, policy or batch
 size can be evaluated without running the backbone again.
 """
@@ -74,7 +74,8 @@ def log_max_softmax(logits: torch.Tensor) -> torch.Tensor:
 
 
 def log_rule_band(classes: int) -> float:
-    """How far :func:`log_max_softmax` may sit from the log of :func:`max_softmax`, both as float32 computes them.
+    """How far :func:`log_max_softmax` (or :func:`host_log_max_softmax`, closer to exact) may sit from the log of
+    :func:`max_softmax`, as float32 computes them.
 
     Each sums ``classes`` exponentials in its own order (a relative error below ``classes + 2`` float32 epsilons
     each, the logarithm and the division adding one more); ``4 * (classes + 8)`` epsilons bound the gap with room to
@@ -84,42 +85,96 @@ def log_rule_band(classes: int) -> float:
     return 4 * (classes + 8) * torch.finfo(torch.float32).eps
 
 
-def _to_host(values: torch.Tensor) -> list[float]:
-    # item() is one operator where tolist() dispatches two (it resolves the conj and neg bits first): at batch 1,
-    # where the decision is three operators in all, that is worth the branch.
-    return [values.item()] if values.numel() == 1 else values.tolist()
+# Logits of at most this many values are decided on the host: reading them is one transfer (tolist's two dispatches
+# only resolve the conj and neg bits), and summing a few dozen exponentials in Python costs less than the device's
+# log_softmax and max. Past it (a large batch, or a thousand classes) the device's two operators are the cheaper.
+HOST_DECISION_VALUES = 128
+
+
+def _to_host(values: torch.Tensor) -> list:
+    """The one read from the device of a decision: ``[B]`` to floats, ``[B, C]`` to rows of floats."""
+    # item() is one operator where tolist() dispatches two: worth the branch for a single value.
+    return [values.item()] if values.dim() == 1 and values.numel() == 1 else values.tolist()
+
+
+def host_log_max_softmax(row: Sequence[float]) -> float:
+    """:func:`log_max_softmax` of one row of logits read to the host, in double precision: ``-log sum exp(l - max)``.
+
+    nan when the row holds a nan or an infinity (the caller then asks :func:`max_softmax`).
+    """
+    top = max(row)
+    return -math.log(sum(math.exp(value - top) for value in row))
+
+
+@dataclass(frozen=True)
+class ExitRule:
+    """The exit decision at one setting, its constants worked out once (a forward decides with it at every exit).
+
+    ``threshold32`` is the threshold as a float32 confidence is compared with it; ``log_threshold`` its log, which
+    the ``softmax`` confidence is compared with in log space; ``band`` is :func:`log_rule_band` for ``classes``.
+    """
+
+    policy: str
+    kind: str
+    threshold32: float
+    log_threshold: float
+    band: float
+
+    @classmethod
+    def of(cls, threshold: float, policy: str, kind: str, classes: int) -> ExitRule:
+        threshold32 = float(np.float32(threshold))  # what a float32 tensor is compared with
+        log_threshold = math.log(threshold32) if threshold32 > 0 else -math.inf
+        return cls(policy, kind, threshold32, log_threshold, log_rule_band(classes))
+
+    def confident_rows(self, logits: torch.Tensor) -> list[bool]:
+        """Per row of ``logits`` ``[B, C]``: does its confidence reach the threshold? One read from the device.
+
+        The answer is ``confidence(logits, kind) >= threshold`` as torch compares it (a float32 confidence against
+        the threshold rounded to float32), row for row, ties included. ``softmax`` is decided in log space without
+        a softmax: ``log_max_softmax >= log(threshold)``, on the host from the logits themselves when they are few
+        (:data:`HOST_DECISION_VALUES`: no operator beyond the read), else on the device; a row within the band of
+        the threshold (a tie, or rounding's width from one) is decided by ``max_softmax`` itself, at the cost of a
+        second read.
+        """
+        if self.kind != "softmax":
+            return [value >= self.threshold32 for value in _to_host(confidence(logits, self.kind))]
+        if logits.numel() <= HOST_DECISION_VALUES:
+            log_confidence = [host_log_max_softmax(row) for row in _to_host(logits)]
+        else:
+            log_confidence = _to_host(log_max_softmax(logits))
+        band, log_threshold = self.band, self.log_threshold
+        confident, unsure = [], []
+        for row, value in enumerate(log_confidence):
+            gap = value - log_threshold
+            confident.append(gap > band)
+            if not abs(gap) > band:  # not >: a nan gap is unsure too
+                unsure.append(row)
+        if unsure:
+            reference = _to_host(max_softmax(logits))
+            for row in unsure:
+                confident[row] = reference[row] >= self.threshold32
+        return confident
+
+    def leaving_rows(self, logits: torch.Tensor) -> list[int]:
+        """The rows of ``logits`` ``[B, C]`` that leave at this exit, in order: :func:`exit_decision` on
+        :func:`confidence`, decided on the host from :meth:`confident_rows` (no comparison or count on the device).
+        """
+        confident = self.confident_rows(logits)
+        if self.policy == "batch":
+            return list(range(len(confident))) if all(confident) else []
+        return [row for row, leaves in enumerate(confident) if leaves]
 
 
 def confident_rows(logits: torch.Tensor, threshold: float, kind: str = "softmax") -> list[bool]:
-    """Per row of ``logits`` ``[B, C]``: does its confidence reach ``threshold``? One read from the device.
-
-    The answer is ``confidence(logits, kind) >= threshold`` as torch compares it (a float32 confidence against the
-    threshold rounded to float32), row for row, ties included. ``softmax`` is decided in log space without a
-    softmax: ``log_max_softmax >= log(threshold)``; a row within :func:`log_rule_band` of the threshold (a tie,
-    or rounding's width from one) is decided by ``max_softmax`` itself, at the cost of a second read.
-    """
-    threshold32 = float(np.float32(threshold))  # what a float32 tensor is compared with
-    if kind != "softmax":
-        return [value >= threshold32 for value in _to_host(confidence(logits, kind))]
-    log_threshold = math.log(threshold32) if threshold32 > 0 else -math.inf
-    band = log_rule_band(logits.shape[-1])
-    gaps = [value - log_threshold for value in _to_host(log_max_softmax(logits))]
-    confident = [gap > band for gap in gaps]
-    unsure = [row for row, gap in enumerate(gaps) if not abs(gap) > band]  # not >: a nan gap is unsure too
-    if unsure:
-        reference = _to_host(max_softmax(logits))
-        for row in unsure:
-            confident[row] = reference[row] >= threshold32
-    return confident
+    """:meth:`ExitRule.confident_rows` at ``threshold``: per row of ``logits`` ``[B, C]``, does its confidence reach
+    it (as torch compares a float32 confidence with it)?"""
+    return ExitRule.of(threshold, "sample", kind, logits.shape[-1]).confident_rows(logits)
 
 
 def leaving_rows(logits: torch.Tensor, threshold: float, policy: str, kind: str = "softmax") -> list[int]:
-    """The rows of ``logits`` ``[B, C]`` that leave at this exit, in order: :func:`exit_decision` on
-    :func:`confidence`, decided on the host from :func:`confident_rows` (no comparison or count on the device)."""
-    confident = confident_rows(logits, threshold, kind)
-    if policy == "batch":
-        return list(range(len(confident))) if all(confident) else []
-    return [row for row, leaves in enumerate(confident) if leaves]
+    """:meth:`ExitRule.leaving_rows` at ``threshold`` and ``policy``: the rows of ``logits`` ``[B, C]`` that leave at
+    this exit, in order."""
+    return ExitRule.of(threshold, policy, kind, logits.shape[-1]).leaving_rows(logits)
 
 
 def compact(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

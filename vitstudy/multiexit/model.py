@@ -44,11 +44,11 @@ from ..skipvit.settings import SkipViTSettings
 from .exits import (
     CONFIDENCES,
     POLICIES,
+    ExitRule,
     check_exits,
     check_threshold,
     compact,
     confidence,
-    leaving_rows,
 )
 
 FROZEN_VARIANTS = ("same", "finetune", "scratch", "separate")  # heads fitted on a frozen backbone's features
@@ -62,7 +62,7 @@ class ExitOutput:
     """What a multi-exit forward returns, rows in input order.
 
     ``confidence`` is computed when first read, from the logits each exit saw: the forward decides in log space
-    (``exits.leaving_rows``) and needs none of it.
+    (``exits.ExitRule``) and needs none of it.
     """
 
     logits: torch.Tensor  # [B, classes]
@@ -242,8 +242,13 @@ class MultiExitViT(nn.Module):
         # The forward looks up the settings and the checkpointing switch once for all its block runs.
         if settings is None:
             x = x.x if isinstance(x, TokenState) else x
-            for block in itertools.islice(self.vit.blocks, start, stop):  # slicing would build a new Sequential
-                x = run_piece(block, x, checkpointed=checkpointed)
+            blocks = itertools.islice(self.vit.blocks, start, stop)  # slicing would build a new Sequential
+            if not checkpointed:  # timm's own loop: nothing but the blocks' calls
+                for block in blocks:
+                    x = block(x)
+                return x
+            for block in blocks:
+                x = run_piece(block, x, checkpointed=True)
             return x
         if not isinstance(x, TokenState):
             ok = start < settings.drop_layers[0]
@@ -273,11 +278,10 @@ class MultiExitViT(nn.Module):
         return self.vit.forward_head(self.vit.norm(x), pre_logits=True)
 
     def final_logits(self, x: Tokens) -> torch.Tensor:
-        """Logits after the last block ``[B, N, D] -> [B, classes]``: timm's own head path when it is kept."""
-        x = _sequence(x)
-        if self.final_head is self.vit.head:
-            return self.vit.forward_head(self.vit.norm(x))
-        return self.final_head(self.final_features(x))
+        """Logits after the last block ``[B, N, D] -> [B, classes]``: the final head on :meth:`exit_features`, which
+        are timm's pre-logits (on a [CLS]-pooled model the norm runs on that row alone: the same numbers as timm's
+        norm over every token, for less work)."""
+        return self.final_head(self.exit_features(x))
 
     # Forward ------------------------------------------------------------------------------------------------
 
@@ -304,14 +308,16 @@ class MultiExitViT(nn.Module):
         exit_block = [self.depth] * batch
         seen: list[tuple[int, list[int], torch.Tensor]] = []
         finished: list[tuple[torch.Tensor, list[int]]] = []  # logits of the rows that left, with their positions
-        done, threshold, policy, kind = 0, self.threshold, self.policy, self.confidence
+        done, rule = 0, None
         for index, (block, head) in enumerate(zip(self.exits, self.exit_heads)):
             tokens = self._run_blocks(tokens, done, block, settings, checkpointed)
             done = block
             logits = head(self.exit_features(tokens))
             seen.append((index, origin, logits))
             decided = logits.detach() if logits.requires_grad else logits  # the decision builds no graph
-            leaving = leaving_rows(decided, threshold, policy, kind)
+            if rule is None:  # the decision's constants, once per forward
+                rule = ExitRule.of(self.threshold, self.policy, self.confidence, logits.shape[-1])
+            leaving = rule.leaving_rows(decided)
             if self.keep_every_row:
                 leaving = []  # decided, then overruled: the compaction below keeps every row
             elif not leaving:
