@@ -334,3 +334,17 @@ def test_explorer_moves_leave_the_output_area_alone_until_a_move_fails(monkeypat
     assert cleared == [{"wait": True}, {}] and widget.result.summary["x"] == 25
     set_controls(widget, {"x": 4})
     assert len(cleared) == 2
+
+
+def test_text_stamps_keep_the_most_recent_within_their_byte_budget():
+    """Stamps beyond the byte budget are forgotten oldest first, so a long session's titles do not pile up."""
+    from vitstudy.widgets import TextStamps
+
+    fig, _, _, text = _blitted_figure()
+    fig.stamps = TextStamps(kept_bytes=20_000)
+    for number in range(40):
+        text.set_text(f"title number {number}")
+        fig.png()
+    kept = fig.stamps._stamps
+    assert 1 <= len(kept) < 40 and sum(stamp[0].nbytes for stamp in kept.values()) <= 20_000
+    assert next(reversed(kept))[0] == "title number 39"

@@ -3,6 +3,10 @@
 ``ipywidgets.interactive`` catches every exception in its callback and only prints it, so a broken widget
 passes every headless notebook runner. ``checked_interactive`` records them: the cell that builds the widget
 raises the first one, and ``raise_callback_errors`` does the same after a test or notebook moves a slider.
+
+An explorer's move should feel attached to the control, so its figure is a :class:`LiveFigure`, drawn once and
+then updated by blitting only what moves (texts pasted from :class:`TextStamps`), and its widget a
+:class:`QuietInteractive`, which sends the browser nothing but the new figure and readout.
 """
 
 from __future__ import annotations
@@ -68,11 +72,12 @@ class TextStamps:
     A stamp is the text drawn alone, where the figure has it, on a transparent scratch canvas, cut to its extent;
     it is kept by the text's looks and by where its anchor falls inside a pixel (which decides how each line's
     position rounds), so pasting it where the same text sits again, whole pixels away, gives the pixels drawing it
-    there would give. The most recently used ``size`` stamps are kept. A text that wraps (its lines depend on where
-    it stands), or has a box or path effects, is drawn as usual."""
+    there would give. The most recently used stamps are kept, up to ``kept_bytes`` of pixels (a label is a few
+    kilobytes, a figure's title line a few tens). A text that wraps (its lines depend on where it stands), or has a
+    box or path effects, is drawn as usual."""
 
-    def __init__(self, size: int = 2048) -> None:
-        self.size = size
+    def __init__(self, kept_bytes: int = 16 * 2**20) -> None:
+        self.kept_bytes, self._bytes = kept_bytes, 0
         self._stamps: OrderedDict[tuple, tuple[np.ndarray, int, int, float, float]] = OrderedDict()
         self._scratch: RendererAgg | None = None
 
@@ -100,8 +105,9 @@ class TextStamps:
             self._stamps.move_to_end(key)
         else:
             self._stamps[key] = self._stamp(text, renderer, anchor)
-            if len(self._stamps) > self.size:
-                self._stamps.popitem(last=False)
+            self._bytes += self._stamps[key][0].nbytes
+            while self._bytes > self.kept_bytes and len(self._stamps) > 1:
+                self._bytes -= self._stamps.popitem(last=False)[1][0].nbytes
         pixels, left, bottom, anchor_x, anchor_y = self._stamps[key]
         gc = renderer.new_gc()
         if text.get_clip_on() and text.clipbox is not None:
@@ -270,7 +276,8 @@ def explorer_interactive(
 
     The figure goes as PNG bytes into one image widget, ``widget.figure`` (class :data:`FIGURE_CLASS`), kept for
     the widget's life: a move replaces its bytes in place rather than displaying a new output. ``view`` may draw
-    every move on one :func:`live_figure`; a figure it makes through pyplot is closed once rendered. After a
+    every move on one :func:`live_figure`, rendered by blitting (:meth:`LiveFigure.png`); a figure it makes through
+    pyplot is rendered whole and closed. The widget is a :class:`QuietInteractive`. After a
     callback error the figure is hidden under the traceback, and the next good move shows it and clears the
     traceback. ``widget.readout`` shows the sentences (class :data:`READOUT_CLASS`); ``widget.readout_data`` is
     hidden and holds :func:`readout_data` of the summary (class :data:`READOUT_DATA_CLASS`), which the browser

@@ -3,7 +3,8 @@
 :func:`explore` computes one setting and draws it on a new figure. The widget (:func:`explorer_widget`) runs an
 :class:`ExitExplorer`: each setting simulated once (an LRU cache keyed by the controls), each page of test images
 read once, and one :class:`ExitDrawing` per layout redrawn in place, so a move recomputes and redraws only what
-changed.
+changed: the histogram's frame and ticks are kept as a background, and the mosaic, its labels, the bars and the title
+are drawn over it (:class:`~vitstudy.widgets.LiveFigure`).
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@
 :func:`explorer_figure` draws that (a :class:`DropDrawing`), :func:`explore` does both and returns a
 :class:`~vitstudy.widgets.ExplorerView`; :func:`explorer_widget` puts sliders over it (tests drive it with
 ``widgets.set_controls``), through a :class:`PatchDropExplorer` that traces each (image, setting) once and redraws
-one live figure per layout in place. :func:`load_image` reads an image file as a model's input. The panels, class
-names and the bad-setting message are shared with ToMe's explorer (:mod:`vitstudy.explorer_panels`). Notebook 06's
-widget, with ToMe as a further rule beside SkipViT's modes, and its choice of model and images are
-``vitstudy.experiments.skipvit.patch_drop_explorer``.
+one live figure per layout in place (only its panels' pixels and titles: :class:`~vitstudy.widgets.LiveFigure`).
+:func:`load_image` reads an image file as a model's input. The panels, class names and the bad-setting message are
+shared with ToMe's explorer (:mod:`vitstudy.explorer_panels`). Notebook 06's widget, with ToMe as a further rule
+beside SkipViT's modes, and its choice of model and images are ``vitstudy.experiments.skipvit.patch_drop_explorer``.
 """
 
 from __future__ import annotations
