@@ -25,17 +25,23 @@ from vitstudy.verdicts import NOT_TRUSTWORTHY
 
 # A parameter line papermill cannot read (a second "="): papermill warns about it, and the warning must reach the
 # log, not the console. A progress line, a printed line and a Python warning: only the progress line is forwarded.
+# What the kernel process and a process it starts write past the notebook (a library's warning written by C code,
+# a worker's print) goes to the log too.
 TRAINS = """
 # %% tags=["parameters"]
 import os
 SCALE = "quick"
 TRAIN = os.environ.get("VITSTUDY_TRAIN", "1") != "0"
 # %%
+import subprocess
+import sys
 import warnings
 import pandas as pd
 from vitstudy import progress, report
 print("printed into the executed notebook")
 warnings.warn("a warning a cell raises stays in the executed notebook")
+os.write(2, b"W1207 cpp_extension.py:183] a warning written to the kernel's stderr\\n")
+subprocess.run([sys.executable, "-c", "print('a worker prints')"], check=True)
 progress.emit("epoch 1/1 done: 99.0 im/s")
 # %%
 report.save_table(pd.DataFrame({"scale": [SCALE]}), "{n}_scale")
@@ -48,6 +54,14 @@ SCALE = "quick"
 x = 1
 # %%
 1 / 0
+"""
+
+DIES = """
+# %% tags=["parameters"]
+SCALE = "quick"
+# %%
+import os
+os._exit(3)
 """
 
 FAULT = re.compile(r"warn|error|traceback|exception", re.IGNORECASE)
@@ -93,6 +107,8 @@ def test_report_console_is_one_line_per_notebook_and_the_result(tmp_path, notebo
     assert "    00_first | cell 1/3 " in log and "    01_second | cell 3/3 " in log
     assert "    00_first | epoch 1/1 done: 99.0 im/s" in log
     assert "    00_first | papermill warning: Unable to parse line" in log
+    assert "    00_first | kernel: W1207 cpp_extension.py:183] a warning written to the kernel's stderr" in log
+    assert "    01_second | kernel: a worker prints" in log
     assert lines[0] in log and lines[2] in log and "printed into" not in log
 
 
@@ -122,6 +138,17 @@ def test_failing_notebook_is_one_loud_line(tmp_path, notebooks, capfd):
 class Terminal(io.StringIO):
     def isatty(self):
         return True
+
+
+def test_dead_kernel_is_one_loud_line(tmp_path, notebooks, capfd):
+    """A kernel that dies (a crash, out of memory) fails the run in one line naming the notebook and the log, not
+    a traceback."""
+    notebooks(**{"00_dies": DIES})
+    assert main(["report", "--scale", "smoke", "--out", str(tmp_path / "out")]) == 1
+    captured = capfd.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith("report failed: notebook 00_dies.py: its kernel died (a crash, or out of memory)")
+    assert captured.out == "" and "    00_dies | cell 2/2 " not in _log_named_by(line)
 
 
 def test_live_line_only_on_a_terminal(tmp_path):

@@ -21,19 +21,20 @@ import contextlib
 import logging
 import os
 import secrets
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from queue import Empty
 from time import monotonic
-from typing import Any
+from typing import Any, BinaryIO
 from unittest import mock
 
 import jupytext
 import papermill
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_core.paths import jupyter_runtime_dir
-from nbclient.exceptions import CellExecutionComplete, CellTimeoutError
+from nbclient.exceptions import CellExecutionComplete, CellTimeoutError, DeadKernelError
 from nbclient.util import ensure_async, run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
@@ -99,6 +100,12 @@ class WatchdogClient(PapermillNotebookClient):
     notebook_name = Unicode("notebook", help="named in the watchdog's lines").tag(config=True)
 
     watchdog_log = AnyTrait(None, allow_none=True, help="print-like sink for the watchdog's lines").tag(config=True)
+    kernel_output = AnyTrait(
+        None,
+        allow_none=True,
+        help="a file for what the kernel process (and processes it starts) write to its own "
+        "stdout and stderr, past the notebook's outputs; None: the runner's",
+    ).tag(config=True)
     slice_s = 1.0  # a wait on a channel never blocks longer: a missed socket wake-up costs one slice
     reply_grace_s = 10.0  # the kernel sends the reply before the idle status: 10 s after it, the reply is lost
     quiet_s = 30.0  # a kernel not busy and silent this long gets a kernel_info probe (and another each quiet_s)
@@ -216,6 +223,13 @@ class WatchdogClient(PapermillNotebookClient):
     wait_for_reply = run_sync(async_wait_for_reply)
     _wait_for_reply = wait_for_reply
 
+    async def async_start_new_kernel(self, **kwargs: Any) -> None:
+        if self.kernel_output is not None:  # Popen's arguments, through jupyter_client's launcher
+            kwargs = {"stdout": self.kernel_output, "stderr": self.kernel_output, **kwargs}
+        await super().async_start_new_kernel(**kwargs)
+
+    start_new_kernel = run_sync(async_start_new_kernel)
+
     def _where(self, cell: Any) -> str:
         index = next(i for i, other in enumerate(self.nb.cells) if other is cell)
         return f"{self.notebook_name} cell index {index} ({_first_line(cell, 50)})"
@@ -307,8 +321,12 @@ def execute_notebook(
     timed = log is not None or cell_seconds is not None or status is not None
     outputs = CellOutputs(staging, cache_dir()) if cell_seconds is not None else None
     hooks = CellProgress(path.stem, notebook, log, cell_seconds, outputs, status).hooks() if timed else {}
-    warnings_to_log = _papermill_warnings_to(log, f"    {path.stem} | ")
-    with mock.patch.dict(os.environ, kernel_environment(staging, scale)), warnings_to_log:
+    prefix = f"    {path.stem} | "
+    with (
+        mock.patch.dict(os.environ, kernel_environment(staging, scale)),
+        _papermill_warnings_to(log, prefix),
+        _kernel_output_to(log, prefix) as kernel_output,
+    ):
         try:
             return papermill.execute_notebook(
                 notebook,
@@ -320,6 +338,7 @@ def execute_notebook(
                 engine_name=ENGINE,
                 notebook_name=path.name,
                 watchdog_log=log,
+                kernel_output=kernel_output,
                 **hooks,
             )
         except PapermillExecutionError as err:
@@ -333,6 +352,29 @@ def execute_notebook(
             raise NotebookFailed(
                 f"notebook {path.name}: {str(err).splitlines()[0]} — executed copy: {executed_path}"
             ) from None
+        except DeadKernelError:
+            raise NotebookFailed(
+                f"notebook {path.name}: its kernel died (a crash, or out of memory) — executed copy: {executed_path}"
+            ) from None
+
+
+@contextlib.contextmanager
+def _kernel_output_to(log: Callable[..., Any] | None, prefix: str) -> Iterator[BinaryIO | None]:
+    """A file for the kernel process's own stdout and stderr, whose lines go to ``log`` when the block ends, however
+    it ends: what a kernel or its worker processes print past the notebook (a library's warning on import, a dying
+    process's last words) belongs in the run's log, not on the report's console. Without ``log``: None (the
+    runner's console, as before)."""
+    if log is None:
+        yield None
+        return
+    with tempfile.TemporaryFile() as output:
+        try:
+            yield output
+        finally:
+            output.seek(0)
+            for line in output.read().decode(errors="replace").splitlines():
+                if line.strip():
+                    log(f"{prefix}kernel: {line}", flush=True)
 
 
 @contextlib.contextmanager
