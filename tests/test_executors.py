@@ -86,7 +86,7 @@ def report_runs(monkeypatch):
     from vitstudy.report import runner
 
     seen = []
-    monkeypatch.setattr(runner, "run_report", lambda *args: seen.append(os.environ.get(executors.RAY_ENV)))
+    monkeypatch.setattr(runner, "run_report", lambda *args, **kwargs: seen.append(os.environ.get(executors.RAY_ENV)))
     with mock.patch.dict(os.environ):  # report_main sets VITSTUDY_RAY for the kernels: never for later tests
         os.environ.pop(executors.RAY_ENV, None)
         yield seen
