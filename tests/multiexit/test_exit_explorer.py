@@ -117,3 +117,19 @@ def test_another_exit_set_replaces_only_the_bars(digits_study, figures_made):
     assert len(figures_made) == built and len(view.figure.axes[1].patches) == 2
     expected = multiexit.explore(digits_study, "separate", (1,), "sample", 0.6, count=8)
     assert _same_picture(widget.figure.value, figure_png(expected.figure))
+
+
+def test_the_widget_runs_every_choices_heads_when_built(digits_study, monkeypatch):
+    """Building the widget computes the test logits of every variant and exit set its dropdowns offer, once; no
+    move then waits for a head."""
+    from vitstudy.multiexit import study as study_module
+
+    runs = []
+    heads = study_module.logits_from_features
+    monkeypatch.setattr(study_module, "logits_from_features", lambda *a: runs.append(a) or heads(*a))
+    monkeypatch.setattr(digits_study, "_logits", {})  # as a new study has them: none yet
+    widget = multiexit.explorer_widget(digits_study, show=False, count=8)
+    assert len(runs) == len(digits_study.models)
+    for variant, exits in digits_study.models:
+        set_controls(widget, {"variant": variant, "exits": ",".join(map(str, exits)), "threshold": 0.4})
+    assert len(runs) == len(digits_study.models)

@@ -206,15 +206,18 @@ def readout(summary: dict[str, Any]) -> str:
 
 
 class ExitExplorer:
-    """The widget's side of the explorer: a setting's simulation and summary computed once (an LRU cache keyed by
-    the controls), a page of test images read once, and one :class:`ExitDrawing` per layout on a live figure,
-    redrawn in place. It reads ``study`` as it is when the widget is built (add variants before)."""
+    """The widget's side of the explorer: every variant's and exit set's test logits computed when it is built, a
+    setting's simulation and summary computed once (an LRU cache keyed by the controls), a page of test images read
+    once, and one :class:`ExitDrawing` per layout on a live figure, redrawn in place. It reads ``study`` as it is
+    when the widget is built (add variants before)."""
 
     def __init__(self, study: ExitStudy, batch_size: int = 64, count: int = 24, columns: int = 8, cached: int = 64):
         self.study, self.batch_size, self.count, self.columns = study, batch_size, count, columns
         self.simulated = functools.lru_cache(maxsize=cached)(functools.partial(simulated, study))
         self.page_images = functools.lru_cache(maxsize=cached)(functools.partial(page_images, study))
         self.drawings = LiveDrawings()
+        for variant, exits in study.models:  # every choice the dropdowns offer: no move waits for a head's logits
+            study.logits(variant, exits)
 
     def view(self, variant: str, exits: str, policy: str, threshold: float, start: int) -> ExplorerView:
         """The view of the controls' values, as :func:`explore` computes it, drawn on the layout's live figure."""
