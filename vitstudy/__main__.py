@@ -26,7 +26,7 @@ from .errors import CorruptImageError, PretrainedWeightsUnavailable
 USAGE = """usage: python -m vitstudy COMMAND [options]
 
 commands:
-  report   execute the numbered notebooks and regenerate figures/ (--scale, --only, --out)
+  report   execute the numbered notebooks and regenerate figures/ (--scale, --only, --out, --verbose)
   results  regenerate RESULTS.md from the committed tables in figures/ (--check: is it current?)
   train    train one model into a run folder; resumes if interrupted (works under torchrun)
   data     make sure the default data set (Fashion-MNIST) is present, installing it if it can
