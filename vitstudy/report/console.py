@@ -131,12 +131,13 @@ def notebook_line(where: str, seconds: float, files: Sequence[str], tables_folde
     be read (a failed A/A control), read from ``tables_folder``."""
     figures = sum(Path(name).suffix == ".png" and Path(name).parent == Path() for name in files)
     tables = [Path(name).stem for name in files if Path(name).parent == Path("tables") and name.endswith(".csv")]
-    line = f"{where}: {seconds:.1f} s, {_count(figures, 'figure')}, {_count(len(tables), 'table')}"
+    line = f"{where}: {seconds:.1f} s, {counted(figures, 'figure')}, {counted(len(tables), 'table')}"
     flagged = [table for table in tables if rows_with_verdict(tables_folder / f"{table}.csv", NOT_TRUSTWORTHY)]
     return line + (f"; {NOT_TRUSTWORTHY} (A/A control failed): {', '.join(flagged)}" if flagged else "")
 
 
-def _count(number: int, noun: str) -> str:
+def counted(number: int, noun: str) -> str:
+    """``1 table``, ``2 tables``."""
     return f"{number} {noun}{'' if number == 1 else 's'}"
 
 

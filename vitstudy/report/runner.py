@@ -53,7 +53,7 @@ from ..config import SCALES, get_scale
 from ..data import check_data
 from ..files import atomic_path, atomic_write_json, cache_dir, output_dir, project_root
 from .cell_outputs import tables_within_target
-from .console import clock, notebook_line, shown
+from .console import clock, counted, notebook_line, shown
 from .execute import NotebookFailed, execute_notebook
 from .published import code_differences, publish_notebook
 from .results import write_results
@@ -65,8 +65,8 @@ __all__ = [
     "NotebookFailed",
     "default_out",
     "is_published",
-    "log_path",
     "list_notebooks",
+    "log_path",
     "notebook_scales",
     "open_manifest",
     "outdated_published",
@@ -234,9 +234,8 @@ def run_report(
         results = f"{shown(write_results(out))} regenerated"
     else:
         results = f"RESULTS.md left as it is (it reads {shown(committed)}/, the {DEFAULT_SCALE} report)"
-    count = f"{len(chosen)} notebook{'' if len(chosen) == 1 else 's'}"
-    took = clock(time.perf_counter() - run_started)
-    log(f"report done: {count}, scale {scale}, {took}; outputs and {MANIFEST} in {shown(out)}/; {results}", flush=True)
+    done = f"report done: {counted(len(chosen), 'notebook')}, scale {scale}, {clock(time.perf_counter() - run_started)}"
+    log(f"{done}; outputs and {MANIFEST} in {shown(out)}/; {results}", flush=True)
     return manifest
 
 
