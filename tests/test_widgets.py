@@ -348,3 +348,14 @@ def test_text_stamps_keep_the_most_recent_within_their_byte_budget():
     kept = fig.stamps._stamps
     assert 1 <= len(kept) < 40 and sum(stamp[0].nbytes for stamp in kept.values()) <= 20_000
     assert next(reversed(kept))[0] == "title number 39"
+
+
+def test_a_resized_live_figure_draws_a_new_background():
+    """A live figure resized after its first move draws a background of the new size, as savefig draws it."""
+    from vitstudy.widgets import figure_png
+
+    fig, _, _, text = _blitted_figure()
+    text.set_text("before")
+    fig.png()
+    fig.set_size_inches(4, 2)
+    assert _close_pictures(fig.png(), figure_png(fig))

@@ -161,6 +161,8 @@ class LiveFigure(Figure):
         if self.moving is None:
             return figure_png(self)
         canvas, moving = self.canvas, list(self.moving())
+        if self.background is not None and self.background.get_extents()[2:] != canvas.get_width_height():
+            self.background = None  # resized since: the kept picture no longer covers the canvas
         if self.background is None:
             shown = [artist for artist in moving if artist.get_visible()]
             for artist in shown:

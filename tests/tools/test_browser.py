@@ -18,12 +18,14 @@ from vitstudy.files import project_root
 from vitstudy.tools.browser import (
     CHROMIUM,
     FIGURE_IMAGES,
+    arm_move_timer,
     assert_no_error_output,
     choose,
     chromium_page,
     cut_labels,
     exit_expected,
     jupyter_lab,
+    move_seconds,
     open_and_run,
     press_slider,
     screenshot_explorer,
@@ -162,6 +164,12 @@ def test_exit_explorer_shows_what_the_simulation_computes(page, lab):
         blocks = [*map(int, state["exits"].split(",")), 12]
         assert abs(sum(shown[f"at_{b}_pct"] for b in blocks) - 100) < 1e-3, shown
         assert len(shown["shown_exit_blocks"]) == 24 and shown["first_image"] == state["start"]
+    # widget_latency's timer in the page: it sees the key press and then the view of the new setting
+    state["threshold"] = 0.81
+    arm_move_timer(page, exit_expected(page, state))
+    press_slider(page, "threshold", "ArrowRight")
+    assert 0 < move_seconds(page, 30) < 30
+    assert json.loads(shown_data(page))["threshold"] == 0.81
     assert_no_error_output(page)
     SCREENS.mkdir(parents=True, exist_ok=True)
     screenshot_explorer(page, SCREENS / "07_exit_explorer.png")
