@@ -136,7 +136,6 @@ class TextStamps:
         right, top = min(int(np.ceil(extent.x1)) + 2, width), min(int(np.ceil(extent.y1)) + 2, height)
         # rows bottom up, as Agg's draw_image takes them
         pixels = np.asarray(scratch.buffer_rgba())[height - top : height - bottom, left:right][::-1].copy()
-        text._renderer = renderer  # Text.draw kept the scratch renderer for later measuring: give it its own back
         return pixels, left, bottom, float(anchor[0]), float(anchor[1])
 
 
@@ -146,8 +145,10 @@ class LiveFigure(Figure):
     :meth:`png` renders a move by blitting: everything but the drawing's moving artists (:attr:`moving`, set by
     :class:`LiveDrawings` from the drawing's ``moving_artists``) is drawn once and kept as a background picture;
     a move restores it, draws only the moving artists over it in their order (texts from :class:`TextStamps`) and
-    encodes the canvas. A drawing that changes what does not move (e.g. new histogram bars and ticks) calls
-    :func:`redraw_background`. Saving the figure (``savefig``, :func:`figure_png`) still draws everything."""
+    encodes the canvas. A static artist that a full draw puts over a moving one where they overlap is listed as
+    moving too, after it (as the exit histogram's grid lines and frame are, over its bars). A drawing that changes
+    what does not move (e.g. new histogram bars and ticks) calls :func:`redraw_background`. Saving the figure
+    (``savefig``, :func:`figure_png`) still draws everything."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -156,8 +157,8 @@ class LiveFigure(Figure):
         self.stamps = TextStamps()
 
     def png(self) -> bytes:
-        """The figure as PNG bytes at :data:`WIDGET_DPI`, as :func:`figure_png` gives it (up to text placement
-        rounded to whole pixels), redrawing only the moving artists over the kept background."""
+        """The figure as PNG bytes at :data:`WIDGET_DPI`, as :func:`figure_png` gives it (up to a few levels of
+        blending where a text is pasted), redrawing only the moving artists over the kept background."""
         if self.moving is None:
             return figure_png(self)
         canvas, moving = self.canvas, list(self.moving())
