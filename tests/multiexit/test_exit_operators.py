@@ -32,7 +32,7 @@ BOOKKEEPING = {
 }
 DECISION_OPERATORS = 2  # the one read of the logits to the host (tolist resolves the conj and neg bits)
 HEAD_OPERATORS = 3  # the [CLS] row, the final norm on it, the classifier
-FIXED_OPERATORS = 1  # the exit-block tensor
+FIXED_OPERATORS = 0  # the exit-block tensor is made when first read, not in the forward
 # The plain model's operators the exit model need not run: timm's head dropout, an identity in eval (the exit model's
 # final logits come from the normalised [CLS] row, as its exits' do).
 SKIPPED = collections.Counter({"dropout": 1})

@@ -116,6 +116,7 @@ class ExitRule:
 
     policy: str
     kind: str
+    classes: int
     threshold32: float
     log_threshold: float
     band: float
@@ -124,7 +125,7 @@ class ExitRule:
     def of(cls, threshold: float, policy: str, kind: str, classes: int) -> ExitRule:
         threshold32 = float(np.float32(threshold))  # what a float32 tensor is compared with
         log_threshold = math.log(threshold32) if threshold32 > 0 else -math.inf
-        return cls(policy, kind, threshold32, log_threshold, log_rule_band(classes))
+        return cls(policy, kind, classes, threshold32, log_threshold, log_rule_band(classes))
 
     def confident_rows(self, logits: torch.Tensor) -> list[bool]:
         """Per row of ``logits`` ``[B, C]``: does its confidence reach the threshold? One read from the device.

@@ -61,17 +61,25 @@ DEFAULT_EXITS = (3, 6, 9)  # the report's "residual path" positions in a depth-1
 class ExitOutput:
     """What a multi-exit forward returns, rows in input order.
 
-    ``confidence`` is computed when first read, from the logits each exit saw: the forward decides in log space
-    (``exits.ExitRule``) and needs none of it.
+    ``exit_block`` and ``confidence`` are tensors made when first read: the forward keeps its bookkeeping on the
+    host and decides in log space (``exits.ExitRule``), so a caller that reads only the logits pays for neither.
     """
 
     logits: torch.Tensor  # [B, classes]
-    exit_block: torch.Tensor  # [B] long: the block each image left after; depth = it ran the whole model
+    exit_blocks: list[int]  # per image, the block it left after; depth = it ran the whole model
     exits: tuple[int, ...]
     depth: int
     # Per exit reached: (its column, the input position of each of its rows, its logits [b, classes])
     seen: list[tuple[int, list[int], torch.Tensor]] = field(repr=False)
     confidence_kind: str = "softmax"
+
+    @cached_property
+    def exit_block(self) -> torch.Tensor:
+        """``[B]`` long: :attr:`exit_blocks` on the logits' device."""
+        blocks, device = self.exit_blocks, self.logits.device
+        if len(set(blocks)) == 1:  # one value: filled on the device, nothing copied from the host
+            return torch.full((len(blocks),), blocks[0], dtype=torch.long, device=device)
+        return torch.tensor(blocks, dtype=torch.long, device=device)
 
     @property
     def exited_share(self) -> float:
@@ -180,6 +188,7 @@ class MultiExitViT(nn.Module):
     @threshold.setter
     def threshold(self, value: float) -> None:
         self._threshold = check_threshold(value)
+        self._rule = None
 
     @property
     def policy(self) -> str:
@@ -188,6 +197,7 @@ class MultiExitViT(nn.Module):
     @policy.setter
     def policy(self, value: str) -> None:
         self._policy = check_choice("policy", value, POLICIES)
+        self._rule = None
 
     @property
     def confidence(self) -> str:
@@ -196,6 +206,7 @@ class MultiExitViT(nn.Module):
     @confidence.setter
     def confidence(self, value: str) -> None:
         self._confidence = check_choice("confidence", value, CONFIDENCES)
+        self._rule = None
 
     @property
     def forced_exit(self) -> int | None:
@@ -205,6 +216,14 @@ class MultiExitViT(nn.Module):
     def forced_exit(self, value: int | None) -> None:
         check(value is None or value in self.exits, "forced_exit", value, f"None or one of the exits {self.exits}")
         self._forced_exit = value
+
+    def exit_rule(self, classes: int) -> ExitRule:
+        """The exit decision at the current knobs for logits of ``classes``, worked out once per setting (a knob's
+        setter drops it), so a forward spends nothing on the threshold's constants."""
+        rule = self._rule
+        if rule is None or rule.classes != classes:
+            rule = self._rule = ExitRule.of(self.threshold, self.policy, self.confidence, classes)
+        return rule
 
     # Pieces (timm's own modules) ---------------------------------------------------------------------------
 
@@ -296,9 +315,9 @@ class MultiExitViT(nn.Module):
             index = self.exits.index(forced)
             tokens = self._run_blocks(tokens, 0, forced, settings, checkpointed)
             logits = self.exit_heads[index](self.exit_features(tokens))
-            exit_block = torch.full((batch,), forced, dtype=torch.long, device=x.device)
+            everyone = list(range(batch))
             return ExitOutput(
-                logits, exit_block, self.exits, self.depth, [(index, list(range(batch)), logits)], self.confidence
+                logits, [forced] * batch, self.exits, self.depth, [(index, everyone, logits)], self.confidence
             )
 
         # The bookkeeping lives on the host: the decision is read there anyway (the one sync per exit), and a
@@ -315,8 +334,8 @@ class MultiExitViT(nn.Module):
             logits = head(self.exit_features(tokens))
             seen.append((index, origin, logits))
             decided = logits.detach() if logits.requires_grad else logits  # the decision builds no graph
-            if rule is None:  # the decision's constants, once per forward
-                rule = ExitRule.of(self.threshold, self.policy, self.confidence, logits.shape[-1])
+            if rule is None:
+                rule = self.exit_rule(logits.shape[-1])
             leaving = rule.leaving_rows(decided)
             if self.keep_every_row:
                 leaving = []  # decided, then overruled: the compaction below keeps every row
@@ -356,11 +375,7 @@ class MultiExitViT(nn.Module):
             for row, position in enumerate(p for _, positions in finished for p in positions):
                 where[position] = row
             logits = stacked.index_select(0, torch.tensor(where, device=device))
-        if len(set(exit_block)) == 1:
-            blocks = torch.full((len(exit_block),), exit_block[0], dtype=torch.long, device=device)
-        else:
-            blocks = torch.tensor(exit_block, dtype=torch.long, device=device)
-        return ExitOutput(logits, blocks, self.exits, self.depth, seen, self.confidence)
+        return ExitOutput(logits, exit_block, self.exits, self.depth, seen, self.confidence)
 
 
 class SkipExitViT(MultiExitViT):
