@@ -12,6 +12,10 @@ cell, with ipykernel 7). :class:`WatchdogClient` waits in one-second slices inst
   reply was lost (a request stranded in the kernel's socket may also be woken by it);
 - no answer at all for :attr:`stuck_s` while the kernel stays idle: the notebook fails with one line naming it and
   the cell (:class:`NotebookFailed`), instead of waiting for ever.
+
+Everything a run says besides a failure goes to the caller's ``log`` (the report's log file), never straight to the
+console: each cell's line, the progress lines, the watchdog's lines, papermill's warnings, and what the kernel
+process and the processes it starts write to their own stdout and stderr (a library's warning on import).
 """
 
 from __future__ import annotations
@@ -310,8 +314,9 @@ def execute_notebook(
     """Execute one jupytext notebook with papermill; raise NotebookFailed naming the cell on any exception.
 
     The executed copy (outputs included) goes to ``executed_path``, by default into ``staging``. With ``log``, each
-    code cell's time, the kernel's progress lines (``vitstudy.progress``), the watchdog's lines and papermill's
-    warnings are logged. ``status`` (a live line's sink) is told each cell as it starts and each progress line.
+    code cell's time, the kernel's progress lines (``vitstudy.progress``), the watchdog's lines, papermill's
+    warnings and the kernel process's own output are logged. ``status`` (a live line's sink) is told each cell as it
+    starts and each progress line.
     ``cell_seconds`` (a list) receives one ``{"cell", "seconds", "first_line"}`` entry per executed code cell, with
     what the cell wrote (:meth:`.cell_outputs.CellOutputs.since_start`).
     """
