@@ -9,9 +9,9 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from vitstudy import skipvit
+from vitstudy.bench.operators import count_operators
 from vitstudy.multiexit import MultiExitViT, exits
 
 # What older decisions ran at every exit and a batch of one needs none of: the arithmetic happens on the host.
@@ -38,31 +38,13 @@ FIXED_OPERATORS = 0  # the exit-block tensor is made when first read, not in the
 SKIPPED = collections.Counter({"dropout": 1})
 
 
-class OperatorCount(TorchDispatchMode):
-    """Counts every operator that reaches the dispatcher, by name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: collections.Counter[str] = collections.Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.counts[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
-
-
-def operators(fn, *args) -> collections.Counter[str]:
-    with torch.inference_mode(), OperatorCount() as count:
-        fn(*args)
-    return count.counts
-
-
 def machinery(model: MultiExitViT, x: torch.Tensor) -> collections.Counter[str]:
     """Operators of the exit model's forward beyond the plain backbone's and its exit heads' own (at most three)."""
     with torch.inference_mode():
         tokens = model.start(x)
-    head = operators(lambda t: model.exit_heads[0](model.exit_features(t)), tokens)
+    head = count_operators(lambda t: model.exit_heads[0](model.exit_features(t)), tokens)
     assert sum(head.values()) <= HEAD_OPERATORS, head
-    plain, exiting = operators(model.vit, x), operators(model, x)
+    plain, exiting = count_operators(model.vit, x), count_operators(model, x)
     assert plain - exiting <= SKIPPED, "the exit model skipped an operator the plain model runs"
     extra = exiting - plain
     for name, count in head.items():
@@ -106,7 +88,7 @@ def test_a_batch_where_images_leave_reads_the_device_once_per_exit(tiny_vit, ima
     reads = []
     to_host = exits._to_host
     monkeypatch.setattr(exits, "_to_host", lambda values: reads.append(len(values)) or to_host(values))
-    counts = operators(model, images)
+    counts = count_operators(model, images)
     with torch.inference_mode():
         out = model(images)
     reached = [int((out.exit_block >= block).sum()) for block in model.exits]

@@ -12,10 +12,11 @@ import pytest
 import torch
 
 from vitstudy import bench, multiexit, skipvit
+from vitstudy.bench.operators import operators_per_image
 from vitstudy.config import Scale, TrainConfig
 from vitstudy.data import build_splits
 from vitstudy.experiments.multiexit import edge_latency
-from vitstudy.experiments.multiexit.common import CONTROL_LABEL, SMOKE_ONE_CALL_TIMING
+from vitstudy.experiments.multiexit.common import CONTROL_LABEL, SMOKE_ONE_CALL_TIMING, timing_batch
 from vitstudy.experiments.multiexit.study import build_study
 from vitstudy.models import create_model
 from vitstudy.multiexit import SkipExitViT
@@ -81,6 +82,36 @@ def test_batch1_latency_table(study):
     assert idle["exited_pct"] == 0 and idle["overhead_pct"] == pytest.approx(0)
 
 
+def test_batch1_operators_are_each_images_own_count(study):
+    """The exit arm's operators per image, counted on one image per exit block and weighted, equal the mean of
+    counting every image alone; plain's over each arm's is the operator-count ideal, the A/A copy's is plain's."""
+    point = mixed_point(study)
+    spend = edge_latency.budget("smoke")
+    ticks = (1e-3 * tick for tick in itertools.count())
+    table, _, _ = edge_latency.batch1_latency(study, point, spend, timer=lambda: next(ticks))
+    rows = table.set_index("arm")
+    images = timing_batch(study, spend.latency_images)
+    models = edge_latency.batch1_models(study, point)
+    one_by_one = {
+        arm: np.mean([operators_per_image(models[arm], images[i : i + 1]) for i in range(len(images))])
+        for arm in models
+    }
+    for arm, expected in one_by_one.items():
+        assert rows.loc[arm, "operators_per_image"] == pytest.approx(expected)
+        assert rows.loc[arm, "operator_ideal_speedup"] == pytest.approx(one_by_one["plain"] / expected)
+    assert rows.loc[CONTROL_LABEL, "operators_per_image"] == one_by_one["plain"]
+    empty = pd.DataFrame(columns=["arm", "setting"])
+    idle_ops, plain_ops = one_by_one[edge_latency.IDLE_ARM], one_by_one["plain"]
+    expected = f"it runs {idle_ops:.0f} operators per image against plain's {plain_ops:.0f}"
+    assert expected in edge_latency.findings(table, empty, empty, empty, {})
+    # leaving early runs fewer operators; exits that never fire run more than plain
+    assert (
+        rows.loc[edge_latency.EXIT_ARM, "operator_ideal_speedup"]
+        > 1
+        > rows.loc[edge_latency.IDLE_ARM, "operator_ideal_speedup"]
+    )
+
+
 def test_batch_sweep_has_an_aa_control_per_batch(study):
     """Every batch size gets plain, the exit and its own A/A control, the exit judged against its batch's ideal."""
     sweep, raw = edge_latency.batch_sweep(study, mixed_point(study), (1, 4), SMOKE_ONE_CALL_TIMING)
@@ -88,6 +119,24 @@ def test_batch_sweep_has_an_aa_control_per_batch(study):
         b: ["plain", edge_latency.EXIT_ARM, CONTROL_LABEL] for b in (1, 4)
     }
     assert set(raw["batch_size"]) == {1, 4} and sweep["speedup"].notna().all()
+
+
+def test_batch_sweep_counts_operators_beside_the_measured_gap(study):
+    """Each batch size's arms carry their operators per image on that batch, counted, and plain's over the arm's;
+    the closing puts the operator-count ideal beside the FLOP ideal and the measured speed-up."""
+    point = mixed_point(study)
+    sweep, _ = edge_latency.batch_sweep(study, point, (1, 4), SMOKE_ONE_CALL_TIMING)
+    exit_model = study.configured(point["variant"], point["exits"], point["threshold"], "sample")
+    for size, group in sweep.groupby("batch_size"):
+        rows = group.set_index("arm")
+        images = timing_batch(study, size)
+        plain, exiting = operators_per_image(study.vit, images), operators_per_image(exit_model, images)
+        assert rows.loc["plain", "operators_per_image"] == plain == rows.loc[CONTROL_LABEL, "operators_per_image"]
+        assert rows.loc[edge_latency.EXIT_ARM, "operators_per_image"] == exiting
+        assert rows.loc[edge_latency.EXIT_ARM, "operator_ideal_speedup"] == pytest.approx(plain / exiting)
+    empty = pd.DataFrame(columns=["arm", "setting"])
+    text = edge_latency.findings(empty, sweep, empty, empty, {})
+    assert "operator-count ideal" in text and "at batch 4" in text
 
 
 def test_vit_b_batch1_is_table_5_1_at_batch_one(tiny_vit):

@@ -35,6 +35,7 @@ import pandas as pd
 import torch
 
 from ... import bench, skipvit
+from ...bench.operators import operator_ideal, operators_per_image
 from ...config import PAPER_SMOKE, Scale, check, scale_budget
 from ...formatting import NOT_MEASURED
 from ...multiexit import (
@@ -200,6 +201,10 @@ def batch1_latency(
     idle = table["arm"] == IDLE_ARM
     for end, source in (("", "speedup"), ("_low", "speedup_high"), ("_high", "speedup_low")):
         table.loc[idle, f"overhead_pct{end}"] = 100 * (1 / table.loc[idle, source] - 1)
+    counted = batch1_operators(models, images, exit_blocks)
+    counted[run.control] = counted["plain"]  # the A/A copy is the plain model
+    table["operators_per_image"] = table["arm"].map(counted)
+    table["operator_ideal_speedup"] = operator_ideal(counted["plain"], table["operators_per_image"])
     setting = f"{point['variant']}, exits {exits_label(point['exits'])}"
     table.insert(
         1,
@@ -211,6 +216,27 @@ def batch1_latency(
     table["arm"] = table["arm"].replace({run.control: CONTROL_LABEL})
     histogram = exit_histogram(point["exits"], study.depth, exit_blocks[EXIT_ARM])
     return table, histogram, run
+
+
+def batch1_operators(
+    models: Mapping[str, torch.nn.Module], images: torch.Tensor, exit_blocks: Mapping[str, torch.Tensor]
+) -> dict[str, float]:
+    """Operators per image of each arm at batch 1 over ``images``, counted (no clock). An image alone runs the
+    operators of the exits it reaches, so an exit arm is counted on the first image that leaves at each block
+    (``exit_blocks[arm]``, one per image) and weighted by how many leave there; an arm without exits on one image."""
+    counted = {}
+    for arm, model in models.items():
+        if arm not in exit_blocks:
+            counted[arm] = operators_per_image(model, images[:1])
+            continue
+        blocks = exit_blocks[arm]
+        total = 0.0
+        for block in blocks.unique().tolist():
+            leaving = blocks == block
+            first = int(leaving.nonzero()[0])
+            total += operators_per_image(model, images[first : first + 1]) * int(leaving.sum())
+        counted[arm] = total / len(blocks)
+    return counted
 
 
 def batch1_overheads(study: ExitStudy, point: dict[str, Any], calls: int) -> pd.DataFrame:
@@ -258,22 +284,36 @@ def batch_sweep(
     device: str = "cpu",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The per-sample exit at ``point`` against the plain model at each batch size (the first b test images, one
-    comparison with its A/A control each), judged against the FLOP ideal of that batch's exits; and the raw times."""
+    comparison with its A/A control each), judged against the FLOP ideal of that batch's exits; and the raw times.
+
+    Beside the measured gap, each arm's operators per image on the same batch, counted (``operators_per_image``),
+    and plain's over the arm's (``operator_ideal_speedup``): what the exit can gain where every operator costs the
+    same, as on a small model at a small batch, where the rows that stay still run every later block's operators.
+    """
     exit_model = study.configured(point["variant"], point["exits"], point["threshold"], "sample")
     rows, raw = [], []
     for size in batch_sizes:
         images = timing_batch(study, size)
         count = len(images)
+        plain_ops, exit_ops = (operators_per_image(model, images) for model in (study.vit, exit_model))
+        plain_counted = {"operators_per_image": plain_ops, "operator_ideal_speedup": 1.0}
         comparison = bench.compare_models({"plain": study.vit, EXIT_ARM: exit_model}, images, settings, device)
         common = {"batch_size": count, **bench.protocol(comparison), "note": bench.table_note(comparison)}
         rows += [
-            {"arm": "plain", **bench.speed_row(comparison, "plain", count, 1.0, bench.FLOP_IDEAL_TARGET), **common},
+            {
+                "arm": "plain",
+                **bench.speed_row(comparison, "plain", count, 1.0, bench.FLOP_IDEAL_TARGET),
+                **common,
+                **plain_counted,
+            },
             {
                 "arm": EXIT_ARM,
                 **exit_row(study, comparison, EXIT_ARM, exit_model, count, bench.FLOP_IDEAL_TARGET),
                 **common,
+                "operators_per_image": exit_ops,
+                "operator_ideal_speedup": operator_ideal(plain_ops, exit_ops),
             },
-            {"arm": CONTROL_LABEL, **bench.control_row(comparison, count), **common},
+            {"arm": CONTROL_LABEL, **bench.control_row(comparison, count), **common, **plain_counted},
         ]
         raw.append(bench.raw_times(comparison, batch_size=count))
     frame = pd.DataFrame(rows)
@@ -585,6 +625,32 @@ def _sweep_trust(sweep: pd.DataFrame) -> str:
     )
 
 
+def _operator_bound(sweep: pd.DataFrame) -> str:
+    """How much of the sweep's gap to the FLOP ideal is operator count: at each batch size, the FLOP ideal, the
+    speed-up where every operator costs the same (plain's counted operators over the exit's) and the measured one."""
+    if "operator_ideal_speedup" not in sweep:
+        return ""
+    exits = sweep[sweep["arm"] == EXIT_ARM].sort_values("batch_size")
+    plain = sweep[sweep["arm"] == "plain"].set_index("batch_size")["operators_per_image"]
+    parts = [
+        f"at batch {int(row['batch_size'])}, {number(row['operators_per_image'], 0)} against "
+        f"{number(plain.get(row['batch_size']), 0)} (FLOP ideal {number(row['ideal_speedup'], unit='×')}, "
+        f"operator-count ideal {number(row['operator_ideal_speedup'], unit='×')}, measured "
+        f"{number(row['speedup'], unit='×')})"
+        for row in exits.to_dict("records")
+        if not is_missing(row["operator_ideal_speedup"])
+    ]
+    if not parts:
+        return ""
+    return (
+        "Operators per image, counted, the exit's against plain's: "
+        + "; ".join(parts)
+        + ". A small model at a small batch pays about the same for each operator whatever its rows, and the rows "
+        "that stay still run every later block's operators: a speed-up measured below the FLOP ideal and near the "
+        "operator-count ideal is bound by operator count, which no compaction shrinks."
+    )
+
+
 def findings(
     latency: pd.DataFrame,
     sweep: pd.DataFrame,
@@ -613,6 +679,9 @@ def findings(
             "per call on the exit path"
         )
         cost = percent_cost(*(idle.get(f"overhead_pct{end}", math.nan) for end in ("", "_low", "_high")))
+        plain_ops, idle_ops = _arm(latency, "plain").get("operators_per_image"), idle.get("operators_per_image")
+        if not (is_missing(plain_ops) or is_missing(idle_ops)):
+            extra += f"; counted, it runs {idle_ops:.0f} operators per image against plain's {plain_ops:.0f}"
         sentences.append(f"Exit machinery that never fires {cost} per image{extra}.")
     exits = sweep[sweep["arm"] == EXIT_ARM].sort_values("batch_size") if len(sweep) else sweep
     if len(exits):
@@ -624,6 +693,8 @@ def findings(
             f"(ideals {number(first['ideal_speedup'], unit='×')} and {number(last['ideal_speedup'], unit='×')})"
             f"{': ' + trust if trust else ''}."
         )
+    if bound := _operator_bound(sweep):
+        sentences.append(bound)
     forced = vit_b[vit_b["setting"].astype(str).str.startswith("forced exit")] if len(vit_b) else vit_b
     if len(forced):
         best = forced.sort_values("exit_block").iloc[0].to_dict()
