@@ -111,6 +111,11 @@ def _compact(x: Tokens, rows: torch.Tensor) -> Tokens:
     return x.select(rows) if isinstance(x, TokenState) else compact(x, rows)
 
 
+def _rows(positions: list[int], device: torch.device) -> torch.Tensor:
+    """Row positions as an index tensor (as_tensor: one operator, where torch.tensor dispatches two)."""
+    return torch.as_tensor(positions, device=device)
+
+
 def _linear_head(vit: VisionTransformer) -> nn.Linear:
     if not isinstance(vit.head, nn.Linear):
         raise ValueError(
@@ -347,10 +352,10 @@ class MultiExitViT(nn.Module):
                 finished.append((logits, origin))
                 return self._output(finished, exit_block, seen, x.device)
             if leaving:
-                gone = torch.tensor(leaving, device=x.device)
+                gone = _rows(leaving, x.device)
                 finished.append((logits.index_select(0, gone), [origin[row] for row in leaving]))
             staying = sorted(set(range(len(origin))) - set(leaving))
-            tokens = _compact(tokens, torch.tensor(staying, device=x.device))
+            tokens = _compact(tokens, _rows(staying, x.device))
             origin = [origin[row] for row in staying]
         tokens = self._run_blocks(tokens, done, self.depth, settings, checkpointed)
         finished.append((self.final_logits(tokens), origin))
@@ -370,11 +375,11 @@ class MultiExitViT(nn.Module):
             # One concatenation and one gather, however many exits fired (the first group's dtype, as under autocast
             # the exits' and the final head's may differ).
             dtype = finished[0][0].dtype
-            stacked = torch.cat([rows.to(dtype) for rows, _ in finished])
+            stacked = torch.cat([rows if rows.dtype == dtype else rows.to(dtype) for rows, _ in finished])
             where = [0] * len(exit_block)  # where = the row of `stacked` holding each input position
             for row, position in enumerate(p for _, positions in finished for p in positions):
                 where[position] = row
-            logits = stacked.index_select(0, torch.tensor(where, device=device))
+            logits = stacked.index_select(0, _rows(where, device))
         return ExitOutput(logits, exit_block, self.exits, self.depth, seen, self.confidence)
 
 
