@@ -146,14 +146,17 @@ class LiveFigure(Figure):
     :class:`LiveDrawings` from the drawing's ``moving_artists``) is drawn once and kept as a background picture;
     a move restores it, draws only the moving artists over it in their order (texts from :class:`TextStamps`) and
     encodes the canvas. A static artist that a full draw puts over a moving one where they overlap is listed as
-    moving too, after it (as the exit histogram's grid lines and frame are, over its bars). A drawing that changes
-    what does not move (e.g. new histogram bars and ticks) calls :func:`redraw_background`. Saving the figure
-    (``savefig``, :func:`figure_png`) still draws everything."""
+    moving too, after it (as the exit histogram's grid lines and frame are, over its bars). What does not move may
+    depend on a few settings (the exit histogram's ticks on the exit set): the drawing's ``background_key()``
+    (:attr:`background_key`) names them, and one background is kept per key. A drawing that changes what does not
+    move otherwise calls :func:`redraw_background`. Saving the figure (``savefig``, :func:`figure_png`) still draws
+    everything."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.moving: Callable[[], Sequence[Artist]] | None = None
-        self.background: Any = None
+        self.background_key: Callable[[], Any] | None = None
+        self.backgrounds: dict[Any, Any] = {}
         self.stamps = TextStamps()
 
     def png(self) -> bytes:
@@ -162,9 +165,12 @@ class LiveFigure(Figure):
         if self.moving is None:
             return figure_png(self)
         canvas, moving = self.canvas, list(self.moving())
-        if self.background is not None and self.background.get_extents()[2:] != canvas.get_width_height():
-            self.background = None  # resized since: the kept picture no longer covers the canvas
-        if self.background is None:
+        key = self.background_key() if self.background_key is not None else None
+        background = self.backgrounds.get(key)
+        if background is not None and background.get_extents()[2:] != canvas.get_width_height():
+            self.backgrounds.clear()  # resized since: the kept pictures no longer cover the canvas
+            background = None
+        if background is None:
             shown = [artist for artist in moving if artist.get_visible()]
             for artist in shown:
                 artist.set_visible(False)
@@ -173,9 +179,9 @@ class LiveFigure(Figure):
             finally:
                 for artist in shown:
                     artist.set_visible(True)
-            self.background = canvas.copy_from_bbox(self.bbox)
+            self.backgrounds[key] = canvas.copy_from_bbox(self.bbox)
         else:
-            canvas.restore_region(self.background)
+            canvas.restore_region(background)
         renderer = canvas.get_renderer()
         for artist in moving:
             if isinstance(artist, Text):
@@ -189,7 +195,7 @@ def redraw_background(fig: Figure) -> None:
     """Tell a :class:`LiveFigure` that what does not move has changed, so that its next :meth:`~LiveFigure.png`
     draws a new background (no-op for any other figure)."""
     if isinstance(fig, LiveFigure):
-        fig.background = None
+        fig.backgrounds.clear()
 
 
 def rgba_png(pixels: np.ndarray) -> bytes:
@@ -213,7 +219,7 @@ class LiveDrawings:
     """An explorer's drawings, one per key (a layout, or the bad-setting message), each made on its own
     :func:`live_figure` the first time its key is asked for and redrawn in place after. A drawing with a
     ``moving_artists()`` method (what a move changes, in drawing order) is rendered by blitting
-    (:meth:`LiveFigure.png`)."""
+    (:meth:`LiveFigure.png`), over one background per ``background_key()`` if it has that method."""
 
     def __init__(self) -> None:
         self._drawings: dict[Any, Any] = {}
@@ -224,6 +230,7 @@ class LiveDrawings:
             fig = live_figure()
             drawing = self._drawings[key] = make(fig)
             fig.moving = getattr(drawing, "moving_artists", None)
+            fig.background_key = getattr(drawing, "background_key", None)
         return self._drawings[key]
 
 

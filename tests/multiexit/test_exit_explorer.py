@@ -133,3 +133,18 @@ def test_the_widget_runs_every_choices_heads_when_built(digits_study, monkeypatc
     for variant, exits in digits_study.models:
         set_controls(widget, {"variant": variant, "exits": ",".join(map(str, exits)), "threshold": 0.4})
     assert len(runs) == len(digits_study.models)
+
+
+def test_each_exit_set_keeps_its_own_background(digits_study, monkeypatch):
+    """The histogram's ticks are drawn once per exit set: going back to a set redraws only what moves, and the
+    picture is the one explore() draws."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    widget = multiexit.explorer_widget(digits_study, show=False, count=8)  # its first view: exits 1,2
+    canvas, draws, draw = widget.result.figure.canvas, [], FigureCanvasAgg.draw
+    monkeypatch.setattr(FigureCanvasAgg, "draw", lambda self: draws.append(self is canvas) or draw(self))
+    for exits in ("1", "1,2", "1", "1,2", "1"):
+        view = set_controls(widget, {"exits": exits})
+    assert draws.count(True) == 1  # exits 1's background; 1,2's was drawn when the widget was built
+    expected = multiexit.explore(digits_study, "separate", (1,), "sample", 0.9, count=8)
+    assert view.summary == expected.summary and _same_picture(widget.figure.value, figure_png(expected.figure))

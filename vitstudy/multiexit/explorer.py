@@ -3,8 +3,8 @@
 :func:`explore` computes one setting and draws it on a new figure. The widget (:func:`explorer_widget`) runs an
 :class:`ExitExplorer`: each setting simulated once (an LRU cache keyed by the controls), each page of test images
 read once, and one :class:`ExitDrawing` per layout redrawn in place, so a move recomputes and redraws only what
-changed: the histogram's frame and ticks are kept as a background, and the mosaic, its labels, the bars and the title
-are drawn over it (:class:`~vitstudy.widgets.LiveFigure`).
+changed: the histogram's frame and ticks are kept as a background (one per exit set), and the mosaic, its labels, the
+bars and the title are drawn over it (:class:`~vitstudy.widgets.LiveFigure`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from ..plots import ImageMosaic, grid_shape, new_figure
-from ..widgets import ExplorerView, LiveDrawings, explorer_interactive, redraw_background
+from ..widgets import ExplorerView, LiveDrawings, explorer_interactive
 from .exits import Simulation, confidence, simulate
 from .study import ExitStudy, exits_label, parse_exits
 
@@ -144,7 +144,11 @@ class ExitDrawing:
         self.hist_ax.set_xticks(positions, [str(b) for b in self.blocks[:-1]] + [f"{self.blocks[-1]}\n(end)"])
         self.hist_ax.relim()  # the x range of these bars only
         self.hist_ax.autoscale_view()
-        redraw_background(self.figure)  # new ticks: a live figure's kept background is out of date
+
+    def background_key(self) -> tuple[int, ...]:
+        """What the figure's unmoving part depends on (:class:`~vitstudy.widgets.LiveFigure`): the histogram's ticks,
+        one per exit block."""
+        return tuple(self.blocks)
 
     def moving_artists(self) -> list[Artist]:
         """What a move redraws on a live figure, in drawing order (:class:`~vitstudy.widgets.LiveFigure`): the
