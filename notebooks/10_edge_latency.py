@@ -47,6 +47,9 @@ print(f"{scale.name}: {budget.latency_images} images at batch 1, device {device}
 # means and of medians over the plain model carries a 95% bootstrap interval over images, paired by image. The
 # A/A row is a second copy of the plain model, timed the same way. "exit machinery, never fires" is the same exit
 # model with a threshold of 1.0: every image runs to the end, so its speed-up is the exits' overhead alone.
+# `operators_per_image` is counted, not timed (an exit arm on one image per exit block, weighted by how many leave
+# there), and `operator_ideal_speedup` is plain's count over the arm's: the speed-up where every operator costs the
+# same, as it nearly does for a model this small at batch 1.
 
 # %%
 latency, histogram, run = edge_latency.batch1_latency(study, point, budget, device)
@@ -67,6 +70,8 @@ latency[
         "ideal_speedup",
         "exited_pct",
         "overhead_pct",
+        "operators_per_image",
+        "operator_ideal_speedup",
         "verdict",
         "note",
     ]
@@ -82,7 +87,9 @@ histogram
 # %% [markdown]
 # ## Where batch 1 spends the exits' time
 # `torch.profiler` self time per call of the plain model and the never-firing exit on one image: the operators only
-# the exit path runs are its confidence heads, the exit decision and the host read of how many images leave.
+# the exit path runs are its exit heads (the [CLS] row, the final norm on it, the classifier) and the one read of
+# their logits to the host, where the decision (max logit − logsumexp against the log of the threshold) is summed
+# in Python; the profile cannot show that Python time, the timed table above does.
 
 # %%
 overheads = edge_latency.batch1_overheads(study, point, budget.profile_calls)
@@ -94,7 +101,10 @@ overheads.head(15)
 # %% [markdown]
 # ## The same operating point across batch sizes
 # One `bench.compare_models` comparison per batch size (balanced rounds, paired ratios, an A/A control each) on
-# the first b test images; `ideal_speedup` is the FLOP ideal of that batch's own exits.
+# the first b test images; `ideal_speedup` is the FLOP ideal of that batch's own exits. A small model at a small
+# batch pays about the same for each operator whatever its rows, and the rows that stay after an exit still run
+# every later block's operators, so beside the FLOP ideal each arm's operators per image on the batch are counted
+# and `operator_ideal_speedup` (plain's over the exit's) says what a call bound by operator count can gain.
 
 # %%
 sweep, sweep_raw = edge_latency.batch_sweep(study, point, budget.sweep_batches, budget.sweep_timing, device)
@@ -111,6 +121,8 @@ sweep[
         "speedup_high",
         "ideal_speedup",
         "measured_over_ideal",
+        "operators_per_image",
+        "operator_ideal_speedup",
         "verdict",
         "note",
     ]

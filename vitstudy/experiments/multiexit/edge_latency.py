@@ -3,8 +3,10 @@
 - Latency at batch 1 on real test images: the plain model, the per-sample exit at notebook 02's validation-chosen
   operating point, the exit machinery with a threshold no image reaches (what the exits cost when none fires) and
   the A/A control, each image alone (the per-image timer, :func:`vitstudy.bench.time_models_per_image`); the exit
-  histogram and its FLOP ideal; an operator profile of where the exit path's batch-1 overheads go.
-- The same operating point across batch sizes (``bench.compare_models``, one comparison and A/A per batch).
+  histogram and its FLOP ideal; an operator profile of where the exit path's batch-1 overheads go; each arm's
+  operators per image, counted (``bench.operators``).
+- The same operating point across batch sizes (``bench.compare_models``, one comparison and A/A per batch), each
+  arm's operators per image counted beside the measured gap (a small model at a small batch is bound by them).
 - ViT-B/16 at 224 at batch 1, forced out after blocks 3 / 6 / 9 on random input (Table 5.1's protocol,
   :func:`.common.table_5_1`).
 - Both methods at once (:func:`composition_table`) and the table beside the field (:func:`beside_field`).
@@ -241,8 +243,8 @@ def batch1_operators(
 
 def batch1_overheads(study: ExitStudy, point: dict[str, Any], calls: int) -> pd.DataFrame:
     """``bench.operator_breakdown`` of the plain model and the never-firing exit on one test image (batch 1), every
-    operator: self ms per call. The exit path adds its confidence heads (more ``addmm`` and norms), the softmax
-    and the decision, and the host read of how many images leave (``aten::item``), once per exit."""
+    operator: self ms per call. The exit path adds, once per exit, its head (the [CLS] row, a norm, an ``addmm``)
+    and the read of the head's logits to the host, where the decision is taken in Python (not profiled)."""
     models = batch1_models(study, point)
     image = timing_batch(study, 1)
 
