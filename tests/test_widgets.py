@@ -359,3 +359,31 @@ def test_a_resized_live_figure_draws_a_new_background():
     fig.png()
     fig.set_size_inches(4, 2)
     assert _close_pictures(fig.png(), figure_png(fig))
+
+
+def test_an_explorer_move_computes_on_one_torch_thread(monkeypatch):
+    """A move's view runs on one torch thread and torch gets its count back after; under VITSTUDY_SHARE_CORES=0
+    (or OMP_NUM_THREADS) the count is left alone."""
+    import torch
+
+    from vitstudy.widgets import explorer_interactive
+
+    seen = []
+
+    def view(x: int):
+        seen.append(torch.get_num_threads())
+        return _square_view(x)
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("VITSTUDY_SHARE_CORES", raising=False)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        widget = explorer_interactive(view, _square_readout, show=False, x=ipywidgets.IntSlider(2, 0, 5))
+        set_controls(widget, {"x": 4})
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+        monkeypatch.setenv("VITSTUDY_SHARE_CORES", "0")
+        set_controls(widget, {"x": 5})
+        assert seen == [1, 1, 2]
+    finally:
+        torch.set_num_threads(threads)

@@ -11,12 +11,14 @@ then updated by blitting only what moves (texts pasted from :class:`TextStamps`)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
 import io
 import json
+import os
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +26,7 @@ import ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 import PIL.Image
+import torch
 from IPython import get_ipython
 from IPython.display import Image, display
 from matplotlib.artist import Artist
@@ -33,6 +36,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from .plots import prediction_grid
+from .threads import SWITCH_ENV
 
 
 class WidgetCallbackError(RuntimeError):
@@ -255,6 +259,26 @@ def figure_png(fig: Figure) -> bytes:
     return png.getvalue()
 
 
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run an explorer move's torch work on one thread, then give torch its thread count back.
+
+    A move's tensors are small (one image through the model, a test set's logits), so one thread computes them
+    about as fast as several; and the browser needs a core at the same moment to show the previous move. A team of
+    OpenMP threads short of a core waits at every barrier: a forward that takes 15 ms alone can then take a second.
+    Under ``OMP_NUM_THREADS`` or ``VITSTUDY_SHARE_CORES=0`` torch's setting is left alone, as
+    :func:`vitstudy.threads.share_cores` leaves it."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get(SWITCH_ENV) == "0":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 FIGURE_CLASS = "vitstudy-figure"  # the image widget an explorer draws its figure into
 READOUT_CLASS = "vitstudy-readout"  # the sentences under an explorer's figure
 READOUT_DATA_CLASS = "vitstudy-readout-data"  # the hidden element holding the summary as JSON
@@ -287,7 +311,8 @@ def explorer_interactive(
     The figure goes as PNG bytes into one image widget, ``widget.figure`` (class :data:`FIGURE_CLASS`), kept for
     the widget's life: a move replaces its bytes in place rather than displaying a new output. ``view`` may draw
     every move on one :func:`live_figure`, rendered by blitting (:meth:`LiveFigure.png`); a figure it makes through
-    pyplot is rendered whole and closed. The widget is a :class:`QuietInteractive`. After a
+    pyplot is rendered whole and closed. ``view`` runs on one torch thread (:func:`one_torch_thread`). The widget is
+    a :class:`QuietInteractive`. After a
     callback error the figure is hidden under the traceback, and the next good move shows it and clears the
     traceback. ``widget.readout`` shows the sentences (class :data:`READOUT_CLASS`); ``widget.readout_data`` is
     hidden and holds :func:`readout_data` of the summary (class :data:`READOUT_DATA_CLASS`), which the browser
@@ -301,7 +326,8 @@ def explorer_interactive(
 
     def shown(**values: Any) -> ExplorerView:
         try:
-            result = view(**values)
+            with one_torch_thread():
+                result = view(**values)
         except Exception:
             sentences.value = data.value = ""  # no stale readout beside a traceback
             figure.layout.display = "none"  # nor a stale figure
