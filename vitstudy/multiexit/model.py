@@ -134,8 +134,9 @@ class MultiExitViT(nn.Module):
     compacts at batch 1 too, where the per-sample path itself never does (one image leaves whole or goes on).
 
     The exit decision is read to the host once per exit (twice when a row's confidence sits within float32 rounding
-    of the threshold, ``exits.confident_rows``); the input positions of the rows still running are kept on the
-    host, so an exit that nobody leaves runs no operator beyond its head and the decision.
+    of the threshold, ``exits.ExitRule``): a few logits (a small batch) are read themselves and decided in Python,
+    more are reduced on the device first. The input positions of the rows still running are kept on the host, so
+    an exit that nobody leaves runs no operator beyond its head and that read.
     """
 
     def __init__(
@@ -327,7 +328,7 @@ class MultiExitViT(nn.Module):
 
         # The bookkeeping lives on the host: the decision is read there anyway (the one sync per exit), and a
         # position list costs no operator, so a batch of one (which leaves whole or not at all) runs none beyond the
-        # exit head and the decision, and a larger batch only the gathers of the rows that stay and those that leave.
+        # exit head and the read, and a larger batch only the gathers of the rows that stay and those that leave.
         origin = list(range(batch))  # input position of each row still running
         exit_block = [self.depth] * batch
         seen: list[tuple[int, list[int], torch.Tensor]] = []
