@@ -24,6 +24,9 @@ throughput and per-image latency), the speed row.
 - ``shared``: a comparison one notebook of a report run keeps for a later one that times a subset of its arms
   (:func:`share`, :func:`shared_subset`; ``$VITSTUDY_REPORT_TIMINGS``).
 - ``profile``: :func:`operator_breakdown`, a ``torch.profiler`` table of where each arm's time goes.
+- ``operators``: :func:`~.operators.count_operators` / :func:`~.operators.operators_per_image`, the operators a call
+  dispatches (no clock), and :func:`~.operators.operator_ideal`, plain's count over an arm's: what a small model at a
+  small batch, bound by operator count, can gain.
 
 Numbers stay numbers: on an absent device (``"cuda"`` here) every measured number is NaN and the row's
 ``note`` says :data:`NOT_MEASURED_NO_CUDA`.
