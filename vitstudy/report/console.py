@@ -9,6 +9,8 @@ The log is appended line by line rather than written atomically: it is a record 
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import shutil
 import sys
@@ -18,8 +20,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..verdicts import NOT_TRUSTWORTHY
-from .cell_outputs import rows_with_verdict
+import pandas as pd
+
+from ..verdicts import NOT_TRUSTWORTHY, control_passes, control_rows
 
 
 class ReportConsole:
@@ -132,8 +135,27 @@ def notebook_line(where: str, seconds: float, files: Sequence[str], tables_folde
     figures = sum(Path(name).suffix == ".png" and Path(name).parent == Path() for name in files)
     tables = [Path(name).stem for name in files if Path(name).parent == Path("tables") and name.endswith(".csv")]
     line = f"{where}: {seconds:.1f} s, {counted(figures, 'figure')}, {counted(len(tables), 'table')}"
-    flagged = [table for table in tables if rows_with_verdict(tables_folder / f"{table}.csv", NOT_TRUSTWORTHY)]
+    flagged = [table for table in tables if control_failed(tables_folder / f"{table}.csv")]
     return line + (f"; {NOT_TRUSTWORTHY} (A/A control failed): {', '.join(flagged)}" if flagged else "")
+
+
+def control_failed(path: Path) -> bool:
+    """Whether a timed table's A/A control fails by its interval (:func:`~vitstudy.verdicts.control_passes`) in any
+    of its timed groups (one control row per batch size or model) and for any device's columns (``cpu_speedup_low``
+    ...): then its speed-ups are not trustworthy. A table without a control row, or an untimed control, is not
+    flagged."""
+    table = pd.DataFrame()
+    with contextlib.suppress(OSError, ValueError, pd.errors.ParserError):
+        table = pd.read_csv(path)
+    if table.empty:
+        return False
+    prefixes = [name.removesuffix("speedup_low") for name in table.columns if name.endswith("speedup_low")]
+    for _, control in table[control_rows(table)].iterrows():
+        for prefix in prefixes:
+            low, high = control[f"{prefix}speedup_low"], control.get(f"{prefix}speedup_high", math.nan)
+            if not (math.isnan(low) or math.isnan(high)) and not control_passes(low, high):
+                return True
+    return False
 
 
 def counted(number: int, noun: str) -> str:
