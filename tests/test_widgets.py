@@ -259,21 +259,28 @@ def _close_pictures(shown: bytes, drawn: bytes) -> bool:
     return shown_pixels.shape == drawn_pixels.shape and np.abs(shown_pixels - drawn_pixels).max() <= 8
 
 
-def test_live_figure_redraws_only_its_moving_artists_over_the_kept_background(monkeypatch):
-    """A live figure draws what does not move once; each move draws only the moving artists over it, and the PNG
-    shows what savefig draws; after redraw_background the next move draws the background again."""
-    import numpy as np
+@pytest.fixture
+def drawn(monkeypatch) -> list[str]:
+    """Every text Agg rasterises from now on, in order."""
     from matplotlib.backends.backend_agg import RendererAgg
 
-    from vitstudy.widgets import figure_png, redraw_background
-
-    drawn: list[str] = []
+    texts: list[str] = []
     draw_text = RendererAgg.draw_text
     monkeypatch.setattr(
         RendererAgg,
         "draw_text",
-        lambda self, gc, x, y, s, *a, **k: drawn.append(s) or draw_text(self, gc, x, y, s, *a, **k),
+        lambda self, gc, x, y, s, *a, **k: texts.append(s) or draw_text(self, gc, x, y, s, *a, **k),
     )
+    return texts
+
+
+def test_live_figure_redraws_only_its_moving_artists_over_the_kept_background(drawn):
+    """A live figure draws what does not move once; each move draws only the moving artists over it, and the PNG
+    shows what savefig draws; after redraw_background the next move draws the background again."""
+    import numpy as np
+
+    from vitstudy.widgets import figure_png, redraw_background
+
     fig, ax, image, text = _blitted_figure()
     for value, title in ((0.2, "first"), (0.9, "second")):
         image.set_data(np.full((4, 4), value))
@@ -286,17 +293,8 @@ def test_live_figure_redraws_only_its_moving_artists_over_the_kept_background(mo
     assert _close_pictures(fig.png(), figure_png(fig)) and drawn.count("another static label") == 2
 
 
-def test_a_text_is_rasterised_once_per_look_and_pasted_after(monkeypatch):
+def test_a_text_is_rasterised_once_per_look_and_pasted_after(drawn):
     """A moving text shown again as it was is pasted from its stamp, not laid out and rasterised again."""
-    from matplotlib.backends.backend_agg import RendererAgg
-
-    drawn: list[str] = []
-    draw_text = RendererAgg.draw_text
-    monkeypatch.setattr(
-        RendererAgg,
-        "draw_text",
-        lambda self, gc, x, y, s, *a, **k: drawn.append(s) or draw_text(self, gc, x, y, s, *a, **k),
-    )
     fig, _, _, text = _blitted_figure()
     pictures = {}
     for title in ("one", "two", "one", "two", "one"):

@@ -219,27 +219,21 @@ def test_log_is_opened_on_the_first_line(tmp_path):
     assert path.read_text() == "    00_first | cell 1/3    0.0 s\n[1/1] 00_first: 1.0 s, 0 figures, 0 tables\n"
 
 
+def _timed_table(path, prefix: str, control_interval: tuple[float, float], control_verdict: str) -> None:
+    """A timed table of a plain arm and its A/A control reading 1.00 within ``control_interval``."""
+    low, high = control_interval
+    columns = {f"{prefix}speedup": [1.0, 1.0], f"{prefix}speedup_low": [1.0, low], f"{prefix}speedup_high": [1.0, high]}
+    arms = {"arm": ["plain", "A/A control: plain vs its copy"], "verdict": ["baseline", control_verdict]}
+    pd.DataFrame({**arms, **columns}).to_csv(path)
+
+
 def test_notebook_line_counts_figures_and_tables_and_names_untrustworthy_ones(tmp_path):
     """Figures are counted once (PNG and SVG are one figure), tables once (CSV and Markdown), raw times and the
     executed notebook not at all; a table with a verdict under a failed A/A control is named."""
     tables = tmp_path / "tables"
     tables.mkdir()
-    pd.DataFrame(
-        {
-            "arm": ["plain", "A/A control: plain vs its copy"],
-            "speedup_low": [1.0, 0.98],
-            "speedup_high": [1.0, 1.07],
-            "verdict": ["baseline", "A/A control: point within 1.00 ± 3%, interval 0.98–1.07 outside it"],
-        }
-    ).to_csv(tables / "04_speed.csv")
-    pd.DataFrame(
-        {
-            "arm": ["plain", "A/A control: plain vs its copy"],
-            "cpu_speedup_low": [1.0, 0.98],
-            "cpu_speedup_high": [1.0, 1.02],
-            "verdict": ["baseline", "A/A control: within 1.00 ± 3%"],
-        }
-    ).to_csv(tables / "04_fine.csv")
+    _timed_table(tables / "04_speed.csv", "", (0.98, 1.07), "A/A control: point within 1.00 ± 3%, interval outside")
+    _timed_table(tables / "04_fine.csv", "cpu_", (0.98, 1.02), "A/A control: within 1.00 ± 3%")
     files = [
         "04_gain.png",
         "04_gain.svg",

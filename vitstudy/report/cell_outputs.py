@@ -47,15 +47,10 @@ def tables_within_target(folder: Path) -> dict[str, int]:
 
 def rows_within_target(path: Path) -> int:
     """Rows of a table whose ``verdict`` says it meets its target; 0 for a table without verdicts."""
-    return rows_with_verdict(path, WITHIN_TARGET)
-
-
-def rows_with_verdict(path: Path, prefix: str) -> int:
-    """Rows of a table whose ``verdict`` starts with ``prefix``; 0 for a table without verdicts."""
     with contextlib.suppress(OSError, ValueError, pd.errors.ParserError):
         verdicts = pd.read_csv(path).get("verdict")
         if verdicts is not None:
-            return int(verdicts.astype(str).str.startswith(prefix).sum())
+            return int(verdicts.astype(str).str.startswith(WITHIN_TARGET).sum())
     return 0
 
 

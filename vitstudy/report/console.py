@@ -10,7 +10,6 @@ The log is appended line by line rather than written atomically: it is a record 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 import sys
@@ -22,7 +21,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from ..verdicts import NOT_TRUSTWORTHY, control_passes, control_rows
+from ..verdicts import NOT_TRUSTWORTHY, control_rows, table_trust
 
 
 class ReportConsole:
@@ -140,22 +139,21 @@ def notebook_line(where: str, seconds: float, files: Sequence[str], tables_folde
 
 
 def control_failed(path: Path) -> bool:
-    """Whether a timed table's A/A control fails by its interval (:func:`~vitstudy.verdicts.control_passes`) in any
-    of its timed groups (one control row per batch size or model) and for any device's columns (``cpu_speedup_low``
-    ...): then its speed-ups are not trustworthy. A table without a control row, or an untimed control, is not
-    flagged."""
+    """Whether a timed table's speed-ups are not trustworthy: :func:`~vitstudy.verdicts.table_trust` says so for any
+    of its timed groups (one control row per batch size or model) and any device's columns (``cpu_speedup`` ...).
+    A table without a control row, or an untimed control, is not flagged."""
     table = pd.DataFrame()
     with contextlib.suppress(OSError, ValueError, pd.errors.ParserError):
         table = pd.read_csv(path)
     if table.empty:
         return False
     prefixes = [name.removesuffix("speedup_low") for name in table.columns if name.endswith("speedup_low")]
-    for _, control in table[control_rows(table)].iterrows():
-        for prefix in prefixes:
-            low, high = control[f"{prefix}speedup_low"], control.get(f"{prefix}speedup_high", math.nan)
-            if not (math.isnan(low) or math.isnan(high)) and not control_passes(low, high):
-                return True
-    return False
+    controls = table[control_rows(table)]
+    return any(
+        table_trust(controls.loc[[row]], prefix).startswith(NOT_TRUSTWORTHY)
+        for row in controls.index
+        for prefix in prefixes
+    )
 
 
 def counted(number: int, noun: str) -> str:
